@@ -1,0 +1,277 @@
+//! The projection runner: checkpointed, transactional, gap-checked.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures::StreamExt;
+use sqlx::{AnyConnection, AnyPool, Row};
+use tokio::sync::watch;
+use vigil_schemas::{EventStore, RecordedEvent, StoreError};
+
+use crate::format_time;
+
+/// Events read per transaction when catching up.
+const BATCH: usize = 500;
+
+/// Why a projection stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ProjectionError {
+    /// The read-model database failed.
+    #[error("read-model database: {0}")]
+    Database(#[from] sqlx::Error),
+    /// The event store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A batch did not start where the checkpoint ends.
+    #[error("projection `{name}`: batch starts at position {found}, checkpoint is at {checkpoint}")]
+    Discontinuous {
+        /// The projection.
+        name: String,
+        /// Its checkpoint.
+        checkpoint: u64,
+        /// The first position of the batch.
+        found: u64,
+    },
+    /// Someone else moved the checkpoint while this runner worked (a concurrent rebuild, or a
+    /// second replica).
+    #[error("projection `{name}`: checkpoint moved away from {expected} under this runner")]
+    CheckpointMoved {
+        /// The projection.
+        name: String,
+        /// The checkpoint this runner expected.
+        expected: u64,
+    },
+    /// An event could not be applied.
+    #[error("projection `{name}` cannot apply event at position {position}: {reason}")]
+    Apply {
+        /// The projection.
+        name: String,
+        /// The event's position.
+        position: u64,
+        /// What went wrong.
+        reason: String,
+    },
+    /// No such projection.
+    #[error("no projection named `{0}`")]
+    Unknown(String),
+}
+
+/// One read model: the tables it owns and how an event changes them.
+#[async_trait]
+pub trait Projection: Send + Sync + 'static {
+    /// Stable name, also the checkpoint's key.
+    fn name(&self) -> &'static str;
+    /// The tables it owns, emptied by a rebuild.
+    fn tables(&self) -> &'static [&'static str];
+    /// Applies one event inside the batch's transaction. Events the projection does not care
+    /// about are ignored.
+    async fn apply(
+        &self,
+        conn: &mut AnyConnection,
+        event: &RecordedEvent,
+    ) -> Result<(), ProjectionError>;
+}
+
+/// Live progress of one projection in this process, for lag reports and read-your-writes.
+#[derive(Debug)]
+pub struct ProjectionStatus {
+    name: &'static str,
+    position: watch::Sender<u64>,
+    last_error: std::sync::Mutex<Option<String>>,
+}
+
+impl ProjectionStatus {
+    /// The projection's name.
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// The last position this process committed (or read back from the checkpoint).
+    pub fn position(&self) -> u64 {
+        *self.position.borrow()
+    }
+
+    /// The last error, while the runner is backing off after it.
+    pub fn last_error(&self) -> Option<String> {
+        self.last_error.lock().expect("status lock").clone()
+    }
+
+    /// Waits until the projection has applied `position`, or `timeout` passes.
+    /// Returns whether it got there.
+    pub async fn wait_for(&self, position: u64, timeout: Duration) -> bool {
+        let mut rx = self.position.subscribe();
+        tokio::time::timeout(timeout, rx.wait_for(|p| *p >= position))
+            .await
+            .is_ok_and(|r| r.is_ok())
+    }
+}
+
+/// Runs one projection.
+#[derive(Clone)]
+pub struct ProjectionRunner {
+    pool: AnyPool,
+    store: Arc<dyn EventStore>,
+    projection: Arc<dyn Projection>,
+    status: Arc<ProjectionStatus>,
+}
+
+impl ProjectionRunner {
+    /// A runner of `projection` from `store` into `pool`.
+    pub fn new(pool: AnyPool, store: Arc<dyn EventStore>, projection: Arc<dyn Projection>) -> Self {
+        let status = Arc::new(ProjectionStatus {
+            name: projection.name(),
+            position: watch::Sender::new(0),
+            last_error: std::sync::Mutex::new(None),
+        });
+        Self { pool, store, projection, status }
+    }
+
+    /// The projection's name.
+    pub fn name(&self) -> &'static str {
+        self.projection.name()
+    }
+
+    /// Live status, shared with the API.
+    pub fn status(&self) -> Arc<ProjectionStatus> {
+        self.status.clone()
+    }
+
+    /// The committed checkpoint (0 when the projection never ran).
+    pub async fn checkpoint(&self) -> Result<u64, ProjectionError> {
+        read_checkpoint(&self.pool, self.name()).await
+    }
+
+    async fn ensure_checkpoint_row(&self) -> Result<(), ProjectionError> {
+        sqlx::query(
+            "INSERT INTO projection_checkpoints (name, position, updated_at) VALUES ($1, 0, $2) \
+             ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(self.name())
+        .bind(format_time(chrono::Utc::now()))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Applies one contiguous batch that must start right after `checkpoint`, committing rows
+    /// and the new checkpoint together. Returns the new checkpoint.
+    pub async fn apply_batch(
+        &self,
+        checkpoint: u64,
+        batch: &[RecordedEvent],
+    ) -> Result<u64, ProjectionError> {
+        let (Some(first), Some(last)) = (batch.first(), batch.last()) else {
+            return Ok(checkpoint);
+        };
+        if first.position != checkpoint + 1 {
+            return Err(ProjectionError::Discontinuous {
+                name: self.name().into(),
+                checkpoint,
+                found: first.position,
+            });
+        }
+        let mut tx = self.pool.begin().await?;
+        // The checkpoint moves first: it takes the write lock at once (SQLite) and refuses to
+        // run if another runner moved the checkpoint since we read it.
+        let moved = sqlx::query(
+            "UPDATE projection_checkpoints SET position = $1, updated_at = $2 \
+             WHERE name = $3 AND position = $4",
+        )
+        .bind(last.position as i64)
+        .bind(format_time(chrono::Utc::now()))
+        .bind(self.name())
+        .bind(checkpoint as i64)
+        .execute(&mut *tx)
+        .await?;
+        if moved.rows_affected() != 1 {
+            return Err(ProjectionError::CheckpointMoved { name: self.name().into(), expected: checkpoint });
+        }
+        let mut expected = checkpoint + 1;
+        for event in batch {
+            if event.position != expected {
+                return Err(ProjectionError::Discontinuous {
+                    name: self.name().into(),
+                    checkpoint: expected - 1,
+                    found: event.position,
+                });
+            }
+            self.projection.apply(&mut tx, event).await?;
+            expected += 1;
+        }
+        tx.commit().await?;
+        self.status.position.send_replace(last.position);
+        Ok(last.position)
+    }
+
+    /// Applies every stored event up to the store's head. Returns the checkpoint reached.
+    pub async fn catch_up(&self) -> Result<u64, ProjectionError> {
+        self.ensure_checkpoint_row().await?;
+        let mut checkpoint = self.checkpoint().await?;
+        self.status.position.send_replace(checkpoint);
+        loop {
+            let batch = self.store.read_all(checkpoint, BATCH).await?;
+            if batch.is_empty() {
+                return Ok(checkpoint);
+            }
+            checkpoint = self.apply_batch(checkpoint, &batch).await?;
+        }
+    }
+
+    /// Empties the projection's tables, resets its checkpoint to 0 (in one transaction), and
+    /// replays every event. Returns the checkpoint reached.
+    pub async fn rebuild(&self) -> Result<u64, ProjectionError> {
+        self.ensure_checkpoint_row().await?;
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("UPDATE projection_checkpoints SET position = 0, updated_at = $1 WHERE name = $2")
+            .bind(format_time(chrono::Utc::now()))
+            .bind(self.name())
+            .execute(&mut *tx)
+            .await?;
+        for table in self.projection.tables() {
+            sqlx::query(sqlx::AssertSqlSafe(format!("DELETE FROM {table}"))).execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        self.status.position.send_replace(0);
+        self.catch_up().await
+    }
+
+    /// Follows `$all` forever: catch up, then apply live batches. On an error it logs, waits
+    /// (capped exponential backoff) and starts again from the committed checkpoint.
+    pub async fn run(self) {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            match self.follow().await {
+                Ok(()) => backoff = Duration::from_millis(100),
+                Err(err) => {
+                    tracing::warn!(projection = self.name(), error = %err, "projection stopped; restarting");
+                    *self.status.last_error.lock().expect("status lock") = Some(err.to_string());
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(10));
+                }
+            }
+        }
+    }
+
+    async fn follow(&self) -> Result<(), ProjectionError> {
+        let mut checkpoint = self.catch_up().await?;
+        *self.status.last_error.lock().expect("status lock") = None;
+        let mut live = self.store.subscribe_all(checkpoint);
+        while let Some(batch) = live.next().await {
+            checkpoint = self.apply_batch(checkpoint, &batch?).await?;
+        }
+        Ok(())
+    }
+}
+
+/// Reads a projection's committed checkpoint (0 when it never ran).
+pub async fn read_checkpoint(pool: &AnyPool, name: &str) -> Result<u64, ProjectionError> {
+    let row = sqlx::query("SELECT position FROM projection_checkpoints WHERE name = $1")
+        .bind(name)
+        .fetch_optional(pool)
+        .await?;
+    Ok(match row {
+        Some(row) => row.try_get::<i64, _>(0)? as u64,
+        None => 0,
+    })
+}

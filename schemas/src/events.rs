@@ -1,0 +1,322 @@
+//! Domain events: past-tense facts, one payload struct per type, grouped by aggregate.
+//!
+//! A stored event names its type (`camera.registered`) and schema version (`1`). Both are
+//! frozen: a new payload shape is a new version, and [`DomainEvent::decode`] upcasts an old
+//! version's raw JSON before deserialising it. Golden fixtures under `schemas/fixtures/` keep
+//! every version loadable.
+
+use chrono::{DateTime, Utc};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::envelope::{EventMeta, NewEvent};
+
+/// Why a stored event could not be turned back into a domain event.
+#[derive(Debug, thiserror::Error)]
+pub enum EventDecodeError {
+    /// The type name is not one this enum owns.
+    #[error("unknown event type `{0}`")]
+    UnknownType(String),
+    /// The type is known but this schema version is not (newer than this build?).
+    #[error("unknown schema version {version} for event type `{event_type}`")]
+    UnknownVersion {
+        /// The event type.
+        event_type: String,
+        /// The stored version.
+        version: u32,
+    },
+    /// The payload does not match the schema.
+    #[error("payload of `{event_type}` v{version} does not match its schema: {source}")]
+    Payload {
+        /// The event type.
+        event_type: String,
+        /// The stored version.
+        version: u32,
+        /// The deserialisation error.
+        source: serde_json::Error,
+    },
+}
+
+/// A family of domain events (one per aggregate) that can be stored and loaded.
+pub trait DomainEvent: Sized {
+    /// Every `(type, current schema version)` this family owns.
+    const TYPES: &'static [(&'static str, u32)];
+
+    /// The frozen type name of this event.
+    fn event_type(&self) -> &'static str;
+    /// The schema version this build writes for this event.
+    fn schema_version(&self) -> u32;
+    /// The payload as JSON.
+    fn to_payload(&self) -> Value;
+    /// Loads an event from its stored type, version and payload, upcasting old versions.
+    fn decode(event_type: &str, schema_version: u32, payload: &Value)
+    -> Result<Self, EventDecodeError>;
+
+    /// Wraps this event for appending, with a fresh UUID v7 and the given time and metadata.
+    fn to_new_event(&self, occurred_at: DateTime<Utc>, meta: &EventMeta) -> NewEvent {
+        NewEvent {
+            event_id: Uuid::now_v7(),
+            event_type: self.event_type().to_string(),
+            schema_version: self.schema_version(),
+            occurred_at,
+            meta: meta.clone(),
+            payload: self.to_payload(),
+        }
+    }
+}
+
+/// Declares an event family: an enum whose variants wrap payload structs, with frozen names.
+macro_rules! event_family {
+    ($(#[$doc:meta])* $name:ident { $($variant:ident($payload:ty) = $type_name:literal v $version:literal),+ $(,)? }) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq)]
+        pub enum $name {
+            $(
+                #[doc = concat!("`", $type_name, "`, schema version ", stringify!($version), ".")]
+                $variant($payload),
+            )+
+        }
+
+        impl DomainEvent for $name {
+            const TYPES: &'static [(&'static str, u32)] = &[$(($type_name, $version)),+];
+
+            fn event_type(&self) -> &'static str {
+                match self { $(Self::$variant(_) => $type_name),+ }
+            }
+
+            fn schema_version(&self) -> u32 {
+                match self { $(Self::$variant(_) => $version),+ }
+            }
+
+            fn to_payload(&self) -> Value {
+                let value = match self { $(Self::$variant(p) => serde_json::to_value(p)),+ };
+                value.expect("event payloads are plain data and always serialise")
+            }
+
+            fn decode(event_type: &str, schema_version: u32, payload: &Value)
+                -> Result<Self, EventDecodeError> {
+                let payload = upcast(event_type, schema_version, payload)?;
+                match event_type {
+                    $($type_name => serde_json::from_value::<$payload>(payload)
+                        .map(Self::$variant)
+                        .map_err(|source| EventDecodeError::Payload {
+                            event_type: event_type.to_string(),
+                            version: schema_version,
+                            source,
+                        }),)+
+                    other => Err(EventDecodeError::UnknownType(other.to_string())),
+                }
+            }
+        }
+    };
+}
+
+/// Brings a stored payload of any known version up to the current version of its type.
+///
+/// Every type is at version 1 today, so only version 1 passes. When a type moves to v2, its
+/// v1 → v2 rewrite of the raw JSON goes here and the v1 fixture keeps proving it.
+fn upcast(event_type: &str, version: u32, payload: &Value) -> Result<Value, EventDecodeError> {
+    let current = all_event_types()
+        .find(|(name, _)| *name == event_type)
+        .map(|(_, v)| v)
+        .ok_or_else(|| EventDecodeError::UnknownType(event_type.to_string()))?;
+    if version == current {
+        Ok(payload.clone())
+    } else {
+        Err(EventDecodeError::UnknownVersion {
+            event_type: event_type.to_string(),
+            version,
+        })
+    }
+}
+
+/// Every event type Vigil stores, with its current schema version.
+pub fn all_event_types() -> impl Iterator<Item = (&'static str, u32)> {
+    CameraEvent::TYPES
+        .iter()
+        .chain(ApiKeyEvent::TYPES)
+        .copied()
+}
+
+/// The stream that holds one camera's events.
+pub fn camera_stream(camera_id: &str) -> String {
+    format!("camera-{camera_id}")
+}
+
+/// The stream that holds one API key's events.
+pub fn apikey_stream(key_id: &str) -> String {
+    format!("apikey-{key_id}")
+}
+
+/// Which analyses a camera runs. Every flag defaults to off.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct CameraFeatures {
+    /// Count people and raise an incident when a zone gets crowded.
+    pub crowd: bool,
+    /// Only enrolled, authorised people may be seen.
+    pub authorised: bool,
+    /// A critical area: every incident is raised at high severity.
+    pub critical: bool,
+    /// Detect people lying still (sleeping or collapsed).
+    pub sleep: bool,
+    /// Detect theft-like behaviour.
+    pub theft: bool,
+    /// Raise an incident when a person enters a zone.
+    pub intrusion: bool,
+    /// Raise an incident when a person stays in a zone too long.
+    pub loitering: bool,
+}
+
+/// A point in normalised image coordinates: (0, 0) is top-left, (1, 1) bottom-right.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Point {
+    /// Horizontal, 0 ≤ x ≤ 1.
+    pub x: f64,
+    /// Vertical, 0 ≤ y ≤ 1.
+    pub y: f64,
+}
+
+/// A named polygon over the camera's image.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Zone {
+    /// Unique within the camera.
+    pub name: String,
+    /// At least three points, in order.
+    pub polygon: Vec<Point>,
+}
+
+/// A camera was added to the registry.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct CameraRegistered {
+    /// The camera's id.
+    pub camera_id: String,
+    /// Human-readable name.
+    pub name: String,
+    /// Where frames come from: `rtsp://…`, `http(s)://…` (MJPEG or snapshot), or `push`.
+    pub source: String,
+    /// Whether the camera is ingested.
+    pub enabled: bool,
+    /// Frames per second sampled for analysis.
+    pub sample_fps: f64,
+    /// Which analyses run.
+    pub features: CameraFeatures,
+    /// Free text that rules and descriptions use.
+    pub prompt: String,
+    /// Named zones.
+    pub zones: Vec<Zone>,
+}
+
+/// Some of a camera's settings changed. Each present field holds its new value.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct CameraUpdated {
+    /// The camera's id.
+    pub camera_id: String,
+    /// New name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// New source.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    /// New enabled flag.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+    /// New sampling rate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sample_fps: Option<f64>,
+    /// The complete new feature set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub features: Option<CameraFeatures>,
+    /// New prompt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt: Option<String>,
+    /// The complete new zone list.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zones: Option<Vec<Zone>>,
+}
+
+/// A camera was removed from the registry. Its stream stays for audit.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct CameraRemoved {
+    /// The camera's id.
+    pub camera_id: String,
+}
+
+event_family! {
+    /// Events of the camera aggregate (stream `camera-{id}`).
+    CameraEvent {
+        Registered(CameraRegistered) = "camera.registered" v 1,
+        Updated(CameraUpdated) = "camera.updated" v 1,
+        Removed(CameraRemoved) = "camera.removed" v 1,
+    }
+}
+
+/// An API key was issued. Only the SHA-256 of the secret is stored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ApiKeyIssued {
+    /// The key's id (also its stream's suffix).
+    pub key_id: String,
+    /// Human-readable name.
+    pub name: String,
+    /// What the key may do, e.g. `admin`.
+    pub scopes: Vec<String>,
+    /// Lower-case hex SHA-256 of the secret.
+    pub key_hash: String,
+}
+
+event_family! {
+    /// Events of the API key aggregate (stream `apikey-{id}`).
+    ApiKeyEvent {
+        Issued(ApiKeyIssued) = "apikey.issued" v 1,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn payload_round_trips_through_decode() {
+        let event = CameraEvent::Updated(CameraUpdated {
+            camera_id: "c1".into(),
+            enabled: Some(false),
+            ..Default::default()
+        });
+        let payload = event.to_payload();
+        assert_eq!(payload, serde_json::json!({"camera_id": "c1", "enabled": false}));
+        let back = CameraEvent::decode(event.event_type(), event.schema_version(), &payload)
+            .expect("decodes");
+        assert_eq!(back, event);
+    }
+
+    #[test]
+    fn unknown_type_and_version_are_errors() {
+        let payload = serde_json::json!({"camera_id": "c1"});
+        assert!(matches!(
+            CameraEvent::decode("camera.exploded", 1, &payload),
+            Err(EventDecodeError::UnknownType(_))
+        ));
+        assert!(matches!(
+            CameraEvent::decode("camera.removed", 9, &payload),
+            Err(EventDecodeError::UnknownVersion { version: 9, .. })
+        ));
+        // A type of another family is unknown to this one.
+        assert!(matches!(
+            CameraEvent::decode("apikey.issued", 1, &payload),
+            Err(EventDecodeError::UnknownType(_))
+        ));
+    }
+
+    #[test]
+    fn type_names_are_unique() {
+        let mut names: Vec<_> = all_event_types().map(|(n, _)| n).collect();
+        let total = names.len();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), total);
+    }
+}

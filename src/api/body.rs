@@ -1,0 +1,138 @@
+//! `JsonBody<T>`: a JSON request body with precise errors.
+//!
+//! Syntax errors are 400 `MALFORMED_JSON`; a body that parses but does not fit the schema is
+//! 422 `VALIDATION_FAILED` whose `details.field` is the path of the offending field
+//! (`features.crowd`, `zones[0].polygon[2].x`). The body is read with the configured size limit
+//! (413 beyond it), whatever the `Content-Length` header claims.
+
+use poem::http::StatusCode;
+use poem::{FromRequest, Request, RequestBody};
+use poem_openapi::payload::{ParsePayload, Payload};
+use poem_openapi::registry::{MetaSchemaRef, Registry};
+use poem_openapi::types::Type;
+use serde::de::DeserializeOwned;
+use serde_json::json;
+
+use super::error::ApiError;
+
+/// The largest body accepted, put into request data by the server.
+#[derive(Debug, Clone, Copy)]
+pub struct BodyLimit(pub usize);
+
+/// A JSON body deserialised with serde and documented with poem-openapi.
+pub struct JsonBody<T>(pub T);
+
+impl<T: Type> Payload for JsonBody<T> {
+    const CONTENT_TYPE: &'static str = "application/json";
+
+    fn check_content_type(content_type: &str) -> bool {
+        content_type
+            .split(';')
+            .next()
+            .map(str::trim)
+            .is_some_and(|ct| ct.eq_ignore_ascii_case("application/json") || ct.ends_with("+json"))
+    }
+
+    fn schema_ref() -> MetaSchemaRef {
+        T::schema_ref()
+    }
+
+    fn register(registry: &mut Registry) {
+        T::register(registry);
+    }
+}
+
+impl<T: Type + DeserializeOwned + Send> ParsePayload for JsonBody<T> {
+    const IS_REQUIRED: bool = true;
+
+    async fn from_request(request: &Request, body: &mut RequestBody) -> poem::Result<Self> {
+        let limit = request.data::<BodyLimit>().map_or(1 << 20, |l| l.0);
+        let bytes = poem::Body::from_request(request, body)
+            .await?
+            .into_bytes_limit(limit)
+            .await
+            .map_err(|err| match err {
+                poem::error::ReadBodyError::PayloadTooLarge => ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "PAYLOAD_TOO_LARGE",
+                    format!("request body exceeds {limit} bytes"),
+                    json!({"limit_bytes": limit}),
+                ),
+                other => ApiError::new(StatusCode::BAD_REQUEST, "BAD_REQUEST", other.to_string(), json!({})),
+            })?;
+        parse_json(&bytes).map(JsonBody).map_err(Into::into)
+    }
+}
+
+poem_openapi::impl_apirequest_for_payload!(JsonBody<T>, T: Type + DeserializeOwned + Send);
+
+/// Parses `bytes` as `T`, with the error mapping of this module.
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let value: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "MALFORMED_JSON",
+            format!("request body is not valid JSON: {e}"),
+            json!({"line": e.line(), "column": e.column()}),
+        )
+    })?;
+    serde_path_to_error::deserialize(value).map_err(|err| {
+        let path = err.path().to_string();
+        let reason = err.into_inner().to_string();
+        // serde reports unknown and missing fields against their parent: name the field itself.
+        let named = ["unknown field `", "missing field `"]
+            .iter()
+            .find_map(|prefix| reason.strip_prefix(prefix))
+            .and_then(|rest| rest.split('`').next());
+        let field = match (path.as_str(), named) {
+            (".", Some(name)) => name.to_string(),
+            (".", None) => "body".to_string(),
+            (parent, Some(name)) => format!("{parent}.{name}"),
+            (parent, None) => parent.to_string(),
+        };
+        ApiError::validation(field, reason)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Inner {
+        crowd: bool,
+    }
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Outer {
+        name: String,
+        features: Option<Inner>,
+    }
+
+    fn field_of(err: ApiError) -> (u16, String) {
+        match err {
+            ApiError::Unprocessable(body) => (422, body.0.error.details["field"].as_str().unwrap().to_string()),
+            ApiError::BadRequest(body) => (400, body.0.error.code.clone()),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn syntax_errors_are_400_and_schema_errors_name_the_field() {
+        assert_eq!(field_of(parse_json::<Outer>(b"{\"name\": ").unwrap_err()), (400, "MALFORMED_JSON".into()));
+        let err = parse_json::<Outer>(br#"{"name": "a", "features": {"crowd": "maybe"}}"#).unwrap_err();
+        assert_eq!(field_of(err), (422, "features.crowd".into()));
+        let err = parse_json::<Outer>(br#"{"name": "a", "colour": "red"}"#).unwrap_err();
+        assert_eq!(field_of(err), (422, "colour".into()));
+        let err = parse_json::<Outer>(br#"{"features": null}"#).unwrap_err();
+        assert_eq!(field_of(err), (422, "name".into()));
+        let err = parse_json::<Outer>(br#"{"name": "a", "features": {"crowd": true, "x": 1}}"#).unwrap_err();
+        assert_eq!(field_of(err), (422, "features.x".into()));
+        assert_eq!(field_of(parse_json::<Outer>(b"[1]").unwrap_err()), (422, "body".into()));
+        assert!(parse_json::<Outer>(br#"{"name": "a"}"#).is_ok());
+    }
+}

@@ -1,0 +1,576 @@
+//! `/api/v1/cameras`: the camera registry.
+
+use std::time::Duration;
+
+use poem::http::StatusCode;
+use poem::web::Data;
+use poem_openapi::param::{Header, Path, Query};
+use poem_openapi::payload::Json;
+use poem_openapi::{ApiResponse, Object, OpenApi};
+use serde::Deserialize;
+use serde_json::json;
+use vigil_actors::camera::{
+    Camera, CameraAggregate, CameraCommand, CameraError, CameraPatch, FeaturesPatch, RegisterCamera,
+};
+use vigil_actors::CommandError;
+use vigil_projections::cameras::{CameraQuery, CameraRow, QueryError, STATUSES, get_camera, list_cameras};
+use vigil_schemas::EventMeta;
+use vigil_schemas::events::{CameraFeatures, Point, Zone};
+
+use super::body::JsonBody;
+use super::error::ApiError;
+use super::{AdminKey, ApiTags};
+use crate::app::App;
+
+/// How long a write waits for the camera read model to show it before answering.
+const WRITE_VISIBILITY_WAIT: Duration = Duration::from_secs(1);
+/// How long a read with `min_position` waits for the read model.
+const READ_WAIT: Duration = Duration::from_secs(5);
+
+/// A point in normalised image coordinates (0–1).
+#[derive(Debug, Clone, Object, Deserialize)]
+#[oai(deny_unknown_fields)]
+#[serde(deny_unknown_fields)]
+pub struct PointDto {
+    /// 0 (left) to 1 (right).
+    pub x: f64,
+    /// 0 (top) to 1 (bottom).
+    pub y: f64,
+}
+
+/// A named polygon.
+#[derive(Debug, Clone, Object, Deserialize)]
+#[oai(deny_unknown_fields)]
+#[serde(deny_unknown_fields)]
+pub struct ZoneDto {
+    /// Unique within the camera.
+    pub name: String,
+    /// 3 to 64 points.
+    pub polygon: Vec<PointDto>,
+}
+
+/// Feature flags; in a request, absent flags are left as they are (off for a new camera).
+#[derive(Debug, Clone, Default, Object, Deserialize)]
+#[oai(deny_unknown_fields)]
+#[serde(deny_unknown_fields)]
+pub struct FeaturesInput {
+    /// Crowd detection.
+    pub crowd: Option<bool>,
+    /// Only authorised people may be seen.
+    pub authorised: Option<bool>,
+    /// Critical area.
+    pub critical: Option<bool>,
+    /// Sleeping or collapsed people.
+    pub sleep: Option<bool>,
+    /// Theft-like behaviour.
+    pub theft: Option<bool>,
+    /// Intrusion into zones.
+    pub intrusion: Option<bool>,
+    /// Loitering in zones.
+    pub loitering: Option<bool>,
+}
+
+/// Feature flags of a camera.
+#[derive(Debug, Clone, Object)]
+pub struct FeaturesDto {
+    /// Crowd detection.
+    pub crowd: bool,
+    /// Only authorised people may be seen.
+    pub authorised: bool,
+    /// Critical area.
+    pub critical: bool,
+    /// Sleeping or collapsed people.
+    pub sleep: bool,
+    /// Theft-like behaviour.
+    pub theft: bool,
+    /// Intrusion into zones.
+    pub intrusion: bool,
+    /// Loitering in zones.
+    pub loitering: bool,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+fn default_fps() -> f64 {
+    1.0
+}
+
+/// A camera to register.
+#[derive(Debug, Clone, Object, Deserialize)]
+#[oai(deny_unknown_fields)]
+#[serde(deny_unknown_fields)]
+pub struct CameraCreate {
+    /// Optional client-chosen id (1–64 of `A–Z a–z 0–9 - _`); a UUID v7 when absent.
+    pub id: Option<String>,
+    /// Human-readable name.
+    pub name: String,
+    /// `rtsp://…`, `rtsps://…`, `http(s)://…` (MJPEG stream or snapshot URL), or `push`.
+    pub source: String,
+    /// Whether frames are ingested (default true).
+    #[oai(default = "default_true")]
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Frames per second sampled for analysis, above 0 and at most 30 (default 1).
+    #[oai(default = "default_fps")]
+    #[serde(default = "default_fps")]
+    pub sample_fps: f64,
+    /// Feature flags (all off by default).
+    pub features: Option<FeaturesInput>,
+    /// Free text that rules and descriptions use.
+    pub prompt: Option<String>,
+    /// Named zones.
+    pub zones: Option<Vec<ZoneDto>>,
+}
+
+/// Changes to a camera; absent (or null) fields stay as they are.
+#[derive(Debug, Clone, Object, Deserialize)]
+#[oai(deny_unknown_fields)]
+#[serde(deny_unknown_fields)]
+pub struct CameraPatchBody {
+    /// New name.
+    pub name: Option<String>,
+    /// New source.
+    pub source: Option<String>,
+    /// New enabled flag.
+    pub enabled: Option<bool>,
+    /// New sampling rate.
+    pub sample_fps: Option<f64>,
+    /// Flags to change; absent flags stay.
+    pub features: Option<FeaturesInput>,
+    /// New prompt.
+    pub prompt: Option<String>,
+    /// New zone list, replacing the old one.
+    pub zones: Option<Vec<ZoneDto>>,
+}
+
+/// A camera.
+#[derive(Debug, Clone, Object)]
+pub struct CameraDto {
+    /// Id.
+    pub id: String,
+    /// Name.
+    pub name: String,
+    /// Source URL or `push`.
+    pub source: String,
+    /// Whether frames are ingested.
+    pub enabled: bool,
+    /// Sampling rate.
+    pub sample_fps: f64,
+    /// Feature flags.
+    pub features: FeaturesDto,
+    /// Prompt.
+    pub prompt: String,
+    /// Zones.
+    pub zones: Vec<ZoneDto>,
+    /// `pending`, `online`, `offline`, `error` or `disabled`.
+    pub status: String,
+    /// Registration time (UTC).
+    pub created_at: chrono::DateTime<chrono::Utc>,
+    /// Last change (UTC).
+    pub updated_at: chrono::DateTime<chrono::Utc>,
+    /// Version for optimistic concurrency (also the `ETag`).
+    pub version: u64,
+}
+
+/// A page of cameras.
+#[derive(Debug, Clone, Object)]
+pub struct CameraPage {
+    /// Cameras in id order.
+    pub items: Vec<CameraDto>,
+    /// Pass as `cursor` for the next page; absent on the last page.
+    pub next_cursor: Option<String>,
+}
+
+fn zones_from(dtos: Vec<ZoneDto>) -> Vec<Zone> {
+    dtos.into_iter()
+        .map(|z| Zone {
+            name: z.name,
+            polygon: z.polygon.into_iter().map(|p| Point { x: p.x, y: p.y }).collect(),
+        })
+        .collect()
+}
+
+fn zones_to(zones: &[Zone]) -> Vec<ZoneDto> {
+    zones
+        .iter()
+        .map(|z| ZoneDto {
+            name: z.name.clone(),
+            polygon: z.polygon.iter().map(|p| PointDto { x: p.x, y: p.y }).collect(),
+        })
+        .collect()
+}
+
+fn features_patch(f: FeaturesInput) -> FeaturesPatch {
+    FeaturesPatch {
+        crowd: f.crowd,
+        authorised: f.authorised,
+        critical: f.critical,
+        sleep: f.sleep,
+        theft: f.theft,
+        intrusion: f.intrusion,
+        loitering: f.loitering,
+    }
+}
+
+fn features_dto(f: CameraFeatures) -> FeaturesDto {
+    FeaturesDto {
+        crowd: f.crowd,
+        authorised: f.authorised,
+        critical: f.critical,
+        sleep: f.sleep,
+        theft: f.theft,
+        intrusion: f.intrusion,
+        loitering: f.loitering,
+    }
+}
+
+impl From<CameraRow> for CameraDto {
+    fn from(c: CameraRow) -> Self {
+        Self {
+            zones: zones_to(&c.zones),
+            features: features_dto(c.features),
+            id: c.id,
+            name: c.name,
+            source: c.source,
+            enabled: c.enabled,
+            sample_fps: c.sample_fps,
+            prompt: c.prompt,
+            status: c.status,
+            created_at: c.created_at,
+            updated_at: c.updated_at,
+            version: c.version,
+        }
+    }
+}
+
+fn dto_from_state(c: &Camera, version: u64) -> CameraDto {
+    CameraDto {
+        id: c.id.clone(),
+        name: c.name.clone(),
+        source: c.source.clone(),
+        enabled: c.enabled,
+        sample_fps: c.sample_fps,
+        features: features_dto(c.features),
+        prompt: c.prompt.clone(),
+        zones: zones_to(&c.zones),
+        status: if c.enabled { "pending" } else { "disabled" }.into(),
+        created_at: c.created_at,
+        updated_at: c.updated_at,
+        version,
+    }
+}
+
+fn etag(version: u64) -> String {
+    format!("\"{version}\"")
+}
+
+/// Parses `If-Match: "N"` (quotes optional, `W/` tolerated).
+fn parse_if_match(value: Option<String>) -> Result<Option<u64>, ApiError> {
+    let Some(raw) = value else { return Ok(None) };
+    let trimmed = raw.trim().trim_start_matches("W/").trim_matches('"');
+    trimmed
+        .parse::<u64>()
+        .map(Some)
+        .map_err(|_| ApiError::validation("If-Match", "must be an ETag this API returned, e.g. \"3\""))
+}
+
+fn command_error(err: CommandError<CameraError>, id: &str) -> ApiError {
+    match err {
+        CommandError::Domain(CameraError::NotFound) => {
+            ApiError::not_found("CAMERA_NOT_FOUND", format!("camera `{id}` does not exist"))
+        }
+        CommandError::Domain(CameraError::AlreadyExists(id)) => ApiError::new(
+            StatusCode::CONFLICT,
+            "CAMERA_EXISTS",
+            format!("camera `{id}` already exists (or existed)"),
+            json!({"id": id}),
+        ),
+        CommandError::Domain(CameraError::Invalid { field, reason }) => ApiError::validation(field, reason),
+        CommandError::VersionMismatch { expected, actual } => ApiError::new(
+            StatusCode::PRECONDITION_FAILED,
+            "VERSION_MISMATCH",
+            format!("If-Match names version {expected}, the camera is at version {actual}"),
+            json!({"expected_version": expected, "current_version": actual}),
+        ),
+        CommandError::TooMuchContention(n) => ApiError::new(
+            StatusCode::CONFLICT,
+            "WRITE_CONFLICT",
+            format!("concurrent writers won {n} times in a row; retry"),
+            json!({}),
+        ),
+        CommandError::Store(e) => e.into(),
+        CommandError::Decode(e) => ApiError::internal(e),
+    }
+}
+
+fn query_error(err: QueryError) -> ApiError {
+    match err {
+        QueryError::Cursor(_) => ApiError::validation("cursor", "not a cursor this API returned"),
+        QueryError::Database(e) => ApiError::unavailable(e),
+        QueryError::Corrupt(e) => ApiError::internal(e),
+    }
+}
+
+/// The camera as the read model shows it once it has caught up with `position` (waiting a
+/// little), else as the write side knows it.
+async fn visible_camera(app: &App, id: &str, position: Option<u64>, fallback: CameraDto) -> Result<CameraDto, ApiError> {
+    if let (Some(position), Some(status)) = (position, app.projection_status("cameras"))
+        && status.wait_for(position, WRITE_VISIBILITY_WAIT).await
+        && let Some(row) = get_camera(app.pool(), id).await.map_err(query_error)?
+        && row.version == fallback.version
+    {
+        return Ok(row.into());
+    }
+    Ok(fallback)
+}
+
+/// Response of a registration.
+#[derive(ApiResponse)]
+pub enum CreatedCamera {
+    /// Registered.
+    #[oai(status = 201)]
+    Created(
+        Json<CameraDto>,
+        /// The camera's version.
+        #[oai(header = "ETag")]
+        String,
+        /// Where the camera lives.
+        #[oai(header = "Location")]
+        String,
+        /// Global position of the event this write appended.
+        #[oai(header = "X-Vigil-Position")]
+        u64,
+    ),
+}
+
+/// Response of a read or an update.
+#[derive(ApiResponse)]
+pub enum CameraResponse {
+    /// The camera.
+    #[oai(status = 200)]
+    Ok(
+        Json<CameraDto>,
+        /// The camera's version.
+        #[oai(header = "ETag")]
+        String,
+        /// Global position the answer reflects (read-model checkpoint or appended event).
+        #[oai(header = "X-Vigil-Position")]
+        u64,
+    ),
+}
+
+/// Response of a listing.
+#[derive(ApiResponse)]
+pub enum CameraList {
+    /// A page.
+    #[oai(status = 200)]
+    Ok(
+        Json<CameraPage>,
+        /// The read model's checkpoint: the page reflects every event up to it.
+        #[oai(header = "X-Vigil-Position")]
+        u64,
+    ),
+}
+
+/// Response of a removal.
+#[derive(ApiResponse)]
+pub enum Removed {
+    /// Removed.
+    #[oai(status = 204)]
+    NoContent(
+        /// Global position of the removal event.
+        #[oai(header = "X-Vigil-Position")]
+        u64,
+    ),
+}
+
+/// Waits for the cameras read model to reach `min_position` (when given); returns its checkpoint.
+async fn read_position(app: &App, min_position: Option<u64>) -> Result<u64, ApiError> {
+    let status = app
+        .projection_status("cameras")
+        .ok_or_else(|| ApiError::internal("cameras projection is not running"))?;
+    if let Some(min) = min_position
+        && !status.wait_for(min, READ_WAIT).await
+    {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "READ_MODEL_LAGGING",
+            format!("the camera read model has not reached position {min} yet; retry"),
+            json!({"position": status.position(), "min_position": min}),
+        ));
+    }
+    Ok(status.position())
+}
+
+/// Camera endpoints.
+pub struct CamerasApi;
+
+#[OpenApi(prefix_path = "/api/v1/cameras", tag = "ApiTags::Cameras")]
+impl CamerasApi {
+    /// Register a camera.
+    ///
+    /// Appends `camera.registered` and answers once it is stored. 409 `CAMERA_EXISTS` when the
+    /// id is taken; 422 `VALIDATION_FAILED` names the offending field.
+    #[oai(path = "/", method = "post", operation_id = "create_camera")]
+    async fn create(
+        &self,
+        app: Data<&App>,
+        auth: AdminKey,
+        body: JsonBody<CameraCreate>,
+    ) -> Result<CreatedCamera, ApiError> {
+        let body = body.0;
+        let id = body.id.unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+        let command = CameraCommand::Register(RegisterCamera {
+            id: id.clone(),
+            name: body.name,
+            source: body.source,
+            enabled: body.enabled,
+            sample_fps: body.sample_fps,
+            features: features_patch(body.features.unwrap_or_default()).apply(CameraFeatures::default()),
+            prompt: body.prompt.unwrap_or_default(),
+            zones: zones_from(body.zones.unwrap_or_default()),
+        });
+        let meta = request_meta(&auth);
+        let done = app
+            .handler()
+            .execute::<CameraAggregate>(&id, command, &meta, None)
+            .await
+            .map_err(|e| command_error(e, &id))?;
+        let camera = done.state.camera.as_ref().ok_or_else(|| ApiError::internal("registered camera missing"))?;
+        let dto = visible_camera(&app, &id, done.position, dto_from_state(camera, done.version)).await?;
+        Ok(CreatedCamera::Created(
+            Json(dto),
+            etag(done.version),
+            format!("/api/v1/cameras/{id}"),
+            done.position.unwrap_or_default(),
+        ))
+    }
+
+    /// List cameras.
+    ///
+    /// In id order, `limit` per page (1–500, default 50); pass `next_cursor` back as `cursor`.
+    /// Filters: `status` (`pending`, `online`, `offline`, `error`, `disabled`) and `enabled`.
+    /// With `min_position` (from a write's `X-Vigil-Position`) the read waits until the read
+    /// model has applied that event.
+    #[oai(path = "/", method = "get", operation_id = "list_cameras")]
+    async fn list(
+        &self,
+        app: Data<&App>,
+        _auth: AdminKey,
+        limit: Query<Option<u32>>,
+        cursor: Query<Option<String>>,
+        status: Query<Option<String>>,
+        enabled: Query<Option<bool>>,
+        min_position: Query<Option<u64>>,
+    ) -> Result<CameraList, ApiError> {
+        let limit = limit.0.unwrap_or(50);
+        if !(1..=500).contains(&limit) {
+            return Err(ApiError::validation("limit", "must be between 1 and 500"));
+        }
+        if let Some(s) = &status.0
+            && !STATUSES.contains(&s.as_str())
+        {
+            return Err(ApiError::validation("status", format!("must be one of {}", STATUSES.join(", "))));
+        }
+        let position = read_position(&app, min_position.0).await?;
+        let query = CameraQuery { status: status.0, enabled: enabled.0, cursor: cursor.0, limit };
+        let (rows, next_cursor) = list_cameras(app.pool(), &query).await.map_err(query_error)?;
+        let page = CameraPage { items: rows.into_iter().map(Into::into).collect(), next_cursor };
+        Ok(CameraList::Ok(Json(page), position))
+    }
+
+    /// Get a camera.
+    #[oai(path = "/:id", method = "get", operation_id = "get_camera")]
+    async fn get(
+        &self,
+        app: Data<&App>,
+        _auth: AdminKey,
+        id: Path<String>,
+        min_position: Query<Option<u64>>,
+    ) -> Result<CameraResponse, ApiError> {
+        let position = read_position(&app, min_position.0).await?;
+        let row = get_camera(app.pool(), &id.0)
+            .await
+            .map_err(query_error)?
+            .ok_or_else(|| ApiError::not_found("CAMERA_NOT_FOUND", format!("camera `{}` does not exist", id.0)))?;
+        let version = row.version;
+        Ok(CameraResponse::Ok(Json(row.into()), etag(version), position))
+    }
+
+    /// Change a camera.
+    ///
+    /// Only the fields present change; `features` changes only the flags present. With
+    /// `If-Match: "N"` the change applies only at version N (412 `VERSION_MISMATCH` otherwise).
+    #[oai(path = "/:id", method = "patch", operation_id = "update_camera")]
+    async fn update(
+        &self,
+        app: Data<&App>,
+        auth: AdminKey,
+        id: Path<String>,
+        #[oai(name = "If-Match")] if_match: Header<Option<String>>,
+        body: JsonBody<CameraPatchBody>,
+    ) -> Result<CameraResponse, ApiError> {
+        let expected = parse_if_match(if_match.0)?;
+        let body = body.0;
+        let patch = CameraPatch {
+            name: body.name,
+            source: body.source,
+            enabled: body.enabled,
+            sample_fps: body.sample_fps,
+            features: body.features.map(features_patch),
+            prompt: body.prompt,
+            zones: body.zones.map(zones_from),
+        };
+        let done = app
+            .handler()
+            .execute::<CameraAggregate>(&id.0, CameraCommand::Update(patch), &request_meta(&auth), expected)
+            .await
+            .map_err(|e| command_error(e, &id.0))?;
+        let camera = done.state.camera.as_ref().ok_or_else(|| ApiError::internal("updated camera missing"))?;
+        let mut fallback = dto_from_state(camera, done.version);
+        if let Ok(Some(row)) = get_camera(app.pool(), &id.0).await {
+            // Ingest status lives in the read model; keep it unless the camera was disabled.
+            if camera.enabled && row.status != "disabled" {
+                fallback.status = row.status;
+            }
+        }
+        let dto = visible_camera(&app, &id.0, done.position, fallback).await?;
+        let position = match done.position {
+            Some(p) => p,
+            None => app.store().head_position().await?,
+        };
+        Ok(CameraResponse::Ok(Json(dto), etag(done.version), position))
+    }
+
+    /// Remove a camera.
+    ///
+    /// Appends `camera.removed`; the stream stays for audit and the id cannot be reused.
+    /// Honours `If-Match` like PATCH.
+    #[oai(path = "/:id", method = "delete", operation_id = "delete_camera")]
+    async fn delete(
+        &self,
+        app: Data<&App>,
+        auth: AdminKey,
+        id: Path<String>,
+        #[oai(name = "If-Match")] if_match: Header<Option<String>>,
+    ) -> Result<Removed, ApiError> {
+        let expected = parse_if_match(if_match.0)?;
+        let done = app
+            .handler()
+            .execute::<CameraAggregate>(&id.0, CameraCommand::Remove, &request_meta(&auth), expected)
+            .await
+            .map_err(|e| command_error(e, &id.0))?;
+        if let (Some(position), Some(status)) = (done.position, app.projection_status("cameras")) {
+            status.wait_for(position, WRITE_VISIBILITY_WAIT).await;
+        }
+        Ok(Removed::NoContent(done.position.unwrap_or_default()))
+    }
+}
+
+/// Event metadata for a request: its id as correlation id, the key as actor.
+pub fn request_meta(auth: &AdminKey) -> EventMeta {
+    let correlation_id = uuid::Uuid::parse_str(&super::error::current_request_id()).unwrap_or_else(|_| uuid::Uuid::now_v7());
+    EventMeta { correlation_id, causation_id: None, actor: auth.0.actor.clone() }
+}

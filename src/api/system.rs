@@ -1,0 +1,145 @@
+//! Health, projection status and metrics.
+
+use std::fmt::Write;
+use std::sync::atomic::Ordering;
+
+use poem::handler;
+use poem::web::Data;
+use poem_openapi::payload::Json;
+use poem_openapi::{ApiResponse, Object, OpenApi};
+
+use super::error::ApiError;
+use super::{AdminKey, ApiTags};
+use crate::app::App;
+
+/// One projection's progress.
+#[derive(Debug, Clone, Object)]
+pub struct ProjectionDto {
+    /// Name.
+    pub name: String,
+    /// Last applied global position (committed checkpoint).
+    pub checkpoint: u64,
+    /// Position of the newest stored event.
+    pub head: u64,
+    /// Events not yet applied (`head - checkpoint`).
+    pub lag: u64,
+    /// The error the runner is backing off from, if any.
+    pub last_error: Option<String>,
+}
+
+/// Liveness.
+#[derive(Debug, Clone, Object)]
+pub struct Live {
+    /// Always `ok` while the process serves.
+    pub status: String,
+}
+
+/// Readiness: the store answers and projections keep up.
+#[derive(Debug, Clone, Object)]
+pub struct Ready {
+    /// `ok` or `degraded`.
+    pub status: String,
+    /// Whether the event store answered.
+    pub store: bool,
+    /// Projection progress.
+    pub projections: Vec<ProjectionDto>,
+}
+
+/// Readiness answer.
+#[derive(ApiResponse)]
+pub enum ReadyResponse {
+    /// Ready.
+    #[oai(status = 200)]
+    Ready(Json<Ready>),
+    /// Not ready: the store is down or a projection lags more than `ready_max_lag`.
+    #[oai(status = 503)]
+    NotReady(Json<Ready>),
+}
+
+async fn projections(app: &App) -> Result<Vec<ProjectionDto>, ApiError> {
+    let head = app.store().head_position().await?;
+    let mut out = Vec::new();
+    for runner in app.runners() {
+        let checkpoint = runner.checkpoint().await.map_err(ApiError::unavailable)?;
+        out.push(ProjectionDto {
+            name: runner.name().to_string(),
+            checkpoint,
+            head,
+            lag: head.saturating_sub(checkpoint),
+            last_error: runner.status().last_error(),
+        });
+    }
+    Ok(out)
+}
+
+/// System endpoints.
+pub struct SystemApi;
+
+#[OpenApi(tag = "ApiTags::System")]
+impl SystemApi {
+    /// Liveness: the process serves HTTP. No key needed.
+    #[oai(path = "/health/live", method = "get", operation_id = "health_live")]
+    async fn live(&self) -> Json<Live> {
+        Json(Live { status: "ok".into() })
+    }
+
+    /// Readiness: the event store answers and every projection lags by at most
+    /// `ready_max_lag` events. No key needed.
+    #[oai(path = "/health/ready", method = "get", operation_id = "health_ready")]
+    async fn ready(&self, app: Data<&App>) -> ReadyResponse {
+        match projections(&app).await {
+            Ok(projections) => {
+                let max_lag = app.config().ready_max_lag;
+                let ok = projections.iter().all(|p| p.lag <= max_lag);
+                let body = Ready { status: if ok { "ok" } else { "degraded" }.into(), store: true, projections };
+                if ok { ReadyResponse::Ready(Json(body)) } else { ReadyResponse::NotReady(Json(body)) }
+            }
+            Err(_) => ReadyResponse::NotReady(Json(Ready { status: "degraded".into(), store: false, projections: vec![] })),
+        }
+    }
+
+    /// Projection progress and lag.
+    #[oai(path = "/api/v1/system/projections", method = "get", operation_id = "list_projections")]
+    async fn projections(&self, app: Data<&App>, _auth: AdminKey) -> Result<Json<Vec<ProjectionDto>>, ApiError> {
+        Ok(Json(projections(&app).await?))
+    }
+}
+
+/// Prometheus text metrics. No key needed.
+#[handler]
+pub async fn metrics(app: Data<&App>) -> poem::Response {
+    let mut out = String::new();
+    let head = app.store().head_position().await.ok();
+    out += "# HELP vigil_event_log_head Position of the newest stored event.\n";
+    out += "# TYPE vigil_event_log_head gauge\n";
+    if let Some(head) = head {
+        let _ = writeln!(out, "vigil_event_log_head {head}");
+    }
+    let mut checkpoints = Vec::new();
+    for runner in app.runners() {
+        if let Ok(checkpoint) = runner.checkpoint().await {
+            checkpoints.push((runner.name(), checkpoint));
+        }
+    }
+    out += "# HELP vigil_projection_checkpoint Last position a projection applied.\n";
+    out += "# TYPE vigil_projection_checkpoint gauge\n";
+    for (name, checkpoint) in &checkpoints {
+        let _ = writeln!(out, "vigil_projection_checkpoint{{projection=\"{name}\"}} {checkpoint}");
+    }
+    if let Some(head) = head {
+        out += "# HELP vigil_projection_lag Events a projection has not applied yet.\n";
+        out += "# TYPE vigil_projection_lag gauge\n";
+        for (name, checkpoint) in &checkpoints {
+            let _ = writeln!(out, "vigil_projection_lag{{projection=\"{name}\"}} {}", head.saturating_sub(*checkpoint));
+        }
+    }
+    out += "# HELP vigil_http_responses_total HTTP responses by status class.\n";
+    out += "# TYPE vigil_http_responses_total counter\n";
+    for (i, class) in ["2xx", "3xx", "4xx", "5xx"].iter().enumerate() {
+        let n = app.metrics().responses[i].load(Ordering::Relaxed);
+        let _ = writeln!(out, "vigil_http_responses_total{{class=\"{class}\"}} {n}");
+    }
+    poem::Response::builder()
+        .content_type("text/plain; version=0.0.4")
+        .body(out)
+}

@@ -1,0 +1,45 @@
+//! `vigil serve`.
+
+use crate::api;
+use crate::app::App;
+use crate::config::Config;
+
+/// Opens everything, prints a generated admin key once, starts projections and serves HTTP
+/// until Ctrl-C or SIGTERM.
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    let listen = config.listen;
+    let (app, generated) = App::open(config).await?;
+    if let Some(key) = generated {
+        eprintln!(
+            "\nGenerated the admin API key. It is shown only this once; only its hash is stored:\n\n    {key}\n\nSend it as the X-API-Key header. Set VIGIL_ADMIN_KEY to use a key of your own.\n"
+        );
+    }
+    let projections = app.spawn_projections();
+    let listener = tokio::net::TcpListener::bind(listen).await?;
+    tracing::info!(address = %listener.local_addr()?, backend = ?app.backend(), "vigil listening");
+    api::serve(app, listener, shutdown_signal()).await?;
+    for task in projections {
+        task.abort();
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut sig) => {
+                sig.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+    tracing::info!("shutting down");
+}

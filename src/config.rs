@@ -1,0 +1,151 @@
+//! Configuration: defaults < `vigil.toml` < `VIGIL_*` environment variables.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+/// Every setting of a Vigil node. Unknown keys in `vigil.toml` are errors.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Address the HTTP API listens on (`VIGIL_LISTEN`).
+    pub listen: SocketAddr,
+    /// Folder for the embedded database and, later, frames and Lance tables (`VIGIL_DATA_DIR`).
+    pub data_dir: PathBuf,
+    /// Event store and read-model database: `sqlite://…` or `postgres://…`
+    /// (`VIGIL_DATABASE_URL`). Empty means `sqlite://{data_dir}/vigil.db`.
+    pub database_url: String,
+    /// Connections in the database pool (`VIGIL_DATABASE_MAX_CONNECTIONS`).
+    pub database_max_connections: u32,
+    /// The admin API key (`VIGIL_ADMIN_KEY`). When empty, a key is generated at first start,
+    /// printed once, and only its hash is stored.
+    pub admin_key: String,
+    /// Largest accepted request body in bytes (`VIGIL_MAX_BODY_BYTES`).
+    pub max_body_bytes: usize,
+    /// How often live subscriptions look for events appended by other processes, in
+    /// milliseconds (`VIGIL_POLL_INTERVAL_MS`).
+    pub poll_interval_ms: u64,
+    /// `/health/ready` fails while a projection lags the log by more than this many events
+    /// (`VIGIL_READY_MAX_LAG`).
+    pub ready_max_lag: u64,
+    /// Log filter in `tracing` syntax, e.g. `info,vigil=debug` (`VIGIL_LOG`).
+    pub log: String,
+    /// Log format: `text` or `json` (`VIGIL_LOG_FORMAT`).
+    pub log_format: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            data_dir: PathBuf::from("data"),
+            database_url: String::new(),
+            database_max_connections: 8,
+            admin_key: String::new(),
+            max_body_bytes: 1 << 20,
+            poll_interval_ms: 250,
+            ready_max_lag: 1000,
+            log: "info".into(),
+            log_format: "text".into(),
+        }
+    }
+}
+
+/// Keys that may come from the environment as `VIGIL_{KEY}`.
+const ENV_KEYS: &[&str] = &[
+    "listen",
+    "data_dir",
+    "database_url",
+    "database_max_connections",
+    "admin_key",
+    "max_body_bytes",
+    "poll_interval_ms",
+    "ready_max_lag",
+    "log",
+    "log_format",
+];
+
+impl Config {
+    /// Loads the effective config: defaults, then `file` (or `./vigil.toml` when it exists),
+    /// then `VIGIL_*` variables.
+    pub fn load(file: Option<&Path>) -> Result<Self, Box<figment::Error>> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        match file {
+            Some(path) => figment = figment.merge(Toml::file_exact(path)),
+            None if Path::new("vigil.toml").exists() => figment = figment.merge(Toml::file("vigil.toml")),
+            None => {}
+        }
+        figment = figment.merge(Env::prefixed("VIGIL_").only(ENV_KEYS));
+        let config: Config = figment.extract().map_err(Box::new)?;
+        config.check().map_err(|e| Box::new(figment::Error::from(e)))?;
+        Ok(config)
+    }
+
+    fn check(&self) -> Result<(), String> {
+        if !matches!(self.log_format.as_str(), "text" | "json") {
+            return Err(format!("log_format must be `text` or `json`, not `{}`", self.log_format));
+        }
+        if self.database_max_connections == 0 {
+            return Err("database_max_connections must be at least 1".into());
+        }
+        if self.max_body_bytes < 1024 {
+            return Err("max_body_bytes must be at least 1024".into());
+        }
+        Ok(())
+    }
+
+    /// The database URL in effect.
+    pub fn effective_database_url(&self) -> String {
+        if self.database_url.is_empty() {
+            format!("sqlite://{}", self.data_dir.join("vigil.db").display())
+        } else {
+            self.database_url.clone()
+        }
+    }
+
+    /// The config as TOML with secrets masked, for `vigil config`.
+    pub fn to_masked_toml(&self) -> String {
+        let mut shown = self.clone();
+        if !shown.admin_key.is_empty() {
+            shown.admin_key = "****".into();
+        }
+        shown.database_url = crate::store::mask_url(&self.effective_database_url());
+        toml::to_string_pretty(&shown).expect("config serialises")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_then_env_override_defaults() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("custom.toml", "listen = \"0.0.0.0:9000\"\nlog = \"debug\"\nadmin_key = \"from-file\"")?;
+            jail.set_env("VIGIL_LOG", "warn");
+            jail.set_env("VIGIL_UNRELATED_THING", "ignored");
+            let config = Config::load(Some(Path::new("custom.toml"))).expect("loads");
+            assert_eq!(config.listen, "0.0.0.0:9000".parse().unwrap());
+            assert_eq!(config.log, "warn");
+            assert_eq!(config.max_body_bytes, 1 << 20);
+            let shown = config.to_masked_toml();
+            assert!(shown.contains("admin_key = \"****\""), "{shown}");
+            assert!(!shown.contains("from-file"));
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_errors() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("a.toml", "listen = \"127.0.0.1:1\"\nlisten_port = 3")?;
+            assert!(Config::load(Some(Path::new("a.toml"))).is_err());
+            jail.create_file("b.toml", "log_format = \"xml\"")?;
+            assert!(Config::load(Some(Path::new("b.toml"))).is_err());
+            Ok(())
+        });
+    }
+}

@@ -1,0 +1,161 @@
+//! Event store adapters and database plumbing.
+//!
+//! [`sql::SqlEventStore`] serves SQLite (embedded default) and PostgreSQL through sqlx's `Any`
+//! driver: the schema and almost every statement are shared, and the few differences are
+//! switched on [`Backend`]. KurrentDB joins as a second adapter behind a cargo feature.
+
+pub mod scratch;
+pub mod sql;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::{AnyPool, Executor};
+
+pub use sql::SqlEventStore;
+
+/// Which SQL database a URL names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// SQLite: one file, WAL, `synchronous = FULL`.
+    Sqlite,
+    /// PostgreSQL.
+    Postgres,
+}
+
+impl Backend {
+    /// The backend of a database URL.
+    pub fn of_url(url: &str) -> Result<Self, sqlx::Error> {
+        if url.starts_with("sqlite:") {
+            Ok(Self::Sqlite)
+        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            Ok(Self::Postgres)
+        } else {
+            Err(sqlx::Error::Configuration(
+                format!("database URL must start with sqlite: or postgres:, got `{}`", mask_url(url)).into(),
+            ))
+        }
+    }
+}
+
+/// A database URL with its password replaced by `****`.
+pub fn mask_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            let userinfo = &url[scheme_end + 3..at];
+            match userinfo.find(':') {
+                Some(colon) => format!(
+                    "{}{}:****{}",
+                    &url[..scheme_end + 3],
+                    &userinfo[..colon],
+                    &url[at..]
+                ),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+/// Opens a pool on `url`, creating a SQLite file (and its folder) when missing, and applies
+/// every migration.
+pub async fn open_pool(url: &str, max_connections: u32) -> Result<(AnyPool, Backend), sqlx::Error> {
+    sqlx::any::install_default_drivers();
+    let backend = Backend::of_url(url)?;
+    let mut url = url.to_string();
+    if backend == Backend::Sqlite {
+        let path = url.trim_start_matches("sqlite://").trim_start_matches("sqlite:");
+        let path = path.split('?').next().unwrap_or_default();
+        if let Some(parent) = std::path::Path::new(path).parent()
+            && !parent.as_os_str().is_empty()
+        {
+            std::fs::create_dir_all(parent).map_err(sqlx::Error::Io)?;
+        }
+        if !url.contains('?') {
+            url.push_str("?mode=rwc");
+        }
+    }
+    let options = AnyConnectOptions::from_str(&url)?;
+    let pool = AnyPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(Duration::from_secs(10))
+        .after_connect(move |conn, _meta| {
+            Box::pin(async move {
+                if backend == Backend::Sqlite {
+                    // WAL + FULL: a commit that returned is on disk, through kill -9 and power loss.
+                    conn.execute(
+                        "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
+                         PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;",
+                    )
+                    .await?;
+                }
+                Ok(())
+            })
+        })
+        .connect_with(options)
+        .await?;
+    migrate(&pool, backend).await?;
+    Ok((pool, backend))
+}
+
+/// Applies the migrations of `vigil_schemas::MIGRATIONS` that have not run yet.
+pub async fn migrate(pool: &AnyPool, backend: Backend) -> Result<(), sqlx::Error> {
+    let mut conn = pool.acquire().await?;
+    if backend == Backend::Postgres {
+        // One migrator at a time across every process sharing the database.
+        conn.execute("SELECT pg_advisory_lock(74114)").await?;
+    }
+    let result = async {
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS vigil_migrations \
+             (version BIGINT PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)",
+        )
+        .await?;
+        for (version, name, sql) in vigil_schemas::MIGRATIONS {
+            let done = sqlx::query("SELECT 1 FROM vigil_migrations WHERE version = $1")
+                .bind(*version)
+                .fetch_optional(&mut *conn)
+                .await?
+                .is_some();
+            if done {
+                continue;
+            }
+            tracing::info!(version, name, "applying migration");
+            let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+            sqlx::raw_sql(*sql).execute(&mut *tx).await?;
+            sqlx::query("INSERT INTO vigil_migrations (version, name, applied_at) VALUES ($1, $2, $3)")
+                .bind(*version)
+                .bind(*name)
+                .bind(vigil_projections::format_time(chrono::Utc::now()))
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+        }
+        Ok::<_, sqlx::Error>(())
+    }
+    .await;
+    if backend == Backend::Postgres {
+        conn.execute("SELECT pg_advisory_unlock(74114)").await?;
+    }
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn masks_passwords_only() {
+        assert_eq!(mask_url("postgres://u:secret@h:5432/db"), "postgres://u:****@h:5432/db");
+        assert_eq!(mask_url("postgres://u@h/db"), "postgres://u@h/db");
+        assert_eq!(mask_url("sqlite://data/vigil.db"), "sqlite://data/vigil.db");
+    }
+
+    #[test]
+    fn backend_from_url() {
+        assert_eq!(Backend::of_url("sqlite://x.db").unwrap(), Backend::Sqlite);
+        assert_eq!(Backend::of_url("postgresql://h/db").unwrap(), Backend::Postgres);
+        assert!(Backend::of_url("mysql://h/db").is_err());
+    }
+}

@@ -1,0 +1,377 @@
+//! The SQL event store (SQLite and PostgreSQL).
+//!
+//! Every append first locks the single row of `event_log_head`, so appends commit one at a
+//! time and take consecutive positions: the log is gapless and a reader can never see position
+//! N+1 before N. (A PostgreSQL sequence hands out numbers at insert time, and transactions
+//! commit in any order, so a reader polling `position > checkpoint` would skip an event that
+//! commits late.) Subscribers check that contiguity and fail loudly on a hole.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use futures::StreamExt;
+use sqlx::any::AnyRow;
+use sqlx::{AnyPool, Row};
+use tokio::sync::{Mutex, watch};
+use uuid::Uuid;
+use vigil_projections::format_time;
+use vigil_schemas::{
+    AppendOutcome, Direction, EventStore, EventSubscription, ExpectedVersion, NewEvent,
+    RecordedEvent, StoreError,
+};
+
+use super::Backend;
+
+/// Events per page a subscription reads.
+const SUBSCRIPTION_BATCH: usize = 500;
+/// Events per INSERT statement (11 parameters each, well under both backends' limits).
+const INSERT_CHUNK: usize = 200;
+
+const COLUMNS: &str = "position, event_id, stream, stream_version, event_type, schema_version, \
+                       occurred_at, recorded_at, correlation_id, causation_id, actor, payload";
+
+fn backend_err(err: sqlx::Error) -> StoreError {
+    StoreError::Backend(err.to_string())
+}
+
+struct Inner {
+    pool: AnyPool,
+    backend: Backend,
+    /// Newest position appended by this process; wakes subscriptions at once.
+    head: watch::Sender<u64>,
+    /// SQLite has one writer; queueing here beats spinning on SQLITE_BUSY.
+    sqlite_writer: Mutex<()>,
+    /// How often a live subscription looks for events appended by other processes.
+    poll_interval: Duration,
+}
+
+/// An [`EventStore`] in a SQL database. Cheap to clone.
+#[derive(Clone)]
+pub struct SqlEventStore {
+    inner: Arc<Inner>,
+}
+
+impl SqlEventStore {
+    /// A store over an open, migrated pool.
+    pub async fn new(pool: AnyPool, backend: Backend, poll_interval: Duration) -> Result<Self, StoreError> {
+        let store = Self {
+            inner: Arc::new(Inner {
+                pool,
+                backend,
+                head: watch::Sender::new(0),
+                sqlite_writer: Mutex::new(()),
+                poll_interval,
+            }),
+        };
+        let head = store.head_position().await?;
+        store.inner.head.send_replace(head);
+        Ok(store)
+    }
+
+    /// The pool underneath (shared with the read models in the embedded default).
+    pub fn pool(&self) -> &AnyPool {
+        &self.inner.pool
+    }
+
+    /// Which backend this is.
+    pub fn backend(&self) -> Backend {
+        self.inner.backend
+    }
+}
+
+fn decode_row(row: &AnyRow) -> Result<RecordedEvent, StoreError> {
+    let position = row.try_get::<i64, _>("position").map_err(backend_err)? as u64;
+    let corrupt = |reason: String| StoreError::Corrupt { position, reason };
+    let text = |name: &str| row.try_get::<String, _>(name).map_err(|e| corrupt(format!("{name}: {e}")));
+    let uuid = |name: &str, v: String| Uuid::parse_str(&v).map_err(|e| corrupt(format!("{name}: {e}")));
+    let time = |name: &str, v: String| {
+        DateTime::parse_from_rfc3339(&v)
+            .map(|t| t.with_timezone(&Utc))
+            .map_err(|e| corrupt(format!("{name}: {e}")))
+    };
+    let causation: Option<String> = row
+        .try_get("causation_id")
+        .map_err(|e| corrupt(format!("causation_id: {e}")))?;
+    Ok(RecordedEvent {
+        event_id: uuid("event_id", text("event_id")?)?,
+        stream: text("stream")?,
+        stream_version: row.try_get::<i64, _>("stream_version").map_err(backend_err)? as u64,
+        position,
+        event_type: text("event_type")?,
+        schema_version: row.try_get::<i64, _>("schema_version").map_err(backend_err)? as u32,
+        occurred_at: time("occurred_at", text("occurred_at")?)?,
+        recorded_at: time("recorded_at", text("recorded_at")?)?,
+        correlation_id: uuid("correlation_id", text("correlation_id")?)?,
+        causation_id: causation.map(|c| uuid("causation_id", c)).transpose()?,
+        actor: text("actor")?,
+        payload: serde_json::from_str(&text("payload")?).map_err(|e| corrupt(format!("payload: {e}")))?,
+    })
+}
+
+fn check_batch(stream: &str, events: &[NewEvent]) -> Result<(), StoreError> {
+    if stream.is_empty() || stream.starts_with('$') {
+        return Err(StoreError::InvalidAppend(format!("`{stream}` is not a writable stream name")));
+    }
+    if events.is_empty() {
+        return Err(StoreError::InvalidAppend("a batch needs at least one event".into()));
+    }
+    let mut seen = HashSet::new();
+    for event in events {
+        if !seen.insert(event.event_id) {
+            return Err(StoreError::InvalidAppend(format!("event id {} appears twice", event.event_id)));
+        }
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl EventStore for SqlEventStore {
+    async fn append(
+        &self,
+        stream: &str,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> Result<AppendOutcome, StoreError> {
+        check_batch(stream, &events)?;
+        let _writer = match self.inner.backend {
+            Backend::Sqlite => Some(self.inner.sqlite_writer.lock().await),
+            Backend::Postgres => None,
+        };
+        let mut tx = self.inner.pool.begin().await.map_err(backend_err)?;
+
+        // 1. Take the log's write lock; it is held until commit.
+        let head: i64 = sqlx::query("UPDATE event_log_head SET position = position WHERE id = 1 RETURNING position")
+            .fetch_one(&mut *tx)
+            .await
+            .and_then(|row| row.try_get(0))
+            .map_err(backend_err)?;
+
+        // 2. A retry of a stored batch gets its original positions back.
+        let placeholders: Vec<String> = (1..=events.len()).map(|i| format!("${i}")).collect();
+        let mut lookup = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT event_id, stream, stream_version, position FROM events WHERE event_id IN ({}) ORDER BY position",
+            placeholders.join(", ")
+        )));
+        for event in &events {
+            lookup = lookup.bind(event.event_id.to_string());
+        }
+        let stored = lookup.fetch_all(&mut *tx).await.map_err(backend_err)?;
+        if !stored.is_empty() {
+            let stored: Vec<(String, String, i64, i64)> = stored
+                .iter()
+                .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?, r.try_get(3)?)))
+                .collect::<Result<_, sqlx::Error>>()
+                .map_err(backend_err)?;
+            let is_retry = stored.len() == events.len()
+                && stored.iter().zip(&events).enumerate().all(|(i, (row, event))| {
+                    row.0 == event.event_id.to_string()
+                        && row.1 == stream
+                        && row.3 == stored[0].3 + i as i64
+                        && row.2 == stored[0].2 + i as i64
+                });
+            if !is_retry {
+                let clash = Uuid::parse_str(&stored[0].0).unwrap_or_default();
+                return Err(StoreError::IdempotencyMismatch { event_id: clash });
+            }
+            let last = stored.last().expect("non-empty");
+            return Ok(AppendOutcome {
+                first_position: stored[0].3 as u64,
+                last_position: last.3 as u64,
+                stream_version: last.2 as u64,
+            });
+        }
+
+        // 3. Optimistic concurrency on the stream.
+        let actual: i64 = sqlx::query("SELECT version FROM event_streams WHERE stream = $1")
+            .bind(stream)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(backend_err)?
+            .map(|row| row.try_get(0))
+            .transpose()
+            .map_err(backend_err)?
+            .unwrap_or(0);
+        if !expected.admits(actual as u64) {
+            return Err(StoreError::WrongExpectedVersion {
+                stream: stream.to_string(),
+                expected,
+                actual: actual as u64,
+            });
+        }
+
+        // 4. Write.
+        let recorded_at = format_time(Utc::now());
+        for (chunk_index, chunk) in events.chunks(INSERT_CHUNK).enumerate() {
+            let offset = (chunk_index * INSERT_CHUNK) as i64;
+            let values: Vec<String> = (0..chunk.len())
+                .map(|i| {
+                    let p = i * 12;
+                    format!(
+                        "(${}, ${}, ${}, ${}, ${}, ${}, ${}, ${}, ${}, ${}, ${}, ${})",
+                        p + 1, p + 2, p + 3, p + 4, p + 5, p + 6, p + 7, p + 8, p + 9, p + 10, p + 11, p + 12
+                    )
+                })
+                .collect();
+            let mut insert = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "INSERT INTO events ({COLUMNS}) VALUES {}",
+                values.join(", ")
+            )));
+            for (i, event) in chunk.iter().enumerate() {
+                let n = offset + i as i64 + 1;
+                insert = insert
+                    .bind(head + n)
+                    .bind(event.event_id.to_string())
+                    .bind(stream)
+                    .bind(actual + n)
+                    .bind(event.event_type.clone())
+                    .bind(i64::from(event.schema_version))
+                    .bind(format_time(event.occurred_at))
+                    .bind(recorded_at.clone())
+                    .bind(event.meta.correlation_id.to_string())
+                    .bind(event.meta.causation_id.map(|c| c.to_string()))
+                    .bind(event.meta.actor.clone())
+                    .bind(event.payload.to_string());
+            }
+            insert.execute(&mut *tx).await.map_err(backend_err)?;
+        }
+        let count = events.len() as i64;
+        sqlx::query(
+            "INSERT INTO event_streams (stream, version) VALUES ($1, $2) \
+             ON CONFLICT (stream) DO UPDATE SET version = excluded.version",
+        )
+        .bind(stream)
+        .bind(actual + count)
+        .execute(&mut *tx)
+        .await
+        .map_err(backend_err)?;
+        sqlx::query("UPDATE event_log_head SET position = $1 WHERE id = 1")
+            .bind(head + count)
+            .execute(&mut *tx)
+            .await
+            .map_err(backend_err)?;
+        tx.commit().await.map_err(backend_err)?;
+
+        let last = (head + count) as u64;
+        self.inner.head.send_if_modified(|h| {
+            let newer = last > *h;
+            if newer {
+                *h = last;
+            }
+            newer
+        });
+        Ok(AppendOutcome {
+            first_position: head as u64 + 1,
+            last_position: last,
+            stream_version: (actual + count) as u64,
+        })
+    }
+
+    async fn read_stream(
+        &self,
+        stream: &str,
+        from: u64,
+        limit: usize,
+        direction: Direction,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let from = i64::try_from(from).unwrap_or(i64::MAX);
+        let sql = match direction {
+            Direction::Forward => format!(
+                "SELECT {COLUMNS} FROM events WHERE stream = $1 AND stream_version >= $2 \
+                 ORDER BY stream_version ASC LIMIT $3"
+            ),
+            Direction::Backward => format!(
+                "SELECT {COLUMNS} FROM events WHERE stream = $1 AND stream_version <= $2 \
+                 ORDER BY stream_version DESC LIMIT $3"
+            ),
+        };
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(stream)
+            .bind(from)
+            .bind(limit as i64)
+            .fetch_all(&self.inner.pool)
+            .await
+            .map_err(backend_err)?;
+        rows.iter().map(decode_row).collect()
+    }
+
+    async fn read_all(&self, after: u64, limit: usize) -> Result<Vec<RecordedEvent>, StoreError> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM events WHERE position > $1 ORDER BY position ASC LIMIT $2"
+        )))
+        .bind(i64::try_from(after).unwrap_or(i64::MAX))
+        .bind(limit as i64)
+        .fetch_all(&self.inner.pool)
+        .await
+        .map_err(backend_err)?;
+        rows.iter().map(decode_row).collect()
+    }
+
+    async fn head_position(&self) -> Result<u64, StoreError> {
+        let head: i64 = sqlx::query("SELECT position FROM event_log_head WHERE id = 1")
+            .fetch_one(&self.inner.pool)
+            .await
+            .and_then(|row| row.try_get(0))
+            .map_err(backend_err)?;
+        Ok(head as u64)
+    }
+
+    async fn stream_version(&self, stream: &str) -> Result<u64, StoreError> {
+        let version: Option<i64> = sqlx::query("SELECT version FROM event_streams WHERE stream = $1")
+            .bind(stream)
+            .fetch_optional(&self.inner.pool)
+            .await
+            .map_err(backend_err)?
+            .map(|row| row.try_get(0))
+            .transpose()
+            .map_err(backend_err)?;
+        Ok(version.unwrap_or(0) as u64)
+    }
+
+    fn subscribe_all(&self, after: u64) -> EventSubscription {
+        struct State {
+            store: SqlEventStore,
+            last: u64,
+            wake: watch::Receiver<u64>,
+            failed: bool,
+        }
+        let state = State {
+            wake: self.inner.head.subscribe(),
+            store: self.clone(),
+            last: after,
+            failed: false,
+        };
+        futures::stream::unfold(state, |mut s| async move {
+            if s.failed {
+                return None;
+            }
+            loop {
+                s.wake.mark_unchanged();
+                let batch = match s.store.read_all(s.last, SUBSCRIPTION_BATCH).await {
+                    Ok(batch) => batch,
+                    Err(err) => {
+                        s.failed = true;
+                        return Some((Err(err), s));
+                    }
+                };
+                if batch.is_empty() {
+                    // Wake on an append in this process, or poll for other processes' appends.
+                    let _ = tokio::time::timeout(s.store.inner.poll_interval, s.wake.changed()).await;
+                    continue;
+                }
+                for (i, event) in batch.iter().enumerate() {
+                    let expected = s.last + 1 + i as u64;
+                    if event.position != expected {
+                        s.failed = true;
+                        return Some((Err(StoreError::Gap { expected, found: event.position }), s));
+                    }
+                }
+                s.last = batch.last().expect("non-empty").position;
+                return Some((Ok(batch), s));
+            }
+        })
+        .boxed()
+    }
+}
