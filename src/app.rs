@@ -44,7 +44,10 @@ pub struct HttpMetrics {
 impl HttpMetrics {
     /// Counts one response.
     pub fn record(&self, status: u16) {
-        if let Some(slot) = (status / 100).checked_sub(2).and_then(|i| self.responses.get(i as usize)) {
+        if let Some(slot) = (status / 100)
+            .checked_sub(2)
+            .and_then(|i| self.responses.get(i as usize))
+        {
             slot.fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -78,16 +81,26 @@ impl App {
     pub async fn open(config: Config) -> Result<(Self, Option<String>), StartError> {
         let url = config.effective_database_url();
         let (pool, backend) = open_pool(&url, config.database_max_connections).await?;
-        let store = SqlEventStore::new(pool.clone(), backend, Duration::from_millis(config.poll_interval_ms)).await?;
+        let store = SqlEventStore::new(
+            pool.clone(),
+            backend,
+            Duration::from_millis(config.poll_interval_ms),
+        )
+        .await?;
         let store: Arc<dyn EventStore> = Arc::new(store);
         let handler = CommandHandler::new(store.clone());
-        let runners = vec![ProjectionRunner::new(pool.clone(), store.clone(), Arc::new(CameraProjection))];
+        let runners = vec![ProjectionRunner::new(
+            pool.clone(),
+            store.clone(),
+            Arc::new(CameraProjection),
+        )];
 
         let mut key_hashes = Vec::new();
         if !config.admin_key.is_empty() {
             key_hashes.push(hash_key(&config.admin_key));
         }
-        let (stored, generated) = bootstrap_admin_key(&handler, config.admin_key.is_empty()).await?;
+        let (stored, generated) =
+            bootstrap_admin_key(&handler, config.admin_key.is_empty()).await?;
         key_hashes.extend(stored);
 
         let app = Self {
@@ -163,7 +176,10 @@ impl App {
     pub fn verify_key(&self, key: &str) -> bool {
         let presented = hash_key(key);
         self.inner.key_hashes.iter().fold(false, |ok, stored| {
-            let diff = stored.iter().zip(presented.iter()).fold(0u8, |acc, (a, b)| acc | (a ^ b));
+            let diff = stored
+                .iter()
+                .zip(presented.iter())
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b));
             ok | (diff == 0)
         })
     }
@@ -183,8 +199,10 @@ async fn bootstrap_admin_key(
         let hash = state
             .issued
             .map(|issued| {
-                let bytes = hex::decode(&issued.key_hash).map_err(|e| StartError::Bootstrap(e.to_string()))?;
-                <[u8; 32]>::try_from(bytes.as_slice()).map_err(|_| StartError::Bootstrap("stored hash is not 32 bytes".into()))
+                let bytes = hex::decode(&issued.key_hash)
+                    .map_err(|e| StartError::Bootstrap(e.to_string()))?;
+                <[u8; 32]>::try_from(bytes.as_slice())
+                    .map_err(|_| StartError::Bootstrap("stored hash is not 32 bytes".into()))
             })
             .transpose()?;
         Ok::<_, StartError>(hash)
@@ -205,7 +223,12 @@ async fn bootstrap_admin_key(
         key_hash: hex::encode(hash_key(&key)),
     };
     match handler
-        .execute::<ApiKey>(BOOTSTRAP_KEY_ID, ApiKeyCommand::Issue(issued), &EventMeta::system(), None)
+        .execute::<ApiKey>(
+            BOOTSTRAP_KEY_ID,
+            ApiKeyCommand::Issue(issued),
+            &EventMeta::system(),
+            None,
+        )
         .await
     {
         Ok(_) => Ok((vec![hash_key(&key)], Some(key))),

@@ -75,18 +75,25 @@ impl Config {
         let mut figment = Figment::from(Serialized::defaults(Config::default()));
         match file {
             Some(path) => figment = figment.merge(Toml::file_exact(path)),
-            None if Path::new("vigil.toml").exists() => figment = figment.merge(Toml::file("vigil.toml")),
+            None if Path::new("vigil.toml").exists() => {
+                figment = figment.merge(Toml::file("vigil.toml"))
+            }
             None => {}
         }
         figment = figment.merge(Env::prefixed("VIGIL_").only(ENV_KEYS));
         let config: Config = figment.extract().map_err(Box::new)?;
-        config.check().map_err(|e| Box::new(figment::Error::from(e)))?;
+        config
+            .check()
+            .map_err(|e| Box::new(figment::Error::from(e)))?;
         Ok(config)
     }
 
     fn check(&self) -> Result<(), String> {
         if !matches!(self.log_format.as_str(), "text" | "json") {
-            return Err(format!("log_format must be `text` or `json`, not `{}`", self.log_format));
+            return Err(format!(
+                "log_format must be `text` or `json`, not `{}`",
+                self.log_format
+            ));
         }
         if self.database_max_connections == 0 {
             return Err("database_max_connections must be at least 1".into());
@@ -118,13 +125,17 @@ impl Config {
 }
 
 #[cfg(test)]
+#[allow(clippy::result_large_err)] // figment::Jail's closures return figment::Error
 mod tests {
     use super::*;
 
     #[test]
     fn file_then_env_override_defaults() {
         figment::Jail::expect_with(|jail| {
-            jail.create_file("custom.toml", "listen = \"0.0.0.0:9000\"\nlog = \"debug\"\nadmin_key = \"from-file\"")?;
+            jail.create_file(
+                "custom.toml",
+                "listen = \"0.0.0.0:9000\"\nlog = \"debug\"\nadmin_key = \"from-file\"",
+            )?;
             jail.set_env("VIGIL_LOG", "warn");
             jail.set_env("VIGIL_UNRELATED_THING", "ignored");
             let config = Config::load(Some(Path::new("custom.toml"))).expect("loads");

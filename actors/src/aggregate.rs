@@ -19,7 +19,8 @@ pub trait Aggregate {
     fn stream(id: &str) -> String;
 
     /// Decides the events a command produces from the current state. Pure.
-    fn decide(state: &Self::State, command: Self::Command) -> Result<Vec<Self::Event>, Self::Error>;
+    fn decide(state: &Self::State, command: Self::Command)
+    -> Result<Vec<Self::Event>, Self::Error>;
 
     /// Folds one event, which happened at `at`, into the state. Pure and total: stored events
     /// are facts, so evolve never fails.

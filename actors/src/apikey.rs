@@ -2,8 +2,8 @@
 //! scoped keys, revocation and rate limits arrive with the access issue.
 
 use chrono::{DateTime, Utc};
-use vigil_schemas::events::{ApiKeyIssued, apikey_stream};
 use vigil_schemas::ApiKeyEvent;
+use vigil_schemas::events::{ApiKeyIssued, apikey_stream};
 
 use crate::aggregate::Aggregate;
 
@@ -42,7 +42,10 @@ impl Aggregate for ApiKey {
         apikey_stream(id)
     }
 
-    fn decide(state: &ApiKeyState, command: ApiKeyCommand) -> Result<Vec<ApiKeyEvent>, ApiKeyError> {
+    fn decide(
+        state: &ApiKeyState,
+        command: ApiKeyCommand,
+    ) -> Result<Vec<ApiKeyEvent>, ApiKeyError> {
         match command {
             ApiKeyCommand::Issue(issued) => match &state.issued {
                 Some(existing) => Err(ApiKeyError::AlreadyIssued(existing.key_id.clone())),

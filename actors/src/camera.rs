@@ -160,7 +160,10 @@ pub enum CameraError {
 }
 
 fn invalid(field: impl Into<String>, reason: impl Into<String>) -> CameraError {
-    CameraError::Invalid { field: field.into(), reason: reason.into() }
+    CameraError::Invalid {
+        field: field.into(),
+        reason: reason.into(),
+    }
 }
 
 /// Checks a camera id: 1–64 of `A–Z a–z 0–9 _ -`.
@@ -168,7 +171,10 @@ pub fn validate_id(id: &str) -> Result<(), CameraError> {
     if id.is_empty() || id.len() > 64 {
         return Err(invalid("id", "must be 1 to 64 characters"));
     }
-    if !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+    if !id
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
         return Err(invalid("id", "may hold only letters, digits, '-' and '_'"));
     }
     Ok(())
@@ -179,7 +185,10 @@ fn validate_name(name: &str) -> Result<(), CameraError> {
         return Err(invalid("name", "must not be blank"));
     }
     if name.chars().count() > MAX_NAME_CHARS {
-        return Err(invalid("name", format!("must be at most {MAX_NAME_CHARS} characters")));
+        return Err(invalid(
+            "name",
+            format!("must be at most {MAX_NAME_CHARS} characters"),
+        ));
     }
     Ok(())
 }
@@ -190,7 +199,10 @@ pub fn validate_source(source: &str) -> Result<(), CameraError> {
         return Ok(());
     }
     if source.len() > MAX_SOURCE_CHARS {
-        return Err(invalid("source", format!("must be at most {MAX_SOURCE_CHARS} bytes")));
+        return Err(invalid(
+            "source",
+            format!("must be at most {MAX_SOURCE_CHARS} bytes"),
+        ));
     }
     let rest = ["rtsp://", "rtsps://", "http://", "https://"]
         .iter()
@@ -201,7 +213,10 @@ pub fn validate_source(source: &str) -> Result<(), CameraError> {
                 .map(|_| &source[scheme.len()..])
         })
         .ok_or_else(|| {
-            invalid("source", "must be `push` or a rtsp://, rtsps://, http:// or https:// URL")
+            invalid(
+                "source",
+                "must be `push` or a rtsp://, rtsps://, http:// or https:// URL",
+            )
         })?;
     let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
     let host = authority.rsplit('@').next().unwrap_or_default();
@@ -216,14 +231,20 @@ pub fn validate_source(source: &str) -> Result<(), CameraError> {
 
 fn validate_fps(fps: f64) -> Result<(), CameraError> {
     if !fps.is_finite() || fps <= 0.0 || fps > MAX_SAMPLE_FPS {
-        return Err(invalid("sample_fps", format!("must be above 0 and at most {MAX_SAMPLE_FPS}")));
+        return Err(invalid(
+            "sample_fps",
+            format!("must be above 0 and at most {MAX_SAMPLE_FPS}"),
+        ));
     }
     Ok(())
 }
 
 fn validate_prompt(prompt: &str) -> Result<(), CameraError> {
     if prompt.chars().count() > MAX_PROMPT_CHARS {
-        return Err(invalid("prompt", format!("must be at most {MAX_PROMPT_CHARS} characters")));
+        return Err(invalid(
+            "prompt",
+            format!("must be at most {MAX_PROMPT_CHARS} characters"),
+        ));
     }
     Ok(())
 }
@@ -235,10 +256,16 @@ pub fn validate_zones(zones: &[Zone]) -> Result<(), CameraError> {
     }
     for (i, zone) in zones.iter().enumerate() {
         if zone.name.trim().is_empty() || zone.name.chars().count() > 100 {
-            return Err(invalid(format!("zones[{i}].name"), "must be 1 to 100 characters"));
+            return Err(invalid(
+                format!("zones[{i}].name"),
+                "must be 1 to 100 characters",
+            ));
         }
         if zones[..i].iter().any(|z| z.name == zone.name) {
-            return Err(invalid(format!("zones[{i}].name"), "zone names must be unique"));
+            return Err(invalid(
+                format!("zones[{i}].name"),
+                "zone names must be unique",
+            ));
         }
         if zone.polygon.len() < 3 || zone.polygon.len() > MAX_ZONE_POINTS {
             return Err(invalid(
@@ -272,7 +299,10 @@ impl Aggregate for CameraAggregate {
         camera_stream(id)
     }
 
-    fn decide(state: &CameraState, command: CameraCommand) -> Result<Vec<CameraEvent>, CameraError> {
+    fn decide(
+        state: &CameraState,
+        command: CameraCommand,
+    ) -> Result<Vec<CameraEvent>, CameraError> {
         match command {
             CameraCommand::Register(reg) => {
                 if let Some(existing) = &state.camera {
@@ -300,7 +330,10 @@ impl Aggregate for CameraAggregate {
             }
             CameraCommand::Update(patch) => {
                 let camera = state.camera.as_ref().ok_or(CameraError::NotFound)?;
-                let mut change = CameraUpdated { camera_id: camera.id.clone(), ..Default::default() };
+                let mut change = CameraUpdated {
+                    camera_id: camera.id.clone(),
+                    ..Default::default()
+                };
                 if let Some(name) = patch.name {
                     validate_name(&name)?;
                     let name = name.trim().to_string();
@@ -329,7 +362,10 @@ impl Aggregate for CameraAggregate {
                     validate_zones(&zones)?;
                     change.zones = (zones != camera.zones).then_some(zones);
                 }
-                let unchanged = CameraUpdated { camera_id: camera.id.clone(), ..Default::default() };
+                let unchanged = CameraUpdated {
+                    camera_id: camera.id.clone(),
+                    ..Default::default()
+                };
                 if change == unchanged {
                     Ok(vec![])
                 } else {
@@ -338,7 +374,9 @@ impl Aggregate for CameraAggregate {
             }
             CameraCommand::Remove => {
                 let camera = state.camera.as_ref().ok_or(CameraError::NotFound)?;
-                Ok(vec![CameraEvent::Removed(CameraRemoved { camera_id: camera.id.clone() })])
+                Ok(vec![CameraEvent::Removed(CameraRemoved {
+                    camera_id: camera.id.clone(),
+                })])
             }
         }
     }
@@ -417,21 +455,25 @@ mod tests {
         events: &[CameraEvent],
         command: CameraCommand,
     ) -> Result<Vec<CameraEvent>, CameraError> {
-        let state = events
-            .iter()
-            .fold(CameraState::default(), |s, e| CameraAggregate::evolve(s, e, Utc::now()));
+        let state = events.iter().fold(CameraState::default(), |s, e| {
+            CameraAggregate::evolve(s, e, Utc::now())
+        });
         CameraAggregate::decide(&state, command)
     }
 
     fn registered(id: &str) -> CameraEvent {
-        given_when(&[], CameraCommand::Register(register(id))).unwrap().remove(0)
+        given_when(&[], CameraCommand::Register(register(id)))
+            .unwrap()
+            .remove(0)
     }
 
     #[test]
     fn registers_a_new_camera() {
         let events = given_when(&[], CameraCommand::Register(register("lobby"))).unwrap();
         assert_eq!(events.len(), 1);
-        let CameraEvent::Registered(e) = &events[0] else { panic!("expected Registered") };
+        let CameraEvent::Registered(e) = &events[0] else {
+            panic!("expected Registered")
+        };
         assert_eq!(e.camera_id, "lobby");
         assert_eq!(e.sample_fps, 2.0);
     }
@@ -440,8 +482,13 @@ mod tests {
     fn refuses_a_taken_or_removed_id() {
         let err = given_when(&[registered("a")], CameraCommand::Register(register("a")));
         assert_eq!(err, Err(CameraError::AlreadyExists("a".into())));
-        let removed = CameraEvent::Removed(CameraRemoved { camera_id: "a".into() });
-        let err = given_when(&[registered("a"), removed], CameraCommand::Register(register("a")));
+        let removed = CameraEvent::Removed(CameraRemoved {
+            camera_id: "a".into(),
+        });
+        let err = given_when(
+            &[registered("a"), removed],
+            CameraCommand::Register(register("a")),
+        );
         assert_eq!(err, Err(CameraError::AlreadyExists("a".into())));
     }
 
@@ -450,14 +497,20 @@ mod tests {
         let patch = CameraPatch {
             name: Some("Lobby".into()),
             enabled: Some(false),
-            features: Some(FeaturesPatch { crowd: Some(true), ..Default::default() }),
+            features: Some(FeaturesPatch {
+                crowd: Some(true),
+                ..Default::default()
+            }),
             ..Default::default()
         };
         let events = given_when(&[registered("a")], CameraCommand::Update(patch)).unwrap();
         let expected = CameraUpdated {
             camera_id: "a".into(),
             enabled: Some(false),
-            features: Some(CameraFeatures { crowd: true, ..Default::default() }),
+            features: Some(CameraFeatures {
+                crowd: true,
+                ..Default::default()
+            }),
             ..Default::default()
         };
         assert_eq!(events, vec![CameraEvent::Updated(expected)]);
@@ -465,23 +518,46 @@ mod tests {
 
     #[test]
     fn update_without_change_emits_nothing() {
-        let patch = CameraPatch { sample_fps: Some(2.0), ..Default::default() };
-        assert_eq!(given_when(&[registered("a")], CameraCommand::Update(patch)), Ok(vec![]));
+        let patch = CameraPatch {
+            sample_fps: Some(2.0),
+            ..Default::default()
+        };
+        assert_eq!(
+            given_when(&[registered("a")], CameraCommand::Update(patch)),
+            Ok(vec![])
+        );
     }
 
     #[test]
     fn update_or_remove_of_unknown_camera_is_not_found() {
-        let patch = CameraPatch { enabled: Some(false), ..Default::default() };
-        assert_eq!(given_when(&[], CameraCommand::Update(patch)), Err(CameraError::NotFound));
-        assert_eq!(given_when(&[], CameraCommand::Remove), Err(CameraError::NotFound));
+        let patch = CameraPatch {
+            enabled: Some(false),
+            ..Default::default()
+        };
+        assert_eq!(
+            given_when(&[], CameraCommand::Update(patch)),
+            Err(CameraError::NotFound)
+        );
+        assert_eq!(
+            given_when(&[], CameraCommand::Remove),
+            Err(CameraError::NotFound)
+        );
     }
 
     #[test]
     fn removal_then_everything_is_not_found() {
         let events = given_when(&[registered("a")], CameraCommand::Remove).unwrap();
-        assert_eq!(events, vec![CameraEvent::Removed(CameraRemoved { camera_id: "a".into() })]);
+        assert_eq!(
+            events,
+            vec![CameraEvent::Removed(CameraRemoved {
+                camera_id: "a".into()
+            })]
+        );
         let all = [registered("a"), events[0].clone()];
-        assert_eq!(given_when(&all, CameraCommand::Remove), Err(CameraError::NotFound));
+        assert_eq!(
+            given_when(&all, CameraCommand::Remove),
+            Err(CameraError::NotFound)
+        );
     }
 
     #[test]
@@ -492,32 +568,70 @@ mod tests {
         };
         let mut bad = register("a");
         bad.sample_fps = 0.0;
-        assert_eq!(field_of(given_when(&[], CameraCommand::Register(bad))), "sample_fps");
+        assert_eq!(
+            field_of(given_when(&[], CameraCommand::Register(bad))),
+            "sample_fps"
+        );
         let mut bad = register("a");
         bad.source = "ftp://x".into();
-        assert_eq!(field_of(given_when(&[], CameraCommand::Register(bad))), "source");
+        assert_eq!(
+            field_of(given_when(&[], CameraCommand::Register(bad))),
+            "source"
+        );
         let mut bad = register("a");
         bad.source = "rtsp:///nohost".into();
-        assert_eq!(field_of(given_when(&[], CameraCommand::Register(bad))), "source");
+        assert_eq!(
+            field_of(given_when(&[], CameraCommand::Register(bad))),
+            "source"
+        );
         let mut bad = register("a b");
         bad.name = "x".into();
-        assert_eq!(field_of(given_when(&[], CameraCommand::Register(bad))), "id");
+        assert_eq!(
+            field_of(given_when(&[], CameraCommand::Register(bad))),
+            "id"
+        );
         let mut bad = register("a");
         bad.zones = vec![Zone {
             name: "door".into(),
-            polygon: vec![Point { x: 0.0, y: 0.0 }, Point { x: 1.5, y: 0.0 }, Point { x: 0.0, y: 1.0 }],
+            polygon: vec![
+                Point { x: 0.0, y: 0.0 },
+                Point { x: 1.5, y: 0.0 },
+                Point { x: 0.0, y: 1.0 },
+            ],
         }];
-        assert_eq!(field_of(given_when(&[], CameraCommand::Register(bad))), "zones[0].polygon[1]");
-        let patch = CameraPatch { name: Some("  ".into()), ..Default::default() };
-        assert_eq!(field_of(given_when(&[registered("a")], CameraCommand::Update(patch))), "name");
+        assert_eq!(
+            field_of(given_when(&[], CameraCommand::Register(bad))),
+            "zones[0].polygon[1]"
+        );
+        let patch = CameraPatch {
+            name: Some("  ".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            field_of(given_when(&[registered("a")], CameraCommand::Update(patch))),
+            "name"
+        );
     }
 
     #[test]
     fn accepted_sources() {
-        for ok in ["push", "rtsp://h/x", "RTSP://user:pw@h:554/s", "http://h/mjpg", "https://h"] {
+        for ok in [
+            "push",
+            "rtsp://h/x",
+            "RTSP://user:pw@h:554/s",
+            "http://h/mjpg",
+            "https://h",
+        ] {
             assert_eq!(validate_source(ok), Ok(()), "{ok}");
         }
-        for bad in ["", "h/x", "file:///etc/passwd", "http://", "http://:80/x", "rtsp://h /x"] {
+        for bad in [
+            "",
+            "h/x",
+            "file:///etc/passwd",
+            "http://",
+            "http://:80/x",
+            "rtsp://h /x",
+        ] {
             assert!(validate_source(bad).is_err(), "{bad}");
         }
     }
@@ -531,11 +645,15 @@ mod tests {
         });
         let state = [registered("a"), update]
             .iter()
-            .fold(CameraState::default(), |s, e| CameraAggregate::evolve(s, e, Utc::now()));
+            .fold(CameraState::default(), |s, e| {
+                CameraAggregate::evolve(s, e, Utc::now())
+            });
         let camera = state.camera.clone().unwrap();
         assert_eq!(camera.prompt, "watch the door");
         assert_eq!(camera.name, "Lobby");
-        let removed = CameraEvent::Removed(CameraRemoved { camera_id: "a".into() });
+        let removed = CameraEvent::Removed(CameraRemoved {
+            camera_id: "a".into(),
+        });
         let state = CameraAggregate::evolve(state, &removed, Utc::now());
         assert!(state.camera.is_none() && state.removed);
     }

@@ -78,12 +78,20 @@ impl CommandHandler {
         loop {
             let page = self
                 .store
-                .read_stream(&stream, version + 1, LOAD_PAGE, vigil_schemas::Direction::Forward)
+                .read_stream(
+                    &stream,
+                    version + 1,
+                    LOAD_PAGE,
+                    vigil_schemas::Direction::Forward,
+                )
                 .await?;
             let done = page.len() < LOAD_PAGE;
             for recorded in page {
-                let event =
-                    A::Event::decode(&recorded.event_type, recorded.schema_version, &recorded.payload)?;
+                let event = A::Event::decode(
+                    &recorded.event_type,
+                    recorded.schema_version,
+                    &recorded.payload,
+                )?;
                 state = A::evolve(state, &event, recorded.occurred_at);
                 version = recorded.stream_version;
             }
@@ -111,11 +119,18 @@ impl CommandHandler {
             if let Some(expected) = if_version
                 && expected != version
             {
-                return Err(CommandError::VersionMismatch { expected, actual: version });
+                return Err(CommandError::VersionMismatch {
+                    expected,
+                    actual: version,
+                });
             }
             let events = A::decide(&state, command.clone()).map_err(CommandError::Domain)?;
             if events.is_empty() {
-                return Ok(Executed { state, version, position: None });
+                return Ok(Executed {
+                    state,
+                    version,
+                    position: None,
+                });
             }
             let now = Utc::now();
             let new_events: Vec<_> = events.iter().map(|e| e.to_new_event(now, meta)).collect();

@@ -108,7 +108,8 @@ fn from_row(row: &AnyRow) -> Result<CameraRow, QueryError> {
         source: row.try_get("source")?,
         enabled: row.try_get::<i64, _>("enabled")? != 0,
         sample_fps: row.try_get("sample_fps")?,
-        features: serde_json::from_str(&features).map_err(|e| QueryError::Corrupt(e.to_string()))?,
+        features: serde_json::from_str(&features)
+            .map_err(|e| QueryError::Corrupt(e.to_string()))?,
         prompt: row.try_get("prompt")?,
         zones: serde_json::from_str(&zones).map_err(|e| QueryError::Corrupt(e.to_string()))?,
         status: row.try_get("status")?,
@@ -120,10 +121,12 @@ fn from_row(row: &AnyRow) -> Result<CameraRow, QueryError> {
 
 /// One camera by id.
 pub async fn get_camera(pool: &AnyPool, id: &str) -> Result<Option<CameraRow>, QueryError> {
-    let row = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {COLUMNS} FROM cameras WHERE id = $1")))
-        .bind(id)
-        .fetch_optional(pool)
-        .await?;
+    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM cameras WHERE id = $1"
+    )))
+    .bind(id)
+    .fetch_optional(pool)
+    .await?;
     row.as_ref().map(from_row).transpose()
 }
 
@@ -176,7 +179,11 @@ pub struct CameraProjection;
 fn status_for(enabled: bool, current: Option<&str>) -> &'static str {
     match (enabled, current) {
         (false, _) => "disabled",
-        (true, Some(s)) if s != "disabled" => STATUSES.iter().find(|x| **x == s).copied().unwrap_or("pending"),
+        (true, Some(s)) if s != "disabled" => STATUSES
+            .iter()
+            .find(|x| **x == s)
+            .copied()
+            .unwrap_or("pending"),
         (true, _) => "pending",
     }
 }
@@ -216,7 +223,11 @@ impl Projection for CameraProjection {
         &["cameras"]
     }
 
-    async fn apply(&self, conn: &mut AnyConnection, event: &RecordedEvent) -> Result<(), ProjectionError> {
+    async fn apply(
+        &self,
+        conn: &mut AnyConnection,
+        event: &RecordedEvent,
+    ) -> Result<(), ProjectionError> {
         if !event.event_type.starts_with("camera.") {
             return Ok(());
         }
@@ -246,11 +257,13 @@ impl Projection for CameraProjection {
                 write_row(conn, &row).await?;
             }
             CameraEvent::Updated(e) => {
-                let row = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {COLUMNS} FROM cameras WHERE id = $1")))
-                    .bind(e.camera_id.clone())
-                    .fetch_optional(&mut *conn)
-                    .await?
-                    .ok_or_else(|| failed(format!("update of unknown camera `{}`", e.camera_id)))?;
+                let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "SELECT {COLUMNS} FROM cameras WHERE id = $1"
+                )))
+                .bind(e.camera_id.clone())
+                .fetch_optional(&mut *conn)
+                .await?
+                .ok_or_else(|| failed(format!("update of unknown camera `{}`", e.camera_id)))?;
                 let mut c = from_row(&row).map_err(|err| failed(err.to_string()))?;
                 c.name = e.name.unwrap_or(c.name);
                 c.source = e.source.unwrap_or(c.source);

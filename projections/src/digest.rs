@@ -4,10 +4,16 @@ use sha2::{Digest, Sha256};
 use sqlx::{AnyPool, Column, Row};
 
 /// SHA-256 over every row of `table` in `order_by` order, every column rendered as text.
-pub async fn table_digest(pool: &AnyPool, table: &str, order_by: &str) -> Result<String, sqlx::Error> {
-    let rows = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT * FROM {table} ORDER BY {order_by}")))
-        .fetch_all(pool)
-        .await?;
+pub async fn table_digest(
+    pool: &AnyPool,
+    table: &str,
+    order_by: &str,
+) -> Result<String, sqlx::Error> {
+    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT * FROM {table} ORDER BY {order_by}"
+    )))
+    .fetch_all(pool)
+    .await?;
     let mut hasher = Sha256::new();
     for row in &rows {
         for (i, column) in row.columns().iter().enumerate() {

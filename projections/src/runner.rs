@@ -124,7 +124,12 @@ impl ProjectionRunner {
             position: watch::Sender::new(0),
             last_error: std::sync::Mutex::new(None),
         });
-        Self { pool, store, projection, status }
+        Self {
+            pool,
+            store,
+            projection,
+            status,
+        }
     }
 
     /// The projection's name.
@@ -185,10 +190,12 @@ impl ProjectionRunner {
         .execute(&mut *tx)
         .await?;
         if moved.rows_affected() != 1 {
-            return Err(ProjectionError::CheckpointMoved { name: self.name().into(), expected: checkpoint });
+            return Err(ProjectionError::CheckpointMoved {
+                name: self.name().into(),
+                expected: checkpoint,
+            });
         }
-        let mut expected = checkpoint + 1;
-        for event in batch {
+        for (expected, event) in (checkpoint + 1..).zip(batch) {
             if event.position != expected {
                 return Err(ProjectionError::Discontinuous {
                     name: self.name().into(),
@@ -197,7 +204,6 @@ impl ProjectionRunner {
                 });
             }
             self.projection.apply(&mut tx, event).await?;
-            expected += 1;
         }
         tx.commit().await?;
         self.status.position.send_replace(last.position);
@@ -223,13 +229,17 @@ impl ProjectionRunner {
     pub async fn rebuild(&self) -> Result<u64, ProjectionError> {
         self.ensure_checkpoint_row().await?;
         let mut tx = self.pool.begin().await?;
-        sqlx::query("UPDATE projection_checkpoints SET position = 0, updated_at = $1 WHERE name = $2")
-            .bind(format_time(chrono::Utc::now()))
-            .bind(self.name())
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "UPDATE projection_checkpoints SET position = 0, updated_at = $1 WHERE name = $2",
+        )
+        .bind(format_time(chrono::Utc::now()))
+        .bind(self.name())
+        .execute(&mut *tx)
+        .await?;
         for table in self.projection.tables() {
-            sqlx::query(sqlx::AssertSqlSafe(format!("DELETE FROM {table}"))).execute(&mut *tx).await?;
+            sqlx::query(sqlx::AssertSqlSafe(format!("DELETE FROM {table}")))
+                .execute(&mut *tx)
+                .await?;
         }
         tx.commit().await?;
         self.status.position.send_replace(0);

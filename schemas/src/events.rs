@@ -51,8 +51,11 @@ pub trait DomainEvent: Sized {
     /// The payload as JSON.
     fn to_payload(&self) -> Value;
     /// Loads an event from its stored type, version and payload, upcasting old versions.
-    fn decode(event_type: &str, schema_version: u32, payload: &Value)
-    -> Result<Self, EventDecodeError>;
+    fn decode(
+        event_type: &str,
+        schema_version: u32,
+        payload: &Value,
+    ) -> Result<Self, EventDecodeError>;
 
     /// Wraps this event for appending, with a fresh UUID v7 and the given time and metadata.
     fn to_new_event(&self, occurred_at: DateTime<Utc>, meta: &EventMeta) -> NewEvent {
@@ -134,10 +137,7 @@ fn upcast(event_type: &str, version: u32, payload: &Value) -> Result<Value, Even
 
 /// Every event type Vigil stores, with its current schema version.
 pub fn all_event_types() -> impl Iterator<Item = (&'static str, u32)> {
-    CameraEvent::TYPES
-        .iter()
-        .chain(ApiKeyEvent::TYPES)
-        .copied()
+    CameraEvent::TYPES.iter().chain(ApiKeyEvent::TYPES).copied()
 }
 
 /// The stream that holds one camera's events.
@@ -287,7 +287,10 @@ mod tests {
             ..Default::default()
         });
         let payload = event.to_payload();
-        assert_eq!(payload, serde_json::json!({"camera_id": "c1", "enabled": false}));
+        assert_eq!(
+            payload,
+            serde_json::json!({"camera_id": "c1", "enabled": false})
+        );
         let back = CameraEvent::decode(event.event_type(), event.schema_version(), &payload)
             .expect("decodes");
         assert_eq!(back, event);

@@ -12,7 +12,10 @@ use crate::events::{
 fn schema_of<T: JsonSchema>(id: &str) -> Value {
     let mut schema = serde_json::to_value(schema_for!(T)).expect("schemas serialise");
     if let Value::Object(map) = &mut schema {
-        map.insert("$id".into(), Value::String(format!("https://vigil.dev/schemas/{id}")));
+        map.insert(
+            "$id".into(),
+            Value::String(format!("https://vigil.dev/schemas/{id}")),
+        );
     }
     schema
 }
@@ -20,7 +23,10 @@ fn schema_of<T: JsonSchema>(id: &str) -> Value {
 /// Every published schema as `(file name, schema)`, sorted by file name: the envelope and one
 /// file per event type and version (`camera.registered.v1.json`).
 pub fn all() -> Vec<(String, Value)> {
-    let mut out = vec![("envelope.v1.json".to_string(), schema_of::<RecordedEvent>("envelope.v1.json"))];
+    let mut out = vec![(
+        "envelope.v1.json".to_string(),
+        schema_of::<RecordedEvent>("envelope.v1.json"),
+    )];
     for (event_type, version) in all_event_types() {
         let file = format!("{event_type}.v{version}.json");
         let schema = match event_type {
@@ -69,10 +75,18 @@ mod tests {
         }
         let mut present: Vec<String> = std::fs::read_dir(&dir)
             .expect("schemas/json exists")
-            .map(|e| e.expect("dir entry").file_name().to_string_lossy().into_owned())
+            .map(|e| {
+                e.expect("dir entry")
+                    .file_name()
+                    .to_string_lossy()
+                    .into_owned()
+            })
             .collect();
         present.sort();
-        assert_eq!(present, expected_files, "schemas/json holds files no event owns");
+        assert_eq!(
+            present, expected_files,
+            "schemas/json holds files no event owns"
+        );
     }
 
     /// Golden fixtures: `schemas/fixtures/{type}/v{N}.json` must load forever.
@@ -94,7 +108,11 @@ mod tests {
                     ApiKeyEvent::decode(event_type, v, &envelope.payload).map(|e| e.to_payload())
                 };
                 let decoded = decoded.unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-                assert!(decoded.is_object(), "{} decodes to an object", path.display());
+                assert!(
+                    decoded.is_object(),
+                    "{} decodes to an object",
+                    path.display()
+                );
             }
         }
     }

@@ -28,6 +28,14 @@ pub use store::{
 /// The SQL is portable between SQLite and PostgreSQL (BIGINT, TEXT, DOUBLE PRECISION,
 /// `ON CONFLICT`), so one list serves both backends.
 pub const MIGRATIONS: &[(i64, &str, &str)] = &[
-    (1, "event_store", include_str!("../migrations/0001_event_store.sql")),
-    (2, "read_models", include_str!("../migrations/0002_read_models.sql")),
+    (
+        1,
+        "event_store",
+        include_str!("../migrations/0001_event_store.sql"),
+    ),
+    (
+        2,
+        "read_models",
+        include_str!("../migrations/0002_read_models.sql"),
+    ),
 ];

@@ -75,7 +75,9 @@ pub enum StoreError {
     },
     /// Some, but not all, of the batch's event ids are already stored, or they are stored in
     /// another stream or order: the batch is neither new nor a true retry.
-    #[error("event id {event_id} is already stored elsewhere; the batch is not a retry of a stored one")]
+    #[error(
+        "event id {event_id} is already stored elsewhere; the batch is not a retry of a stored one"
+    )]
     IdempotencyMismatch {
         /// The first clashing id.
         event_id: uuid::Uuid,

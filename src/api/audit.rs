@@ -84,7 +84,10 @@ pub struct LogPage {
 fn check_limit(limit: Option<u32>) -> Result<usize, ApiError> {
     let limit = limit.unwrap_or(100);
     if !(1..=MAX_PAGE).contains(&limit) {
-        return Err(ApiError::validation("limit", format!("must be between 1 and {MAX_PAGE}")));
+        return Err(ApiError::validation(
+            "limit",
+            format!("must be between 1 and {MAX_PAGE}"),
+        ));
     }
     Ok(limit as usize)
 }
@@ -99,7 +102,11 @@ impl AuditApi {
     /// `direction` is `forward` (default: from version `from`, default 1, upwards) or
     /// `backward` (from `from`, default the newest, downwards). A stream that does not exist
     /// reads as empty.
-    #[oai(path = "/streams/:stream", method = "get", operation_id = "audit_stream")]
+    #[oai(
+        path = "/streams/:stream",
+        method = "get",
+        operation_id = "audit_stream"
+    )]
     async fn stream(
         &self,
         app: Data<&App>,
@@ -113,13 +120,21 @@ impl AuditApi {
         let direction = match direction.0.as_deref() {
             None | Some("forward") => Direction::Forward,
             Some("backward") => Direction::Backward,
-            Some(_) => return Err(ApiError::validation("direction", "must be `forward` or `backward`")),
+            Some(_) => {
+                return Err(ApiError::validation(
+                    "direction",
+                    "must be `forward` or `backward`",
+                ));
+            }
         };
         let from = from.0.unwrap_or(match direction {
             Direction::Forward => 1,
             Direction::Backward => u64::MAX,
         });
-        let events = app.store().read_stream(&stream.0, from, limit, direction).await?;
+        let events = app
+            .store()
+            .read_stream(&stream.0, from, limit, direction)
+            .await?;
         let next_from = if events.len() == limit {
             events.last().and_then(|e| match direction {
                 Direction::Forward => Some(e.stream_version + 1),
@@ -128,7 +143,10 @@ impl AuditApi {
         } else {
             None
         };
-        Ok(Json(StreamPage { events: events.into_iter().map(Into::into).collect(), next_from }))
+        Ok(Json(StreamPage {
+            events: events.into_iter().map(Into::into).collect(),
+            next_from,
+        }))
     }
 
     /// Read the global log (`$all`) after a position.
@@ -145,6 +163,10 @@ impl AuditApi {
         let head = app.store().head_position().await?;
         let events = app.store().read_all(after, limit).await?;
         let next_after = events.last().map_or(after, |e| e.position);
-        Ok(Json(LogPage { events: events.into_iter().map(Into::into).collect(), next_after, head }))
+        Ok(Json(LogPage {
+            events: events.into_iter().map(Into::into).collect(),
+            next_after,
+            head,
+        }))
     }
 }

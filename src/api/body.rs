@@ -58,7 +58,12 @@ impl<T: Type + DeserializeOwned + Send> ParsePayload for JsonBody<T> {
                     format!("request body exceeds {limit} bytes"),
                     json!({"limit_bytes": limit}),
                 ),
-                other => ApiError::new(StatusCode::BAD_REQUEST, "BAD_REQUEST", other.to_string(), json!({})),
+                other => ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "BAD_REQUEST",
+                    other.to_string(),
+                    json!({}),
+                ),
             })?;
         parse_json(&bytes).map(JsonBody).map_err(Into::into)
     }
@@ -66,7 +71,8 @@ impl<T: Type + DeserializeOwned + Send> ParsePayload for JsonBody<T> {
 
 poem_openapi::impl_apirequest_for_payload!(JsonBody<T>, T: Type + DeserializeOwned + Send);
 
-/// Parses `bytes` as `T`, with the error mapping of this module.
+/// Parses `bytes` as `T` (every request body of this API is a JSON object), with the error
+/// mapping of this module.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     let value: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| {
         ApiError::new(
@@ -76,6 +82,9 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
             json!({"line": e.line(), "column": e.column()}),
         )
     })?;
+    if !value.is_object() {
+        return Err(ApiError::validation("body", "must be a JSON object"));
+    }
     serde_path_to_error::deserialize(value).map_err(|err| {
         let path = err.path().to_string();
         let reason = err.into_inner().to_string();
@@ -86,6 +95,9 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
             .and_then(|rest| rest.split('`').next());
         let field = match (path.as_str(), named) {
             (".", Some(name)) => name.to_string(),
+            (full, Some(name)) if full == name || full.ends_with(&format!(".{name}")) => {
+                full.to_string()
+            }
             (".", None) => "body".to_string(),
             (parent, Some(name)) => format!("{parent}.{name}"),
             (parent, None) => parent.to_string(),
@@ -115,7 +127,10 @@ mod tests {
 
     fn field_of(err: ApiError) -> (u16, String) {
         match err {
-            ApiError::Unprocessable(body) => (422, body.0.error.details["field"].as_str().unwrap().to_string()),
+            ApiError::Unprocessable(body) => (
+                422,
+                body.0.error.details["field"].as_str().unwrap().to_string(),
+            ),
             ApiError::BadRequest(body) => (400, body.0.error.code.clone()),
             other => panic!("unexpected {other:?}"),
         }
@@ -123,16 +138,24 @@ mod tests {
 
     #[test]
     fn syntax_errors_are_400_and_schema_errors_name_the_field() {
-        assert_eq!(field_of(parse_json::<Outer>(b"{\"name\": ").unwrap_err()), (400, "MALFORMED_JSON".into()));
-        let err = parse_json::<Outer>(br#"{"name": "a", "features": {"crowd": "maybe"}}"#).unwrap_err();
+        assert_eq!(
+            field_of(parse_json::<Outer>(b"{\"name\": ").unwrap_err()),
+            (400, "MALFORMED_JSON".into())
+        );
+        let err =
+            parse_json::<Outer>(br#"{"name": "a", "features": {"crowd": "maybe"}}"#).unwrap_err();
         assert_eq!(field_of(err), (422, "features.crowd".into()));
         let err = parse_json::<Outer>(br#"{"name": "a", "colour": "red"}"#).unwrap_err();
         assert_eq!(field_of(err), (422, "colour".into()));
         let err = parse_json::<Outer>(br#"{"features": null}"#).unwrap_err();
         assert_eq!(field_of(err), (422, "name".into()));
-        let err = parse_json::<Outer>(br#"{"name": "a", "features": {"crowd": true, "x": 1}}"#).unwrap_err();
+        let err = parse_json::<Outer>(br#"{"name": "a", "features": {"crowd": true, "x": 1}}"#)
+            .unwrap_err();
         assert_eq!(field_of(err), (422, "features.x".into()));
-        assert_eq!(field_of(parse_json::<Outer>(b"[1]").unwrap_err()), (422, "body".into()));
+        assert_eq!(
+            field_of(parse_json::<Outer>(b"[1]").unwrap_err()),
+            (422, "body".into())
+        );
         assert!(parse_json::<Outer>(br#"{"name": "a"}"#).is_ok());
     }
 }

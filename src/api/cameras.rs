@@ -9,11 +9,13 @@ use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object, OpenApi};
 use serde::Deserialize;
 use serde_json::json;
+use vigil_actors::CommandError;
 use vigil_actors::camera::{
     Camera, CameraAggregate, CameraCommand, CameraError, CameraPatch, FeaturesPatch, RegisterCamera,
 };
-use vigil_actors::CommandError;
-use vigil_projections::cameras::{CameraQuery, CameraRow, QueryError, STATUSES, get_camera, list_cameras};
+use vigil_projections::cameras::{
+    CameraQuery, CameraRow, QueryError, STATUSES, get_camera, list_cameras,
+};
 use vigil_schemas::EventMeta;
 use vigil_schemas::events::{CameraFeatures, Point, Zone};
 
@@ -187,7 +189,11 @@ fn zones_from(dtos: Vec<ZoneDto>) -> Vec<Zone> {
     dtos.into_iter()
         .map(|z| Zone {
             name: z.name,
-            polygon: z.polygon.into_iter().map(|p| Point { x: p.x, y: p.y }).collect(),
+            polygon: z
+                .polygon
+                .into_iter()
+                .map(|p| Point { x: p.x, y: p.y })
+                .collect(),
         })
         .collect()
 }
@@ -197,7 +203,11 @@ fn zones_to(zones: &[Zone]) -> Vec<ZoneDto> {
         .iter()
         .map(|z| ZoneDto {
             name: z.name.clone(),
-            polygon: z.polygon.iter().map(|p| PointDto { x: p.x, y: p.y }).collect(),
+            polygon: z
+                .polygon
+                .iter()
+                .map(|p| PointDto { x: p.x, y: p.y })
+                .collect(),
         })
         .collect()
 }
@@ -270,10 +280,9 @@ fn etag(version: u64) -> String {
 fn parse_if_match(value: Option<String>) -> Result<Option<u64>, ApiError> {
     let Some(raw) = value else { return Ok(None) };
     let trimmed = raw.trim().trim_start_matches("W/").trim_matches('"');
-    trimmed
-        .parse::<u64>()
-        .map(Some)
-        .map_err(|_| ApiError::validation("If-Match", "must be an ETag this API returned, e.g. \"3\""))
+    trimmed.parse::<u64>().map(Some).map_err(|_| {
+        ApiError::validation("If-Match", "must be an ETag this API returned, e.g. \"3\"")
+    })
 }
 
 fn command_error(err: CommandError<CameraError>, id: &str) -> ApiError {
@@ -287,7 +296,9 @@ fn command_error(err: CommandError<CameraError>, id: &str) -> ApiError {
             format!("camera `{id}` already exists (or existed)"),
             json!({"id": id}),
         ),
-        CommandError::Domain(CameraError::Invalid { field, reason }) => ApiError::validation(field, reason),
+        CommandError::Domain(CameraError::Invalid { field, reason }) => {
+            ApiError::validation(field, reason)
+        }
         CommandError::VersionMismatch { expected, actual } => ApiError::new(
             StatusCode::PRECONDITION_FAILED,
             "VERSION_MISMATCH",
@@ -315,7 +326,12 @@ fn query_error(err: QueryError) -> ApiError {
 
 /// The camera as the read model shows it once it has caught up with `position` (waiting a
 /// little), else as the write side knows it.
-async fn visible_camera(app: &App, id: &str, position: Option<u64>, fallback: CameraDto) -> Result<CameraDto, ApiError> {
+async fn visible_camera(
+    app: &App,
+    id: &str,
+    position: Option<u64>,
+    fallback: CameraDto,
+) -> Result<CameraDto, ApiError> {
     if let (Some(position), Some(status)) = (position, app.projection_status("cameras"))
         && status.wait_for(position, WRITE_VISIBILITY_WAIT).await
         && let Some(row) = get_camera(app.pool(), id).await.map_err(query_error)?
@@ -428,7 +444,8 @@ impl CamerasApi {
             source: body.source,
             enabled: body.enabled,
             sample_fps: body.sample_fps,
-            features: features_patch(body.features.unwrap_or_default()).apply(CameraFeatures::default()),
+            features: features_patch(body.features.unwrap_or_default())
+                .apply(CameraFeatures::default()),
             prompt: body.prompt.unwrap_or_default(),
             zones: zones_from(body.zones.unwrap_or_default()),
         });
@@ -438,8 +455,18 @@ impl CamerasApi {
             .execute::<CameraAggregate>(&id, command, &meta, None)
             .await
             .map_err(|e| command_error(e, &id))?;
-        let camera = done.state.camera.as_ref().ok_or_else(|| ApiError::internal("registered camera missing"))?;
-        let dto = visible_camera(&app, &id, done.position, dto_from_state(camera, done.version)).await?;
+        let camera = done
+            .state
+            .camera
+            .as_ref()
+            .ok_or_else(|| ApiError::internal("registered camera missing"))?;
+        let dto = visible_camera(
+            &app,
+            &id,
+            done.position,
+            dto_from_state(camera, done.version),
+        )
+        .await?;
         Ok(CreatedCamera::Created(
             Json(dto),
             etag(done.version),
@@ -455,6 +482,7 @@ impl CamerasApi {
     /// With `min_position` (from a write's `X-Vigil-Position`) the read waits until the read
     /// model has applied that event.
     #[oai(path = "/", method = "get", operation_id = "list_cameras")]
+    #[allow(clippy::too_many_arguments)] // one argument per query parameter
     async fn list(
         &self,
         app: Data<&App>,
@@ -472,12 +500,25 @@ impl CamerasApi {
         if let Some(s) = &status.0
             && !STATUSES.contains(&s.as_str())
         {
-            return Err(ApiError::validation("status", format!("must be one of {}", STATUSES.join(", "))));
+            return Err(ApiError::validation(
+                "status",
+                format!("must be one of {}", STATUSES.join(", ")),
+            ));
         }
         let position = read_position(&app, min_position.0).await?;
-        let query = CameraQuery { status: status.0, enabled: enabled.0, cursor: cursor.0, limit };
-        let (rows, next_cursor) = list_cameras(app.pool(), &query).await.map_err(query_error)?;
-        let page = CameraPage { items: rows.into_iter().map(Into::into).collect(), next_cursor };
+        let query = CameraQuery {
+            status: status.0,
+            enabled: enabled.0,
+            cursor: cursor.0,
+            limit,
+        };
+        let (rows, next_cursor) = list_cameras(app.pool(), &query)
+            .await
+            .map_err(query_error)?;
+        let page = CameraPage {
+            items: rows.into_iter().map(Into::into).collect(),
+            next_cursor,
+        };
         Ok(CameraList::Ok(Json(page), position))
     }
 
@@ -494,9 +535,18 @@ impl CamerasApi {
         let row = get_camera(app.pool(), &id.0)
             .await
             .map_err(query_error)?
-            .ok_or_else(|| ApiError::not_found("CAMERA_NOT_FOUND", format!("camera `{}` does not exist", id.0)))?;
+            .ok_or_else(|| {
+                ApiError::not_found(
+                    "CAMERA_NOT_FOUND",
+                    format!("camera `{}` does not exist", id.0),
+                )
+            })?;
         let version = row.version;
-        Ok(CameraResponse::Ok(Json(row.into()), etag(version), position))
+        Ok(CameraResponse::Ok(
+            Json(row.into()),
+            etag(version),
+            position,
+        ))
     }
 
     /// Change a camera.
@@ -525,10 +575,19 @@ impl CamerasApi {
         };
         let done = app
             .handler()
-            .execute::<CameraAggregate>(&id.0, CameraCommand::Update(patch), &request_meta(&auth), expected)
+            .execute::<CameraAggregate>(
+                &id.0,
+                CameraCommand::Update(patch),
+                &request_meta(&auth),
+                expected,
+            )
             .await
             .map_err(|e| command_error(e, &id.0))?;
-        let camera = done.state.camera.as_ref().ok_or_else(|| ApiError::internal("updated camera missing"))?;
+        let camera = done
+            .state
+            .camera
+            .as_ref()
+            .ok_or_else(|| ApiError::internal("updated camera missing"))?;
         let mut fallback = dto_from_state(camera, done.version);
         if let Ok(Some(row)) = get_camera(app.pool(), &id.0).await {
             // Ingest status lives in the read model; keep it unless the camera was disabled.
@@ -559,7 +618,12 @@ impl CamerasApi {
         let expected = parse_if_match(if_match.0)?;
         let done = app
             .handler()
-            .execute::<CameraAggregate>(&id.0, CameraCommand::Remove, &request_meta(&auth), expected)
+            .execute::<CameraAggregate>(
+                &id.0,
+                CameraCommand::Remove,
+                &request_meta(&auth),
+                expected,
+            )
             .await
             .map_err(|e| command_error(e, &id.0))?;
         if let (Some(position), Some(status)) = (done.position, app.projection_status("cameras")) {
@@ -571,6 +635,11 @@ impl CamerasApi {
 
 /// Event metadata for a request: its id as correlation id, the key as actor.
 pub fn request_meta(auth: &AdminKey) -> EventMeta {
-    let correlation_id = uuid::Uuid::parse_str(&super::error::current_request_id()).unwrap_or_else(|_| uuid::Uuid::now_v7());
-    EventMeta { correlation_id, causation_id: None, actor: auth.0.actor.clone() }
+    let correlation_id = uuid::Uuid::parse_str(&super::error::current_request_id())
+        .unwrap_or_else(|_| uuid::Uuid::now_v7());
+    EventMeta {
+        correlation_id,
+        causation_id: None,
+        actor: auth.0.actor.clone(),
+    }
 }

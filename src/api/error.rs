@@ -4,8 +4,8 @@
 //! {"error": {"code": "CAMERA_NOT_FOUND", "message": "…", "details": {}}, "request_id": "…"}
 //! ```
 
-use poem::http::StatusCode;
 use poem::Response;
+use poem::http::StatusCode;
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object};
 use serde_json::{Value, json};
@@ -17,7 +17,9 @@ tokio::task_local! {
 
 /// The request id of the current request, or `-` outside one.
 pub fn current_request_id() -> String {
-    REQUEST_ID.try_with(Clone::clone).unwrap_or_else(|_| "-".into())
+    REQUEST_ID
+        .try_with(Clone::clone)
+        .unwrap_or_else(|_| "-".into())
 }
 
 /// What went wrong.
@@ -82,7 +84,11 @@ impl ApiError {
     /// An error with this status, code, message and details.
     pub fn new(status: StatusCode, code: &str, message: impl Into<String>, details: Value) -> Self {
         let body = Json(ErrorBody {
-            error: ErrorDetail { code: code.into(), message: message.into(), details },
+            error: ErrorDetail {
+                code: code.into(),
+                message: message.into(),
+                details,
+            },
             request_id: current_request_id(),
         });
         match status.as_u16() {
@@ -119,13 +125,23 @@ impl ApiError {
     /// 500 `INTERNAL`; the cause is logged, not shown.
     pub fn internal(cause: impl std::fmt::Display) -> Self {
         tracing::error!(error = %cause, "internal error");
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL", "internal error; see the server log", json!({}))
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "INTERNAL",
+            "internal error; see the server log",
+            json!({}),
+        )
     }
 
     /// 503 `UNAVAILABLE`.
     pub fn unavailable(cause: impl std::fmt::Display) -> Self {
         tracing::warn!(error = %cause, "dependency unavailable");
-        Self::new(StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE", format!("temporarily unavailable: {cause}"), json!({}))
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "UNAVAILABLE",
+            format!("temporarily unavailable: {cause}"),
+            json!({}),
+        )
     }
 }
 
@@ -157,7 +173,13 @@ fn code_for_status(status: StatusCode) -> &'static str {
     }
 }
 
-fn shaped(status: StatusCode, code: &str, message: String, details: Value, request_id: &str) -> Response {
+fn shaped(
+    status: StatusCode,
+    code: &str,
+    message: String,
+    details: Value,
+    request_id: &str,
+) -> Response {
     let body = json!({
         "error": {"code": code, "message": message, "details": details},
         "request_id": request_id,
@@ -170,14 +192,28 @@ fn shaped(status: StatusCode, code: &str, message: String, details: Value, reque
 
 /// Turns any error that reached the edge into the documented shape.
 pub fn error_to_response(err: poem::Error, request_id: &str) -> Response {
-    use poem_openapi::error::{AuthorizationError, ContentTypeError, ParseParamError, ParsePathError};
+    use poem_openapi::error::{
+        AuthorizationError, ContentTypeError, ParseParamError, ParsePathError,
+    };
     if let Some(e) = err.downcast_ref::<ParseParamError>() {
         let details = json!({"field": e.name, "reason": e.reason});
-        return shaped(StatusCode::UNPROCESSABLE_ENTITY, "VALIDATION_FAILED", e.to_string(), details, request_id);
+        return shaped(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "VALIDATION_FAILED",
+            e.to_string(),
+            details,
+            request_id,
+        );
     }
     if let Some(e) = err.downcast_ref::<ParsePathError>() {
         let details = json!({"field": e.name, "reason": e.reason});
-        return shaped(StatusCode::UNPROCESSABLE_ENTITY, "VALIDATION_FAILED", e.to_string(), details, request_id);
+        return shaped(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "VALIDATION_FAILED",
+            e.to_string(),
+            details,
+            request_id,
+        );
     }
     if err.downcast_ref::<AuthorizationError>().is_some() {
         return shaped(
@@ -189,7 +225,13 @@ pub fn error_to_response(err: poem::Error, request_id: &str) -> Response {
         );
     }
     if let Some(e) = err.downcast_ref::<ContentTypeError>() {
-        return shaped(StatusCode::UNSUPPORTED_MEDIA_TYPE, "UNSUPPORTED_MEDIA_TYPE", e.to_string(), json!({}), request_id);
+        return shaped(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "UNSUPPORTED_MEDIA_TYPE",
+            e.to_string(),
+            json!({}),
+            request_id,
+        );
     }
     let status = err.status();
     let message = err.to_string();
@@ -209,7 +251,13 @@ fn normalize(resp: Response, status: StatusCode, message: String, request_id: &s
     } else {
         message
     };
-    shaped(status, code_for_status(status), message, json!({}), request_id)
+    shaped(
+        status,
+        code_for_status(status),
+        message,
+        json!({}),
+        request_id,
+    )
 }
 
 /// Rewrites a plain-text error response (e.g. a 405 from the router) into the shape.

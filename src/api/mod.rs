@@ -42,16 +42,24 @@ pub struct Principal {
 
 /// `X-API-Key` header authentication.
 #[derive(SecurityScheme)]
-#[oai(ty = "api_key", key_name = "X-API-Key", key_in = "header", checker = "check_api_key")]
+#[oai(
+    ty = "api_key",
+    key_name = "X-API-Key",
+    key_in = "header",
+    checker = "check_api_key"
+)]
 pub struct AdminKey(pub Principal);
 
 async fn check_api_key(req: &Request, key: ApiKey) -> Option<Principal> {
     let app = req.data::<App>()?;
-    app.verify_key(&key.key).then(|| Principal { actor: "key:admin".into() })
+    app.verify_key(&key.key).then(|| Principal {
+        actor: "key:admin".into(),
+    })
 }
 
 /// The OpenAPI service with every endpoint.
-pub fn openapi_service() -> OpenApiService<(cameras::CamerasApi, audit::AuditApi, system::SystemApi), ()> {
+pub fn openapi_service()
+-> OpenApiService<(cameras::CamerasApi, audit::AuditApi, system::SystemApi), ()> {
     OpenApiService::new(
         (cameras::CamerasApi, audit::AuditApi, system::SystemApi),
         "Vigil",
@@ -96,7 +104,10 @@ fn request_id_of(req: &Request) -> String {
 }
 
 /// Request id, span, error shaping, access log and metrics for every request.
-async fn request_middleware<E: Endpoint>(ep: std::sync::Arc<E>, req: Request) -> poem::Result<Response> {
+async fn request_middleware<E: Endpoint>(
+    ep: std::sync::Arc<E>,
+    req: Request,
+) -> poem::Result<Response> {
     let request_id = request_id_of(&req);
     let method = req.method().clone();
     let path = req.uri().path().to_string();
@@ -121,7 +132,11 @@ async fn request_middleware<E: Endpoint>(ep: std::sync::Arc<E>, req: Request) ->
         app.metrics().record(status);
     }
     span.in_scope(|| {
-        tracing::info!(status, elapsed_ms = started.elapsed().as_secs_f64() * 1e3, "served");
+        tracing::info!(
+            status,
+            elapsed_ms = started.elapsed().as_secs_f64() * 1e3,
+            "served"
+        );
     });
     Ok(resp)
 }

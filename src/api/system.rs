@@ -80,7 +80,9 @@ impl SystemApi {
     /// Liveness: the process serves HTTP. No key needed.
     #[oai(path = "/health/live", method = "get", operation_id = "health_live")]
     async fn live(&self) -> Json<Live> {
-        Json(Live { status: "ok".into() })
+        Json(Live {
+            status: "ok".into(),
+        })
     }
 
     /// Readiness: the event store answers and every projection lags by at most
@@ -91,16 +93,36 @@ impl SystemApi {
             Ok(projections) => {
                 let max_lag = app.config().ready_max_lag;
                 let ok = projections.iter().all(|p| p.lag <= max_lag);
-                let body = Ready { status: if ok { "ok" } else { "degraded" }.into(), store: true, projections };
-                if ok { ReadyResponse::Ready(Json(body)) } else { ReadyResponse::NotReady(Json(body)) }
+                let body = Ready {
+                    status: if ok { "ok" } else { "degraded" }.into(),
+                    store: true,
+                    projections,
+                };
+                if ok {
+                    ReadyResponse::Ready(Json(body))
+                } else {
+                    ReadyResponse::NotReady(Json(body))
+                }
             }
-            Err(_) => ReadyResponse::NotReady(Json(Ready { status: "degraded".into(), store: false, projections: vec![] })),
+            Err(_) => ReadyResponse::NotReady(Json(Ready {
+                status: "degraded".into(),
+                store: false,
+                projections: vec![],
+            })),
         }
     }
 
     /// Projection progress and lag.
-    #[oai(path = "/api/v1/system/projections", method = "get", operation_id = "list_projections")]
-    async fn projections(&self, app: Data<&App>, _auth: AdminKey) -> Result<Json<Vec<ProjectionDto>>, ApiError> {
+    #[oai(
+        path = "/api/v1/system/projections",
+        method = "get",
+        operation_id = "list_projections"
+    )]
+    async fn projections(
+        &self,
+        app: Data<&App>,
+        _auth: AdminKey,
+    ) -> Result<Json<Vec<ProjectionDto>>, ApiError> {
         Ok(Json(projections(&app).await?))
     }
 }
@@ -124,13 +146,20 @@ pub async fn metrics(app: Data<&App>) -> poem::Response {
     out += "# HELP vigil_projection_checkpoint Last position a projection applied.\n";
     out += "# TYPE vigil_projection_checkpoint gauge\n";
     for (name, checkpoint) in &checkpoints {
-        let _ = writeln!(out, "vigil_projection_checkpoint{{projection=\"{name}\"}} {checkpoint}");
+        let _ = writeln!(
+            out,
+            "vigil_projection_checkpoint{{projection=\"{name}\"}} {checkpoint}"
+        );
     }
     if let Some(head) = head {
         out += "# HELP vigil_projection_lag Events a projection has not applied yet.\n";
         out += "# TYPE vigil_projection_lag gauge\n";
         for (name, checkpoint) in &checkpoints {
-            let _ = writeln!(out, "vigil_projection_lag{{projection=\"{name}\"}} {}", head.saturating_sub(*checkpoint));
+            let _ = writeln!(
+                out,
+                "vigil_projection_lag{{projection=\"{name}\"}} {}",
+                head.saturating_sub(*checkpoint)
+            );
         }
     }
     out += "# HELP vigil_http_responses_total HTTP responses by status class.\n";

@@ -57,17 +57,34 @@ fn per_sec(n: usize, elapsed: Duration) -> f64 {
     n as f64 / elapsed.as_secs_f64()
 }
 
-async fn measure(backend: &'static str, store: Arc<SqlEventStore>, single: usize, batches: usize) -> anyhow::Result<Row> {
+async fn measure(
+    backend: &'static str,
+    store: Arc<SqlEventStore>,
+    single: usize,
+    batches: usize,
+) -> anyhow::Result<Row> {
     let started = Instant::now();
     for i in 0..single {
-        store.append(&format!("bench-{}", i % 64), ExpectedVersion::Any, vec![event(i)]).await?;
+        store
+            .append(
+                &format!("bench-{}", i % 64),
+                ExpectedVersion::Any,
+                vec![event(i)],
+            )
+            .await?;
     }
     let single_rate = per_sec(single, started.elapsed());
 
     let started = Instant::now();
     for b in 0..batches {
         let batch = (0..100).map(|i| event(b * 100 + i)).collect();
-        store.append(&format!("bench-batch-{}", b % 16), ExpectedVersion::Any, batch).await?;
+        store
+            .append(
+                &format!("bench-batch-{}", b % 16),
+                ExpectedVersion::Any,
+                batch,
+            )
+            .await?;
     }
     let batch_rate = per_sec(batches * 100, started.elapsed());
 
@@ -78,7 +95,9 @@ async fn measure(backend: &'static str, store: Arc<SqlEventStore>, single: usize
             let store = store.clone();
             tokio::spawn(async move {
                 for i in 0..per_writer {
-                    store.append(&format!("bench-w{w}"), ExpectedVersion::Any, vec![event(i)]).await?;
+                    store
+                        .append(&format!("bench-w{w}"), ExpectedVersion::Any, vec![event(i)])
+                        .await?;
                 }
                 Ok::<_, vigil_schemas::StoreError>(())
             })
@@ -104,7 +123,10 @@ async fn measure(backend: &'static str, store: Arc<SqlEventStore>, single: usize
     let mut sub = store.subscribe_all(0);
     let mut seen = 0;
     while seen < total {
-        let batch = sub.next().await.ok_or_else(|| anyhow::anyhow!("subscription ended"))??;
+        let batch = sub
+            .next()
+            .await
+            .ok_or_else(|| anyhow::anyhow!("subscription ended"))??;
         seen += batch.len();
     }
     let subscribe_rate = per_sec(seen, started.elapsed());
@@ -121,13 +143,19 @@ async fn measure(backend: &'static str, store: Arc<SqlEventStore>, single: usize
 
 /// Runs a benchmark subcommand and prints its table.
 pub async fn run(command: Command) -> anyhow::Result<()> {
-    let Command::Store { single, batches, sqlite_only, postgres_url } = command;
+    let Command::Store {
+        single,
+        batches,
+        sqlite_only,
+        postgres_url,
+    } = command;
     let mut rows = Vec::new();
 
     let dir = tempfile::tempdir()?;
     let url = format!("sqlite://{}", dir.path().join("bench.db").display());
     let (pool, backend) = open_pool(&url, 8).await?;
-    let store = Arc::new(SqlEventStore::new(pool.clone(), backend, Duration::from_millis(250)).await?);
+    let store =
+        Arc::new(SqlEventStore::new(pool.clone(), backend, Duration::from_millis(250)).await?);
     eprintln!("sqlite: measuring…");
     rows.push(measure("sqlite (WAL, synchronous=FULL)", store, single, batches).await?);
     pool.close().await;
@@ -136,7 +164,8 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
         let admin = postgres_url.unwrap_or_else(admin_url);
         let db = ScratchDb::create(&admin, "bench").await?;
         let (pool, backend) = open_pool(&db.url, 16).await?;
-        let store = Arc::new(SqlEventStore::new(pool.clone(), backend, Duration::from_millis(250)).await?);
+        let store =
+            Arc::new(SqlEventStore::new(pool.clone(), backend, Duration::from_millis(250)).await?);
         eprintln!("postgres: measuring…");
         let row = measure("postgres", store, single, batches).await;
         pool.close().await;

@@ -18,7 +18,9 @@ use crate::store::{SqlEventStore, open_pool};
 /// Sets up logging on stderr from the config's filter and format.
 pub fn init_tracing(config: &Config) {
     let filter = EnvFilter::try_new(&config.log).unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     let _ = if config.log_format == "json" {
         builder.json().try_init()
     } else {
@@ -38,7 +40,16 @@ pub fn write_out(text: &str) -> anyhow::Result<()> {
 
 /// Opens the configured database and event store, without starting anything.
 pub async fn open_store(config: &Config) -> anyhow::Result<(sqlx::AnyPool, Arc<SqlEventStore>)> {
-    let (pool, backend) = open_pool(&config.effective_database_url(), config.database_max_connections).await?;
-    let store = SqlEventStore::new(pool.clone(), backend, Duration::from_millis(config.poll_interval_ms)).await?;
+    let (pool, backend) = open_pool(
+        &config.effective_database_url(),
+        config.database_max_connections,
+    )
+    .await?;
+    let store = SqlEventStore::new(
+        pool.clone(),
+        backend,
+        Duration::from_millis(config.poll_interval_ms),
+    )
+    .await?;
     Ok((pool, Arc::new(store)))
 }

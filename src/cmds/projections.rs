@@ -39,20 +39,28 @@ pub async fn run(config: Config, command: Command) -> anyhow::Result<()> {
             let mut text = String::from("projection  checkpoint  head  lag\n");
             for runner in &runners {
                 let checkpoint = runner.checkpoint().await?;
-                text += &format!("{:<11} {:>10} {:>5} {:>4}\n", runner.name(), checkpoint, head, head - checkpoint.min(head));
+                text += &format!(
+                    "{:<11} {:>10} {:>5} {:>4}\n",
+                    runner.name(),
+                    checkpoint,
+                    head,
+                    head - checkpoint.min(head)
+                );
             }
             super::write_out(&text)
         }
         Command::Rebuild { name } => {
             let names: Vec<_> = runners.iter().map(|r| r.name()).collect();
-            let runner = runners
-                .iter()
-                .find(|r| r.name() == name)
-                .ok_or_else(|| anyhow::anyhow!("no projection named `{name}`; known: {}", names.join(", ")))?;
+            let runner = runners.iter().find(|r| r.name() == name).ok_or_else(|| {
+                anyhow::anyhow!("no projection named `{name}`; known: {}", names.join(", "))
+            })?;
             let started = std::time::Instant::now();
             eprintln!("rebuilding `{name}` from position 0 to {head}…");
             let reached = runner.rebuild().await?;
-            eprintln!("rebuilt `{name}`: applied up to position {reached} in {:.2?}", started.elapsed());
+            eprintln!(
+                "rebuilt `{name}`: applied up to position {reached} in {:.2?}",
+                started.elapsed()
+            );
             Ok(())
         }
     }

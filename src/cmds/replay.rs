@@ -28,7 +28,11 @@ pub async fn run(config: Config, args: Args) -> anyhow::Result<()> {
     let mut cursor = args.after;
     while left > 0 {
         let page = match &args.stream {
-            Some(stream) => store.read_stream(stream, cursor + 1, 1000, Direction::Forward).await?,
+            Some(stream) => {
+                store
+                    .read_stream(stream, cursor + 1, 1000, Direction::Forward)
+                    .await?
+            }
             None => store.read_all(cursor, 1000).await?,
         };
         if page.is_empty() {
@@ -38,7 +42,11 @@ pub async fn run(config: Config, args: Args) -> anyhow::Result<()> {
             if left == 0 {
                 break;
             }
-            cursor = if args.stream.is_some() { event.stream_version } else { event.position };
+            cursor = if args.stream.is_some() {
+                event.stream_version
+            } else {
+                event.position
+            };
             serde_json::to_writer(&mut out, &event)?;
             out.write_all(b"\n")?;
             left -= 1;

@@ -33,7 +33,11 @@ impl Backend {
             Ok(Self::Postgres)
         } else {
             Err(sqlx::Error::Configuration(
-                format!("database URL must start with sqlite: or postgres:, got `{}`", mask_url(url)).into(),
+                format!(
+                    "database URL must start with sqlite: or postgres:, got `{}`",
+                    mask_url(url)
+                )
+                .into(),
             ))
         }
     }
@@ -65,7 +69,9 @@ pub async fn open_pool(url: &str, max_connections: u32) -> Result<(AnyPool, Back
     let backend = Backend::of_url(url)?;
     let mut url = url.to_string();
     if backend == Backend::Sqlite {
-        let path = url.trim_start_matches("sqlite://").trim_start_matches("sqlite:");
+        let path = url
+            .trim_start_matches("sqlite://")
+            .trim_start_matches("sqlite:");
         let path = path.split('?').next().unwrap_or_default();
         if let Some(parent) = std::path::Path::new(path).parent()
             && !parent.as_os_str().is_empty()
@@ -124,12 +130,14 @@ pub async fn migrate(pool: &AnyPool, backend: Backend) -> Result<(), sqlx::Error
             tracing::info!(version, name, "applying migration");
             let mut tx = sqlx::Connection::begin(&mut *conn).await?;
             sqlx::raw_sql(*sql).execute(&mut *tx).await?;
-            sqlx::query("INSERT INTO vigil_migrations (version, name, applied_at) VALUES ($1, $2, $3)")
-                .bind(*version)
-                .bind(*name)
-                .bind(vigil_projections::format_time(chrono::Utc::now()))
-                .execute(&mut *tx)
-                .await?;
+            sqlx::query(
+                "INSERT INTO vigil_migrations (version, name, applied_at) VALUES ($1, $2, $3)",
+            )
+            .bind(*version)
+            .bind(*name)
+            .bind(vigil_projections::format_time(chrono::Utc::now()))
+            .execute(&mut *tx)
+            .await?;
             tx.commit().await?;
         }
         Ok::<_, sqlx::Error>(())
@@ -147,7 +155,10 @@ mod tests {
 
     #[test]
     fn masks_passwords_only() {
-        assert_eq!(mask_url("postgres://u:secret@h:5432/db"), "postgres://u:****@h:5432/db");
+        assert_eq!(
+            mask_url("postgres://u:secret@h:5432/db"),
+            "postgres://u:****@h:5432/db"
+        );
         assert_eq!(mask_url("postgres://u@h/db"), "postgres://u@h/db");
         assert_eq!(mask_url("sqlite://data/vigil.db"), "sqlite://data/vigil.db");
     }
@@ -155,7 +166,10 @@ mod tests {
     #[test]
     fn backend_from_url() {
         assert_eq!(Backend::of_url("sqlite://x.db").unwrap(), Backend::Sqlite);
-        assert_eq!(Backend::of_url("postgresql://h/db").unwrap(), Backend::Postgres);
+        assert_eq!(
+            Backend::of_url("postgresql://h/db").unwrap(),
+            Backend::Postgres
+        );
         assert!(Backend::of_url("mysql://h/db").is_err());
     }
 }

@@ -35,17 +35,27 @@ impl ScratchDb {
             )
         })?;
         let name = format!("vigil_{prefix}_{}", uuid::Uuid::now_v7().simple());
-        conn.execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).await?;
+        conn.execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .await?;
         conn.close().await?;
-        let base = admin_url.rsplit_once('/').map_or(admin_url, |(base, _)| base);
-        Ok(Self { admin_url: admin_url.to_string(), url: format!("{base}/{name}"), name })
+        let base = admin_url
+            .rsplit_once('/')
+            .map_or(admin_url, |(base, _)| base);
+        Ok(Self {
+            admin_url: admin_url.to_string(),
+            url: format!("{base}/{name}"),
+            name,
+        })
     }
 
     /// Drops the database, disconnecting whoever still uses it.
     pub async fn drop_db(self) -> Result<(), sqlx::Error> {
         let mut conn = PgConnection::connect(&self.admin_url).await?;
-        conn.execute(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name)))
-            .await?;
+        conn.execute(sqlx::AssertSqlSafe(format!(
+            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+            self.name
+        )))
+        .await?;
         conn.close().await
     }
 }

@@ -56,7 +56,11 @@ pub struct SqlEventStore {
 
 impl SqlEventStore {
     /// A store over an open, migrated pool.
-    pub async fn new(pool: AnyPool, backend: Backend, poll_interval: Duration) -> Result<Self, StoreError> {
+    pub async fn new(
+        pool: AnyPool,
+        backend: Backend,
+        poll_interval: Duration,
+    ) -> Result<Self, StoreError> {
         let store = Self {
             inner: Arc::new(Inner {
                 pool,
@@ -85,8 +89,12 @@ impl SqlEventStore {
 fn decode_row(row: &AnyRow) -> Result<RecordedEvent, StoreError> {
     let position = row.try_get::<i64, _>("position").map_err(backend_err)? as u64;
     let corrupt = |reason: String| StoreError::Corrupt { position, reason };
-    let text = |name: &str| row.try_get::<String, _>(name).map_err(|e| corrupt(format!("{name}: {e}")));
-    let uuid = |name: &str, v: String| Uuid::parse_str(&v).map_err(|e| corrupt(format!("{name}: {e}")));
+    let text = |name: &str| {
+        row.try_get::<String, _>(name)
+            .map_err(|e| corrupt(format!("{name}: {e}")))
+    };
+    let uuid =
+        |name: &str, v: String| Uuid::parse_str(&v).map_err(|e| corrupt(format!("{name}: {e}")));
     let time = |name: &str, v: String| {
         DateTime::parse_from_rfc3339(&v)
             .map(|t| t.with_timezone(&Utc))
@@ -98,30 +106,42 @@ fn decode_row(row: &AnyRow) -> Result<RecordedEvent, StoreError> {
     Ok(RecordedEvent {
         event_id: uuid("event_id", text("event_id")?)?,
         stream: text("stream")?,
-        stream_version: row.try_get::<i64, _>("stream_version").map_err(backend_err)? as u64,
+        stream_version: row
+            .try_get::<i64, _>("stream_version")
+            .map_err(backend_err)? as u64,
         position,
         event_type: text("event_type")?,
-        schema_version: row.try_get::<i64, _>("schema_version").map_err(backend_err)? as u32,
+        schema_version: row
+            .try_get::<i64, _>("schema_version")
+            .map_err(backend_err)? as u32,
         occurred_at: time("occurred_at", text("occurred_at")?)?,
         recorded_at: time("recorded_at", text("recorded_at")?)?,
         correlation_id: uuid("correlation_id", text("correlation_id")?)?,
         causation_id: causation.map(|c| uuid("causation_id", c)).transpose()?,
         actor: text("actor")?,
-        payload: serde_json::from_str(&text("payload")?).map_err(|e| corrupt(format!("payload: {e}")))?,
+        payload: serde_json::from_str(&text("payload")?)
+            .map_err(|e| corrupt(format!("payload: {e}")))?,
     })
 }
 
 fn check_batch(stream: &str, events: &[NewEvent]) -> Result<(), StoreError> {
     if stream.is_empty() || stream.starts_with('$') {
-        return Err(StoreError::InvalidAppend(format!("`{stream}` is not a writable stream name")));
+        return Err(StoreError::InvalidAppend(format!(
+            "`{stream}` is not a writable stream name"
+        )));
     }
     if events.is_empty() {
-        return Err(StoreError::InvalidAppend("a batch needs at least one event".into()));
+        return Err(StoreError::InvalidAppend(
+            "a batch needs at least one event".into(),
+        ));
     }
     let mut seen = HashSet::new();
     for event in events {
         if !seen.insert(event.event_id) {
-            return Err(StoreError::InvalidAppend(format!("event id {} appears twice", event.event_id)));
+            return Err(StoreError::InvalidAppend(format!(
+                "event id {} appears twice",
+                event.event_id
+            )));
         }
     }
     Ok(())
@@ -143,11 +163,13 @@ impl EventStore for SqlEventStore {
         let mut tx = self.inner.pool.begin().await.map_err(backend_err)?;
 
         // 1. Take the log's write lock; it is held until commit.
-        let head: i64 = sqlx::query("UPDATE event_log_head SET position = position WHERE id = 1 RETURNING position")
-            .fetch_one(&mut *tx)
-            .await
-            .and_then(|row| row.try_get(0))
-            .map_err(backend_err)?;
+        let head: i64 = sqlx::query(
+            "UPDATE event_log_head SET position = position WHERE id = 1 RETURNING position",
+        )
+        .fetch_one(&mut *tx)
+        .await
+        .and_then(|row| row.try_get(0))
+        .map_err(backend_err)?;
 
         // 2. A retry of a stored batch gets its original positions back.
         let placeholders: Vec<String> = (1..=events.len()).map(|i| format!("${i}")).collect();
@@ -166,12 +188,16 @@ impl EventStore for SqlEventStore {
                 .collect::<Result<_, sqlx::Error>>()
                 .map_err(backend_err)?;
             let is_retry = stored.len() == events.len()
-                && stored.iter().zip(&events).enumerate().all(|(i, (row, event))| {
-                    row.0 == event.event_id.to_string()
-                        && row.1 == stream
-                        && row.3 == stored[0].3 + i as i64
-                        && row.2 == stored[0].2 + i as i64
-                });
+                && stored
+                    .iter()
+                    .zip(&events)
+                    .enumerate()
+                    .all(|(i, (row, event))| {
+                        row.0 == event.event_id.to_string()
+                            && row.1 == stream
+                            && row.3 == stored[0].3 + i as i64
+                            && row.2 == stored[0].2 + i as i64
+                    });
             if !is_retry {
                 let clash = Uuid::parse_str(&stored[0].0).unwrap_or_default();
                 return Err(StoreError::IdempotencyMismatch { event_id: clash });
@@ -211,7 +237,18 @@ impl EventStore for SqlEventStore {
                     let p = i * 12;
                     format!(
                         "(${}, ${}, ${}, ${}, ${}, ${}, ${}, ${}, ${}, ${}, ${}, ${})",
-                        p + 1, p + 2, p + 3, p + 4, p + 5, p + 6, p + 7, p + 8, p + 9, p + 10, p + 11, p + 12
+                        p + 1,
+                        p + 2,
+                        p + 3,
+                        p + 4,
+                        p + 5,
+                        p + 6,
+                        p + 7,
+                        p + 8,
+                        p + 9,
+                        p + 10,
+                        p + 11,
+                        p + 12
                     )
                 })
                 .collect();
@@ -319,14 +356,15 @@ impl EventStore for SqlEventStore {
     }
 
     async fn stream_version(&self, stream: &str) -> Result<u64, StoreError> {
-        let version: Option<i64> = sqlx::query("SELECT version FROM event_streams WHERE stream = $1")
-            .bind(stream)
-            .fetch_optional(&self.inner.pool)
-            .await
-            .map_err(backend_err)?
-            .map(|row| row.try_get(0))
-            .transpose()
-            .map_err(backend_err)?;
+        let version: Option<i64> =
+            sqlx::query("SELECT version FROM event_streams WHERE stream = $1")
+                .bind(stream)
+                .fetch_optional(&self.inner.pool)
+                .await
+                .map_err(backend_err)?
+                .map(|row| row.try_get(0))
+                .transpose()
+                .map_err(backend_err)?;
         Ok(version.unwrap_or(0) as u64)
     }
 
@@ -358,14 +396,21 @@ impl EventStore for SqlEventStore {
                 };
                 if batch.is_empty() {
                     // Wake on an append in this process, or poll for other processes' appends.
-                    let _ = tokio::time::timeout(s.store.inner.poll_interval, s.wake.changed()).await;
+                    let _ =
+                        tokio::time::timeout(s.store.inner.poll_interval, s.wake.changed()).await;
                     continue;
                 }
                 for (i, event) in batch.iter().enumerate() {
                     let expected = s.last + 1 + i as u64;
                     if event.position != expected {
                         s.failed = true;
-                        return Some((Err(StoreError::Gap { expected, found: event.position }), s));
+                        return Some((
+                            Err(StoreError::Gap {
+                                expected,
+                                found: event.position,
+                            }),
+                            s,
+                        ));
                     }
                 }
                 s.last = batch.last().expect("non-empty").position;

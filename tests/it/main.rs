@@ -1,1 +1,13 @@
-//! Integration tests
+//! Vigil's integration tests: one binary, real SQLite files and a real PostgreSQL server.
+//!
+//! PostgreSQL tests create a fresh database per test on `VIGIL_TEST_POSTGRES_URL` (default
+//! `postgres://postgres@127.0.0.1:5432/test`) and fail with a clear message when it is down;
+//! `scripts/test` starts it.
+
+mod api;
+mod cli;
+mod durability;
+mod projections;
+mod readme;
+mod store_conformance;
+mod support;

@@ -1,0 +1,739 @@
+//! The REST API end to end, on SQLite and PostgreSQL.
+
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+use crate::support::{TestDb, TestServer, Which};
+
+async fn server(which: Which) -> (TestServer, TestDb) {
+    let db = TestDb::new(which).await;
+    let server = TestServer::start(db.config()).await;
+    (server, db)
+}
+
+async fn create(server: &TestServer, body: Value) -> reqwest::Response {
+    server
+        .req(Method::POST, "/api/v1/cameras")
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+}
+
+/// Asserts the documented error shape and status, and returns the body.
+async fn expect_error(resp: reqwest::Response, status: StatusCode, code: &str) -> Value {
+    assert_eq!(resp.status(), status, "status");
+    let request_id = resp
+        .headers()
+        .get("x-request-id")
+        .expect("x-request-id")
+        .to_str()
+        .unwrap()
+        .to_string();
+    let body: Value = resp.json().await.expect("JSON error body");
+    assert_eq!(body["error"]["code"], code, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()),
+        "{body}"
+    );
+    assert!(body["error"]["details"].is_object(), "{body}");
+    assert_eq!(body["request_id"], request_id.as_str());
+    body
+}
+
+async fn camera_lifecycle(which: Which) {
+    let (server, db) = server(which).await;
+    let resp = create(
+        &server,
+        json!({"id": "lobby", "name": "Lobby", "source": "rtsp://10.0.0.5/live", "sample_fps": 2.5,
+               "features": {"crowd": true, "intrusion": true}, "prompt": "front door",
+               "zones": [{"name": "door", "polygon": [{"x": 0.1, "y": 0.1}, {"x": 0.5, "y": 0.1}, {"x": 0.3, "y": 0.8}]}]}),
+    )
+    .await;
+    assert_eq!(resp.status(), StatusCode::CREATED);
+    assert_eq!(resp.headers()["etag"], "\"1\"");
+    assert_eq!(resp.headers()["location"], "/api/v1/cameras/lobby");
+    let request_id = resp.headers()["x-request-id"].to_str().unwrap().to_string();
+    let created: Value = resp.json().await.unwrap();
+    assert_eq!(
+        created["features"],
+        json!({"crowd": true, "authorised": false, "critical": false, "sleep": false, "theft": false, "intrusion": true, "loitering": false})
+    );
+    assert_eq!(created["status"], "pending");
+    assert_eq!(created["version"], 1);
+
+    // A generated id is a UUID v7.
+    let resp = create(
+        &server,
+        json!({"name": "Yard", "source": "push", "enabled": false}),
+    )
+    .await;
+    assert_eq!(resp.status(), StatusCode::CREATED);
+    let yard: Value = resp.json().await.unwrap();
+    let yard_id = uuid::Uuid::parse_str(yard["id"].as_str().unwrap()).unwrap();
+    assert_eq!(yard_id.get_version_num(), 7);
+    assert_eq!(yard["status"], "disabled");
+
+    let resp = server
+        .req(Method::GET, "/api/v1/cameras/lobby")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(resp.headers()["etag"], "\"1\"");
+    let got: Value = resp.json().await.unwrap();
+    assert_eq!(got["zones"][0]["name"], "door");
+    assert_eq!(got["sample_fps"], 2.5);
+    assert_eq!(got["prompt"], "front door");
+
+    // PATCH with the right If-Match; only the named flag changes.
+    let resp = server
+        .req(Method::PATCH, "/api/v1/cameras/lobby")
+        .header("if-match", "\"1\"")
+        .json(&json!({"name": "Lobby East", "features": {"crowd": false}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(resp.headers()["etag"], "\"2\"");
+    let patched: Value = resp.json().await.unwrap();
+    assert_eq!(patched["name"], "Lobby East");
+    assert_eq!(patched["features"]["crowd"], false);
+    assert_eq!(patched["features"]["intrusion"], true);
+    assert_eq!(patched["created_at"], created["created_at"]);
+
+    // The write is visible to the list right away (writes wait for the read model briefly).
+    let list: Value = server
+        .req(Method::GET, "/api/v1/cameras")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let names: Vec<&str> = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert!(
+        names.contains(&"Lobby East") && names.contains(&"Yard"),
+        "{list}"
+    );
+
+    // Audit shows the stream with envelopes; the request id is the correlation id.
+    let audit: Value = server
+        .req(Method::GET, "/api/v1/audit/streams/camera-lobby")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let events = audit["events"].as_array().unwrap();
+    assert_eq!(events.len(), 2);
+    assert_eq!(events[0]["event_type"], "camera.registered");
+    assert_eq!(events[0]["correlation_id"], request_id.as_str());
+    assert_eq!(events[0]["actor"], "key:admin");
+    assert_eq!(events[1]["event_type"], "camera.updated");
+    assert_eq!(
+        events[1]["payload"],
+        json!({"camera_id": "lobby", "name": "Lobby East", "features": {"crowd": false, "authorised": false, "critical": false, "sleep": false, "theft": false, "intrusion": true, "loitering": false}})
+    );
+    let backward: Value = server
+        .req(
+            Method::GET,
+            "/api/v1/audit/streams/camera-lobby?direction=backward&limit=1",
+        )
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(backward["events"][0]["stream_version"], 2);
+    assert_eq!(backward["next_from"], 1);
+    let log: Value = server
+        .req(Method::GET, "/api/v1/audit/events?after=0&limit=2")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(log["events"].as_array().unwrap().len(), 2);
+    assert_eq!(log["next_after"], 2);
+    assert_eq!(log["head"], server.head().await);
+
+    // DELETE, then the camera is gone and its id cannot come back.
+    let resp = server
+        .req(Method::DELETE, "/api/v1/cameras/lobby")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::NO_CONTENT);
+    expect_error(
+        server
+            .req(Method::GET, "/api/v1/cameras/lobby")
+            .send()
+            .await
+            .unwrap(),
+        StatusCode::NOT_FOUND,
+        "CAMERA_NOT_FOUND",
+    )
+    .await;
+    expect_error(
+        server
+            .req(Method::DELETE, "/api/v1/cameras/lobby")
+            .send()
+            .await
+            .unwrap(),
+        StatusCode::NOT_FOUND,
+        "CAMERA_NOT_FOUND",
+    )
+    .await;
+    expect_error(
+        create(
+            &server,
+            json!({"id": "lobby", "name": "again", "source": "push"}),
+        )
+        .await,
+        StatusCode::CONFLICT,
+        "CAMERA_EXISTS",
+    )
+    .await;
+    server.stop().await;
+    db.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sqlite_camera_lifecycle() {
+    camera_lifecycle(Which::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_camera_lifecycle() {
+    camera_lifecycle(Which::Postgres).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cursor_pagination_and_filters() {
+    let (server, db) = server(Which::Sqlite).await;
+    for i in 0..7 {
+        let resp = create(&server, json!({"id": format!("c{i}"), "name": format!("cam {i}"), "source": "push", "enabled": i % 2 == 0})).await;
+        assert_eq!(resp.status(), StatusCode::CREATED);
+    }
+    let mut ids = Vec::new();
+    let mut cursor: Option<String> = None;
+    let mut pages = 0;
+    loop {
+        let path = match &cursor {
+            Some(c) => format!("/api/v1/cameras?limit=3&cursor={c}"),
+            None => "/api/v1/cameras?limit=3".to_string(),
+        };
+        let page: Value = server
+            .req(Method::GET, &path)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        pages += 1;
+        ids.extend(
+            page["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|c| c["id"].as_str().unwrap().to_string()),
+        );
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_string()),
+            None => break,
+        }
+    }
+    assert_eq!(pages, 3);
+    assert_eq!(ids, (0..7).map(|i| format!("c{i}")).collect::<Vec<_>>());
+
+    let disabled: Value = server
+        .req(Method::GET, "/api/v1/cameras?enabled=false")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let disabled: Vec<&str> = disabled["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(disabled, vec!["c1", "c3", "c5"]);
+    let pending: Value = server
+        .req(Method::GET, "/api/v1/cameras?status=pending&limit=2")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(pending["items"].as_array().unwrap().len(), 2);
+    assert!(pending["next_cursor"].is_string());
+
+    // min_position: a read that names a position the model has reached answers at once.
+    let head = server.head().await;
+    let resp = server
+        .req(Method::GET, &format!("/api/v1/cameras?min_position={head}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(
+        resp.headers()["x-vigil-position"].to_str().unwrap(),
+        head.to_string()
+    );
+    server.stop().await;
+    db.cleanup().await;
+}
+
+/// Every bad request gets its status and the error shape, and appends nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bad_requests_get_documented_errors_and_change_nothing() {
+    let (server, db) = server(Which::Sqlite).await;
+    assert_eq!(
+        create(
+            &server,
+            json!({"id": "cam", "name": "Cam", "source": "push"})
+        )
+        .await
+        .status(),
+        StatusCode::CREATED
+    );
+    let head = server.head().await;
+    let post = |body: &'static str| {
+        server
+            .req(Method::POST, "/api/v1/cameras")
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+    };
+
+    expect_error(
+        post("{\"name\": \"x\", ").await.unwrap(),
+        StatusCode::BAD_REQUEST,
+        "MALFORMED_JSON",
+    )
+    .await;
+    let body = expect_error(
+        post(r#"{"name": "x", "source": "push", "colour": "red"}"#)
+            .await
+            .unwrap(),
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "VALIDATION_FAILED",
+    )
+    .await;
+    assert_eq!(body["error"]["details"]["field"], "colour");
+    let body = expect_error(
+        post(r#"{"name": "x", "source": "push", "features": {"crowd": "maybe"}}"#)
+            .await
+            .unwrap(),
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "VALIDATION_FAILED",
+    )
+    .await;
+    assert_eq!(body["error"]["details"]["field"], "features.crowd");
+    let body = expect_error(
+        post(r#"{"name": "x", "source": "push", "features": {"teleport": true}}"#)
+            .await
+            .unwrap(),
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "VALIDATION_FAILED",
+    )
+    .await;
+    assert_eq!(body["error"]["details"]["field"], "features.teleport");
+    let body = expect_error(
+        post(r#"{"name": "x", "source": "ftp://h/x"}"#)
+            .await
+            .unwrap(),
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "VALIDATION_FAILED",
+    )
+    .await;
+    assert_eq!(body["error"]["details"]["field"], "source");
+    let body = expect_error(
+        post(r#"{"name": "x", "source": "push", "sample_fps": 240}"#)
+            .await
+            .unwrap(),
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "VALIDATION_FAILED",
+    )
+    .await;
+    assert_eq!(body["error"]["details"]["field"], "sample_fps");
+    let body = expect_error(
+        post(r#"{"name": "x", "source": "push", "zones": [{"name": "a", "polygon": [{"x": 0, "y": 0}, {"x": 2, "y": 0}, {"x": 0, "y": 1}]}]}"#).await.unwrap(),
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "VALIDATION_FAILED",
+    )
+    .await;
+    assert_eq!(body["error"]["details"]["field"], "zones[0].polygon[1]");
+    let body = expect_error(
+        post(r#"{"source": "push"}"#).await.unwrap(),
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "VALIDATION_FAILED",
+    )
+    .await;
+    assert_eq!(body["error"]["details"]["field"], "name");
+    expect_error(
+        post(r#"{"id": "cam", "name": "dup", "source": "push"}"#)
+            .await
+            .unwrap(),
+        StatusCode::CONFLICT,
+        "CAMERA_EXISTS",
+    )
+    .await;
+
+    let form = server
+        .req(Method::POST, "/api/v1/cameras")
+        .header("content-type", "text/plain")
+        .body("name=x")
+        .send()
+        .await
+        .unwrap();
+    expect_error(
+        form,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "UNSUPPORTED_MEDIA_TYPE",
+    )
+    .await;
+    let huge = format!(
+        r#"{{"name": "x", "source": "push", "prompt": "{}"}}"#,
+        "a".repeat(2 << 20)
+    );
+    let resp = server
+        .req(Method::POST, "/api/v1/cameras")
+        .header("content-type", "application/json")
+        .body(huge)
+        .send()
+        .await
+        .unwrap();
+    expect_error(resp, StatusCode::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE").await;
+
+    // Query parameters.
+    let body = expect_error(
+        server
+            .req(Method::GET, "/api/v1/cameras?status=exploded")
+            .send()
+            .await
+            .unwrap(),
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "VALIDATION_FAILED",
+    )
+    .await;
+    assert_eq!(body["error"]["details"]["field"], "status");
+    let body = expect_error(
+        server
+            .req(Method::GET, "/api/v1/cameras?cursor=bm9wZQ")
+            .send()
+            .await
+            .unwrap(),
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "VALIDATION_FAILED",
+    )
+    .await;
+    assert_eq!(body["error"]["details"]["field"], "cursor");
+    let body = expect_error(
+        server
+            .req(Method::GET, "/api/v1/cameras?limit=0")
+            .send()
+            .await
+            .unwrap(),
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "VALIDATION_FAILED",
+    )
+    .await;
+    assert_eq!(body["error"]["details"]["field"], "limit");
+    let body = expect_error(
+        server
+            .req(Method::GET, "/api/v1/cameras?enabled=perhaps")
+            .send()
+            .await
+            .unwrap(),
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "VALIDATION_FAILED",
+    )
+    .await;
+    assert_eq!(body["error"]["details"]["field"], "enabled");
+    let body = expect_error(
+        server
+            .req(
+                Method::GET,
+                "/api/v1/audit/streams/camera-cam?direction=sideways",
+            )
+            .send()
+            .await
+            .unwrap(),
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "VALIDATION_FAILED",
+    )
+    .await;
+    assert_eq!(body["error"]["details"]["field"], "direction");
+
+    // Optimistic concurrency over HTTP.
+    let stale = server
+        .req(Method::PATCH, "/api/v1/cameras/cam")
+        .header("if-match", "\"7\"")
+        .json(&json!({"name": "new"}))
+        .send()
+        .await
+        .unwrap();
+    let body = expect_error(stale, StatusCode::PRECONDITION_FAILED, "VERSION_MISMATCH").await;
+    assert_eq!(body["error"]["details"]["current_version"], 1);
+    let stale = server
+        .req(Method::DELETE, "/api/v1/cameras/cam")
+        .header("if-match", "\"2\"")
+        .send()
+        .await
+        .unwrap();
+    expect_error(stale, StatusCode::PRECONDITION_FAILED, "VERSION_MISMATCH").await;
+    let garbage = server
+        .req(Method::PATCH, "/api/v1/cameras/cam")
+        .header("if-match", "banana")
+        .json(&json!({"name": "new"}))
+        .send()
+        .await
+        .unwrap();
+    expect_error(
+        garbage,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "VALIDATION_FAILED",
+    )
+    .await;
+    let missing = server
+        .req(Method::PATCH, "/api/v1/cameras/ghost")
+        .json(&json!({"name": "new"}))
+        .send()
+        .await
+        .unwrap();
+    expect_error(missing, StatusCode::NOT_FOUND, "CAMERA_NOT_FOUND").await;
+
+    // Authentication.
+    let no_key = server
+        .client
+        .post(server.url("/api/v1/cameras"))
+        .json(&json!({"name": "x", "source": "push"}))
+        .send()
+        .await
+        .unwrap();
+    expect_error(no_key, StatusCode::UNAUTHORIZED, "UNAUTHORIZED").await;
+    let wrong_key = server
+        .client
+        .get(server.url("/api/v1/cameras"))
+        .header("x-api-key", "nope")
+        .send()
+        .await
+        .unwrap();
+    expect_error(wrong_key, StatusCode::UNAUTHORIZED, "UNAUTHORIZED").await;
+
+    // Unknown routes and methods keep the shape too.
+    expect_error(
+        server
+            .req(Method::GET, "/api/v1/nothing-here")
+            .send()
+            .await
+            .unwrap(),
+        StatusCode::NOT_FOUND,
+        "NOT_FOUND",
+    )
+    .await;
+    expect_error(
+        server
+            .req(Method::PUT, "/api/v1/cameras/cam")
+            .send()
+            .await
+            .unwrap(),
+        StatusCode::METHOD_NOT_ALLOWED,
+        "METHOD_NOT_ALLOWED",
+    )
+    .await;
+
+    // A PATCH that changes nothing appends nothing either.
+    let same = server
+        .req(Method::PATCH, "/api/v1/cameras/cam")
+        .json(&json!({"name": "Cam"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(same.status(), StatusCode::OK);
+    assert_eq!(same.headers()["etag"], "\"1\"");
+
+    assert_eq!(
+        server.head().await,
+        head,
+        "no request above appended an event"
+    );
+    let cam: Value = server
+        .req(Method::GET, "/api/v1/cameras/cam")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(cam["name"], "Cam");
+    assert_eq!(cam["version"], 1);
+    server.stop().await;
+    db.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn shell_docs_health_metrics_and_request_ids() {
+    let (server, db) = server(Which::Sqlite).await;
+    let doc: Value = server
+        .client
+        .get(server.url("/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+    let expected: &[(&str, &[&str])] = &[
+        ("/api/v1/cameras", &["get", "post"]),
+        ("/api/v1/cameras/{id}", &["get", "patch", "delete"]),
+        ("/api/v1/audit/streams/{stream}", &["get"]),
+        ("/api/v1/audit/events", &["get"]),
+        ("/api/v1/system/projections", &["get"]),
+        ("/health/live", &["get"]),
+        ("/health/ready", &["get"]),
+    ];
+    for (path, methods) in expected {
+        for method in *methods {
+            assert!(
+                doc["paths"][path][method].is_object(),
+                "{method} {path} missing from /openapi.json"
+            );
+        }
+    }
+    assert_eq!(
+        doc["components"]["securitySchemes"]["AdminKey"]["name"],
+        "X-API-Key"
+    );
+    assert!(doc["components"]["schemas"]["ErrorBody"].is_object());
+
+    // The committed copy of the document is current.
+    let committed =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/openapi.json"))
+            .expect("docs/openapi.json");
+    assert_eq!(
+        committed.trim_end(),
+        vigil::api::openapi_json().trim_end(),
+        "docs/openapi.json is stale: run `vigil openapi > docs/openapi.json`"
+    );
+
+    for page in ["/docs", "/redoc"] {
+        let resp = server.client.get(server.url(page)).send().await.unwrap();
+        assert_eq!(resp.status(), StatusCode::OK, "{page}");
+        assert!(
+            resp.text().await.unwrap().contains("openapi"),
+            "{page} loads the document"
+        );
+    }
+    let live: Value = server
+        .client
+        .get(server.url("/health/live"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(live["status"], "ok");
+    create(&server, json!({"name": "x", "source": "push"})).await;
+    let ready = server
+        .client
+        .get(server.url("/health/ready"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), StatusCode::OK);
+    let ready: Value = ready.json().await.unwrap();
+    assert_eq!(ready["projections"][0]["name"], "cameras");
+    assert_eq!(ready["projections"][0]["lag"], 0);
+    let projections: Value = server
+        .req(Method::GET, "/api/v1/system/projections")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(projections[0]["checkpoint"], projections[0]["head"]);
+
+    let metrics = server
+        .client
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("vigil_projection_lag{projection=\"cameras\"} 0"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("vigil_event_log_head "), "{metrics}");
+
+    let resp = server
+        .client
+        .get(server.url("/health/live"))
+        .header("x-request-id", "trace-me-42")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.headers()["x-request-id"], "trace-me-42");
+    let resp = server
+        .client
+        .get(server.url("/health/live"))
+        .send()
+        .await
+        .unwrap();
+    assert!(uuid::Uuid::parse_str(resp.headers()["x-request-id"].to_str().unwrap()).is_ok());
+    server.stop().await;
+    db.cleanup().await;
+}
+
+/// With no key configured, the first start generates one; only its hash is stored, and a
+/// restart accepts the same key without printing a new one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn admin_key_is_generated_once_and_only_its_hash_is_stored() {
+    let db = TestDb::new(Which::Sqlite).await;
+    let mut config = db.config();
+    config.admin_key = String::new();
+    let (app, generated) = vigil::app::App::open(config.clone()).await.unwrap();
+    let key = generated.expect("a key is generated on first start");
+    assert!(key.starts_with("vgl_") && key.len() > 40);
+    assert!(app.verify_key(&key));
+    assert!(!app.verify_key("vgl_wrong"));
+    let stored = app.store().read_all(0, 10).await.unwrap();
+    assert_eq!(stored.len(), 1);
+    assert_eq!(stored[0].event_type, "apikey.issued");
+    let text = stored[0].payload.to_string();
+    assert!(!text.contains(&key[4..]), "the secret itself is not stored");
+    assert!(text.contains(&hex_sha256(&key)));
+    drop(app);
+    let (again, generated) = vigil::app::App::open(config).await.unwrap();
+    assert!(generated.is_none(), "no second key");
+    assert!(again.verify_key(&key));
+    db.cleanup().await;
+}
+
+fn hex_sha256(text: &str) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(text.as_bytes()))
+}

@@ -1,0 +1,140 @@
+//! Shared test helpers: stores on both backends, an in-process server, an HTTP client.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tempfile::TempDir;
+use vigil::app::App;
+use vigil::config::Config;
+use vigil::store::scratch::{ScratchDb, admin_url};
+use vigil::store::{SqlEventStore, open_pool};
+
+/// The admin key test servers accept.
+pub const KEY: &str = "test-admin-key";
+
+/// Which backend a test runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Which {
+    Sqlite,
+    Postgres,
+}
+
+/// A database that lives as long as the test: a temp folder or a scratch PostgreSQL database.
+pub struct TestDb {
+    pub url: String,
+    _dir: Option<TempDir>,
+    scratch: Option<ScratchDb>,
+}
+
+impl TestDb {
+    pub async fn new(which: Which) -> Self {
+        match which {
+            Which::Sqlite => {
+                let dir = tempfile::tempdir().expect("temp dir");
+                let url = format!("sqlite://{}", dir.path().join("vigil.db").display());
+                Self {
+                    url,
+                    _dir: Some(dir),
+                    scratch: None,
+                }
+            }
+            Which::Postgres => {
+                let scratch = ScratchDb::create(&admin_url(), "test")
+                    .await
+                    .unwrap_or_else(|e| panic!("PostgreSQL is required for this test: {e}"));
+                Self {
+                    url: scratch.url.clone(),
+                    _dir: None,
+                    scratch: Some(scratch),
+                }
+            }
+        }
+    }
+
+    /// A new store (own pool) on this database.
+    pub async fn store(&self) -> Arc<SqlEventStore> {
+        let (pool, backend) = open_pool(&self.url, 16).await.expect("open pool");
+        Arc::new(
+            SqlEventStore::new(pool, backend, Duration::from_millis(50))
+                .await
+                .expect("store"),
+        )
+    }
+
+    /// A config pointing at this database.
+    pub fn config(&self) -> Config {
+        Config {
+            database_url: self.url.clone(),
+            admin_key: KEY.into(),
+            poll_interval_ms: 50,
+            ..Config::default()
+        }
+    }
+
+    /// Drops a PostgreSQL scratch database (SQLite folders go with the value).
+    pub async fn cleanup(self) {
+        if let Some(scratch) = self.scratch {
+            let _ = scratch.drop_db().await;
+        }
+    }
+}
+
+/// A running server on an ephemeral port.
+pub struct TestServer {
+    pub base: String,
+    pub app: App,
+    pub client: reqwest::Client,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl TestServer {
+    pub async fn start(config: Config) -> Self {
+        let (app, _) = App::open(config).await.expect("app opens");
+        let tasks = app.spawn_projections();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let base = format!("http://{}", listener.local_addr().expect("addr"));
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let served = app.clone();
+        tokio::spawn(async move {
+            vigil::api::serve(served, listener, async move {
+                let _ = rx.await;
+            })
+            .await
+            .expect("server runs");
+        });
+        Self {
+            base,
+            app,
+            client: reqwest::Client::new(),
+            shutdown: Some(tx),
+            tasks,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    /// A request with the admin key.
+    pub fn req(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.client
+            .request(method, self.url(path))
+            .header("x-api-key", KEY)
+    }
+
+    pub async fn head(&self) -> u64 {
+        self.app.store().head_position().await.expect("head")
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
