@@ -35,7 +35,11 @@ impl BoundingBox {
         let bottom = (self.y + self.height).min(other.y + other.height);
         let intersection = (right - left).max(0.0) * (bottom - top).max(0.0);
         let union = self.area() + other.area() - intersection;
-        if union <= 0.0 { 0.0 } else { intersection / union }
+        if union <= 0.0 {
+            0.0
+        } else {
+            intersection / union
+        }
     }
 }
 
@@ -79,11 +83,26 @@ mod tests {
 
     #[test]
     fn iou_of_identical_disjoint_and_half_overlapping_boxes() {
-        let a = BoundingBox { x: 0.0, y: 0.0, width: 0.5, height: 0.5 };
+        let a = BoundingBox {
+            x: 0.0,
+            y: 0.0,
+            width: 0.5,
+            height: 0.5,
+        };
         assert!((a.iou(&a) - 1.0).abs() < 1e-6);
-        let far = BoundingBox { x: 0.6, y: 0.6, width: 0.2, height: 0.2 };
+        let far = BoundingBox {
+            x: 0.6,
+            y: 0.6,
+            width: 0.2,
+            height: 0.2,
+        };
         assert_eq!(a.iou(&far), 0.0);
-        let shifted = BoundingBox { x: 0.25, y: 0.0, width: 0.5, height: 0.5 };
+        let shifted = BoundingBox {
+            x: 0.25,
+            y: 0.0,
+            width: 0.5,
+            height: 0.5,
+        };
         // intersection 0.125, union 0.375
         assert!((a.iou(&shifted) - 1.0 / 3.0).abs() < 1e-6);
     }
