@@ -1,24 +1,31 @@
-//! Wiring: opens the store and read models, bootstraps the admin key, runs projections.
+//! Wiring: opens the store and read models, bootstraps the admin key, runs projections and
+//! background work, and resolves API keys.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use chrono::Utc;
 use rand::RngCore;
-use sha2::{Digest, Sha256};
 use sqlx::AnyPool;
 use vigil_actors::CommandHandler;
-use vigil_actors::apikey::{ApiKey, ApiKeyCommand, ApiKeyError};
-use vigil_projections::cameras::CameraProjection;
+use vigil_actors::apikey::{ApiKey, ApiKeyCommand, ApiKeyError, IssueApiKey};
 use vigil_projections::{ProjectionRunner, ProjectionStatus};
-use vigil_schemas::events::ApiKeyIssued;
+use vigil_schemas::events::RateLimits;
 use vigil_schemas::{EventMeta, EventStore};
 
+use crate::access::{
+    FailureGuard, KeyLimiters, UsageCounter, constant_time_eq, hash_secret, split_key,
+};
 use crate::config::Config;
 use crate::store::{Backend, SqlEventStore, open_pool};
 
 /// The id (and stream suffix) of the generated admin key.
 pub const BOOTSTRAP_KEY_ID: &str = "bootstrap";
+/// The key id recorded for requests made with the configured `admin_key`.
+pub const CONFIG_KEY_ID: &str = "config-admin";
+/// How often usage counts are written to the database.
+const USAGE_FLUSH: Duration = Duration::from_secs(2);
 
 /// Errors while starting.
 #[derive(Debug, thiserror::Error)]
@@ -29,9 +36,9 @@ pub enum StartError {
     /// The event store failed.
     #[error(transparent)]
     Store(#[from] vigil_schemas::StoreError),
-    /// The admin key could not be bootstrapped.
-    #[error("admin key bootstrap: {0}")]
-    Bootstrap(String),
+    /// The admin key or the key pepper could not be set up.
+    #[error("key setup: {0}")]
+    Keys(String),
 }
 
 /// HTTP counters for `/metrics`.
@@ -53,6 +60,49 @@ impl HttpMetrics {
     }
 }
 
+/// Who a valid key belongs to and what it may do.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Principal {
+    /// The key's id.
+    pub key_id: String,
+    /// The actor recorded on events this principal causes (`key:{id}`).
+    pub actor: String,
+    /// Scopes (`admin` implies all).
+    pub scopes: Vec<String>,
+    /// Cameras the key is restricted to; empty means all.
+    pub camera_ids: Vec<String>,
+    /// Per-minute limits.
+    pub rate_limits: RateLimits,
+}
+
+impl Principal {
+    /// Whether the principal holds `scope`.
+    pub fn has_scope(&self, scope: &str) -> bool {
+        self.scopes.iter().any(|s| s == scope || s == "admin")
+    }
+
+    /// Whether the principal may see camera `id`.
+    pub fn may_access_camera(&self, id: &str) -> bool {
+        self.camera_ids.is_empty() || self.camera_ids.iter().any(|c| c == id)
+    }
+
+    /// Whether the key is restricted to some cameras.
+    pub fn is_camera_restricted(&self) -> bool {
+        !self.camera_ids.is_empty()
+    }
+}
+
+/// Why a presented key was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyRefusal {
+    /// Unknown key, wrong secret, or revoked.
+    Invalid,
+    /// The key is disabled.
+    Disabled,
+    /// The key has expired.
+    Expired,
+}
+
 /// Everything a request handler needs. Cheap to clone.
 #[derive(Clone)]
 pub struct App {
@@ -66,13 +116,53 @@ struct Inner {
     store: Arc<dyn EventStore>,
     handler: CommandHandler,
     runners: Vec<ProjectionRunner>,
-    key_hashes: Vec<[u8; 32]>,
+    pepper: Vec<u8>,
+    config_key_hash: Option<String>,
+    limiters: KeyLimiters,
+    failures: FailureGuard,
+    usage: UsageCounter,
     metrics: HttpMetrics,
 }
 
-/// SHA-256 of a key.
-pub fn hash_key(key: &str) -> [u8; 32] {
-    Sha256::digest(key.as_bytes()).into()
+/// The pepper from the config, else from `{data_dir}/key_pepper` (created on first start).
+fn load_pepper(config: &Config) -> Result<Vec<u8>, StartError> {
+    if !config.key_pepper.is_empty() {
+        return Ok(config.key_pepper.as_bytes().to_vec());
+    }
+    let path = config.data_dir.join("key_pepper");
+    match std::fs::read_to_string(&path) {
+        Ok(text) if !text.trim().is_empty() => Ok(text.trim().as_bytes().to_vec()),
+        _ => {
+            std::fs::create_dir_all(&config.data_dir)
+                .map_err(|e| StartError::Keys(format!("{}: {e}", config.data_dir.display())))?;
+            let mut bytes = [0u8; 32];
+            rand::rng().fill_bytes(&mut bytes);
+            let pepper = hex::encode(bytes);
+            write_private(&path, &pepper)
+                .map_err(|e| StartError::Keys(format!("{}: {e}", path.display())))?;
+            tracing::info!(path = %path.display(), "generated the API key pepper");
+            Ok(pepper.into_bytes())
+        }
+    }
+}
+
+fn write_private(path: &std::path::Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    file.write_all(text.as_bytes())
+}
+
+/// A new random key secret for `key_id`: the full key and its secret part.
+pub fn new_key(key_id: &str) -> (String, String) {
+    let mut secret = [0u8; 32];
+    rand::rng().fill_bytes(&mut secret);
+    let secret = hex::encode(secret);
+    (format!("vgl_{key_id}_{secret}"), secret)
 }
 
 impl App {
@@ -89,42 +179,57 @@ impl App {
         .await?;
         let store: Arc<dyn EventStore> = Arc::new(store);
         let handler = CommandHandler::new(store.clone());
-        let runners = vec![ProjectionRunner::new(
-            pool.clone(),
-            store.clone(),
-            Arc::new(CameraProjection),
-        )];
-
-        let mut key_hashes = Vec::new();
-        if !config.admin_key.is_empty() {
-            key_hashes.push(hash_key(&config.admin_key));
-        }
-        let (stored, generated) =
-            bootstrap_admin_key(&handler, config.admin_key.is_empty()).await?;
-        key_hashes.extend(stored);
-
+        let runners = vigil_projections::all()
+            .into_iter()
+            .map(|projection| ProjectionRunner::new(pool.clone(), store.clone(), projection))
+            .collect();
+        let pepper = load_pepper(&config)?;
+        let config_key_hash =
+            (!config.admin_key.is_empty()).then(|| hash_secret(&pepper, &config.admin_key));
+        let generated = bootstrap_admin_key(&handler, &pepper, &config).await?;
         let app = Self {
             inner: Arc::new(Inner {
+                failures: FailureGuard::new(config.auth_failures_per_minute),
                 config,
                 backend,
                 pool,
                 store,
                 handler,
                 runners,
-                key_hashes,
+                pepper,
+                config_key_hash,
+                limiters: KeyLimiters::default(),
+                usage: UsageCounter::default(),
                 metrics: HttpMetrics::default(),
             }),
         };
         Ok((app, generated))
     }
 
-    /// Starts every projection runner as a background task.
-    pub fn spawn_projections(&self) -> Vec<tokio::task::JoinHandle<()>> {
-        self.inner
+    /// Starts every projection runner and the usage flusher as background tasks.
+    pub fn spawn_background(&self) -> Vec<tokio::task::JoinHandle<()>> {
+        let mut tasks: Vec<_> = self
+            .inner
             .runners
             .iter()
             .map(|runner| tokio::spawn(runner.clone().run()))
-            .collect()
+            .collect();
+        let app = self.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(USAGE_FLUSH);
+            loop {
+                tick.tick().await;
+                if let Err(err) = app.flush_usage().await {
+                    tracing::warn!(error = %err, "could not write API key usage; keeping the counts");
+                }
+            }
+        }));
+        tasks
+    }
+
+    /// Writes this node's pending usage counts to the database.
+    pub async fn flush_usage(&self) -> Result<(), sqlx::Error> {
+        self.inner.usage.flush(&self.inner.pool).await
     }
 
     /// The effective config.
@@ -172,70 +277,113 @@ impl App {
         &self.inner.metrics
     }
 
-    /// Whether `key` is a valid admin key (constant-time over each candidate).
-    pub fn verify_key(&self, key: &str) -> bool {
-        let presented = hash_key(key);
-        self.inner.key_hashes.iter().fold(false, |ok, stored| {
-            let diff = stored
-                .iter()
-                .zip(presented.iter())
-                .fold(0u8, |acc, (a, b)| acc | (a ^ b));
-            ok | (diff == 0)
-        })
+    /// Per-key rate limiters.
+    pub fn limiters(&self) -> &KeyLimiters {
+        &self.inner.limiters
+    }
+
+    /// Failed-authentication throttling.
+    pub fn failures(&self) -> &FailureGuard {
+        &self.inner.failures
+    }
+
+    /// Usage counters not yet written.
+    pub fn usage(&self) -> &UsageCounter {
+        &self.inner.usage
+    }
+
+    /// The keyed hash of a secret under this node's pepper.
+    pub fn hash_secret(&self, secret: &str) -> String {
+        hash_secret(&self.inner.pepper, secret)
+    }
+
+    /// Resolves a presented key against the configured admin key and the key streams in the
+    /// event store (the source of truth: a revocation is seen by every node at once).
+    pub async fn resolve_key(
+        &self,
+        presented: &str,
+    ) -> Result<Result<Principal, KeyRefusal>, vigil_schemas::StoreError> {
+        if let Some(config_hash) = &self.inner.config_key_hash
+            && constant_time_eq(config_hash, &self.hash_secret(presented))
+        {
+            return Ok(Ok(Principal {
+                key_id: CONFIG_KEY_ID.into(),
+                actor: format!("key:{CONFIG_KEY_ID}"),
+                scopes: vec!["admin".into()],
+                camera_ids: vec![],
+                rate_limits: self.inner.config.admin_rate_limits,
+            }));
+        }
+        let Some((key_id, secret)) = split_key(presented) else {
+            return Ok(Err(KeyRefusal::Invalid));
+        };
+        let state = match self.inner.handler.load::<ApiKey>(key_id).await {
+            Ok((state, _)) => state,
+            Err(vigil_actors::CommandError::Store(e)) => return Err(e),
+            Err(other) => return Err(vigil_schemas::StoreError::Backend(other.to_string())),
+        };
+        let Some(key) = state.key else {
+            return Ok(Err(KeyRefusal::Invalid));
+        };
+        if !constant_time_eq(&key.key_hash, &self.hash_secret(secret)) {
+            return Ok(Err(KeyRefusal::Invalid));
+        }
+        if !key.enabled {
+            return Ok(Err(KeyRefusal::Disabled));
+        }
+        if key.expires_at.is_some_and(|t| t <= Utc::now()) {
+            return Ok(Err(KeyRefusal::Expired));
+        }
+        Ok(Ok(Principal {
+            actor: format!("key:{}", key.key_id),
+            key_id: key.key_id,
+            scopes: key.scopes,
+            camera_ids: key.camera_ids,
+            rate_limits: key.rate_limits,
+        }))
     }
 }
 
-/// Loads the bootstrap admin key's hash from its stream; when there is none and `generate` is
-/// set, generates a key, stores its hash as an `apikey.issued` event and returns the key.
+/// When no admin key is configured and none was generated before, generates one, stores it as
+/// an `apikey.issued` event (hash only) and returns it. Nodes racing on first start: the loser
+/// sees the winner's key and generates none.
 async fn bootstrap_admin_key(
     handler: &CommandHandler,
-    generate: bool,
-) -> Result<(Vec<[u8; 32]>, Option<String>), StartError> {
-    let load = || async {
-        let (state, _) = handler
-            .load::<ApiKey>(BOOTSTRAP_KEY_ID)
-            .await
-            .map_err(|e| StartError::Bootstrap(e.to_string()))?;
-        let hash = state
-            .issued
-            .map(|issued| {
-                let bytes = hex::decode(&issued.key_hash)
-                    .map_err(|e| StartError::Bootstrap(e.to_string()))?;
-                <[u8; 32]>::try_from(bytes.as_slice())
-                    .map_err(|_| StartError::Bootstrap("stored hash is not 32 bytes".into()))
-            })
-            .transpose()?;
-        Ok::<_, StartError>(hash)
-    };
-    if let Some(hash) = load().await? {
-        return Ok((vec![hash], None));
+    pepper: &[u8],
+    config: &Config,
+) -> Result<Option<String>, StartError> {
+    if !config.admin_key.is_empty() {
+        return Ok(None);
     }
-    if !generate {
-        return Ok((vec![], None));
+    let (state, _) = handler
+        .load::<ApiKey>(BOOTSTRAP_KEY_ID)
+        .await
+        .map_err(|e| StartError::Keys(e.to_string()))?;
+    if state.key.is_some() || state.revoked {
+        return Ok(None);
     }
-    let mut secret = [0u8; 32];
-    rand::rng().fill_bytes(&mut secret);
-    let key = format!("vgl_{}", hex::encode(secret));
-    let issued = ApiKeyIssued {
+    let (key, secret) = new_key(BOOTSTRAP_KEY_ID);
+    let issue = IssueApiKey {
         key_id: BOOTSTRAP_KEY_ID.into(),
         name: "bootstrap admin".into(),
         scopes: vec!["admin".into()],
-        key_hash: hex::encode(hash_key(&key)),
+        key_hash: hash_secret(pepper, &secret),
+        rate_limits: config.admin_rate_limits,
+        expires_at: None,
+        camera_ids: vec![],
+        now: Utc::now(),
     };
     match handler
         .execute::<ApiKey>(
             BOOTSTRAP_KEY_ID,
-            ApiKeyCommand::Issue(issued),
+            ApiKeyCommand::Issue(issue),
             &EventMeta::system(),
             None,
         )
         .await
     {
-        Ok(_) => Ok((vec![hash_key(&key)], Some(key))),
-        // Another node generated it first: use theirs.
-        Err(vigil_actors::CommandError::Domain(ApiKeyError::AlreadyIssued(_))) => {
-            Ok((load().await?.into_iter().collect(), None))
-        }
-        Err(other) => Err(StartError::Bootstrap(other.to_string())),
+        Ok(_) => Ok(Some(key)),
+        Err(vigil_actors::CommandError::Domain(ApiKeyError::AlreadyIssued(_))) => Ok(None),
+        Err(other) => Err(StartError::Keys(other.to_string())),
     }
 }

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
+use vigil_schemas::events::RateLimits;
 
 /// Every setting of a Vigil node. Unknown keys in `vigil.toml` are errors.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -35,6 +36,23 @@ pub struct Config {
     pub log: String,
     /// Log format: `text` or `json` (`VIGIL_LOG_FORMAT`).
     pub log_format: String,
+    /// Secret mixed into every API key hash (`VIGIL_KEY_PEPPER`). When empty, a random pepper
+    /// is generated into `{data_dir}/key_pepper` at first start; nodes sharing a database must
+    /// share the pepper, so set it explicitly for more than one node.
+    pub key_pepper: String,
+    /// Failed authentications per minute a client address may make before it gets 429
+    /// (`VIGIL_AUTH_FAILURES_PER_MINUTE`).
+    pub auth_failures_per_minute: u32,
+    /// Whole-request time limit in seconds, body upload included (`VIGIL_REQUEST_TIMEOUT_SECS`).
+    pub request_timeout_secs: u64,
+    /// Origins allowed to call the API from a browser (`VIGIL_CORS_ALLOWED_ORIGINS`, comma
+    /// separated). Empty: no CORS headers at all (closed).
+    pub cors_allowed_origins: Vec<String>,
+    /// Default per-minute limits of new API keys (TOML table `[default_rate_limits]`).
+    pub default_rate_limits: RateLimits,
+    /// Per-minute limits of the admin keys (configured and bootstrap) (TOML table
+    /// `[admin_rate_limits]`).
+    pub admin_rate_limits: RateLimits,
 }
 
 impl Default for Config {
@@ -50,6 +68,22 @@ impl Default for Config {
             ready_max_lag: 1000,
             log: "info".into(),
             log_format: "text".into(),
+            key_pepper: String::new(),
+            auth_failures_per_minute: 30,
+            request_timeout_secs: 30,
+            cors_allowed_origins: Vec::new(),
+            default_rate_limits: RateLimits {
+                standard: 600,
+                media: 120,
+                search: 60,
+                ingest: 1200,
+            },
+            admin_rate_limits: RateLimits {
+                standard: 6000,
+                media: 1200,
+                search: 600,
+                ingest: 12000,
+            },
         }
     }
 }
@@ -66,6 +100,9 @@ const ENV_KEYS: &[&str] = &[
     "ready_max_lag",
     "log",
     "log_format",
+    "key_pepper",
+    "auth_failures_per_minute",
+    "request_timeout_secs",
 ];
 
 impl Config {
@@ -81,6 +118,15 @@ impl Config {
             None => {}
         }
         figment = figment.merge(Env::prefixed("VIGIL_").only(ENV_KEYS));
+        if let Ok(origins) = std::env::var("VIGIL_CORS_ALLOWED_ORIGINS") {
+            let list: Vec<String> = origins
+                .split(',')
+                .map(str::trim)
+                .filter(|o| !o.is_empty())
+                .map(String::from)
+                .collect();
+            figment = figment.merge(Serialized::default("cors_allowed_origins", list));
+        }
         let config: Config = figment.extract().map_err(Box::new)?;
         config
             .check()
@@ -101,6 +147,14 @@ impl Config {
         if self.max_body_bytes < 1024 {
             return Err("max_body_bytes must be at least 1024".into());
         }
+        if self.request_timeout_secs == 0 {
+            return Err("request_timeout_secs must be at least 1".into());
+        }
+        for limits in [&self.default_rate_limits, &self.admin_rate_limits] {
+            if [limits.standard, limits.media, limits.search, limits.ingest].contains(&0) {
+                return Err("rate limits must be at least 1 per minute".into());
+            }
+        }
         Ok(())
     }
 
@@ -118,6 +172,9 @@ impl Config {
         let mut shown = self.clone();
         if !shown.admin_key.is_empty() {
             shown.admin_key = "****".into();
+        }
+        if !shown.key_pepper.is_empty() {
+            shown.key_pepper = "****".into();
         }
         shown.database_url = crate::store::mask_url(&self.effective_database_url());
         toml::to_string_pretty(&shown).expect("config serialises")

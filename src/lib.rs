@@ -6,6 +6,7 @@
 //! `vigil-actors`, the read side in `vigil-projections`, the models in `vigil-models`.
 #![deny(missing_docs)]
 
+pub mod access;
 pub mod api;
 pub mod app;
 pub mod cmds;

@@ -56,6 +56,8 @@ pub struct CameraQuery {
     pub cursor: Option<String>,
     /// Page size.
     pub limit: u32,
+    /// Only these ids (a camera-restricted key's cameras).
+    pub only_ids: Option<Vec<String>>,
 }
 
 /// A cursor that is not one this API handed out.
@@ -81,7 +83,8 @@ fn encode_cursor(last_id: &str) -> String {
     URL_SAFE_NO_PAD.encode(format!("cam:{last_id}"))
 }
 
-fn decode_cursor(cursor: &str) -> Result<String, InvalidCursor> {
+/// Decodes a cursor this API handed out into the id it continues after.
+pub fn decode_cursor(cursor: &str) -> Result<String, InvalidCursor> {
     let bytes = URL_SAFE_NO_PAD.decode(cursor).map_err(|_| InvalidCursor)?;
     let text = String::from_utf8(bytes).map_err(|_| InvalidCursor)?;
     text.strip_prefix("cam:")
@@ -151,6 +154,13 @@ pub async fn list_cameras(
     if after.is_some() {
         sql += &format!(" AND id > ${}", next());
     }
+    if let Some(ids) = &query.only_ids {
+        if ids.is_empty() {
+            return Ok((vec![], None));
+        }
+        let list: Vec<String> = ids.iter().map(|_| format!("${}", next())).collect();
+        sql += &format!(" AND id IN ({})", list.join(", "));
+    }
     sql += &format!(" ORDER BY id LIMIT ${}", next());
     let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
     if let Some(status) = &query.status {
@@ -161,6 +171,9 @@ pub async fn list_cameras(
     }
     if let Some(after) = after {
         q = q.bind(after);
+    }
+    for id in query.only_ids.iter().flatten() {
+        q = q.bind(id.clone());
     }
     let rows = q.bind(i64::from(query.limit) + 1).fetch_all(pool).await?;
     let mut cameras = rows.iter().map(from_row).collect::<Result<Vec<_>, _>>()?;

@@ -11,11 +11,20 @@
 //! driver. Lance vector tables join with the face-search issue.
 #![deny(missing_docs)]
 
+pub mod api_keys;
 pub mod cameras;
 pub mod digest;
 pub mod runner;
 
 pub use runner::{Projection, ProjectionError, ProjectionRunner, ProjectionStatus};
+
+/// Every projection of this build, in the order nodes start them.
+pub fn all() -> Vec<std::sync::Arc<dyn Projection>> {
+    vec![
+        std::sync::Arc::new(cameras::CameraProjection),
+        std::sync::Arc::new(api_keys::ApiKeyProjection),
+    ]
+}
 
 /// Timestamps are stored as RFC 3339 text with microseconds and `Z`, which sorts correctly.
 pub fn format_time(t: chrono::DateTime<chrono::Utc>) -> String {

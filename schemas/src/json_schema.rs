@@ -6,7 +6,8 @@ use serde_json::Value;
 
 use crate::envelope::RecordedEvent;
 use crate::events::{
-    ApiKeyIssued, CameraRegistered, CameraRemoved, CameraUpdated, all_event_types,
+    ApiKeyIssued, ApiKeyRevoked, ApiKeyUpdated, CameraRegistered, CameraRemoved, CameraUpdated,
+    all_event_types,
 };
 
 fn schema_of<T: JsonSchema>(id: &str) -> Value {
@@ -34,6 +35,8 @@ pub fn all() -> Vec<(String, Value)> {
             "camera.updated" => schema_of::<CameraUpdated>(&file),
             "camera.removed" => schema_of::<CameraRemoved>(&file),
             "apikey.issued" => schema_of::<ApiKeyIssued>(&file),
+            "apikey.updated" => schema_of::<ApiKeyUpdated>(&file),
+            "apikey.revoked" => schema_of::<ApiKeyRevoked>(&file),
             other => unreachable!("event type `{other}` has no schema: add it here"),
         };
         out.push((file, schema));

@@ -38,4 +38,9 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
         "read_models",
         include_str!("../migrations/0002_read_models.sql"),
     ),
+    (
+        3,
+        "api_keys",
+        include_str!("../migrations/0003_api_keys.sql"),
+    ),
 ];

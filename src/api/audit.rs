@@ -6,9 +6,13 @@ use poem_openapi::payload::Json;
 use poem_openapi::{Object, OpenApi};
 use vigil_schemas::{Direction, RecordedEvent};
 
+use super::ApiTags;
+use super::auth::Auth;
 use super::error::ApiError;
-use super::{AdminKey, ApiTags};
 use crate::app::App;
+use crate::app::Principal;
+use poem::http::StatusCode;
+use serde_json::json;
 
 /// Most events one audit page returns.
 pub const MAX_PAGE: u32 = 1000;
@@ -92,6 +96,19 @@ fn check_limit(limit: Option<u32>) -> Result<usize, ApiError> {
     Ok(limit as usize)
 }
 
+/// Audit reads whole streams and the whole log: keys restricted to some cameras get 403.
+fn unrestricted(principal: &Principal) -> Result<(), ApiError> {
+    if principal.is_camera_restricted() {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "FORBIDDEN",
+            "a key restricted to some cameras cannot read the audit log",
+            json!({}),
+        ));
+    }
+    Ok(())
+}
+
 /// Audit endpoints.
 pub struct AuditApi;
 
@@ -110,12 +127,13 @@ impl AuditApi {
     async fn stream(
         &self,
         app: Data<&App>,
-        _auth: AdminKey,
+        auth: Auth,
         stream: Path<String>,
         from: Query<Option<u64>>,
         limit: Query<Option<u32>>,
         direction: Query<Option<String>>,
     ) -> Result<Json<StreamPage>, ApiError> {
+        unrestricted(auth.require("audit_stream")?)?;
         let limit = check_limit(limit.0)?;
         let direction = match direction.0.as_deref() {
             None | Some("forward") => Direction::Forward,
@@ -154,10 +172,11 @@ impl AuditApi {
     async fn events(
         &self,
         app: Data<&App>,
-        _auth: AdminKey,
+        auth: Auth,
         after: Query<Option<u64>>,
         limit: Query<Option<u32>>,
     ) -> Result<Json<LogPage>, ApiError> {
+        unrestricted(auth.require("audit_events")?)?;
         let limit = check_limit(limit.0)?;
         let after = after.0.unwrap_or(0);
         let head = app.store().head_position().await?;

@@ -15,9 +15,79 @@ use serde_json::json;
 
 use super::error::ApiError;
 
-/// The largest body accepted, put into request data by the server.
+/// The largest body accepted by any route (`max_body_bytes`), put into request data by the
+/// server.
 #[derive(Debug, Clone, Copy)]
 pub struct BodyLimit(pub usize);
+
+/// The size cap of one request body type; the effective cap is the smaller of this and
+/// [`BodyLimit`].
+pub trait BodyLimits {
+    /// Largest body in bytes.
+    const MAX_BYTES: usize;
+}
+
+/// Deepest nesting of arrays and objects accepted in a body.
+pub const MAX_DEPTH: usize = 16;
+/// Longest string accepted anywhere in a body, in bytes.
+pub const MAX_STRING_BYTES: usize = 16 * 1024;
+/// Most elements of one array.
+pub const MAX_ARRAY_LEN: usize = 4096;
+/// Most members of one object.
+pub const MAX_OBJECT_KEYS: usize = 256;
+
+/// Checks the shape caps above; the error names the offending field's path.
+fn check_shape(value: &serde_json::Value, path: &str, depth: usize) -> Result<(), ApiError> {
+    use serde_json::Value;
+    let here = || {
+        if path.is_empty() {
+            "body".to_string()
+        } else {
+            path.to_string()
+        }
+    };
+    if depth > MAX_DEPTH {
+        return Err(ApiError::validation(
+            here(),
+            format!("nested deeper than {MAX_DEPTH} levels"),
+        ));
+    }
+    match value {
+        Value::String(s) if s.len() > MAX_STRING_BYTES => Err(ApiError::validation(
+            here(),
+            format!("strings are at most {MAX_STRING_BYTES} bytes"),
+        )),
+        Value::Array(items) => {
+            if items.len() > MAX_ARRAY_LEN {
+                return Err(ApiError::validation(
+                    here(),
+                    format!("arrays hold at most {MAX_ARRAY_LEN} items"),
+                ));
+            }
+            items
+                .iter()
+                .enumerate()
+                .try_for_each(|(i, v)| check_shape(v, &format!("{path}[{i}]"), depth + 1))
+        }
+        Value::Object(map) => {
+            if map.len() > MAX_OBJECT_KEYS {
+                return Err(ApiError::validation(
+                    here(),
+                    format!("objects hold at most {MAX_OBJECT_KEYS} members"),
+                ));
+            }
+            map.iter().try_for_each(|(k, v)| {
+                let child = if path.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{path}.{k}")
+                };
+                check_shape(v, &child, depth + 1)
+            })
+        }
+        _ => Ok(()),
+    }
+}
 
 /// A JSON body deserialised with serde and documented with poem-openapi.
 pub struct JsonBody<T>(pub T);
@@ -42,11 +112,14 @@ impl<T: Type> Payload for JsonBody<T> {
     }
 }
 
-impl<T: Type + DeserializeOwned + Send> ParsePayload for JsonBody<T> {
+impl<T: Type + DeserializeOwned + BodyLimits + Send> ParsePayload for JsonBody<T> {
     const IS_REQUIRED: bool = true;
 
     async fn from_request(request: &Request, body: &mut RequestBody) -> poem::Result<Self> {
-        let limit = request.data::<BodyLimit>().map_or(1 << 20, |l| l.0);
+        let limit = request
+            .data::<BodyLimit>()
+            .map_or(1 << 20, |l| l.0)
+            .min(T::MAX_BYTES);
         let bytes = poem::Body::from_request(request, body)
             .await?
             .into_bytes_limit(limit)
@@ -69,7 +142,7 @@ impl<T: Type + DeserializeOwned + Send> ParsePayload for JsonBody<T> {
     }
 }
 
-poem_openapi::impl_apirequest_for_payload!(JsonBody<T>, T: Type + DeserializeOwned + Send);
+poem_openapi::impl_apirequest_for_payload!(JsonBody<T>, T: Type + DeserializeOwned + BodyLimits + Send);
 
 /// Parses `bytes` as `T` (every request body of this API is a JSON object), with the error
 /// mapping of this module.
@@ -85,6 +158,7 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     if !value.is_object() {
         return Err(ApiError::validation("body", "must be a JSON object"));
     }
+    check_shape(&value, "", 0)?;
     serde_path_to_error::deserialize(value).map_err(|err| {
         let path = err.path().to_string();
         let reason = err.into_inner().to_string();
@@ -157,5 +231,18 @@ mod tests {
             (422, "body".into())
         );
         assert!(parse_json::<Outer>(br#"{"name": "a"}"#).is_ok());
+        let long = format!(r#"{{"name": "{}"}}"#, "x".repeat(MAX_STRING_BYTES + 1));
+        assert_eq!(
+            field_of(parse_json::<Outer>(long.as_bytes()).unwrap_err()),
+            (422, "name".into())
+        );
+        let deep = format!(
+            r#"{{"name": "a", "features": {}{}}}"#,
+            "[".repeat(20),
+            "]".repeat(20)
+        );
+        let (status, field) = field_of(parse_json::<Outer>(deep.as_bytes()).unwrap_err());
+        assert_eq!(status, 422);
+        assert!(field.starts_with("features[0]"), "{field}");
     }
 }

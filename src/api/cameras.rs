@@ -19,10 +19,12 @@ use vigil_projections::cameras::{
 use vigil_schemas::EventMeta;
 use vigil_schemas::events::{CameraFeatures, Point, Zone};
 
-use super::body::JsonBody;
+use super::ApiTags;
+use super::auth::Auth;
+use super::body::{BodyLimits, JsonBody};
 use super::error::ApiError;
-use super::{AdminKey, ApiTags};
 use crate::app::App;
+use crate::app::Principal;
 
 /// How long a write waits for the camera read model to show it before answering.
 const WRITE_VISIBILITY_WAIT: Duration = Duration::from_secs(1);
@@ -124,6 +126,14 @@ pub struct CameraCreate {
     pub prompt: Option<String>,
     /// Named zones.
     pub zones: Option<Vec<ZoneDto>>,
+}
+
+impl BodyLimits for CameraCreate {
+    const MAX_BYTES: usize = 256 * 1024;
+}
+
+impl BodyLimits for CameraPatchBody {
+    const MAX_BYTES: usize = 256 * 1024;
 }
 
 /// Changes to a camera; absent (or null) fields stay as they are.
@@ -277,7 +287,7 @@ fn etag(version: u64) -> String {
 }
 
 /// Parses `If-Match: "N"` (quotes optional, `W/` tolerated).
-fn parse_if_match(value: Option<String>) -> Result<Option<u64>, ApiError> {
+pub fn parse_if_match(value: Option<String>) -> Result<Option<u64>, ApiError> {
     let Some(raw) = value else { return Ok(None) };
     let trimmed = raw.trim().trim_start_matches("W/").trim_matches('"');
     trimmed.parse::<u64>().map(Some).map_err(|_| {
@@ -433,9 +443,18 @@ impl CamerasApi {
     async fn create(
         &self,
         app: Data<&App>,
-        auth: AdminKey,
+        auth: Auth,
         body: JsonBody<CameraCreate>,
     ) -> Result<CreatedCamera, ApiError> {
+        let principal = auth.require("create_camera")?;
+        if principal.is_camera_restricted() {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "FORBIDDEN",
+                "a key restricted to some cameras cannot register cameras",
+                json!({}),
+            ));
+        }
         let body = body.0;
         let id = body.id.unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
         let command = CameraCommand::Register(RegisterCamera {
@@ -449,7 +468,7 @@ impl CamerasApi {
             prompt: body.prompt.unwrap_or_default(),
             zones: zones_from(body.zones.unwrap_or_default()),
         });
-        let meta = request_meta(&auth);
+        let meta = request_meta(principal);
         let done = app
             .handler()
             .execute::<CameraAggregate>(&id, command, &meta, None)
@@ -486,13 +505,14 @@ impl CamerasApi {
     async fn list(
         &self,
         app: Data<&App>,
-        _auth: AdminKey,
+        auth: Auth,
         limit: Query<Option<u32>>,
         cursor: Query<Option<String>>,
         status: Query<Option<String>>,
         enabled: Query<Option<bool>>,
         min_position: Query<Option<u64>>,
     ) -> Result<CameraList, ApiError> {
+        let principal = auth.require("list_cameras")?;
         let limit = limit.0.unwrap_or(50);
         if !(1..=500).contains(&limit) {
             return Err(ApiError::validation("limit", "must be between 1 and 500"));
@@ -506,11 +526,15 @@ impl CamerasApi {
             ));
         }
         let position = read_position(&app, min_position.0).await?;
+        let only_ids = principal
+            .is_camera_restricted()
+            .then(|| principal.camera_ids.clone());
         let query = CameraQuery {
             status: status.0,
             enabled: enabled.0,
             cursor: cursor.0,
             limit,
+            only_ids,
         };
         let (rows, next_cursor) = list_cameras(app.pool(), &query)
             .await
@@ -527,10 +551,12 @@ impl CamerasApi {
     async fn get(
         &self,
         app: Data<&App>,
-        _auth: AdminKey,
+        auth: Auth,
         id: Path<String>,
         min_position: Query<Option<u64>>,
     ) -> Result<CameraResponse, ApiError> {
+        let principal = auth.require("get_camera")?;
+        visible_to(principal, &id.0)?;
         let position = read_position(&app, min_position.0).await?;
         let row = get_camera(app.pool(), &id.0)
             .await
@@ -557,11 +583,13 @@ impl CamerasApi {
     async fn update(
         &self,
         app: Data<&App>,
-        auth: AdminKey,
+        auth: Auth,
         id: Path<String>,
         #[oai(name = "If-Match")] if_match: Header<Option<String>>,
         body: JsonBody<CameraPatchBody>,
     ) -> Result<CameraResponse, ApiError> {
+        let principal = auth.require("update_camera")?;
+        visible_to(principal, &id.0)?;
         let expected = parse_if_match(if_match.0)?;
         let body = body.0;
         let patch = CameraPatch {
@@ -578,7 +606,7 @@ impl CamerasApi {
             .execute::<CameraAggregate>(
                 &id.0,
                 CameraCommand::Update(patch),
-                &request_meta(&auth),
+                &request_meta(principal),
                 expected,
             )
             .await
@@ -611,17 +639,19 @@ impl CamerasApi {
     async fn delete(
         &self,
         app: Data<&App>,
-        auth: AdminKey,
+        auth: Auth,
         id: Path<String>,
         #[oai(name = "If-Match")] if_match: Header<Option<String>>,
     ) -> Result<Removed, ApiError> {
+        let principal = auth.require("delete_camera")?;
+        visible_to(principal, &id.0)?;
         let expected = parse_if_match(if_match.0)?;
         let done = app
             .handler()
             .execute::<CameraAggregate>(
                 &id.0,
                 CameraCommand::Remove,
-                &request_meta(&auth),
+                &request_meta(principal),
                 expected,
             )
             .await
@@ -634,12 +664,24 @@ impl CamerasApi {
 }
 
 /// Event metadata for a request: its id as correlation id, the key as actor.
-pub fn request_meta(auth: &AdminKey) -> EventMeta {
+pub fn request_meta(principal: &Principal) -> EventMeta {
     let correlation_id = uuid::Uuid::parse_str(&super::error::current_request_id())
         .unwrap_or_else(|_| uuid::Uuid::now_v7());
     EventMeta {
         correlation_id,
         causation_id: None,
-        actor: auth.0.actor.clone(),
+        actor: principal.actor.clone(),
+    }
+}
+
+/// A camera-restricted key sees other cameras as missing (404), not as forbidden.
+fn visible_to(principal: &Principal, id: &str) -> Result<(), ApiError> {
+    if principal.may_access_camera(id) {
+        Ok(())
+    } else {
+        Err(ApiError::not_found(
+            "CAMERA_NOT_FOUND",
+            format!("camera `{id}` does not exist"),
+        ))
     }
 }

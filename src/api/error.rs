@@ -60,6 +60,9 @@ pub enum ApiError {
     /// The request conflicts with the current state (e.g. the id is taken).
     #[oai(status = 409)]
     Conflict(Json<ErrorBody>),
+    /// The request took longer than the server allows (slow upload or slow client).
+    #[oai(status = 408)]
+    RequestTimeout(Json<ErrorBody>),
     /// `If-Match` names a version that is not the current one.
     #[oai(status = 412)]
     PreconditionFailed(Json<ErrorBody>),
@@ -72,6 +75,9 @@ pub enum ApiError {
     /// A field's value is not acceptable; `details.field` names it.
     #[oai(status = 422)]
     Unprocessable(Json<ErrorBody>),
+    /// Over the key's rate limit, or too many failed authentications; see `Retry-After`.
+    #[oai(status = 429)]
+    TooManyRequests(Json<ErrorBody>),
     /// The server failed.
     #[oai(status = 500)]
     Internal(Json<ErrorBody>),
@@ -96,11 +102,13 @@ impl ApiError {
             401 => Self::Unauthorized(body),
             403 => Self::Forbidden(body),
             404 => Self::NotFound(body),
+            408 => Self::RequestTimeout(body),
             409 => Self::Conflict(body),
             412 => Self::PreconditionFailed(body),
             413 => Self::PayloadTooLarge(body),
             415 => Self::UnsupportedMediaType(body),
             422 => Self::Unprocessable(body),
+            429 => Self::TooManyRequests(body),
             503 => Self::Unavailable(body),
             _ => Self::Internal(body),
         }
@@ -161,6 +169,7 @@ fn code_for_status(status: StatusCode) -> &'static str {
         403 => "FORBIDDEN",
         404 => "NOT_FOUND",
         405 => "METHOD_NOT_ALLOWED",
+        408 => "REQUEST_TIMEOUT",
         409 => "CONFLICT",
         412 => "PRECONDITION_FAILED",
         413 => "PAYLOAD_TOO_LARGE",
@@ -173,7 +182,8 @@ fn code_for_status(status: StatusCode) -> &'static str {
     }
 }
 
-fn shaped(
+/// The documented error body as a response.
+pub fn shaped(
     status: StatusCode,
     code: &str,
     message: String,
@@ -219,7 +229,7 @@ pub fn error_to_response(err: poem::Error, request_id: &str) -> Response {
         return shaped(
             StatusCode::UNAUTHORIZED,
             "UNAUTHORIZED",
-            "a valid X-API-Key header is required".into(),
+            "a key is required: send X-API-Key or Authorization: Bearer".into(),
             json!({}),
             request_id,
         );

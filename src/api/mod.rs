@@ -1,100 +1,167 @@
 //! The HTTP edge: poem + poem-openapi.
 //!
-//! Every response carries `X-Request-Id`; every 4xx/5xx has the body of [`error::ErrorBody`].
-//! `/openapi.json` is the OpenAPI 3 document, `/docs` Swagger UI, `/redoc` ReDoc.
+//! Every response carries `X-Request-Id` and security headers; every 4xx/5xx has the body of
+//! [`error::ErrorBody`]; authenticated responses carry `X-RateLimit-*`. `/openapi.json` is the
+//! OpenAPI 3 document (each operation's scope as `x-vigil-scope`), `/docs` Swagger UI,
+//! `/redoc` ReDoc.
 
+pub mod api_keys;
 pub mod audit;
+pub mod auth;
 pub mod body;
 pub mod cameras;
 pub mod error;
 pub mod system;
 
-use std::time::Instant;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use poem::http::HeaderValue;
+use poem::http::{HeaderName, HeaderValue, StatusCode};
 use poem::middleware::Cors;
-use poem::{Endpoint, EndpointExt, IntoEndpoint, IntoResponse, Request, Response, Route};
-use poem_openapi::auth::ApiKey;
-use poem_openapi::{OpenApiService, SecurityScheme, Tags};
+use poem::{Endpoint, EndpointExt, IntoEndpoint, IntoResponse, Request, Response, Route, handler};
+use poem_openapi::{OpenApiService, Tags};
+use serde_json::{Value, json};
 use tracing::Instrument;
 
+use crate::access::route_label;
 use crate::app::App;
+use auth::{ACCESS, RequestAccess};
 use body::BodyLimit;
-use error::{REQUEST_ID, error_to_response, normalize_response};
+use error::{REQUEST_ID, error_to_response, normalize_response, shaped};
 
 /// Groups of endpoints in the OpenAPI document.
 #[derive(Tags)]
 pub enum ApiTags {
     /// The camera registry.
     Cameras,
+    /// API keys: scopes, limits, usage.
+    ApiKeys,
     /// Stored events with their envelopes, for auditors.
     Audit,
     /// Health, projections and node status.
     System,
 }
 
-/// Who made a request.
-#[derive(Debug, Clone)]
-pub struct Principal {
-    /// The actor recorded on events this request causes.
-    pub actor: String,
-}
-
-/// `X-API-Key` header authentication.
-#[derive(SecurityScheme)]
-#[oai(
-    ty = "api_key",
-    key_name = "X-API-Key",
-    key_in = "header",
-    checker = "check_api_key"
-)]
-pub struct AdminKey(pub Principal);
-
-async fn check_api_key(req: &Request, key: ApiKey) -> Option<Principal> {
-    let app = req.data::<App>()?;
-    app.verify_key(&key.key).then(|| Principal {
-        actor: "key:admin".into(),
-    })
-}
+type Apis = (
+    cameras::CamerasApi,
+    api_keys::ApiKeysApi,
+    audit::AuditApi,
+    system::SystemApi,
+);
 
 /// The OpenAPI service with every endpoint.
-pub fn openapi_service()
--> OpenApiService<(cameras::CamerasApi, audit::AuditApi, system::SystemApi), ()> {
+pub fn openapi_service() -> OpenApiService<Apis, ()> {
     OpenApiService::new(
-        (cameras::CamerasApi, audit::AuditApi, system::SystemApi),
+        (
+            cameras::CamerasApi,
+            api_keys::ApiKeysApi,
+            audit::AuditApi,
+            system::SystemApi,
+        ),
         "Vigil",
         env!("CARGO_PKG_VERSION"),
     )
     .description(
         "Self-hosted backend for AI video surveillance. Every request except health, metrics \
-         and the documents needs an `X-API-Key` header. Every error has the body \
-         `{\"error\": {\"code\", \"message\", \"details\"}, \"request_id\"}`.",
+         and the documents needs a key, as `X-API-Key` or `Authorization: Bearer`; each \
+         operation needs the scope in its `x-vigil-scope`. Every error has the body \
+         `{\"error\": {\"code\", \"message\", \"details\"}, \"request_id\"}`. Authenticated \
+         responses carry `X-RateLimit-Limit`, `X-RateLimit-Remaining` and `X-RateLimit-Reset`.",
     )
 }
 
-/// The OpenAPI document as JSON.
+/// The OpenAPI document as JSON, with each operation's scope as `x-vigil-scope`.
 pub fn openapi_json() -> String {
-    openapi_service().spec()
+    let mut doc: Value =
+        serde_json::from_str(&openapi_service().spec()).expect("poem-openapi writes JSON");
+    if let Some(paths) = doc.get_mut("paths").and_then(Value::as_object_mut) {
+        for operation in paths
+            .values_mut()
+            .filter_map(Value::as_object_mut)
+            .flat_map(|p| p.values_mut())
+        {
+            let Some(op) = operation.as_object_mut() else {
+                continue;
+            };
+            let scope = op
+                .get("operationId")
+                .and_then(Value::as_str)
+                .and_then(auth::scope_of);
+            if let Some(scope) = scope {
+                op.insert("x-vigil-scope".into(), json!(scope));
+                let text = format!("Requires the scope `{scope}` (or `admin`).");
+                let description = match op.get("description").and_then(Value::as_str) {
+                    Some(d) => format!("{d}\n\n{text}"),
+                    None => text,
+                };
+                op.insert("description".into(), json!(description));
+            }
+        }
+    }
+    serde_json::to_string_pretty(&doc).expect("JSON serialises")
+}
+
+#[handler]
+fn openapi_document() -> Response {
+    Response::builder()
+        .content_type("application/json; charset=utf-8")
+        .body(openapi_json())
+}
+
+/// Operation ids that must appear in [`OPERATION_SCOPES`]: every operation with a security
+/// requirement in the document.
+pub fn secured_operations() -> Vec<String> {
+    let doc: Value =
+        serde_json::from_str(&openapi_service().spec()).expect("poem-openapi writes JSON");
+    let mut ids = Vec::new();
+    if let Some(paths) = doc.get("paths").and_then(Value::as_object) {
+        for op in paths
+            .values()
+            .filter_map(Value::as_object)
+            .flat_map(|p| p.values())
+        {
+            if op.get("security").is_some()
+                && let Some(id) = op.get("operationId").and_then(Value::as_str)
+            {
+                ids.push(id.to_string());
+            }
+        }
+    }
+    ids
 }
 
 /// The whole HTTP application for `app`.
 pub fn routes(app: App) -> impl Endpoint {
     let service = openapi_service();
-    let spec = service.spec_endpoint();
     let swagger = service.swagger_ui();
     let redoc = service.redoc();
     let limit = BodyLimit(app.config().max_body_bytes);
-    Route::new()
-        .at("/openapi.json", spec)
+    let origins = app.config().cors_allowed_origins.clone();
+    let route = Route::new()
+        .at("/openapi.json", openapi_document)
         .nest("/docs", swagger)
         .nest("/redoc", redoc)
         .at("/metrics", poem::get(system::metrics))
-        .nest("/", service)
-        .with(Cors::new())
-        .around(request_middleware)
-        .data(limit)
-        .data(app)
+        .nest("/", service);
+    // CORS is closed unless origins are configured: no CORS headers at all.
+    let route = if origins.is_empty() {
+        route.boxed()
+    } else {
+        route
+            .with(Cors::new().allow_origins(origins).expose_headers(EXPOSED))
+            .boxed()
+    };
+    route.around(request_middleware).data(limit).data(app)
 }
+
+const EXPOSED: [&str; 6] = [
+    "x-request-id",
+    "x-vigil-position",
+    "x-ratelimit-limit",
+    "x-ratelimit-remaining",
+    "x-ratelimit-reset",
+    "etag",
+];
 
 fn request_id_of(req: &Request) -> String {
     req.header("x-request-id")
@@ -103,33 +170,85 @@ fn request_id_of(req: &Request) -> String {
         .unwrap_or_else(|| uuid::Uuid::now_v7().to_string())
 }
 
-/// Request id, span, error shaping, access log and metrics for every request.
-async fn request_middleware<E: Endpoint>(
-    ep: std::sync::Arc<E>,
-    req: Request,
-) -> poem::Result<Response> {
+fn set(resp: &mut Response, name: &'static str, value: &str) {
+    if let Ok(value) = HeaderValue::from_str(value) {
+        resp.headers_mut()
+            .insert(HeaderName::from_static(name), value);
+    }
+}
+
+/// Request id, span, time limit, error shaping, rate-limit and security headers, usage,
+/// access log and metrics for every request.
+async fn request_middleware<E: Endpoint>(ep: Arc<E>, req: Request) -> poem::Result<Response> {
     let request_id = request_id_of(&req);
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let app = req.data::<App>().cloned();
+    let timeout = app.as_ref().map_or(Duration::from_secs(30), |a| {
+        Duration::from_secs(a.config().request_timeout_secs)
+    });
     let span = tracing::info_span!("request", %request_id, %method, %path);
     let started = Instant::now();
+    let access = Arc::new(RequestAccess::default());
     let id = request_id.clone();
+    let served = async move {
+        match tokio::time::timeout(timeout, ep.call(req)).await {
+            Ok(Ok(resp)) => normalize_response(resp.into_response(), &id),
+            Ok(Err(err)) => error_to_response(err, &id),
+            Err(_) => shaped(
+                StatusCode::REQUEST_TIMEOUT,
+                "REQUEST_TIMEOUT",
+                format!("the request took longer than {} s", timeout.as_secs()),
+                json!({}),
+                &id,
+            ),
+        }
+    };
     let mut resp = REQUEST_ID
-        .scope(request_id.clone(), async move {
-            match ep.call(req).await {
-                Ok(resp) => normalize_response(resp.into_response(), &id),
-                Err(err) => error_to_response(err, &id),
-            }
-        })
+        .scope(request_id.clone(), ACCESS.scope(access.clone(), served))
         .instrument(span.clone())
         .await;
-    if let Ok(value) = HeaderValue::from_str(&request_id) {
-        resp.headers_mut().insert("x-request-id", value);
+    set(&mut resp, "x-request-id", &request_id);
+    if matches!(
+        resp.status(),
+        StatusCode::PAYLOAD_TOO_LARGE | StatusCode::REQUEST_TIMEOUT
+    ) {
+        // The body was not read to its end: the connection cannot carry another request.
+        set(&mut resp, "connection", "close");
+    }
+    set(&mut resp, "x-content-type-options", "nosniff");
+    set(&mut resp, "x-frame-options", "DENY");
+    set(&mut resp, "referrer-policy", "no-referrer");
+    if path.starts_with("/api/") {
+        set(&mut resp, "cache-control", "no-store");
+        set(
+            &mut resp,
+            "content-security-policy",
+            "default-src 'none'; frame-ancestors 'none'",
+        );
+    }
+    let rate = *access.rate.lock().expect("access lock");
+    if let Some(rate) = rate {
+        if rate.limit > 0 {
+            set(&mut resp, "x-ratelimit-limit", &rate.limit.to_string());
+            set(
+                &mut resp,
+                "x-ratelimit-remaining",
+                &rate.remaining.to_string(),
+            );
+            set(&mut resp, "x-ratelimit-reset", &rate.reset_secs.to_string());
+        }
+        if let Some(wait) = rate.retry_after_secs {
+            set(&mut resp, "retry-after", &wait.to_string());
+        }
     }
     let status = resp.status().as_u16();
-    if let Some(app) = app {
+    if let Some(app) = &app {
         app.metrics().record(status);
+        if let Some(key_id) = access.key_id.lock().expect("access lock").as_deref() {
+            app.usage()
+                .record(key_id, &route_label(method.as_str(), &path), status == 429);
+        }
     }
     span.in_scope(|| {
         tracing::info!(
@@ -141,7 +260,7 @@ async fn request_middleware<E: Endpoint>(
     Ok(resp)
 }
 
-/// Serves `app` on its configured address until `shutdown` resolves.
+/// Serves `app` on `listener` until `shutdown` resolves.
 pub async fn serve(
     app: App,
     listener: tokio::net::TcpListener,
@@ -150,6 +269,67 @@ pub async fn serve(
     let std_listener = listener.into_std()?;
     let acceptor = poem::listener::TcpAcceptor::from_std(std_listener)?;
     poem::Server::new_with_acceptor(acceptor)
-        .run_with_graceful_shutdown(routes(app).into_endpoint(), shutdown, None)
+        .idle_timeout(Duration::from_secs(60))
+        .run_with_graceful_shutdown(
+            routes(app).into_endpoint(),
+            shutdown,
+            Some(Duration::from_secs(10)),
+        )
         .await
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_secured_operation_declares_a_scope() {
+        let secured = super::secured_operations();
+        assert!(secured.len() >= 10, "{secured:?}");
+        for op in &secured {
+            assert!(
+                super::auth::scope_of(op).is_some(),
+                "operation `{op}` has no scope in OPERATION_SCOPES"
+            );
+        }
+        for (op, scope) in super::auth::OPERATION_SCOPES {
+            assert!(
+                secured.iter().any(|s| s == op),
+                "OPERATION_SCOPES names `{op}`, which is not a secured operation"
+            );
+            assert!(
+                vigil_actors::apikey::SCOPES.contains(scope),
+                "`{scope}` is not a scope"
+            );
+        }
+    }
+
+    #[test]
+    fn requests_map_to_the_scope_of_their_route() {
+        use super::auth::required_scope;
+        assert_eq!(
+            required_scope("POST", "/api/v1/cameras"),
+            Some("write:cameras")
+        );
+        assert_eq!(
+            required_scope("POST", "/api/v1/cameras/"),
+            Some("write:cameras")
+        );
+        assert_eq!(
+            required_scope("GET", "/api/v1/cameras/lobby"),
+            Some("read:cameras")
+        );
+        assert_eq!(
+            required_scope("DELETE", "/api/v1/cameras/lobby"),
+            Some("write:cameras")
+        );
+        assert_eq!(
+            required_scope("GET", "/api/v1/api-keys/k/usage"),
+            Some("admin")
+        );
+        assert_eq!(
+            required_scope("GET", "/api/v1/audit/events"),
+            Some("read:audit")
+        );
+        assert_eq!(required_scope("GET", "/health/live"), None);
+        assert_eq!(required_scope("PUT", "/api/v1/cameras/lobby"), None);
+    }
 }

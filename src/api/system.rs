@@ -8,8 +8,9 @@ use poem::web::Data;
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object, OpenApi};
 
+use super::ApiTags;
+use super::auth::Auth;
 use super::error::ApiError;
-use super::{AdminKey, ApiTags};
 use crate::app::App;
 
 /// One projection's progress.
@@ -121,8 +122,9 @@ impl SystemApi {
     async fn projections(
         &self,
         app: Data<&App>,
-        _auth: AdminKey,
+        auth: Auth,
     ) -> Result<Json<Vec<ProjectionDto>>, ApiError> {
+        auth.require("list_projections")?;
         Ok(Json(projections(&app).await?))
     }
 }

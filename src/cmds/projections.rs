@@ -2,8 +2,7 @@
 
 use std::sync::Arc;
 
-use vigil_projections::cameras::CameraProjection;
-use vigil_projections::{Projection, ProjectionRunner};
+use vigil_projections::ProjectionRunner;
 use vigil_schemas::EventStore;
 
 use crate::config::Config;
@@ -15,21 +14,16 @@ pub enum Command {
     Status,
     /// Empty a read model and replay it from position 0.
     Rebuild {
-        /// The projection (`cameras`).
+        /// The projection (`cameras`, `api_keys`).
         name: String,
     },
-}
-
-/// Every projection this build has.
-pub fn all_projections() -> Vec<Arc<dyn Projection>> {
-    vec![Arc::new(CameraProjection)]
 }
 
 /// Runs a projection subcommand.
 pub async fn run(config: Config, command: Command) -> anyhow::Result<()> {
     let (pool, store) = super::open_store(&config).await?;
     let store: Arc<dyn EventStore> = store;
-    let runners: Vec<ProjectionRunner> = all_projections()
+    let runners: Vec<ProjectionRunner> = vigil_projections::all()
         .into_iter()
         .map(|p| ProjectionRunner::new(pool.clone(), store.clone(), p))
         .collect();

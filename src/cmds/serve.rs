@@ -14,12 +14,16 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             "\nGenerated the admin API key. It is shown only this once; only its hash is stored:\n\n    {key}\n\nSend it as the X-API-Key header. Set VIGIL_ADMIN_KEY to use a key of your own.\n"
         );
     }
-    let projections = app.spawn_projections();
+    let background = app.spawn_background();
     let listener = tokio::net::TcpListener::bind(listen).await?;
     tracing::info!(address = %listener.local_addr()?, backend = ?app.backend(), "vigil listening");
+    let app_for_flush = app.clone();
     api::serve(app, listener, shutdown_signal()).await?;
-    for task in projections {
+    for task in background {
         task.abort();
+    }
+    if let Err(err) = app_for_flush.flush_usage().await {
+        tracing::warn!(error = %err, "could not write the last API key usage counts");
     }
     tracing::info!("stopped");
     Ok(())

@@ -137,7 +137,7 @@ async fn camera_lifecycle(which: Which) {
     assert_eq!(events.len(), 2);
     assert_eq!(events[0]["event_type"], "camera.registered");
     assert_eq!(events[0]["correlation_id"], request_id.as_str());
-    assert_eq!(events[0]["actor"], "key:admin");
+    assert_eq!(events[0]["actor"], "key:config-admin");
     assert_eq!(events[1]["event_type"], "camera.updated");
     assert_eq!(
         events[1]["payload"],
@@ -608,6 +608,9 @@ async fn shell_docs_health_metrics_and_request_ids() {
         ("/api/v1/audit/streams/{stream}", &["get"]),
         ("/api/v1/audit/events", &["get"]),
         ("/api/v1/system/projections", &["get"]),
+        ("/api/v1/api-keys", &["get", "post"]),
+        ("/api/v1/api-keys/{id}", &["get", "patch", "delete"]),
+        ("/api/v1/api-keys/{id}/usage", &["get"]),
         ("/health/live", &["get"]),
         ("/health/ready", &["get"]),
     ];
@@ -620,8 +623,20 @@ async fn shell_docs_health_metrics_and_request_ids() {
         }
     }
     assert_eq!(
-        doc["components"]["securitySchemes"]["AdminKey"]["name"],
+        doc["components"]["securitySchemes"]["ApiKey"]["name"],
         "X-API-Key"
+    );
+    assert_eq!(
+        doc["components"]["securitySchemes"]["Bearer"]["scheme"],
+        "bearer"
+    );
+    assert_eq!(
+        doc["paths"]["/api/v1/cameras"]["post"]["x-vigil-scope"],
+        "write:cameras"
+    );
+    assert_eq!(
+        doc["paths"]["/api/v1/api-keys"]["post"]["x-vigil-scope"],
+        "admin"
     );
     assert!(doc["components"]["schemas"]["ErrorBody"].is_object());
 
@@ -708,8 +723,8 @@ async fn shell_docs_health_metrics_and_request_ids() {
     db.cleanup().await;
 }
 
-/// With no key configured, the first start generates one; only its hash is stored, and a
-/// restart accepts the same key without printing a new one.
+/// With no key configured, the first start generates one; only its keyed hash is stored, and
+/// a restart accepts the same key without printing a new one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn admin_key_is_generated_once_and_only_its_hash_is_stored() {
     let db = TestDb::new(Which::Sqlite).await;
@@ -717,23 +732,36 @@ async fn admin_key_is_generated_once_and_only_its_hash_is_stored() {
     config.admin_key = String::new();
     let (app, generated) = vigil::app::App::open(config.clone()).await.unwrap();
     let key = generated.expect("a key is generated on first start");
-    assert!(key.starts_with("vgl_") && key.len() > 40);
-    assert!(app.verify_key(&key));
-    assert!(!app.verify_key("vgl_wrong"));
+    assert!(key.starts_with("vgl_bootstrap_") && key.len() > 60, "{key}");
+    let principal = app
+        .resolve_key(&key)
+        .await
+        .unwrap()
+        .expect("the generated key works");
+    assert_eq!(principal.scopes, vec!["admin".to_string()]);
+    assert!(
+        app.resolve_key("vgl_bootstrap_wrong")
+            .await
+            .unwrap()
+            .is_err()
+    );
     let stored = app.store().read_all(0, 10).await.unwrap();
     assert_eq!(stored.len(), 1);
     assert_eq!(stored[0].event_type, "apikey.issued");
     let text = stored[0].payload.to_string();
-    assert!(!text.contains(&key[4..]), "the secret itself is not stored");
-    assert!(text.contains(&hex_sha256(&key)));
+    let secret = key.rsplit('_').next().unwrap();
+    assert!(!text.contains(secret), "the secret itself is not stored");
+    assert!(text.contains(&app.hash_secret(secret)));
+    assert!(
+        config.data_dir.join("key_pepper").exists(),
+        "a pepper was generated"
+    );
     drop(app);
     let (again, generated) = vigil::app::App::open(config).await.unwrap();
     assert!(generated.is_none(), "no second key");
-    assert!(again.verify_key(&key));
+    assert!(
+        again.resolve_key(&key).await.unwrap().is_ok(),
+        "same pepper, same key"
+    );
     db.cleanup().await;
-}
-
-fn hex_sha256(text: &str) -> String {
-    use sha2::Digest;
-    hex::encode(sha2::Sha256::digest(text.as_bytes()))
 }

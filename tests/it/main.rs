@@ -4,6 +4,7 @@
 //! `postgres://postgres@127.0.0.1:5432/test`) and fail with a clear message when it is down;
 //! `scripts/test` starts it.
 
+mod access;
 mod api;
 mod cli;
 mod durability;

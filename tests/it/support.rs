@@ -22,7 +22,8 @@ pub enum Which {
 /// A database that lives as long as the test: a temp folder or a scratch PostgreSQL database.
 pub struct TestDb {
     pub url: String,
-    _dir: Option<TempDir>,
+    /// Holds the SQLite file (when SQLite) and the data folder (key pepper) of test servers.
+    pub dir: TempDir,
     scratch: Option<ScratchDb>,
 }
 
@@ -34,7 +35,7 @@ impl TestDb {
                 let url = format!("sqlite://{}", dir.path().join("vigil.db").display());
                 Self {
                     url,
-                    _dir: Some(dir),
+                    dir,
                     scratch: None,
                 }
             }
@@ -42,9 +43,10 @@ impl TestDb {
                 let scratch = ScratchDb::create(&admin_url(), "test")
                     .await
                     .unwrap_or_else(|e| panic!("PostgreSQL is required for this test: {e}"));
+                let dir = tempfile::tempdir().expect("temp dir");
                 Self {
                     url: scratch.url.clone(),
-                    _dir: None,
+                    dir,
                     scratch: Some(scratch),
                 }
             }
@@ -65,6 +67,7 @@ impl TestDb {
     pub fn config(&self) -> Config {
         Config {
             database_url: self.url.clone(),
+            data_dir: self.dir.path().join("data"),
             admin_key: KEY.into(),
             poll_interval_ms: 50,
             ..Config::default()
@@ -91,7 +94,7 @@ pub struct TestServer {
 impl TestServer {
     pub async fn start(config: Config) -> Self {
         let (app, _) = App::open(config).await.expect("app opens");
-        let tasks = app.spawn_projections();
+        let tasks = app.spawn_background();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");

@@ -1,0 +1,288 @@
+//! Authentication and authorisation of requests.
+//!
+//! A key arrives as `X-API-Key: …` or `Authorization: Bearer …`. It is checked against the
+//! configured admin key and the key streams of the event store, then counted against the key's
+//! per-minute limit for the route's tier. Each operation needs one scope, declared in
+//! [`OPERATION_SCOPES`]; the OpenAPI document shows it as `x-vigil-scope`, and handlers enforce
+//! it through [`Auth::require`] from the same table.
+
+use std::sync::{Arc, Mutex};
+
+use poem::Request;
+use poem::http::StatusCode;
+use poem_openapi::registry::Registry;
+use poem_openapi::{ApiExtractor, ApiExtractorType, ExtractParamOptions, SecurityScheme};
+use serde_json::json;
+
+use super::error::ApiError;
+use crate::access::{RateState, Tier};
+use crate::app::{App, KeyRefusal, Principal};
+
+/// The scope each secured operation needs, by operation id.
+pub const OPERATION_SCOPES: &[(&str, &str)] = &[
+    ("create_camera", "write:cameras"),
+    ("list_cameras", "read:cameras"),
+    ("get_camera", "read:cameras"),
+    ("update_camera", "write:cameras"),
+    ("delete_camera", "write:cameras"),
+    ("audit_stream", "read:audit"),
+    ("audit_events", "read:audit"),
+    ("list_projections", "admin"),
+    ("create_api_key", "admin"),
+    ("list_api_keys", "admin"),
+    ("get_api_key", "admin"),
+    ("update_api_key", "admin"),
+    ("delete_api_key", "admin"),
+    ("api_key_usage", "admin"),
+];
+
+/// One secured route of the OpenAPI document: method, path template segments, scope.
+struct SecuredRoute {
+    method: String,
+    segments: Vec<String>,
+    scope: &'static str,
+}
+
+/// The secured routes, read once from the OpenAPI document, so that the scope check runs in
+/// the extractor (before the body is read) from the same table the document shows.
+fn secured_routes() -> &'static [SecuredRoute] {
+    static ROUTES: std::sync::OnceLock<Vec<SecuredRoute>> = std::sync::OnceLock::new();
+    ROUTES.get_or_init(|| {
+        let doc: serde_json::Value = serde_json::from_str(&super::openapi_service().spec())
+            .expect("poem-openapi writes JSON");
+        let mut routes = Vec::new();
+        for (path, item) in doc["paths"].as_object().into_iter().flatten() {
+            for (method, op) in item.as_object().into_iter().flatten() {
+                if let Some(scope) = op["operationId"].as_str().and_then(scope_of) {
+                    routes.push(SecuredRoute {
+                        method: method.to_uppercase(),
+                        segments: path
+                            .split('/')
+                            .filter(|s| !s.is_empty())
+                            .map(String::from)
+                            .collect(),
+                        scope,
+                    });
+                }
+            }
+        }
+        routes
+    })
+}
+
+/// The scope a request needs, from its method and path.
+pub fn required_scope(method: &str, path: &str) -> Option<&'static str> {
+    let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    secured_routes()
+        .iter()
+        .find(|route| {
+            route.method == method
+                && route.segments.len() == segments.len()
+                && route
+                    .segments
+                    .iter()
+                    .zip(&segments)
+                    .all(|(t, s)| t.starts_with('{') || t == s)
+        })
+        .map(|route| route.scope)
+}
+
+fn forbidden(scope: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::FORBIDDEN,
+        "FORBIDDEN",
+        format!("this key lacks the scope `{scope}`"),
+        json!({"required_scope": scope}),
+    )
+}
+
+/// The scope operation `operation_id` needs.
+pub fn scope_of(operation_id: &str) -> Option<&'static str> {
+    OPERATION_SCOPES
+        .iter()
+        .find(|(op, _)| *op == operation_id)
+        .map(|(_, scope)| *scope)
+}
+
+/// What authentication learned about the current request, for the response middleware.
+#[derive(Debug, Default)]
+pub struct RequestAccess {
+    /// The key that made the request.
+    pub key_id: Mutex<Option<String>>,
+    /// Its rate-limit state for this request.
+    pub rate: Mutex<Option<RateState>>,
+}
+
+tokio::task_local! {
+    /// Access facts of the request being served, set by the request middleware.
+    pub static ACCESS: Arc<RequestAccess>;
+}
+
+/// `X-API-Key` header (documentation of the scheme).
+#[derive(SecurityScheme)]
+#[oai(
+    rename = "ApiKey",
+    ty = "api_key",
+    key_name = "X-API-Key",
+    key_in = "header"
+)]
+#[allow(dead_code)]
+struct ApiKeyScheme(poem_openapi::auth::ApiKey);
+
+/// `Authorization: Bearer` header (documentation of the scheme).
+#[derive(SecurityScheme)]
+#[oai(rename = "Bearer", ty = "bearer")]
+#[allow(dead_code)]
+struct BearerScheme(poem_openapi::auth::Bearer);
+
+/// An authenticated, rate-limited request.
+#[derive(Debug, Clone)]
+pub struct Auth(pub Principal);
+
+impl Auth {
+    /// The principal, if it holds the scope `operation_id` needs; 403 otherwise.
+    pub fn require(&self, operation_id: &str) -> Result<&Principal, ApiError> {
+        let scope = scope_of(operation_id).ok_or_else(|| {
+            ApiError::internal(format!("operation `{operation_id}` declares no scope"))
+        })?;
+        if self.0.has_scope(scope) {
+            Ok(&self.0)
+        } else {
+            Err(forbidden(scope))
+        }
+    }
+}
+
+fn presented_key(req: &Request) -> Option<&str> {
+    if let Some(key) = req.header("x-api-key") {
+        return Some(key.trim());
+    }
+    let value = req.header("authorization")?;
+    let (scheme, token) = value.trim().split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+fn too_many(code: &str, message: String, retry_after: u64) -> ApiError {
+    ApiError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        code,
+        message,
+        json!({"retry_after_secs": retry_after}),
+    )
+}
+
+fn remember(f: impl FnOnce(&RequestAccess)) {
+    let _ = ACCESS.try_with(|access| f(access));
+}
+
+/// Authenticates, rate-limits and authorises a request (scope from [`required_scope`]).
+pub async fn authenticate(req: &Request) -> Result<Principal, ApiError> {
+    let app = req
+        .data::<App>()
+        .ok_or_else(|| ApiError::internal("request without app data"))?;
+    let Some(presented) = presented_key(req).filter(|k| !k.is_empty()) else {
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "UNAUTHORIZED",
+            "a key is required: send X-API-Key or Authorization: Bearer",
+            json!({}),
+        ));
+    };
+    let ip = req.remote_addr().as_socket_addr().map(|a| a.ip());
+    if let Some(wait) = ip.and_then(|ip| app.failures().blocked(ip)) {
+        remember(|a| {
+            *a.rate.lock().expect("access lock") = Some(RateState {
+                limit: 0,
+                remaining: 0,
+                reset_secs: wait,
+                retry_after_secs: Some(wait),
+            })
+        });
+        return Err(too_many(
+            "TOO_MANY_FAILED_ATTEMPTS",
+            format!("too many failed authentications from this address; retry in {wait} s"),
+            wait,
+        ));
+    }
+    let principal = match app.resolve_key(presented).await? {
+        Ok(principal) => principal,
+        Err(refusal) => {
+            if let Some(wait) = ip.and_then(|ip| app.failures().failed(ip)) {
+                remember(|a| {
+                    *a.rate.lock().expect("access lock") = Some(RateState {
+                        limit: 0,
+                        remaining: 0,
+                        reset_secs: wait,
+                        retry_after_secs: Some(wait),
+                    })
+                });
+                return Err(too_many(
+                    "TOO_MANY_FAILED_ATTEMPTS",
+                    format!("too many failed authentications from this address; retry in {wait} s"),
+                    wait,
+                ));
+            }
+            let (code, message) = match refusal {
+                KeyRefusal::Invalid => ("UNAUTHORIZED", "the key is not valid"),
+                KeyRefusal::Disabled => ("KEY_DISABLED", "the key is disabled"),
+                KeyRefusal::Expired => ("KEY_EXPIRED", "the key has expired"),
+            };
+            return Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                code,
+                message,
+                json!({}),
+            ));
+        }
+    };
+    let tier = Tier::of(req.method().as_str(), req.uri().path());
+    let state = app.limiters().check(
+        &principal.key_id,
+        tier,
+        tier.limit_in(&principal.rate_limits),
+    );
+    remember(|a| {
+        *a.key_id.lock().expect("access lock") = Some(principal.key_id.clone());
+        *a.rate.lock().expect("access lock") = Some(state);
+    });
+    if let Some(wait) = state.retry_after_secs {
+        return Err(too_many(
+            "RATE_LIMITED",
+            format!(
+                "rate limit of {} requests per minute reached; retry in {wait} s",
+                state.limit
+            ),
+            wait,
+        ));
+    }
+    if let Some(scope) = required_scope(req.method().as_str(), req.uri().path())
+        && !principal.has_scope(scope)
+    {
+        return Err(forbidden(scope));
+    }
+    Ok(principal)
+}
+
+impl<'a> ApiExtractor<'a> for Auth {
+    const TYPES: &'static [ApiExtractorType] = &[ApiExtractorType::SecurityScheme];
+
+    type ParamType = ();
+    type ParamRawType = ();
+
+    fn register(registry: &mut Registry) {
+        <ApiKeyScheme as ApiExtractor>::register(registry);
+        <BearerScheme as ApiExtractor>::register(registry);
+    }
+
+    fn security_schemes() -> Vec<&'static str> {
+        vec!["ApiKey", "Bearer"]
+    }
+
+    async fn from_request(
+        req: &'a Request,
+        _body: &mut poem::RequestBody,
+        _param_opts: ExtractParamOptions<Self::ParamType>,
+    ) -> poem::Result<Self> {
+        Ok(Auth(authenticate(req).await?))
+    }
+}
