@@ -193,38 +193,41 @@ fn validate_name(name: &str) -> Result<(), CameraError> {
     Ok(())
 }
 
-/// Checks a source: `push`, or an `rtsp(s)://` or `http(s)://` URL with a host.
+/// Checks a source: `push`, or an `rtsp://`, `rtsps://`, `http://` or `https://` URL with a
+/// host, no whitespace or control characters, at most 2048 characters. This is the pattern the
+/// OpenAPI document publishes for the field.
 pub fn validate_source(source: &str) -> Result<(), CameraError> {
     if source == "push" {
         return Ok(());
     }
-    if source.len() > MAX_SOURCE_CHARS {
+    if source.chars().count() > MAX_SOURCE_CHARS {
         return Err(invalid(
             "source",
-            format!("must be at most {MAX_SOURCE_CHARS} bytes"),
+            format!("must be at most {MAX_SOURCE_CHARS} characters"),
         ));
     }
     let rest = ["rtsp://", "rtsps://", "http://", "https://"]
         .iter()
-        .find_map(|scheme| {
-            source
-                .get(..scheme.len())
-                .filter(|head| head.eq_ignore_ascii_case(scheme))
-                .map(|_| &source[scheme.len()..])
-        })
+        .find_map(|scheme| source.strip_prefix(scheme))
         .ok_or_else(|| {
             invalid(
                 "source",
                 "must be `push` or a rtsp://, rtsps://, http:// or https:// URL",
             )
         })?;
-    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
-    let host = authority.rsplit('@').next().unwrap_or_default();
-    if host.is_empty() || host.starts_with(':') {
-        return Err(invalid("source", "URL has no host"));
+    if source.chars().any(|c| c <= ' ' || c == '\u{7f}') {
+        return Err(invalid(
+            "source",
+            "URL must not contain whitespace or control characters",
+        ));
     }
-    if source.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err(invalid("source", "URL must not contain whitespace"));
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let host = match authority.split_once('@') {
+        Some((_, host)) => host,
+        None => authority,
+    };
+    if host.is_empty() || host.starts_with(':') || host.contains('@') {
+        return Err(invalid("source", "URL has no host"));
     }
     Ok(())
 }
@@ -618,9 +621,10 @@ mod tests {
         for ok in [
             "push",
             "rtsp://h/x",
-            "RTSP://user:pw@h:554/s",
+            "rtsp://user:pw@h:554/s",
             "http://h/mjpg",
             "https://h",
+            "http://h?x#y",
         ] {
             assert_eq!(validate_source(ok), Ok(()), "{ok}");
         }
@@ -631,6 +635,10 @@ mod tests {
             "http://",
             "http://:80/x",
             "rtsp://h /x",
+            "RTSP://h",
+            "http://a@b@c",
+            "http://u@/x",
+            "http://h/\u{1}",
         ] {
             assert!(validate_source(bad).is_err(), "{bad}");
         }

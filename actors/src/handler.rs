@@ -116,6 +116,9 @@ impl CommandHandler {
         let stream = A::stream(id);
         for _ in 0..MAX_ATTEMPTS {
             let (state, version) = self.load::<A>(id).await?;
+            // Decide first: a command that is invalid in itself is refused as such, whatever
+            // version the caller expected.
+            let events = A::decide(&state, command.clone()).map_err(CommandError::Domain)?;
             if let Some(expected) = if_version
                 && expected != version
             {
@@ -124,7 +127,6 @@ impl CommandHandler {
                     actual: version,
                 });
             }
-            let events = A::decide(&state, command.clone()).map_err(CommandError::Domain)?;
             if events.is_empty() {
                 return Ok(Executed {
                     state,

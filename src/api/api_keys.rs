@@ -6,7 +6,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use poem::http::StatusCode;
 use poem::web::Data;
-use poem_openapi::param::{Header, Path};
+use poem_openapi::param::{Header, Path, Query};
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object, OpenApi};
 use serde::Deserialize;
@@ -35,12 +35,16 @@ const WRITE_VISIBILITY_WAIT: Duration = Duration::from_secs(1);
 #[serde(deny_unknown_fields)]
 pub struct RateLimitsInput {
     /// Ordinary API calls.
+    #[oai(validator(minimum(value = "1"), maximum(value = "1000000")))]
     pub standard: Option<u32>,
     /// Frames, snapshots and media.
+    #[oai(validator(minimum(value = "1"), maximum(value = "1000000")))]
     pub media: Option<u32>,
     /// Searches.
+    #[oai(validator(minimum(value = "1"), maximum(value = "1000000")))]
     pub search: Option<u32>,
     /// Frame ingest.
+    #[oai(validator(minimum(value = "1"), maximum(value = "1000000")))]
     pub ingest: Option<u32>,
 }
 
@@ -57,6 +61,7 @@ impl RateLimitsInput {
 
 /// Requests per minute per tier.
 #[derive(Debug, Clone, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct RateLimitsDto {
     /// Ordinary API calls.
     pub standard: u32,
@@ -68,21 +73,90 @@ pub struct RateLimitsDto {
     pub ingest: u32,
 }
 
+/// What a key may do. `admin` implies every other scope.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, poem_openapi::Enum, Deserialize)]
+pub enum Scope {
+    /// Read cameras.
+    #[oai(rename = "read:cameras")]
+    #[serde(rename = "read:cameras")]
+    ReadCameras,
+    /// Register, change and remove cameras.
+    #[oai(rename = "write:cameras")]
+    #[serde(rename = "write:cameras")]
+    WriteCameras,
+    /// Read incidents.
+    #[oai(rename = "read:incidents")]
+    #[serde(rename = "read:incidents")]
+    ReadIncidents,
+    /// Change incidents.
+    #[oai(rename = "write:incidents")]
+    #[serde(rename = "write:incidents")]
+    WriteIncidents,
+    /// Read subjects.
+    #[oai(rename = "read:subjects")]
+    #[serde(rename = "read:subjects")]
+    ReadSubjects,
+    /// Enrol and change subjects.
+    #[oai(rename = "write:subjects")]
+    #[serde(rename = "write:subjects")]
+    WriteSubjects,
+    /// Read the audit log.
+    #[oai(rename = "read:audit")]
+    #[serde(rename = "read:audit")]
+    ReadAudit,
+    /// Search by face and time range.
+    #[oai(rename = "search")]
+    #[serde(rename = "search")]
+    Search,
+    /// Push frames.
+    #[oai(rename = "ingest")]
+    #[serde(rename = "ingest")]
+    Ingest,
+    /// Everything, key management included.
+    #[oai(rename = "admin")]
+    #[serde(rename = "admin")]
+    Admin,
+}
+
+impl Scope {
+    /// The scope's name as keys store it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ReadCameras => "read:cameras",
+            Self::WriteCameras => "write:cameras",
+            Self::ReadIncidents => "read:incidents",
+            Self::WriteIncidents => "write:incidents",
+            Self::ReadSubjects => "read:subjects",
+            Self::WriteSubjects => "write:subjects",
+            Self::ReadAudit => "read:audit",
+            Self::Search => "search",
+            Self::Ingest => "ingest",
+            Self::Admin => "admin",
+        }
+    }
+}
+
+fn scope_names(scopes: Vec<Scope>) -> Vec<String> {
+    scopes.into_iter().map(|s| s.as_str().to_string()).collect()
+}
+
 /// A key to issue.
 #[derive(Debug, Clone, Object, Deserialize)]
 #[oai(deny_unknown_fields)]
 #[serde(deny_unknown_fields)]
 pub struct ApiKeyCreate {
-    /// Human-readable name (1–100 characters).
+    /// Human-readable name (1–100 characters, not blank).
+    #[oai(validator(min_length = 1, max_length = 100, pattern = r"\S"))]
     pub name: String,
-    /// Scopes: `read:cameras`, `write:cameras`, `read:incidents`, `write:incidents`,
-    /// `read:subjects`, `write:subjects`, `read:audit`, `search`, `ingest`, `admin`.
-    pub scopes: Vec<String>,
+    /// Scopes, at least one, each once.
+    #[oai(validator(min_items = 1, unique_items))]
+    pub scopes: Vec<Scope>,
     /// Per-minute limits; absent tiers get the server's defaults.
     pub rate_limits: Option<RateLimitsInput>,
     /// When the key stops working (UTC, in the future).
     pub expires_at: Option<DateTime<Utc>>,
     /// Restrict the key to these cameras (absent or empty: every camera).
+    #[oai(validator(max_items = 1000, pattern = r"^[A-Za-z0-9_-]{1,64}$"))]
     pub camera_ids: Option<Vec<String>>,
 }
 
@@ -96,12 +170,15 @@ impl BodyLimits for ApiKeyCreate {
 #[serde(deny_unknown_fields)]
 pub struct ApiKeyPatchBody {
     /// New name.
+    #[oai(validator(min_length = 1, max_length = 100, pattern = r"\S"))]
     pub name: Option<String>,
     /// New scopes (replace the old ones).
-    pub scopes: Option<Vec<String>>,
+    #[oai(validator(min_items = 1, unique_items))]
+    pub scopes: Option<Vec<Scope>>,
     /// Limits to change.
     pub rate_limits: Option<RateLimitsInput>,
     /// New camera restriction (empty: every camera).
+    #[oai(validator(max_items = 1000, pattern = r"^[A-Za-z0-9_-]{1,64}$"))]
     pub camera_ids: Option<Vec<String>>,
     /// Enable or disable the key.
     pub enabled: Option<bool>,
@@ -113,6 +190,7 @@ impl BodyLimits for ApiKeyPatchBody {
 
 /// A key (never its secret or hash).
 #[derive(Debug, Clone, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct ApiKeyDto {
     /// Id (the part between `vgl_` and the second `_` of the key).
     pub id: String,
@@ -173,13 +251,15 @@ pub struct ApiKeyCreated {
 
 /// Every key.
 #[derive(Debug, Clone, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct ApiKeyList {
-    /// Keys in id order, revoked ones included.
+    /// Keys in id order.
     pub items: Vec<ApiKeyDto>,
 }
 
 /// Usage of one endpoint.
 #[derive(Debug, Clone, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct EndpointUsageDto {
     /// `METHOD /route` with ids as `{}`.
     pub endpoint: String,
@@ -193,6 +273,7 @@ pub struct EndpointUsageDto {
 
 /// Usage of a key, across every node.
 #[derive(Debug, Clone, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct UsageDto {
     /// The key.
     pub key_id: String,
@@ -301,6 +382,15 @@ async fn read_after(app: &App, id: &str, position: Option<u64>) -> Result<ApiKey
         .ok_or_else(|| not_found(id))
 }
 
+/// A key that exists and is not revoked (a revoked key reads as missing).
+async fn live_key(app: &App, id: &str) -> Result<ApiKeyRow, ApiError> {
+    get_api_key(app.pool(), id)
+        .await
+        .map_err(query_error)?
+        .filter(|k| !k.revoked)
+        .ok_or_else(|| not_found(id))
+}
+
 /// API key endpoints.
 pub struct ApiKeysApi;
 
@@ -323,7 +413,7 @@ impl ApiKeysApi {
         let issue = IssueApiKey {
             key_id: key_id.clone(),
             name: body.name,
-            scopes: body.scopes,
+            scopes: scope_names(body.scopes),
             key_hash: app.hash_secret(&secret),
             rate_limits: body
                 .rate_limits
@@ -354,13 +444,23 @@ impl ApiKeysApi {
         ))
     }
 
-    /// List keys (revoked ones included).
+    /// List keys; revoked ones too with `include_revoked=true`.
     #[oai(path = "/", method = "get", operation_id = "list_api_keys")]
-    async fn list(&self, app: Data<&App>, auth: Auth) -> Result<Json<ApiKeyList>, ApiError> {
+    async fn list(
+        &self,
+        app: Data<&App>,
+        auth: Auth,
+        include_revoked: Query<Option<bool>>,
+    ) -> Result<Json<ApiKeyList>, ApiError> {
         auth.require("list_api_keys")?;
+        let include_revoked = include_revoked.0.unwrap_or(false);
         let items = list_api_keys(app.pool()).await.map_err(query_error)?;
         Ok(Json(ApiKeyList {
-            items: items.into_iter().map(Into::into).collect(),
+            items: items
+                .into_iter()
+                .filter(|k| include_revoked || !k.revoked)
+                .map(Into::into)
+                .collect(),
         }))
     }
 
@@ -373,10 +473,7 @@ impl ApiKeysApi {
         id: Path<String>,
     ) -> Result<KeyResponse, ApiError> {
         auth.require("get_api_key")?;
-        let row = get_api_key(app.pool(), &id.0)
-            .await
-            .map_err(query_error)?
-            .ok_or_else(|| not_found(&id.0))?;
+        let row = live_key(&app, &id.0).await?;
         let version = row.version;
         Ok(KeyResponse::Ok(Json(row.into()), etag(version)))
     }
@@ -391,7 +488,8 @@ impl ApiKeysApi {
         app: Data<&App>,
         auth: Auth,
         id: Path<String>,
-        #[oai(name = "If-Match")] if_match: Header<Option<String>>,
+        #[oai(name = "If-Match", validator(pattern = r#"^(W/)?"?[0-9]{1,19}"?$"#))]
+        if_match: Header<Option<String>>,
         body: JsonBody<ApiKeyPatchBody>,
     ) -> Result<KeyResponse, ApiError> {
         let principal = auth.require("update_api_key")?;
@@ -408,7 +506,7 @@ impl ApiKeysApi {
             .map_or(app.config().default_rate_limits, |k| k.rate_limits);
         let patch = ApiKeyPatch {
             name: body.name,
-            scopes: body.scopes,
+            scopes: body.scopes.map(scope_names),
             rate_limits: body.rate_limits.map(|r| r.apply(current)),
             camera_ids: body.camera_ids,
             enabled: body.enabled,
@@ -459,13 +557,8 @@ impl ApiKeysApi {
         id: Path<String>,
     ) -> Result<Json<UsageDto>, ApiError> {
         auth.require("api_key_usage")?;
-        let known = id.0 == crate::app::CONFIG_KEY_ID
-            || get_api_key(app.pool(), &id.0)
-                .await
-                .map_err(query_error)?
-                .is_some();
-        if !known {
-            return Err(not_found(&id.0));
+        if id.0 != crate::app::CONFIG_KEY_ID {
+            live_key(&app, &id.0).await?;
         }
         let mut merged: BTreeMap<String, EndpointUsage> = BTreeMap::new();
         let stored = key_usage(app.pool(), &id.0).await.map_err(query_error)?;

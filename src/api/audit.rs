@@ -19,6 +19,7 @@ pub const MAX_PAGE: u32 = 1000;
 
 /// A stored event and its envelope.
 #[derive(Debug, Clone, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct EventDto {
     /// Unique id (UUID v7).
     pub event_id: String,
@@ -65,8 +66,19 @@ impl From<RecordedEvent> for EventDto {
     }
 }
 
+/// Which way to read a stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, poem_openapi::Enum)]
+#[oai(rename_all = "lowercase")]
+pub enum ReadDirection {
+    /// Oldest first.
+    Forward,
+    /// Newest first.
+    Backward,
+}
+
 /// A page of one stream.
 #[derive(Debug, Clone, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct StreamPage {
     /// Events in the requested direction.
     pub events: Vec<EventDto>,
@@ -76,6 +88,7 @@ pub struct StreamPage {
 
 /// A page of the global log.
 #[derive(Debug, Clone, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct LogPage {
     /// Events in position order.
     pub events: Vec<EventDto>,
@@ -129,21 +142,17 @@ impl AuditApi {
         app: Data<&App>,
         auth: Auth,
         stream: Path<String>,
-        from: Query<Option<u64>>,
-        limit: Query<Option<u32>>,
-        direction: Query<Option<String>>,
+        #[oai(validator(minimum(value = "1"), maximum(value = "1000000000000000")))] from: Query<
+            Option<u64>,
+        >,
+        #[oai(validator(minimum(value = "1"), maximum(value = "1000")))] limit: Query<Option<u32>>,
+        direction: Query<Option<ReadDirection>>,
     ) -> Result<Json<StreamPage>, ApiError> {
         unrestricted(auth.require("audit_stream")?)?;
         let limit = check_limit(limit.0)?;
-        let direction = match direction.0.as_deref() {
-            None | Some("forward") => Direction::Forward,
-            Some("backward") => Direction::Backward,
-            Some(_) => {
-                return Err(ApiError::validation(
-                    "direction",
-                    "must be `forward` or `backward`",
-                ));
-            }
+        let direction = match direction.0 {
+            None | Some(ReadDirection::Forward) => Direction::Forward,
+            Some(ReadDirection::Backward) => Direction::Backward,
         };
         let from = from.0.unwrap_or(match direction {
             Direction::Forward => 1,
@@ -173,8 +182,10 @@ impl AuditApi {
         &self,
         app: Data<&App>,
         auth: Auth,
-        after: Query<Option<u64>>,
-        limit: Query<Option<u32>>,
+        #[oai(validator(minimum(value = "0"), maximum(value = "1000000000000000")))] after: Query<
+            Option<u64>,
+        >,
+        #[oai(validator(minimum(value = "1"), maximum(value = "1000")))] limit: Query<Option<u32>>,
     ) -> Result<Json<LogPage>, ApiError> {
         unrestricted(auth.require("audit_events")?)?;
         let limit = check_limit(limit.0)?;

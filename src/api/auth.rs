@@ -36,55 +36,11 @@ pub const OPERATION_SCOPES: &[(&str, &str)] = &[
     ("api_key_usage", "admin"),
 ];
 
-/// One secured route of the OpenAPI document: method, path template segments, scope.
-struct SecuredRoute {
-    method: String,
-    segments: Vec<String>,
-    scope: &'static str,
-}
-
-/// The secured routes, read once from the OpenAPI document, so that the scope check runs in
-/// the extractor (before the body is read) from the same table the document shows.
-fn secured_routes() -> &'static [SecuredRoute] {
-    static ROUTES: std::sync::OnceLock<Vec<SecuredRoute>> = std::sync::OnceLock::new();
-    ROUTES.get_or_init(|| {
-        let doc: serde_json::Value = serde_json::from_str(&super::openapi_service().spec())
-            .expect("poem-openapi writes JSON");
-        let mut routes = Vec::new();
-        for (path, item) in doc["paths"].as_object().into_iter().flatten() {
-            for (method, op) in item.as_object().into_iter().flatten() {
-                if let Some(scope) = op["operationId"].as_str().and_then(scope_of) {
-                    routes.push(SecuredRoute {
-                        method: method.to_uppercase(),
-                        segments: path
-                            .split('/')
-                            .filter(|s| !s.is_empty())
-                            .map(String::from)
-                            .collect(),
-                        scope,
-                    });
-                }
-            }
-        }
-        routes
-    })
-}
-
-/// The scope a request needs, from its method and path.
+/// The scope a request needs, from its method and path (routes as the OpenAPI document has
+/// them, so the check runs in the extractor, before the body is read, from the same table the
+/// document shows).
 pub fn required_scope(method: &str, path: &str) -> Option<&'static str> {
-    let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
-    secured_routes()
-        .iter()
-        .find(|route| {
-            route.method == method
-                && route.segments.len() == segments.len()
-                && route
-                    .segments
-                    .iter()
-                    .zip(&segments)
-                    .all(|(t, s)| t.starts_with('{') || t == s)
-        })
-        .map(|route| route.scope)
+    super::documented_route(method, path).and_then(|route| route.scope)
 }
 
 fn forbidden(scope: &str) -> ApiError {

@@ -53,6 +53,10 @@ fn check_shape(value: &serde_json::Value, path: &str, depth: usize) -> Result<()
         ));
     }
     match value {
+        Value::Null => Err(ApiError::validation(
+            here(),
+            "null is not accepted: leave the field out",
+        )),
         Value::String(s) if s.len() > MAX_STRING_BYTES => Err(ApiError::validation(
             here(),
             format!("strings are at most {MAX_STRING_BYTES} bytes"),
@@ -222,6 +226,12 @@ mod tests {
         let err = parse_json::<Outer>(br#"{"name": "a", "colour": "red"}"#).unwrap_err();
         assert_eq!(field_of(err), (422, "colour".into()));
         let err = parse_json::<Outer>(br#"{"features": null}"#).unwrap_err();
+        assert_eq!(
+            field_of(err),
+            (422, "features".into()),
+            "null is refused where it stands"
+        );
+        let err = parse_json::<Outer>(br#"{"features": {"crowd": true}}"#).unwrap_err();
         assert_eq!(field_of(err), (422, "name".into()));
         let err = parse_json::<Outer>(br#"{"name": "a", "features": {"crowd": true, "x": 1}}"#)
             .unwrap_err();

@@ -13,9 +13,7 @@ use vigil_actors::CommandError;
 use vigil_actors::camera::{
     Camera, CameraAggregate, CameraCommand, CameraError, CameraPatch, FeaturesPatch, RegisterCamera,
 };
-use vigil_projections::cameras::{
-    CameraQuery, CameraRow, QueryError, STATUSES, get_camera, list_cameras,
-};
+use vigil_projections::cameras::{CameraQuery, CameraRow, QueryError, get_camera, list_cameras};
 use vigil_schemas::EventMeta;
 use vigil_schemas::events::{CameraFeatures, Point, Zone};
 
@@ -37,8 +35,10 @@ const READ_WAIT: Duration = Duration::from_secs(5);
 #[serde(deny_unknown_fields)]
 pub struct PointDto {
     /// 0 (left) to 1 (right).
+    #[oai(validator(minimum(value = "0"), maximum(value = "1")))]
     pub x: f64,
     /// 0 (top) to 1 (bottom).
+    #[oai(validator(minimum(value = "0"), maximum(value = "1")))]
     pub y: f64,
 }
 
@@ -48,8 +48,10 @@ pub struct PointDto {
 #[serde(deny_unknown_fields)]
 pub struct ZoneDto {
     /// Unique within the camera.
+    #[oai(validator(min_length = 1, max_length = 100, pattern = r"\S"))]
     pub name: String,
     /// 3 to 64 points.
+    #[oai(validator(min_items = 3, max_items = 64))]
     pub polygon: Vec<PointDto>,
 }
 
@@ -107,24 +109,35 @@ fn default_fps() -> f64 {
 #[serde(deny_unknown_fields)]
 pub struct CameraCreate {
     /// Optional client-chosen id (1–64 of `A–Z a–z 0–9 - _`); a UUID v7 when absent.
+    #[oai(validator(pattern = r"^[A-Za-z0-9_-]{1,64}$"))]
     pub id: Option<String>,
-    /// Human-readable name.
+    /// Human-readable name (1–200 characters, not blank).
+    #[oai(validator(min_length = 1, max_length = 200, pattern = r"\S"))]
     pub name: String,
     /// `rtsp://…`, `rtsps://…`, `http(s)://…` (MJPEG stream or snapshot URL), or `push`.
+    #[oai(validator(
+        max_length = 2048,
+        pattern = r"^(push|(rtsp|rtsps|http|https)://([^\x00-\x20\x7f/?#@]*@)?[^\x00-\x20\x7f/?#@:][^\x00-\x20\x7f/?#@]*([/?#][^\x00-\x20\x7f]*)?)$"
+    ))]
     pub source: String,
     /// Whether frames are ingested (default true).
     #[oai(default = "default_true")]
     #[serde(default = "default_true")]
     pub enabled: bool,
     /// Frames per second sampled for analysis, above 0 and at most 30 (default 1).
-    #[oai(default = "default_fps")]
+    #[oai(
+        default = "default_fps",
+        validator(minimum(value = "0", exclusive), maximum(value = "30"))
+    )]
     #[serde(default = "default_fps")]
     pub sample_fps: f64,
     /// Feature flags (all off by default).
     pub features: Option<FeaturesInput>,
-    /// Free text that rules and descriptions use.
+    /// Free text that rules and descriptions use (at most 4000 characters).
+    #[oai(validator(max_length = 4000))]
     pub prompt: Option<String>,
-    /// Named zones.
+    /// Named zones (at most 32, names unique).
+    #[oai(validator(max_items = 32))]
     pub zones: Option<Vec<ZoneDto>>,
 }
 
@@ -136,24 +149,32 @@ impl BodyLimits for CameraPatchBody {
     const MAX_BYTES: usize = 256 * 1024;
 }
 
-/// Changes to a camera; absent (or null) fields stay as they are.
+/// Changes to a camera; absent fields stay as they are (`null` is refused).
 #[derive(Debug, Clone, Object, Deserialize)]
 #[oai(deny_unknown_fields)]
 #[serde(deny_unknown_fields)]
 pub struct CameraPatchBody {
     /// New name.
+    #[oai(validator(min_length = 1, max_length = 200, pattern = r"\S"))]
     pub name: Option<String>,
     /// New source.
+    #[oai(validator(
+        max_length = 2048,
+        pattern = r"^(push|(rtsp|rtsps|http|https)://([^\x00-\x20\x7f/?#@]*@)?[^\x00-\x20\x7f/?#@:][^\x00-\x20\x7f/?#@]*([/?#][^\x00-\x20\x7f]*)?)$"
+    ))]
     pub source: Option<String>,
     /// New enabled flag.
     pub enabled: Option<bool>,
     /// New sampling rate.
+    #[oai(validator(minimum(value = "0", exclusive), maximum(value = "30")))]
     pub sample_fps: Option<f64>,
     /// Flags to change; absent flags stay.
     pub features: Option<FeaturesInput>,
     /// New prompt.
+    #[oai(validator(max_length = 4000))]
     pub prompt: Option<String>,
     /// New zone list, replacing the old one.
+    #[oai(validator(max_items = 32))]
     pub zones: Option<Vec<ZoneDto>>,
 }
 
@@ -186,8 +207,38 @@ pub struct CameraDto {
     pub version: u64,
 }
 
+/// A camera's ingest status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, poem_openapi::Enum)]
+#[oai(rename_all = "lowercase")]
+pub enum CameraStatus {
+    /// Enabled, not connected yet.
+    Pending,
+    /// Frames are flowing.
+    Online,
+    /// The source stopped answering.
+    Offline,
+    /// The source failed (bad URL, decode errors).
+    Error,
+    /// Not ingested.
+    Disabled,
+}
+
+impl CameraStatus {
+    /// The read model's text for this status.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Online => "online",
+            Self::Offline => "offline",
+            Self::Error => "error",
+            Self::Disabled => "disabled",
+        }
+    }
+}
+
 /// A page of cameras.
 #[derive(Debug, Clone, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct CameraPage {
     /// Cameras in id order.
     pub items: Vec<CameraDto>,
@@ -417,6 +468,15 @@ async fn read_position(app: &App, min_position: Option<u64>) -> Result<u64, ApiE
     let status = app
         .projection_status("cameras")
         .ok_or_else(|| ApiError::internal("cameras projection is not running"))?;
+    if let Some(min) = min_position {
+        let head = app.store().head_position().await?;
+        if min > head {
+            return Err(ApiError::validation(
+                "min_position",
+                format!("position {min} is beyond the newest stored event ({head})"),
+            ));
+        }
+    }
     if let Some(min) = min_position
         && !status.wait_for(min, READ_WAIT).await
     {
@@ -506,10 +566,11 @@ impl CamerasApi {
         &self,
         app: Data<&App>,
         auth: Auth,
-        limit: Query<Option<u32>>,
+        #[oai(validator(minimum(value = "1"), maximum(value = "500")))] limit: Query<Option<u32>>,
         cursor: Query<Option<String>>,
-        status: Query<Option<String>>,
+        status: Query<Option<CameraStatus>>,
         enabled: Query<Option<bool>>,
+        #[oai(validator(minimum(value = "0"), maximum(value = "1000000000000000")))]
         min_position: Query<Option<u64>>,
     ) -> Result<CameraList, ApiError> {
         let principal = auth.require("list_cameras")?;
@@ -517,20 +578,12 @@ impl CamerasApi {
         if !(1..=500).contains(&limit) {
             return Err(ApiError::validation("limit", "must be between 1 and 500"));
         }
-        if let Some(s) = &status.0
-            && !STATUSES.contains(&s.as_str())
-        {
-            return Err(ApiError::validation(
-                "status",
-                format!("must be one of {}", STATUSES.join(", ")),
-            ));
-        }
         let position = read_position(&app, min_position.0).await?;
         let only_ids = principal
             .is_camera_restricted()
             .then(|| principal.camera_ids.clone());
         let query = CameraQuery {
-            status: status.0,
+            status: status.0.map(|s| s.as_str().to_string()),
             enabled: enabled.0,
             cursor: cursor.0,
             limit,
@@ -553,6 +606,7 @@ impl CamerasApi {
         app: Data<&App>,
         auth: Auth,
         id: Path<String>,
+        #[oai(validator(minimum(value = "0"), maximum(value = "1000000000000000")))]
         min_position: Query<Option<u64>>,
     ) -> Result<CameraResponse, ApiError> {
         let principal = auth.require("get_camera")?;
@@ -585,7 +639,8 @@ impl CamerasApi {
         app: Data<&App>,
         auth: Auth,
         id: Path<String>,
-        #[oai(name = "If-Match")] if_match: Header<Option<String>>,
+        #[oai(name = "If-Match", validator(pattern = r#"^(W/)?"?[0-9]{1,19}"?$"#))]
+        if_match: Header<Option<String>>,
         body: JsonBody<CameraPatchBody>,
     ) -> Result<CameraResponse, ApiError> {
         let principal = auth.require("update_camera")?;
@@ -641,7 +696,8 @@ impl CamerasApi {
         app: Data<&App>,
         auth: Auth,
         id: Path<String>,
-        #[oai(name = "If-Match")] if_match: Header<Option<String>>,
+        #[oai(name = "If-Match", validator(pattern = r#"^(W/)?"?[0-9]{1,19}"?$"#))]
+        if_match: Header<Option<String>>,
     ) -> Result<Removed, ApiError> {
         let principal = auth.require("delete_camera")?;
         visible_to(principal, &id.0)?;

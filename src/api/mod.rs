@@ -74,6 +74,18 @@ pub fn openapi_service() -> OpenApiService<Apis, ()> {
 pub fn openapi_json() -> String {
     let mut doc: Value =
         serde_json::from_str(&openapi_service().spec()).expect("poem-openapi writes JSON");
+    // Request bodies are parsed strictly (unknown members are refused), and responses carry
+    // only documented members: say so in every object schema.
+    if let Some(schemas) = doc
+        .pointer_mut("/components/schemas")
+        .and_then(Value::as_object_mut)
+    {
+        for schema in schemas.values_mut().filter_map(Value::as_object_mut) {
+            if schema.contains_key("properties") {
+                schema.insert("additionalProperties".into(), json!(false));
+            }
+        }
+    }
     if let Some(paths) = doc.get_mut("paths").and_then(Value::as_object_mut) {
         for operation in paths
             .values_mut()
@@ -89,7 +101,11 @@ pub fn openapi_json() -> String {
                 .and_then(auth::scope_of);
             if let Some(scope) = scope {
                 op.insert("x-vigil-scope".into(), json!(scope));
-                let text = format!("Requires the scope `{scope}` (or `admin`).");
+                let text = if scope == "admin" {
+                    "Requires the scope `admin`.".to_string()
+                } else {
+                    format!("Requires the scope `{scope}` (or `admin`).")
+                };
                 let description = match op.get("description").and_then(Value::as_str) {
                     Some(d) => format!("{d}\n\n{text}"),
                     None => text,
@@ -108,7 +124,75 @@ fn openapi_document() -> Response {
         .body(openapi_json())
 }
 
-/// Operation ids that must appear in [`OPERATION_SCOPES`]: every operation with a security
+/// One operation of the OpenAPI document.
+pub struct DocumentedRoute {
+    /// HTTP method, upper case.
+    pub method: String,
+    segments: Vec<String>,
+    /// The scope it needs, if it is secured.
+    pub scope: Option<&'static str>,
+}
+
+impl DocumentedRoute {
+    fn matches_path(&self, segments: &[&str]) -> bool {
+        self.segments.len() == segments.len()
+            && self
+                .segments
+                .iter()
+                .zip(segments)
+                .all(|(t, s)| t.starts_with('{') || t == s)
+    }
+}
+
+fn documented_routes() -> &'static [DocumentedRoute] {
+    static ROUTES: std::sync::OnceLock<Vec<DocumentedRoute>> = std::sync::OnceLock::new();
+    ROUTES.get_or_init(|| {
+        let doc: Value =
+            serde_json::from_str(&openapi_service().spec()).expect("poem-openapi writes JSON");
+        let mut routes = Vec::new();
+        for (path, item) in doc["paths"].as_object().into_iter().flatten() {
+            for (method, op) in item.as_object().into_iter().flatten() {
+                routes.push(DocumentedRoute {
+                    method: method.to_uppercase(),
+                    segments: path
+                        .split('/')
+                        .filter(|s| !s.is_empty())
+                        .map(String::from)
+                        .collect(),
+                    scope: op["operationId"].as_str().and_then(auth::scope_of),
+                });
+            }
+        }
+        routes
+    })
+}
+
+fn path_segments(path: &str) -> Vec<&str> {
+    path.split('/').filter(|s| !s.is_empty()).collect()
+}
+
+/// The documented operation a request addresses.
+pub fn documented_route(method: &str, path: &str) -> Option<&'static DocumentedRoute> {
+    let segments = path_segments(path);
+    documented_routes()
+        .iter()
+        .find(|r| r.method == method && r.matches_path(&segments))
+}
+
+/// The methods the API serves on a path, for `Allow`.
+fn allowed_methods(path: &str) -> Vec<&'static str> {
+    let segments = path_segments(path);
+    let mut methods: Vec<&'static str> = documented_routes()
+        .iter()
+        .filter(|r| r.matches_path(&segments))
+        .map(|r| r.method.as_str())
+        .collect();
+    methods.sort_unstable();
+    methods.dedup();
+    methods
+}
+
+/// Operation ids that must appear in [`auth::OPERATION_SCOPES`]: every operation with a security
 /// requirement in the document.
 pub fn secured_operations() -> Vec<String> {
     let doc: Value =
@@ -209,6 +293,9 @@ async fn request_middleware<E: Endpoint>(ep: Arc<E>, req: Request) -> poem::Resu
         .instrument(span.clone())
         .await;
     set(&mut resp, "x-request-id", &request_id);
+    if resp.status() == StatusCode::METHOD_NOT_ALLOWED {
+        set(&mut resp, "allow", &allowed_methods(&path).join(", "));
+    }
     if matches!(
         resp.status(),
         StatusCode::PAYLOAD_TOO_LARGE | StatusCode::REQUEST_TIMEOUT

@@ -15,6 +15,7 @@ use crate::app::App;
 
 /// One projection's progress.
 #[derive(Debug, Clone, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct ProjectionDto {
     /// Name.
     pub name: String,
@@ -30,6 +31,7 @@ pub struct ProjectionDto {
 
 /// Liveness.
 #[derive(Debug, Clone, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct Live {
     /// Always `ok` while the process serves.
     pub status: String,
@@ -37,6 +39,7 @@ pub struct Live {
 
 /// Readiness: the store answers and projections keep up.
 #[derive(Debug, Clone, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct Ready {
     /// `ok` or `degraded`.
     pub status: String,

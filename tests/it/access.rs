@@ -515,15 +515,47 @@ async fn revocation_and_disabling_apply_at_once_on_every_node() {
             (StatusCode::UNAUTHORIZED, "UNAUTHORIZED")
         );
     }
-    let listed: Value = node_b
+    let gone = node_b
         .req(Method::GET, &format!("/api/v1/api-keys/{id}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        gone.status(),
+        StatusCode::NOT_FOUND,
+        "a revoked key reads as missing"
+    );
+    let listed: Value = node_b
+        .req(Method::GET, "/api/v1/api-keys?include_revoked=true")
         .send()
         .await
         .unwrap()
         .json()
         .await
         .unwrap();
-    assert_eq!(listed["revoked"], true);
+    let entry = listed["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["id"] == id.as_str())
+        .expect("listed")
+        .clone();
+    assert_eq!(entry["revoked"], true);
+    let active: Value = node_b
+        .req(Method::GET, "/api/v1/api-keys")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        !active["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|k| k["id"] == id.as_str())
+    );
     let again = node_a
         .req(Method::DELETE, &format!("/api/v1/api-keys/{id}"))
         .send()

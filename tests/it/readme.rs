@@ -57,7 +57,7 @@ async fn readme_walkthrough_runs_as_written() {
         "VERSION_MISMATCH",
         "camera.registered",
         "camera.updated",
-        "\"next_cursor\"",
+        "\"items\"",
     ] {
         assert!(
             stdout.contains(expected),
