@@ -79,7 +79,8 @@ pub enum QueryError {
     Corrupt(String),
 }
 
-fn encode_cursor(last_id: &str) -> String {
+/// The cursor that continues after `last_id`.
+pub fn encode_cursor(last_id: &str) -> String {
     URL_SAFE_NO_PAD.encode(format!("cam:{last_id}"))
 }
 

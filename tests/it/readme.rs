@@ -58,6 +58,7 @@ async fn readme_walkthrough_runs_as_written() {
         "camera.registered",
         "camera.updated",
         "\"items\"",
+        "\"secret\":\"vgl_",
     ] {
         assert!(
             stdout.contains(expected),
