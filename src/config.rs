@@ -48,6 +48,12 @@ pub struct Config {
     /// Origins allowed to call the API from a browser (`VIGIL_CORS_ALLOWED_ORIGINS`, comma
     /// separated). Empty: no CORS headers at all (closed).
     pub cors_allowed_origins: Vec<String>,
+    /// Messages a WebSocket client may fall behind by before it is closed with code 4008 and
+    /// told where to resume (`VIGIL_WS_BUFFER`).
+    pub ws_buffer: usize,
+    /// Seconds between `system` status messages and pings on WebSockets
+    /// (`VIGIL_WS_HEARTBEAT_SECS`).
+    pub ws_heartbeat_secs: u64,
     /// Default per-minute limits of new API keys (TOML table `[default_rate_limits]`).
     pub default_rate_limits: RateLimits,
     /// Per-minute limits of the admin keys (configured and bootstrap) (TOML table
@@ -72,6 +78,8 @@ impl Default for Config {
             auth_failures_per_minute: 30,
             request_timeout_secs: 30,
             cors_allowed_origins: Vec::new(),
+            ws_buffer: 1024,
+            ws_heartbeat_secs: 5,
             default_rate_limits: RateLimits {
                 standard: 600,
                 media: 120,
@@ -103,6 +111,8 @@ const ENV_KEYS: &[&str] = &[
     "key_pepper",
     "auth_failures_per_minute",
     "request_timeout_secs",
+    "ws_buffer",
+    "ws_heartbeat_secs",
 ];
 
 impl Config {
@@ -146,6 +156,9 @@ impl Config {
         }
         if self.max_body_bytes < 1024 {
             return Err("max_body_bytes must be at least 1024".into());
+        }
+        if self.ws_buffer == 0 || self.ws_heartbeat_secs == 0 {
+            return Err("ws_buffer and ws_heartbeat_secs must be at least 1".into());
         }
         if self.request_timeout_secs == 0 {
             return Err("request_timeout_secs must be at least 1".into());

@@ -123,6 +123,22 @@ fn from_row(row: &AnyRow) -> Result<CameraRow, QueryError> {
     })
 }
 
+/// Cameras per status, and the total.
+pub async fn count_cameras(pool: &AnyPool) -> Result<serde_json::Value, QueryError> {
+    let rows =
+        sqlx::query("SELECT status, COUNT(*) AS n FROM cameras GROUP BY status ORDER BY status")
+            .fetch_all(pool)
+            .await?;
+    let mut by_status = serde_json::Map::new();
+    let mut total = 0;
+    for row in &rows {
+        let n: i64 = row.try_get("n")?;
+        total += n;
+        by_status.insert(row.try_get::<String, _>("status")?, n.into());
+    }
+    Ok(serde_json::json!({"total": total, "by_status": by_status}))
+}
+
 /// One camera by id.
 pub async fn get_camera(pool: &AnyPool, id: &str) -> Result<Option<CameraRow>, QueryError> {
     let row = sqlx::query(sqlx::AssertSqlSafe(format!(

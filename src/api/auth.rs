@@ -109,13 +109,24 @@ impl Auth {
     }
 }
 
-fn presented_key(req: &Request) -> Option<&str> {
+fn presented_key(req: &Request) -> Option<String> {
     if let Some(key) = req.header("x-api-key") {
-        return Some(key.trim());
+        return Some(key.trim().to_string());
+    }
+    // Browsers cannot set headers on a WebSocket handshake: `/ws` also takes `?api_key=`.
+    if req.uri().path().starts_with("/ws")
+        && let Some(query) = req.uri().query()
+        && let Some(key) = query
+            .split('&')
+            .find_map(|pair| pair.strip_prefix("api_key="))
+    {
+        return Some(key.to_string());
     }
     let value = req.header("authorization")?;
     let (scheme, token) = value.trim().split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim().to_string())
 }
 
 fn too_many(code: &str, message: String, retry_after: u64) -> ApiError {
@@ -160,7 +171,7 @@ pub async fn authenticate(req: &Request) -> Result<Principal, ApiError> {
             wait,
         ));
     }
-    let principal = match app.resolve_key(presented).await? {
+    let principal = match app.resolve_key(&presented).await? {
         Ok(principal) => principal,
         Err(refusal) => {
             if let Some(wait) = ip.and_then(|ip| app.failures().failed(ip)) {

@@ -12,6 +12,7 @@ pub mod body;
 pub mod cameras;
 pub mod error;
 pub mod system;
+pub mod ws;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -226,6 +227,8 @@ pub fn routes(app: App) -> impl Endpoint {
         .nest("/docs", swagger)
         .nest("/redoc", redoc)
         .at("/metrics", poem::get(system::metrics))
+        .at("/ws", poem::get(ws::ws))
+        .at("/ws/:preset", poem::get(ws::ws_preset))
         .nest("/", service);
     // CORS is closed unless origins are configured: no CORS headers at all.
     let route = if origins.is_empty() {

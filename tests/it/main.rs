@@ -12,3 +12,4 @@ mod projections;
 mod readme;
 mod store_conformance;
 mod support;
+mod ws;
