@@ -206,7 +206,8 @@ impl App {
         Ok((app, generated))
     }
 
-    /// Starts every projection runner and the usage flusher as background tasks.
+    /// Starts every projection runner, the Kafka relay (when brokers are configured) and the
+    /// usage flusher as background tasks.
     pub fn spawn_background(&self) -> Vec<tokio::task::JoinHandle<()>> {
         let mut tasks: Vec<_> = self
             .inner
@@ -214,6 +215,16 @@ impl App {
             .iter()
             .map(|runner| tokio::spawn(runner.clone().run()))
             .collect();
+        if !self.inner.config.kafka_brokers.is_empty() {
+            match crate::relay::KafkaRelay::new(
+                &self.inner.config,
+                self.inner.store.clone(),
+                self.inner.pool.clone(),
+            ) {
+                Ok(relay) => tasks.push(tokio::spawn(relay.run())),
+                Err(err) => tracing::error!(error = %err, "the Kafka relay cannot start"),
+            }
+        }
         let app = self.clone();
         tasks.push(tokio::spawn(async move {
             let mut tick = tokio::time::interval(USAGE_FLUSH);

@@ -54,6 +54,19 @@ pub struct Config {
     /// Seconds between `system` status messages and pings on WebSockets
     /// (`VIGIL_WS_HEARTBEAT_SECS`).
     pub ws_heartbeat_secs: u64,
+    /// Kafka bootstrap servers, comma separated (`VIGIL_KAFKA_BROKERS`). Empty: the relay is
+    /// off.
+    pub kafka_brokers: String,
+    /// Topic prefix: events go to `{prefix}.{category}s`, e.g. `vigil.cameras`
+    /// (`VIGIL_KAFKA_TOPIC_PREFIX`).
+    pub kafka_topic_prefix: String,
+    /// Partitions of topics the relay creates (`VIGIL_KAFKA_PARTITIONS`).
+    pub kafka_partitions: i32,
+    /// Replication factor of topics the relay creates (`VIGIL_KAFKA_REPLICATION`).
+    pub kafka_replication: i32,
+    /// How long the producer keeps trying one message before the relay restarts from its
+    /// checkpoint, in milliseconds (`VIGIL_KAFKA_MESSAGE_TIMEOUT_MS`).
+    pub kafka_message_timeout_ms: u64,
     /// Default per-minute limits of new API keys (TOML table `[default_rate_limits]`).
     pub default_rate_limits: RateLimits,
     /// Per-minute limits of the admin keys (configured and bootstrap) (TOML table
@@ -79,6 +92,11 @@ impl Default for Config {
             request_timeout_secs: 30,
             cors_allowed_origins: Vec::new(),
             ws_buffer: 1024,
+            kafka_brokers: String::new(),
+            kafka_topic_prefix: "vigil".into(),
+            kafka_partitions: 3,
+            kafka_replication: 1,
+            kafka_message_timeout_ms: 30_000,
             ws_heartbeat_secs: 5,
             default_rate_limits: RateLimits {
                 standard: 600,
@@ -112,6 +130,11 @@ const ENV_KEYS: &[&str] = &[
     "auth_failures_per_minute",
     "request_timeout_secs",
     "ws_buffer",
+    "kafka_brokers",
+    "kafka_topic_prefix",
+    "kafka_partitions",
+    "kafka_replication",
+    "kafka_message_timeout_ms",
     "ws_heartbeat_secs",
 ];
 
@@ -156,6 +179,9 @@ impl Config {
         }
         if self.max_body_bytes < 1024 {
             return Err("max_body_bytes must be at least 1024".into());
+        }
+        if self.kafka_partitions < 1 || self.kafka_replication < 1 {
+            return Err("kafka_partitions and kafka_replication must be at least 1".into());
         }
         if self.ws_buffer == 0 || self.ws_heartbeat_secs == 0 {
             return Err("ws_buffer and ws_heartbeat_secs must be at least 1".into());

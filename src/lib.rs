@@ -11,4 +11,5 @@ pub mod api;
 pub mod app;
 pub mod cmds;
 pub mod config;
+pub mod relay;
 pub mod store;

