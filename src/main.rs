@@ -33,6 +33,9 @@ enum Command {
         #[command(subcommand)]
         command: cmds::schemas::Command,
     },
+    /// Replay `$all` through every projection into a scratch database and compare with the
+    /// live read models.
+    Verify,
     /// Print the effective config, secrets masked.
     Config,
     /// Print the OpenAPI document.
@@ -54,6 +57,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Replay(args) => cmds::replay::run(config, args).await,
         Command::Projections { command } => cmds::projections::run(config, command).await,
         Command::Schemas { command } => cmds::schemas::run(command),
+        Command::Verify => cmds::verify::run(config).await,
         Command::Config => cmds::write_out(&config.to_masked_toml()),
         Command::Openapi => cmds::write_out(&vigil::api::openapi_json()),
         Command::Bench { command } => cmds::bench::run(command).await,

@@ -146,15 +146,9 @@ impl KafkaRelay {
         Ok(())
     }
 
-    /// Publishes one contiguous batch and moves the checkpoint from `checkpoint` past it.
-    pub async fn publish(
-        &self,
-        checkpoint: u64,
-        batch: &[RecordedEvent],
-    ) -> Result<u64, RelayError> {
-        let Some(last) = batch.last() else {
-            return Ok(checkpoint);
-        };
+    /// Sends a batch and waits until the broker acknowledged every message. Moves no
+    /// checkpoint: `vigil replay --to-kafka` uses it to re-publish a range.
+    pub async fn send_batch(&self, batch: &[RecordedEvent]) -> Result<(), RelayError> {
         let payloads: Vec<(String, String, &RecordedEvent)> = batch
             .iter()
             .map(|e| {
@@ -201,6 +195,19 @@ impl KafkaRelay {
         for result in futures::future::join_all(sends).await {
             result.map_err(|(err, _)| err)?;
         }
+        Ok(())
+    }
+
+    /// Publishes one contiguous batch and moves the checkpoint from `checkpoint` past it.
+    pub async fn publish(
+        &self,
+        checkpoint: u64,
+        batch: &[RecordedEvent],
+    ) -> Result<u64, RelayError> {
+        let Some(last) = batch.last() else {
+            return Ok(checkpoint);
+        };
+        self.send_batch(batch).await?;
         let moved = sqlx::query(
             "UPDATE projection_checkpoints SET position = $1, updated_at = $2 WHERE name = $3 AND position = $4",
         )

@@ -2,6 +2,7 @@
 //! [`EventStore`]; one conformance suite (`tests/it/store_conformance.rs`) holds them to it.
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use futures::stream::BoxStream;
 use serde::{Deserialize, Serialize};
 
@@ -136,6 +137,16 @@ pub trait EventStore: Send + Sync + 'static {
 
     /// Reads up to `limit` events of `$all` with position greater than `after`, in order.
     async fn read_all(&self, after: u64, limit: usize) -> Result<Vec<RecordedEvent>, StoreError>;
+
+    /// Reads up to `limit` events of `$all` after `after` whose `recorded_at` lies in
+    /// `[from, to)` (either bound optional), in position order.
+    async fn read_all_recorded(
+        &self,
+        after: u64,
+        limit: usize,
+        from: Option<DateTime<Utc>>,
+        to: Option<DateTime<Utc>>,
+    ) -> Result<Vec<RecordedEvent>, StoreError>;
 
     /// The position of the newest committed event (0 when the log is empty).
     async fn head_position(&self) -> Result<u64, StoreError>;

@@ -1,9 +1,10 @@
 //! `/api/v1/audit`: stored events with their envelopes.
 
+use chrono::{DateTime, Utc};
 use poem::web::Data;
 use poem_openapi::param::{Path, Query};
-use poem_openapi::payload::Json;
-use poem_openapi::{Object, OpenApi};
+use poem_openapi::payload::{Binary, Json};
+use poem_openapi::{ApiResponse, Object, OpenApi};
 use vigil_schemas::{Direction, RecordedEvent};
 
 use super::ApiTags;
@@ -176,8 +177,10 @@ impl AuditApi {
         }))
     }
 
-    /// Read the global log (`$all`) after a position.
+    /// Read the global log (`$all`) after a position, optionally within a recording-time range
+    /// (`from` inclusive, `to` exclusive, UTC).
     #[oai(path = "/events", method = "get", operation_id = "audit_events")]
+    #[allow(clippy::too_many_arguments)] // one argument per query parameter
     async fn events(
         &self,
         app: Data<&App>,
@@ -186,12 +189,20 @@ impl AuditApi {
             Option<u64>,
         >,
         #[oai(validator(minimum(value = "1"), maximum(value = "1000")))] limit: Query<Option<u32>>,
+        from: Query<Option<DateTime<Utc>>>,
+        to: Query<Option<DateTime<Utc>>>,
     ) -> Result<Json<LogPage>, ApiError> {
         unrestricted(auth.require("audit_events")?)?;
         let limit = check_limit(limit.0)?;
         let after = after.0.unwrap_or(0);
+        check_range(from.0, to.0)?;
         let head = app.store().head_position().await?;
-        let events = app.store().read_all(after, limit).await?;
+        let events = app
+            .store()
+            .read_all_recorded(after, limit, from.0, to.0)
+            .await?;
+        // With a time range, a short page can still be followed by matches: continue from the
+        // last position read, or from `after` when nothing matched.
         let next_after = events.last().map_or(after, |e| e.position);
         Ok(Json(LogPage {
             events: events.into_iter().map(Into::into).collect(),
@@ -199,4 +210,65 @@ impl AuditApi {
             head,
         }))
     }
+
+    /// Export the global log as NDJSON, streamed: one envelope per line.
+    ///
+    /// The whole range after `after` (and within `from`/`to` recording time, UTC) in position
+    /// order, read page by page so memory stays bounded however long the range.
+    #[oai(path = "/export", method = "get", operation_id = "audit_export")]
+    async fn export(
+        &self,
+        app: Data<&App>,
+        auth: Auth,
+        #[oai(validator(minimum(value = "0"), maximum(value = "1000000000000000")))] after: Query<
+            Option<u64>,
+        >,
+        from: Query<Option<DateTime<Utc>>>,
+        to: Query<Option<DateTime<Utc>>>,
+    ) -> Result<Export, ApiError> {
+        unrestricted(auth.require("audit_export")?)?;
+        check_range(from.0, to.0)?;
+        let store = app.store().clone();
+        let (from, to) = (from.0, to.0);
+        let pages = futures::stream::unfold(Some(after.0.unwrap_or(0)), move |cursor| {
+            let store = store.clone();
+            async move {
+                let after = cursor?;
+                match store.read_all_recorded(after, EXPORT_PAGE, from, to).await {
+                    Ok(page) if page.is_empty() => None,
+                    Ok(page) => {
+                        let next = page.last().map(|e| e.position);
+                        let mut lines = Vec::with_capacity(page.len() * 512);
+                        for event in &page {
+                            serde_json::to_writer(&mut lines, event).expect("envelopes serialise");
+                            lines.push(b'\n');
+                        }
+                        Some((Ok::<_, std::io::Error>(bytes::Bytes::from(lines)), next))
+                    }
+                    Err(err) => Some((Err(std::io::Error::other(err.to_string())), None)),
+                }
+            }
+        });
+        Ok(Export::Ok(Binary(poem::Body::from_bytes_stream(pages))))
+    }
+}
+
+/// Events per page read while exporting.
+const EXPORT_PAGE: usize = 1000;
+
+fn check_range(from: Option<DateTime<Utc>>, to: Option<DateTime<Utc>>) -> Result<(), ApiError> {
+    if let (Some(from), Some(to)) = (from, to)
+        && from >= to
+    {
+        return Err(ApiError::validation("to", "must lie after `from`"));
+    }
+    Ok(())
+}
+
+/// An NDJSON export.
+#[derive(ApiResponse)]
+pub enum Export {
+    /// One event envelope (as `schemas/json/envelope.v1.json`) per line.
+    #[oai(status = 200, content_type = "application/x-ndjson")]
+    Ok(Binary<poem::Body>),
 }

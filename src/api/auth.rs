@@ -27,6 +27,7 @@ pub const OPERATION_SCOPES: &[(&str, &str)] = &[
     ("delete_camera", "write:cameras"),
     ("audit_stream", "read:audit"),
     ("audit_events", "read:audit"),
+    ("audit_export", "read:audit"),
     ("list_projections", "admin"),
     ("create_api_key", "admin"),
     ("list_api_keys", "admin"),

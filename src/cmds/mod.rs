@@ -5,6 +5,7 @@ pub mod projections;
 pub mod replay;
 pub mod schemas;
 pub mod serve;
+pub mod verify;
 
 use std::io::Write;
 use std::sync::Arc;

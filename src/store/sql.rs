@@ -346,6 +346,28 @@ impl EventStore for SqlEventStore {
         rows.iter().map(decode_row).collect()
     }
 
+    async fn read_all_recorded(
+        &self,
+        after: u64,
+        limit: usize,
+        from: Option<DateTime<Utc>>,
+        to: Option<DateTime<Utc>>,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        // Times are stored as fixed-width RFC 3339 text, so text comparison is time comparison.
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM events WHERE position > $1 AND recorded_at >= $2 AND recorded_at < $3 \
+             ORDER BY position ASC LIMIT $4"
+        )))
+        .bind(i64::try_from(after).unwrap_or(i64::MAX))
+        .bind(from.map(format_time).unwrap_or_default())
+        .bind(to.map(format_time).unwrap_or_else(|| "~".to_string()))
+        .bind(limit as i64)
+        .fetch_all(&self.inner.pool)
+        .await
+        .map_err(backend_err)?;
+        rows.iter().map(decode_row).collect()
+    }
+
     async fn head_position(&self) -> Result<u64, StoreError> {
         let head: i64 = sqlx::query("SELECT position FROM event_log_head WHERE id = 1")
             .fetch_one(&self.inner.pool)

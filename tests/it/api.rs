@@ -764,3 +764,81 @@ async fn admin_key_is_generated_once_and_only_its_hash_is_stored() {
     );
     db.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn audit_filters_by_recording_time_and_exports_ndjson() {
+    let (server, db) = server(Which::Sqlite).await;
+    let mut marks = Vec::new();
+    for id in ["t1", "t2", "t3"] {
+        marks.push(chrono::Utc::now());
+        assert_eq!(
+            create(&server, json!({"id": id, "name": id, "source": "push"}))
+                .await
+                .status(),
+            StatusCode::CREATED
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(30)).await;
+    }
+    let (from, to) = (marks[1].to_rfc3339(), marks[2].to_rfc3339());
+    let page: Value = server
+        .req(Method::GET, "/api/v1/audit/events")
+        .query(&[("from", from.as_str()), ("to", to.as_str())])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let streams: Vec<&str> = page["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["stream"].as_str().unwrap())
+        .collect();
+    assert_eq!(streams, vec!["camera-t2"], "{page}");
+    let bad = server
+        .req(Method::GET, "/api/v1/audit/events")
+        .query(&[("from", to.as_str()), ("to", from.as_str())])
+        .send()
+        .await
+        .unwrap();
+    expect_error(bad, StatusCode::UNPROCESSABLE_ENTITY, "VALIDATION_FAILED").await;
+
+    let export = server
+        .req(Method::GET, "/api/v1/audit/export?after=1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(export.status(), StatusCode::OK);
+    assert!(
+        export.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("application/x-ndjson")
+    );
+    let text = export.text().await.unwrap();
+    let lines: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one envelope per line"))
+        .collect();
+    let positions: Vec<u64> = lines
+        .iter()
+        .map(|e| e["position"].as_u64().unwrap())
+        .collect();
+    assert_eq!(positions, (2..=server.head().await).collect::<Vec<_>>());
+    let since: Value = server
+        .req(Method::GET, "/api/v1/audit/export")
+        .query(&[("from", from.as_str())])
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+        .lines()
+        .count()
+        .into();
+    assert_eq!(since, 2);
+    server.stop().await;
+    db.cleanup().await;
+}

@@ -58,6 +58,26 @@ async fn replay_rebuild_and_config_on_a_served_database() {
 
     let out = vigil(&["projections", "rebuild", "cameras"], &env);
     assert!(String::from_utf8_lossy(&out.stderr).contains("applied up to position 2"));
+    let out = vigil(&["verify"], &env);
+    let report = String::from_utf8(out.stdout).unwrap();
+    assert!(report.contains("identical (2 rows)"), "{report}");
+    // A read model that no longer matches its events is caught.
+    let (pool, _) = vigil::store::open_pool(&db.url, 1).await.unwrap();
+    sqlx::query("UPDATE cameras SET name = 'tampered' WHERE id = 'a'")
+        .execute(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    let tampered = std::process::Command::new(env!("CARGO_BIN_EXE_vigil"))
+        .arg("verify")
+        .env("VIGIL_DATABASE_URL", &db.url)
+        .env("VIGIL_LOG", "warn")
+        .output()
+        .unwrap();
+    assert!(!tampered.status.success());
+    assert!(String::from_utf8_lossy(&tampered.stdout).contains("DIFFERENT"));
+    vigil(&["projections", "rebuild", "cameras"], &env);
+    vigil(&["verify"], &env);
     let out = vigil(&["projections", "status"], &env);
     assert!(String::from_utf8(out.stdout).unwrap().contains("cameras"));
     let bad = std::process::Command::new(env!("CARGO_BIN_EXE_vigil"))

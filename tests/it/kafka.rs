@@ -275,9 +275,88 @@ async fn every_stored_event_reaches_its_topic_once_in_stream_order() {
         .find(|r| r.key.starts_with("apikey-"))
         .expect("the key event is on vigil.apikeys");
     assert_eq!(apikey.envelope["event_type"], "apikey.issued");
+
+    // The README's consumer, as written, reads every camera event once.
+    let printed = run_readme_consumer(&broker.addr()).await;
+    let camera_ids: HashSet<String> = received
+        .iter()
+        .filter(|r| r.key.starts_with("camera-"))
+        .map(|r| r.event_id.clone())
+        .collect();
+    let printed_ids: HashSet<String> = printed
+        .lines()
+        .filter_map(|l| l.split(' ').nth(3))
+        .map(String::from)
+        .collect();
+    assert_eq!(
+        printed.lines().count(),
+        camera_ids.len(),
+        "one line per event"
+    );
+    assert_eq!(printed_ids, camera_ids);
+
+    // `vigil replay --to-kafka` re-publishes the whole log to a new broker.
+    let fresh = Broker::start(free_port()).await;
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_vigil"))
+        .args(["replay", "--to-kafka"])
+        .env("VIGIL_DATABASE_URL", &db.url)
+        .env("VIGIL_KAFKA_BROKERS", fresh.addr())
+        .env("VIGIL_KAFKA_PARTITIONS", "2")
+        .env("VIGIL_LOG", "warn")
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains(&format!("re-published {head} events")));
+    let again = consume(
+        &fresh.addr(),
+        &["vigil.cameras", "vigil.apikeys"],
+        2,
+        move |r| r.len() >= expected,
+    )
+    .await;
+    assert_eq!(check_order(&again), ids);
+    fresh.stop().await;
     server.stop().await;
     broker.stop().await;
     db.cleanup().await;
+}
+
+fn venv_python() -> String {
+    let venv = std::env::var("VIGIL_VENV")
+        .unwrap_or_else(|_| format!("{}/.cache/vigil/venv", std::env::var("HOME").expect("HOME")));
+    format!("{venv}/bin/python")
+}
+
+/// Runs the README's consumer example as written; returns what it printed.
+async fn run_readme_consumer(brokers: &str) -> String {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let start = readme
+        .find("<!-- consumer:start -->")
+        .expect("consumer start marker");
+    let end = readme
+        .find("<!-- consumer:end -->")
+        .expect("consumer end marker");
+    let section = &readme[start..end];
+    let code_start = section.find("```python\n").expect("a python block") + "```python\n".len();
+    let code_end = code_start + section[code_start..].find("```").expect("the block ends");
+    let out = tokio::process::Command::new(venv_python())
+        .args(["-c", &section[code_start..code_end]])
+        .env("VIGIL_KAFKA", brokers)
+        .output()
+        .await
+        .expect("python from the venv scripts/setup makes");
+    assert!(
+        out.status.success(),
+        "the README consumer failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
 }
 
 /// The relay dies mid-flow, then the broker goes away while events keep coming: the checkpoint
