@@ -2,6 +2,7 @@
 //!
 //! `cargo bench --bench delivery` (needs the tansu broker that scripts/setup installs, or
 //! `VIGIL_TANSU_BIN`). Prints a table of events per second.
+#![allow(clippy::print_stdout)] // a benchmark reports on stdout
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
