@@ -212,16 +212,24 @@ impl ProjectionRunner {
 
     /// Applies every stored event up to the store's head. Returns the checkpoint reached.
     pub async fn catch_up(&self) -> Result<u64, ProjectionError> {
+        self.catch_up_until(u64::MAX).await
+    }
+
+    /// Applies stored events up to position `until` (or the head, if lower). Returns the
+    /// checkpoint reached.
+    pub async fn catch_up_until(&self, until: u64) -> Result<u64, ProjectionError> {
         self.ensure_checkpoint_row().await?;
         let mut checkpoint = self.checkpoint().await?;
         self.status.position.send_replace(checkpoint);
-        loop {
-            let batch = self.store.read_all(checkpoint, BATCH).await?;
+        while checkpoint < until {
+            let mut batch = self.store.read_all(checkpoint, BATCH).await?;
+            batch.retain(|e| e.position <= until);
             if batch.is_empty() {
-                return Ok(checkpoint);
+                break;
             }
             checkpoint = self.apply_batch(checkpoint, &batch).await?;
         }
+        Ok(checkpoint)
     }
 
     /// Empties the projection's tables, resets its checkpoint to 0 (in one transaction), and

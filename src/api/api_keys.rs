@@ -325,32 +325,16 @@ pub enum Revoked {
 }
 
 fn command_error(err: CommandError<ApiKeyError>, id: &str) -> ApiError {
-    match err {
-        CommandError::Domain(ApiKeyError::NotFound) => not_found(id),
-        CommandError::Domain(ApiKeyError::AlreadyIssued(id)) => ApiError::new(
+    super::error::command_error(err, "key", |e| match e {
+        ApiKeyError::NotFound => not_found(id),
+        ApiKeyError::AlreadyIssued(id) => ApiError::new(
             StatusCode::CONFLICT,
             "API_KEY_EXISTS",
             format!("API key `{id}` already exists"),
             json!({}),
         ),
-        CommandError::Domain(ApiKeyError::Invalid { field, reason }) => {
-            ApiError::validation(field, reason)
-        }
-        CommandError::VersionMismatch { expected, actual } => ApiError::new(
-            StatusCode::PRECONDITION_FAILED,
-            "VERSION_MISMATCH",
-            format!("If-Match names version {expected}, the key is at version {actual}"),
-            json!({"expected_version": expected, "current_version": actual}),
-        ),
-        CommandError::TooMuchContention(n) => ApiError::new(
-            StatusCode::CONFLICT,
-            "WRITE_CONFLICT",
-            format!("concurrent writers won {n} times; retry"),
-            json!({}),
-        ),
-        CommandError::Store(e) => e.into(),
-        CommandError::Decode(e) => ApiError::internal(e),
-    }
+        ApiKeyError::Invalid { field, reason } => ApiError::validation(field, reason),
+    })
 }
 
 fn not_found(id: &str) -> ApiError {

@@ -139,6 +139,23 @@ fn too_many(code: &str, message: String, retry_after: u64) -> ApiError {
     )
 }
 
+/// 429 for an address over its failed-attempt allowance, with `Retry-After`.
+fn blocked_address(wait: u64) -> ApiError {
+    remember(|a| {
+        *a.rate.lock().expect("access lock") = Some(RateState {
+            limit: 0,
+            remaining: 0,
+            reset_secs: wait,
+            retry_after_secs: Some(wait),
+        })
+    });
+    too_many(
+        "TOO_MANY_FAILED_ATTEMPTS",
+        format!("too many failed authentications from this address; retry in {wait} s"),
+        wait,
+    )
+}
+
 fn remember(f: impl FnOnce(&RequestAccess)) {
     let _ = ACCESS.try_with(|access| f(access));
 }
@@ -158,37 +175,13 @@ pub async fn authenticate(req: &Request) -> Result<Principal, ApiError> {
     };
     let ip = req.remote_addr().as_socket_addr().map(|a| a.ip());
     if let Some(wait) = ip.and_then(|ip| app.failures().blocked(ip)) {
-        remember(|a| {
-            *a.rate.lock().expect("access lock") = Some(RateState {
-                limit: 0,
-                remaining: 0,
-                reset_secs: wait,
-                retry_after_secs: Some(wait),
-            })
-        });
-        return Err(too_many(
-            "TOO_MANY_FAILED_ATTEMPTS",
-            format!("too many failed authentications from this address; retry in {wait} s"),
-            wait,
-        ));
+        return Err(blocked_address(wait));
     }
     let principal = match app.resolve_key(&presented).await? {
         Ok(principal) => principal,
         Err(refusal) => {
             if let Some(wait) = ip.and_then(|ip| app.failures().failed(ip)) {
-                remember(|a| {
-                    *a.rate.lock().expect("access lock") = Some(RateState {
-                        limit: 0,
-                        remaining: 0,
-                        reset_secs: wait,
-                        retry_after_secs: Some(wait),
-                    })
-                });
-                return Err(too_many(
-                    "TOO_MANY_FAILED_ATTEMPTS",
-                    format!("too many failed authentications from this address; retry in {wait} s"),
-                    wait,
-                ));
+                return Err(blocked_address(wait));
             }
             let (code, message) = match refusal {
                 KeyRefusal::Invalid => ("UNAUTHORIZED", "the key is not valid"),

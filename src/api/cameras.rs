@@ -347,34 +347,18 @@ pub fn parse_if_match(value: Option<String>) -> Result<Option<u64>, ApiError> {
 }
 
 fn command_error(err: CommandError<CameraError>, id: &str) -> ApiError {
-    match err {
-        CommandError::Domain(CameraError::NotFound) => {
+    super::error::command_error(err, "camera", |e| match e {
+        CameraError::NotFound => {
             ApiError::not_found("CAMERA_NOT_FOUND", format!("camera `{id}` does not exist"))
         }
-        CommandError::Domain(CameraError::AlreadyExists(id)) => ApiError::new(
+        CameraError::AlreadyExists(id) => ApiError::new(
             StatusCode::CONFLICT,
             "CAMERA_EXISTS",
             format!("camera `{id}` already exists (or existed)"),
             json!({"id": id}),
         ),
-        CommandError::Domain(CameraError::Invalid { field, reason }) => {
-            ApiError::validation(field, reason)
-        }
-        CommandError::VersionMismatch { expected, actual } => ApiError::new(
-            StatusCode::PRECONDITION_FAILED,
-            "VERSION_MISMATCH",
-            format!("If-Match names version {expected}, the camera is at version {actual}"),
-            json!({"expected_version": expected, "current_version": actual}),
-        ),
-        CommandError::TooMuchContention(n) => ApiError::new(
-            StatusCode::CONFLICT,
-            "WRITE_CONFLICT",
-            format!("concurrent writers won {n} times in a row; retry"),
-            json!({}),
-        ),
-        CommandError::Store(e) => e.into(),
-        CommandError::Decode(e) => ApiError::internal(e),
-    }
+        CameraError::Invalid { field, reason } => ApiError::validation(field, reason),
+    })
 }
 
 fn query_error(err: QueryError) -> ApiError {

@@ -153,6 +153,34 @@ impl ApiError {
     }
 }
 
+/// Maps a command's failure: `domain` handles the aggregate's own refusals; version
+/// mismatches (412), contention (409) and store failures are the same for every aggregate.
+/// `what` names the aggregate in messages ("camera", "key").
+pub fn command_error<E: std::error::Error + 'static>(
+    err: vigil_actors::CommandError<E>,
+    what: &str,
+    domain: impl FnOnce(E) -> ApiError,
+) -> ApiError {
+    use vigil_actors::CommandError;
+    match err {
+        CommandError::Domain(e) => domain(e),
+        CommandError::VersionMismatch { expected, actual } => ApiError::new(
+            StatusCode::PRECONDITION_FAILED,
+            "VERSION_MISMATCH",
+            format!("If-Match names version {expected}, the {what} is at version {actual}"),
+            json!({"expected_version": expected, "current_version": actual}),
+        ),
+        CommandError::TooMuchContention(n) => ApiError::new(
+            StatusCode::CONFLICT,
+            "WRITE_CONFLICT",
+            format!("concurrent writers won {n} times in a row; retry"),
+            json!({}),
+        ),
+        CommandError::Store(e) => e.into(),
+        CommandError::Decode(e) => ApiError::internal(e),
+    }
+}
+
 impl From<vigil_schemas::StoreError> for ApiError {
     fn from(err: vigil_schemas::StoreError) -> Self {
         match err {
