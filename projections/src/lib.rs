@@ -14,6 +14,7 @@
 pub mod api_keys;
 pub mod cameras;
 pub mod digest;
+pub mod leader;
 pub mod runner;
 
 pub use runner::{Projection, ProjectionError, ProjectionRunner, ProjectionStatus};

@@ -13,6 +13,8 @@ use crate::format_time;
 
 /// Events read per transaction when catching up.
 const BATCH: usize = 500;
+/// How often a follower (not the leader) reads the leader's checkpoint.
+const FOLLOWER_POLL: Duration = Duration::from_millis(200);
 
 /// Why a projection stopped.
 #[derive(Debug, thiserror::Error)]
@@ -254,16 +256,36 @@ impl ProjectionRunner {
         self.catch_up().await
     }
 
-    /// Follows `$all` forever: catch up, then apply live batches. On an error it logs, waits
-    /// (capped exponential backoff) and starts again from the committed checkpoint.
+    /// Follows `$all` forever while this node leads the projection: catch up, then apply live
+    /// batches. On an error it logs, waits (capped exponential backoff) and starts again from
+    /// the committed checkpoint. While another node leads, it tracks that node's checkpoint.
     pub async fn run(self) {
         let mut backoff = Duration::from_millis(100);
         loop {
+            // Only the leader applies events; a follower tracks the leader's checkpoint so that
+            // reads on this node still see how far the read model has got.
+            let leadership = match crate::leader::try_lead(&self.pool, self.name()).await {
+                Ok(Some(leadership)) => leadership,
+                Ok(None) => {
+                    if let Ok(checkpoint) = self.checkpoint().await {
+                        self.status.position.send_replace(checkpoint);
+                    }
+                    tokio::time::sleep(FOLLOWER_POLL).await;
+                    continue;
+                }
+                Err(err) => {
+                    tracing::warn!(projection = self.name(), error = %err, "cannot check leadership");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(10));
+                    continue;
+                }
+            };
             match self.follow().await {
                 Ok(()) => backoff = Duration::from_millis(100),
                 Err(err) => {
                     tracing::warn!(projection = self.name(), error = %err, "projection stopped; restarting");
                     *self.status.last_error.lock().expect("status lock") = Some(err.to_string());
+                    drop(leadership);
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(10));
                 }

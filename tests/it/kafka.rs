@@ -167,6 +167,20 @@ fn updates(stream_camera: &str, n: usize) -> Vec<vigil_schemas::NewEvent> {
         .collect()
 }
 
+fn registration(camera: &str) -> vigil_schemas::NewEvent {
+    CameraEvent::Registered(vigil_schemas::events::CameraRegistered {
+        camera_id: camera.into(),
+        name: camera.into(),
+        source: "push".into(),
+        enabled: true,
+        sample_fps: 1.0,
+        features: Default::default(),
+        prompt: String::new(),
+        zones: vec![],
+    })
+    .to_new_event(chrono::Utc::now(), &EventMeta::system())
+}
+
 /// Checks stream order per key, header/payload agreement; returns the distinct event ids.
 fn check_order(received: &[Received]) -> HashSet<String> {
     let mut last: HashMap<&str, u64> = HashMap::new();
@@ -450,6 +464,96 @@ async fn the_relay_resumes_from_its_checkpoint_after_a_crash_and_a_broker_outage
         );
     }
     relay.abort();
+    broker.stop().await;
+    db.cleanup().await;
+}
+
+/// Two nodes share a PostgreSQL database: one relay leads (no duplicates), and when its node
+/// stops the other takes over from the checkpoint. The follower node's projections track the
+/// leader's, so reads there see writes made on the other node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_nodes_run_one_relay_and_fail_over() {
+    let broker = Broker::start(free_port()).await;
+    let db = TestDb::new(Which::Postgres).await;
+    let mut config = db.config();
+    config.kafka_brokers = broker.addr();
+    config.kafka_partitions = 1;
+    config.kafka_message_timeout_ms = 5000;
+    config.key_pepper = "shared".into();
+    let node_a = TestServer::start(config.clone()).await;
+    config.data_dir = db.dir.path().join("node-b");
+    let node_b = TestServer::start(config).await;
+
+    for i in 0..4 {
+        // A real camera history (registered, then updated), so the read models can apply it.
+        let mut events = vec![registration(&format!("n{i}"))];
+        events.extend(updates(&format!("n{i}"), 24));
+        node_a
+            .app
+            .store()
+            .append(&format!("camera-n{i}"), ExpectedVersion::Any, events)
+            .await
+            .unwrap();
+    }
+    let pool = node_a.app.pool().clone();
+    wait_for_checkpoint(&pool, 100, Duration::from_secs(60)).await;
+    tokio::time::sleep(Duration::from_secs(1)).await; // a second relay, if any, would send now
+    let received = consume(&broker.addr(), &["vigil.cameras"], 1, |r| r.len() >= 100).await;
+    assert_eq!(
+        received.len(),
+        100,
+        "one relay for the cluster: every event exactly once"
+    );
+
+    // Reads on node B see a write made on node A (B's projections follow A's checkpoint).
+    let resp = node_a
+        .req(reqwest::Method::POST, "/api/v1/cameras")
+        .json(&json!({"id": "made-on-a", "name": "a", "source": "push"}))
+        .send()
+        .await
+        .unwrap();
+    let position: u64 = resp.headers()["x-vigil-position"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let on_b = node_b
+        .req(
+            reqwest::Method::GET,
+            &format!("/api/v1/cameras/made-on-a?min_position={position}"),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(on_b.status(), 200, "{:?}", on_b.text().await);
+
+    // The leading node stops; the other one takes the relay over from the checkpoint.
+    let (node_a_app, node_b_store) = (node_a.app.clone(), node_b.app.store().clone());
+    node_a.stop().await;
+    drop(node_a_app);
+    let mut events = vec![registration("after")];
+    events.extend(updates("after", 19));
+    node_b_store
+        .append("camera-after", ExpectedVersion::Any, events)
+        .await
+        .unwrap();
+    let head = node_b.head().await;
+    wait_for_checkpoint(&pool, head, Duration::from_secs(60)).await;
+    let all: HashSet<String> = node_b_store
+        .read_all(0, 1000)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.event_id.to_string())
+        .collect();
+    let want = all.clone();
+    let received = consume(&broker.addr(), &["vigil.cameras"], 1, move |r| {
+        let ids: HashSet<&str> = r.iter().map(|m| m.event_id.as_str()).collect();
+        want.iter().all(|w| ids.contains(w.as_str()))
+    })
+    .await;
+    assert_eq!(check_order(&received), all);
+    node_b.stop().await;
     broker.stop().await;
     db.cleanup().await;
 }
