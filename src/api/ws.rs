@@ -36,6 +36,9 @@ use crate::app::{App, Principal};
 /// The close code of a client that fell too far behind.
 pub const SLOW_CONSUMER: u16 = 4008;
 
+/// How long a closing connection may take to flush what is queued before it is dropped.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Topics a client can subscribe to, with the scope each needs (`None`: any key).
 const TOPICS: &[(&str, Option<&str>)] = &[
     ("cameras", Some("read:cameras")),
@@ -314,8 +317,13 @@ async fn serve_connection<S, R>(
         }
     }
     if slow {
-        // Let the writer flush what is queued, then close with the position to resume from.
-        while data_tx.capacity() < buffer && !writer.is_finished() {
+        // Let the writer flush what is queued (for a while: a client that reads nothing at all
+        // would block it for ever), then close with the position to resume from.
+        let deadline = tokio::time::Instant::now() + DRAIN_TIMEOUT;
+        while data_tx.capacity() < buffer
+            && !writer.is_finished()
+            && tokio::time::Instant::now() < deadline
+        {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         let resume = delivered.load(Ordering::SeqCst);
@@ -328,7 +336,14 @@ async fn serve_connection<S, R>(
     }
     drop(data_tx);
     drop(control_tx);
-    let _ = tokio::time::timeout(Duration::from_secs(30), writer).await;
+    let mut writer = writer;
+    if tokio::time::timeout(DRAIN_TIMEOUT, &mut writer)
+        .await
+        .is_err()
+    {
+        // The client reads nothing: drop the connection rather than hold a task for it.
+        writer.abort();
+    }
 }
 
 async fn next_batch(
