@@ -167,6 +167,20 @@ pub async fn metrics(app: Data<&App>) -> poem::Response {
             );
         }
     }
+    if !app.config().kafka_brokers.is_empty()
+        && let (Some(head), Ok(relayed)) = (
+            head,
+            vigil_projections::runner::read_checkpoint(app.pool(), crate::relay::CHECKPOINT).await,
+        )
+    {
+        out += "# HELP vigil_kafka_relay_lag Stored events the broker has not acknowledged yet.\n";
+        out += "# TYPE vigil_kafka_relay_lag gauge\n";
+        let _ = writeln!(
+            out,
+            "vigil_kafka_relay_lag {}",
+            head.saturating_sub(relayed)
+        );
+    }
     out += "# HELP vigil_http_responses_total HTTP responses by status class.\n";
     out += "# TYPE vigil_http_responses_total counter\n";
     for (i, class) in ["2xx", "3xx", "4xx", "5xx"].iter().enumerate() {
