@@ -57,8 +57,17 @@ mod tests {
     use super::*;
     use crate::events::{ApiKeyEvent, CameraEvent, DomainEvent};
 
+    /// The crate's folder as cargo names it when running the tests (a test binary reused from
+    /// another checkout still reads this checkout's files).
+    fn manifest_dir() -> std::path::PathBuf {
+        std::env::var_os("CARGO_MANIFEST_DIR").map_or_else(
+            || env!("CARGO_MANIFEST_DIR").into(),
+            std::path::PathBuf::from,
+        )
+    }
+
     fn schemas_dir() -> std::path::PathBuf {
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("json")
+        manifest_dir().join("json")
     }
 
     #[test]
@@ -95,7 +104,7 @@ mod tests {
     /// Golden fixtures: `schemas/fixtures/{type}/v{N}.json` must load forever.
     #[test]
     fn every_fixture_decodes_and_every_type_has_one() {
-        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures");
+        let root = manifest_dir().join("fixtures");
         for (event_type, version) in all_event_types() {
             for v in 1..=version {
                 let path = root.join(event_type).join(format!("v{v}.json"));

@@ -641,9 +641,8 @@ async fn shell_docs_health_metrics_and_request_ids() {
     assert!(doc["components"]["schemas"]["ErrorBody"].is_object());
 
     // The committed copy of the document is current.
-    let committed =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/openapi.json"))
-            .expect("docs/openapi.json");
+    let committed = std::fs::read_to_string(crate::support::repo_file("docs/openapi.json"))
+        .expect("docs/openapi.json");
     assert!(
         committed.trim_end() == vigil::api::openapi_json().trim_end(),
         "docs/openapi.json is stale: run `vigil openapi > docs/openapi.json`"

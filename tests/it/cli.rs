@@ -115,7 +115,7 @@ fn schemas_export_writes_the_committed_files() {
         &["schemas", "export", "--dir", dir.path().to_str().unwrap()],
         &[],
     );
-    let committed = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("schemas/json");
+    let committed = crate::support::repo_file("schemas/json");
     let mut names: Vec<_> = std::fs::read_dir(dir.path())
         .unwrap()
         .map(|e| e.unwrap().file_name())

@@ -358,8 +358,7 @@ fn venv_python() -> String {
 
 /// Runs the README's consumer example as written; returns what it printed.
 async fn run_readme_consumer(brokers: &str) -> String {
-    let readme =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let readme = std::fs::read_to_string(crate::support::repo_file("README.md")).unwrap();
     let start = readme
         .find("<!-- consumer:start -->")
         .expect("consumer start marker");

@@ -4,8 +4,7 @@ use crate::durability::spawn_server;
 use crate::support::{KEY, TestDb, Which};
 
 fn walkthrough() -> String {
-    let readme =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let readme = std::fs::read_to_string(crate::support::repo_file("README.md")).unwrap();
     let start = readme
         .find("<!-- walkthrough:start -->")
         .expect("walk-through start marker");

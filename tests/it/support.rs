@@ -9,6 +9,17 @@ use vigil::config::Config;
 use vigil::store::scratch::{ScratchDb, admin_url};
 use vigil::store::{SqlEventStore, open_pool};
 
+/// The repository root as cargo names it when running the tests (a test binary reused from
+/// another checkout still reads this checkout's files).
+pub fn repo_file(path: &str) -> std::path::PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(
+            || env!("CARGO_MANIFEST_DIR").into(),
+            std::path::PathBuf::from,
+        )
+        .join(path)
+}
+
 /// The admin key test servers accept.
 pub const KEY: &str = "test-admin-key";
 
