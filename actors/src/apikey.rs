@@ -90,6 +90,31 @@ pub struct IssueApiKey {
     pub now: DateTime<Utc>,
 }
 
+/// Some tiers' per-minute limits; absent tiers keep theirs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RateLimitsPatch {
+    /// Ordinary calls.
+    pub standard: Option<u32>,
+    /// Media.
+    pub media: Option<u32>,
+    /// Searches.
+    pub search: Option<u32>,
+    /// Frame ingest.
+    pub ingest: Option<u32>,
+}
+
+impl RateLimitsPatch {
+    /// `base` with the present tiers replaced.
+    pub fn apply(&self, base: RateLimits) -> RateLimits {
+        RateLimits {
+            standard: self.standard.unwrap_or(base.standard),
+            media: self.media.unwrap_or(base.media),
+            search: self.search.unwrap_or(base.search),
+            ingest: self.ingest.unwrap_or(base.ingest),
+        }
+    }
+}
+
 /// Change a key; absent fields stay.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ApiKeyPatch {
@@ -97,8 +122,8 @@ pub struct ApiKeyPatch {
     pub name: Option<String>,
     /// New scopes.
     pub scopes: Option<Vec<String>>,
-    /// New limits.
-    pub rate_limits: Option<RateLimits>,
+    /// Limits to change; absent tiers stay.
+    pub rate_limits: Option<RateLimitsPatch>,
     /// New camera restriction.
     pub camera_ids: Option<Vec<String>>,
     /// Enable or disable.
@@ -260,6 +285,7 @@ impl Aggregate for ApiKey {
                     change.scopes = (scopes != key.scopes).then_some(scopes);
                 }
                 if let Some(limits) = patch.rate_limits {
+                    let limits = limits.apply(key.rate_limits);
                     validate_limits(&limits)?;
                     change.rate_limits = (limits != key.rate_limits).then_some(limits);
                 }
@@ -399,6 +425,41 @@ mod tests {
         c.camera_ids = vec!["ok".into(), "not ok".into()];
         assert_eq!(field(c), "camera_ids[1]");
         assert_eq!(field(issue("has_underscore")), "key_id");
+    }
+
+    #[test]
+    fn a_limits_patch_changes_only_its_tiers() {
+        let patch = ApiKeyPatch {
+            rate_limits: Some(RateLimitsPatch {
+                search: Some(7),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let events = given_when(&[issued("k")], ApiKeyCommand::Update(patch)).unwrap();
+        let expected = RateLimits {
+            search: 7,
+            ..limits()
+        };
+        assert_eq!(
+            events,
+            vec![ApiKeyEvent::Updated(ApiKeyUpdated {
+                key_id: "k".into(),
+                rate_limits: Some(expected),
+                ..Default::default()
+            })]
+        );
+        let zero = ApiKeyPatch {
+            rate_limits: Some(RateLimitsPatch {
+                media: Some(0),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        assert!(matches!(
+            given_when(&[issued("k")], ApiKeyCommand::Update(zero)),
+            Err(ApiKeyError::Invalid { field, .. }) if field == "rate_limits.media"
+        ));
     }
 
     #[test]

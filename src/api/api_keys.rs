@@ -12,12 +12,13 @@ use poem_openapi::{ApiResponse, Object, OpenApi};
 use serde::Deserialize;
 use serde_json::json;
 use vigil_actors::CommandError;
-use vigil_actors::apikey::{ApiKey, ApiKeyCommand, ApiKeyError, ApiKeyPatch, IssueApiKey};
+use vigil_actors::apikey::{
+    ApiKey, ApiKeyCommand, ApiKeyError, ApiKeyPatch, IssueApiKey, RateLimitsPatch,
+};
 use vigil_projections::api_keys::{
     ApiKeyRow, EndpointUsage, get_api_key, key_usage, list_api_keys,
 };
 use vigil_projections::cameras::QueryError;
-use vigil_schemas::events::RateLimits;
 
 use super::ApiTags;
 use super::auth::Auth;
@@ -48,13 +49,13 @@ pub struct RateLimitsInput {
     pub ingest: Option<u32>,
 }
 
-impl RateLimitsInput {
-    fn apply(&self, base: RateLimits) -> RateLimits {
-        RateLimits {
-            standard: self.standard.unwrap_or(base.standard),
-            media: self.media.unwrap_or(base.media),
-            search: self.search.unwrap_or(base.search),
-            ingest: self.ingest.unwrap_or(base.ingest),
+impl From<RateLimitsInput> for RateLimitsPatch {
+    fn from(r: RateLimitsInput) -> Self {
+        Self {
+            standard: r.standard,
+            media: r.media,
+            search: r.search,
+            ingest: r.ingest,
         }
     }
 }
@@ -399,9 +400,7 @@ impl ApiKeysApi {
             name: body.name,
             scopes: scope_names(body.scopes),
             key_hash: app.hash_secret(&secret),
-            rate_limits: body
-                .rate_limits
-                .unwrap_or_default()
+            rate_limits: RateLimitsPatch::from(body.rate_limits.unwrap_or_default())
                 .apply(app.config().default_rate_limits),
             expires_at: body.expires_at,
             camera_ids: body.camera_ids.unwrap_or_default(),
@@ -479,19 +478,10 @@ impl ApiKeysApi {
         let principal = auth.require("update_api_key")?;
         let expected = super::cameras::parse_if_match(if_match.0)?;
         let body = body.0;
-        let (state, _) = app
-            .handler()
-            .load::<ApiKey>(&id.0)
-            .await
-            .map_err(|e| command_error(e, &id.0))?;
-        let current = state
-            .key
-            .as_ref()
-            .map_or(app.config().default_rate_limits, |k| k.rate_limits);
         let patch = ApiKeyPatch {
             name: body.name,
             scopes: body.scopes.map(scope_names),
-            rate_limits: body.rate_limits.map(|r| r.apply(current)),
+            rate_limits: body.rate_limits.map(RateLimitsPatch::from),
             camera_ids: body.camera_ids,
             enabled: body.enabled,
         };
