@@ -78,7 +78,7 @@ pub struct Principal {
 impl Principal {
     /// Whether the principal holds `scope`.
     pub fn has_scope(&self, scope: &str) -> bool {
-        self.scopes.iter().any(|s| s == scope || s == "admin")
+        vigil_actors::apikey::grants(&self.scopes, scope)
     }
 
     /// Whether the principal may see camera `id`.

@@ -53,10 +53,15 @@ pub struct ApiKeyRecord {
     pub updated_at: DateTime<Utc>,
 }
 
+/// Whether a key holding `scopes` may act under `scope`: it holds it, or holds `admin`.
+pub fn grants(scopes: &[String], scope: &str) -> bool {
+    scopes.iter().any(|s| s == scope || s == "admin")
+}
+
 impl ApiKeyRecord {
     /// Whether the key holds `scope` (directly or through `admin`).
     pub fn has_scope(&self, scope: &str) -> bool {
-        self.scopes.iter().any(|s| s == scope || s == "admin")
+        grants(&self.scopes, scope)
     }
 }
 

@@ -193,28 +193,6 @@ fn allowed_methods(path: &str) -> Vec<&'static str> {
     methods
 }
 
-/// Operation ids that must appear in [`auth::OPERATION_SCOPES`]: every operation with a security
-/// requirement in the document.
-pub fn secured_operations() -> Vec<String> {
-    let doc: Value =
-        serde_json::from_str(&openapi_service().spec()).expect("poem-openapi writes JSON");
-    let mut ids = Vec::new();
-    if let Some(paths) = doc.get("paths").and_then(Value::as_object) {
-        for op in paths
-            .values()
-            .filter_map(Value::as_object)
-            .flat_map(|p| p.values())
-        {
-            if op.get("security").is_some()
-                && let Some(id) = op.get("operationId").and_then(Value::as_str)
-            {
-                ids.push(id.to_string());
-            }
-        }
-    }
-    ids
-}
-
 /// The whole HTTP application for `app`.
 pub fn routes(app: App) -> impl Endpoint {
     let service = openapi_service();
@@ -370,9 +348,33 @@ pub async fn serve(
 
 #[cfg(test)]
 mod tests {
+    use serde_json::Value;
+
+    /// Operation ids that must appear in [`super::auth::OPERATION_SCOPES`]: every operation with a security
+    /// requirement in the document.
+    fn secured_operations() -> Vec<String> {
+        let doc: Value = serde_json::from_str(&super::openapi_service().spec())
+            .expect("poem-openapi writes JSON");
+        let mut ids = Vec::new();
+        if let Some(paths) = doc.get("paths").and_then(Value::as_object) {
+            for op in paths
+                .values()
+                .filter_map(Value::as_object)
+                .flat_map(|p| p.values())
+            {
+                if op.get("security").is_some()
+                    && let Some(id) = op.get("operationId").and_then(Value::as_str)
+                {
+                    ids.push(id.to_string());
+                }
+            }
+        }
+        ids
+    }
+
     #[test]
     fn every_secured_operation_declares_a_scope() {
-        let secured = super::secured_operations();
+        let secured = secured_operations();
         assert!(secured.len() >= 10, "{secured:?}");
         for op in &secured {
             assert!(
