@@ -18,7 +18,7 @@ use crate::access::{
     FailureGuard, KeyLimiters, UsageCounter, constant_time_eq, hash_secret, split_key,
 };
 use crate::config::Config;
-use crate::store::{Backend, SqlEventStore, open_pool};
+use crate::store::{Backend, open_pool};
 
 /// The id (and stream suffix) of the generated admin key.
 pub const BOOTSTRAP_KEY_ID: &str = "bootstrap";
@@ -171,13 +171,7 @@ impl App {
     pub async fn open(config: Config) -> Result<(Self, Option<String>), StartError> {
         let url = config.effective_database_url();
         let (pool, backend) = open_pool(&url, config.database_max_connections).await?;
-        let store = SqlEventStore::new(
-            pool.clone(),
-            backend,
-            Duration::from_millis(config.poll_interval_ms),
-        )
-        .await?;
-        let store: Arc<dyn EventStore> = Arc::new(store);
+        let store = crate::store::open_event_store(&config, pool.clone(), backend).await?;
         let handler = CommandHandler::new(store.clone());
         let runners = vigil_projections::all()
             .into_iter()

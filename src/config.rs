@@ -19,6 +19,10 @@ pub struct Config {
     /// Event store and read-model database: `sqlite://…` or `postgres://…`
     /// (`VIGIL_DATABASE_URL`). Empty means `sqlite://{data_dir}/vigil.db`.
     pub database_url: String,
+    /// Event store on a KurrentDB server instead of the SQL database, e.g.
+    /// `esdb://127.0.0.1:2113?tls=false` (`VIGIL_KURRENTDB_URL`). Needs a build with the
+    /// `kurrentdb` cargo feature; read models stay in `database_url`. Empty: the SQL store.
+    pub kurrentdb_url: String,
     /// Connections in the database pool (`VIGIL_DATABASE_MAX_CONNECTIONS`).
     pub database_max_connections: u32,
     /// The admin API key (`VIGIL_ADMIN_KEY`). When empty, a key is generated at first start,
@@ -80,6 +84,7 @@ impl Default for Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             data_dir: PathBuf::from("data"),
             database_url: String::new(),
+            kurrentdb_url: String::new(),
             database_max_connections: 8,
             admin_key: String::new(),
             max_body_bytes: 1 << 20,
@@ -119,6 +124,7 @@ const ENV_KEYS: &[&str] = &[
     "listen",
     "data_dir",
     "database_url",
+    "kurrentdb_url",
     "database_max_connections",
     "admin_key",
     "max_body_bytes",
@@ -216,6 +222,7 @@ impl Config {
             shown.key_pepper = "****".into();
         }
         shown.database_url = crate::store::mask_url(&self.effective_database_url());
+        shown.kurrentdb_url = crate::store::mask_url(&self.kurrentdb_url);
         toml::to_string_pretty(&shown).expect("config serialises")
     }
 }

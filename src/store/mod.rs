@@ -4,6 +4,8 @@
 //! driver: the schema and almost every statement are shared, and the few differences are
 //! switched on [`Backend`]. KurrentDB joins as a second adapter behind a cargo feature.
 
+#[cfg(feature = "kurrentdb")]
+pub mod kurrent;
 pub mod scratch;
 pub mod sql;
 
@@ -14,6 +16,39 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, Executor};
 
 pub use sql::SqlEventStore;
+use vigil_schemas::{EventStore, StoreError};
+
+use crate::config::Config;
+
+/// The event store the config names: KurrentDB when `kurrentdb_url` is set (and the build has
+/// the `kurrentdb` feature), otherwise the SQL store on `pool`.
+pub async fn open_event_store(
+    config: &Config,
+    pool: AnyPool,
+    backend: Backend,
+) -> Result<std::sync::Arc<dyn EventStore>, StoreError> {
+    if !config.kurrentdb_url.is_empty() {
+        #[cfg(feature = "kurrentdb")]
+        {
+            let store = kurrent::KurrentEventStore::connect(&config.kurrentdb_url).await?;
+            tracing::info!(url = %mask_url(&config.kurrentdb_url), "event store: KurrentDB");
+            return Ok(std::sync::Arc::new(store));
+        }
+        #[cfg(not(feature = "kurrentdb"))]
+        return Err(StoreError::Backend(
+            "kurrentdb_url is set but this build has no KurrentDB adapter: \
+             build with `--features kurrentdb`"
+                .into(),
+        ));
+    }
+    let store = SqlEventStore::new(
+        pool,
+        backend,
+        Duration::from_millis(config.poll_interval_ms),
+    )
+    .await?;
+    Ok(std::sync::Arc::new(store))
+}
 
 /// Which SQL database a URL names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

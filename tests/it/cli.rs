@@ -132,3 +132,21 @@ fn schemas_export_writes_the_committed_files() {
         assert_eq!(fresh, old, "{name:?}");
     }
 }
+
+/// A configured KurrentDB that does not answer stops `vigil serve` with an error naming it,
+/// instead of serving on another store.
+#[test]
+fn serve_refuses_to_start_when_kurrentdb_does_not_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_vigil"))
+        .arg("serve")
+        .env("VIGIL_DATA_DIR", dir.path())
+        .env("VIGIL_LISTEN", "127.0.0.1:0")
+        .env("VIGIL_KURRENTDB_URL", "esdb://127.0.0.1:9?tls=false")
+        .env("VIGIL_LOG", "warn")
+        .output()
+        .expect("vigil runs");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("KurrentDB"), "{stderr}");
+}
