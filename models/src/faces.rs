@@ -1,0 +1,191 @@
+//! The face pipeline: detect → 68 landmarks → descriptor crop → 128-d descriptor, batched over
+//! images and faces, as face-api runs it (`models/ARCHITECTURE.md` §6).
+
+use std::path::Path;
+
+use crate::image::Image;
+use crate::landmarks::LandmarkNet;
+use crate::recognition::FaceEmbedder;
+use crate::ssd::{FaceBox, FaceDetector};
+use crate::{Compute, ModelError, tfjs};
+
+/// Manifest of the face detector, relative to the assets folder.
+pub const DETECTOR: &str = "face-api/ssd_mobilenetv1_model-weights_manifest.json";
+/// Manifest of the landmark net.
+pub const LANDMARKS: &str = "face-api/face_landmark_68_model-weights_manifest.json";
+/// Manifest of the descriptor net.
+pub const EMBEDDER: &str = "face-api/face_recognition_model-weights_manifest.json";
+
+/// Default minimum detection score.
+pub const MIN_SCORE: f32 = 0.5;
+/// Default most faces per image.
+pub const MAX_FACES: usize = 100;
+/// Two descriptors closer than this (Euclidean) are the same person, per dlib and face-api.
+pub const MATCH_THRESHOLD: f32 = 0.6;
+
+/// A face found in an image.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Face {
+    /// The detector's box, in image pixels.
+    pub detection: FaceBox,
+    /// 68 points (iBUG order) in image pixels.
+    pub landmarks: Vec<[f32; 2]>,
+}
+
+/// The three face networks on one device.
+#[derive(Debug)]
+pub struct FaceModels {
+    detector: FaceDetector,
+    landmarks: LandmarkNet,
+    embedder: FaceEmbedder,
+    /// Where they run.
+    pub compute: Compute,
+}
+
+/// `(x, y, w, h)` of a box clipped to a `width × height` image, each floored (face-api's
+/// `clipAtImageBorders` followed by `floor`). `None` when nothing is left.
+fn clip(x: f32, y: f32, w: f32, h: f32, width: usize, height: usize) -> Option<[usize; 4]> {
+    let x0 = x.max(0.0);
+    let y0 = y.max(0.0);
+    let w0 = (x + w - x0).min(width as f32 - x0);
+    let h0 = (y + h - y0).min(height as f32 - y0);
+    let r = [x0.floor(), y0.floor(), w0.floor(), h0.floor()];
+    (r[2] >= 1.0 && r[3] >= 1.0).then(|| r.map(|v| v as usize))
+}
+
+impl FaceModels {
+    /// Loads the three networks from `assets` (checksums verified) onto `compute`'s device.
+    pub fn load(assets: &Path, compute: Compute) -> Result<Self, ModelError> {
+        let device = &compute.device;
+        let detector = FaceDetector::load(tfjs::load(assets, DETECTOR)?, device)?;
+        let landmarks = LandmarkNet::load(tfjs::load(assets, LANDMARKS)?, device)?;
+        let embedder = FaceEmbedder::load(tfjs::load(assets, EMBEDDER)?, device)?;
+        Ok(Self {
+            detector,
+            landmarks,
+            embedder,
+            compute,
+        })
+    }
+
+    /// The detector network.
+    pub fn detector(&self) -> &FaceDetector {
+        &self.detector
+    }
+
+    /// The landmark network.
+    pub fn landmark_net(&self) -> &LandmarkNet {
+        &self.landmarks
+    }
+
+    /// The descriptor network.
+    pub fn embedder(&self) -> &FaceEmbedder {
+        &self.embedder
+    }
+
+    /// Faces in each image (one batch through the detector, one through the landmark net).
+    pub fn detect_faces(&self, images: &[Image], min_score: f32) -> Vec<Vec<Face>> {
+        if images.is_empty() {
+            return Vec::new();
+        }
+        let device = &self.compute.device;
+        let inputs: Vec<Image> = images.iter().map(FaceDetector::prepare).collect();
+        let raw = self.detector.raw(&inputs, device);
+        let boxes: Vec<Vec<FaceBox>> = raw
+            .iter()
+            .zip(images)
+            .map(|(raw, img)| {
+                self.detector
+                    .decode(raw, img.width, img.height, min_score, MAX_FACES)
+            })
+            .collect();
+        // Every face of every image through the landmark net at once.
+        let mut crops = Vec::new();
+        let mut owners = Vec::new();
+        for (i, (image, faces)) in images.iter().zip(&boxes).enumerate() {
+            for (j, face) in faces.iter().enumerate() {
+                if let Some([x, y, w, h]) = clip(
+                    face.x,
+                    face.y,
+                    face.width,
+                    face.height,
+                    image.width,
+                    image.height,
+                ) {
+                    crops.push(LandmarkNet::prepare(&image.crop(x, y, w, h)));
+                    owners.push((i, j, w, h));
+                }
+            }
+        }
+        let mut out: Vec<Vec<Face>> = images.iter().map(|_| Vec::new()).collect();
+        if crops.is_empty() {
+            return out;
+        }
+        let raw = self.landmarks.raw(&crops, device);
+        for ((i, j, w, h), raw) in owners.into_iter().zip(raw) {
+            let detection = boxes[i][j].clone();
+            let landmarks = LandmarkNet::to_crop_pixels(&raw, w, h)
+                .into_iter()
+                .map(|[px, py]| [px + detection.x, py + detection.y])
+                .collect();
+            out[i].push(Face {
+                detection,
+                landmarks,
+            });
+        }
+        out
+    }
+
+    /// The descriptor of each face (one batch through the descriptor net).
+    pub fn embed_faces(&self, image: &Image, faces: &[Face]) -> Vec<Vec<f32>> {
+        let chips: Vec<Image> = faces
+            .iter()
+            .map(|face| {
+                let [x, y, w, h] = descriptor_crop(face, image.width, image.height);
+                FaceEmbedder::prepare(&image.crop(x, y, w, h))
+            })
+            .collect();
+        if chips.is_empty() {
+            return Vec::new();
+        }
+        self.embedder.raw(&chips, &self.compute.device)
+    }
+}
+
+/// The square face-api crops for a descriptor: from the eye and mouth centres (dlib's
+/// alignment rectangle, not rotated), clipped to the image.
+pub fn descriptor_crop(face: &Face, width: usize, height: usize) -> [usize; 4] {
+    let mean = |range: std::ops::RangeInclusive<usize>| {
+        let n = range.clone().count() as f32;
+        let (sx, sy) = range.fold((0.0, 0.0), |(sx, sy), i| {
+            (sx + face.landmarks[i][0], sy + face.landmarks[i][1])
+        });
+        [sx / n, sy / n]
+    };
+    let (le, re, mo) = (mean(36..=41), mean(42..=47), mean(48..=67));
+    let dist = |a: [f32; 2], b: [f32; 2]| ((a[0] - b[0]).powi(2) + (a[1] - b[1]).powi(2)).sqrt();
+    let size = ((dist(mo, le) + dist(mo, re)) / 2.0 / 0.45).floor();
+    let cx = (le[0] + re[0] + mo[0]) / 3.0;
+    let cy = (le[1] + re[1] + mo[1]) / 3.0;
+    let x = (cx - 0.5 * size).max(0.0).floor();
+    let y = (cy - 0.43 * size).max(0.0).floor();
+    clip(x, y, size, size, width, height).unwrap_or([0, 0, width.min(1), height.min(1)])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clipping_floors_and_keeps_inside() {
+        assert_eq!(
+            clip(181.1, 72.9, 83.3, 101.7, 512, 512),
+            Some([181, 72, 83, 101])
+        );
+        assert_eq!(
+            clip(-10.0, 500.0, 30.0, 30.0, 512, 512),
+            Some([0, 500, 20, 12])
+        );
+        assert_eq!(clip(600.0, 0.0, 10.0, 10.0, 512, 512), None);
+    }
+}

@@ -1,0 +1,286 @@
+//! The Burn models against golden outputs of the original implementation (face-api on TF.js,
+//! `models/reference/golden/astronaut.json`), on the CPU backend and on wgpu (CI has Mesa's
+//! software Vulkan adapter; a machine with neither fails here rather than skipping).
+
+use std::sync::OnceLock;
+
+use serde_json::Value;
+
+use crate::faces::{FaceModels, MATCH_THRESHOLD, MIN_SCORE, descriptor_crop};
+use crate::image::Image;
+use crate::recognition::distance;
+use crate::{Compute, default_assets_dir, tfjs};
+
+fn golden() -> &'static Value {
+    static GOLDEN: OnceLock<Value> = OnceLock::new();
+    GOLDEN.get_or_init(|| {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/reference/golden/astronaut.json"
+        );
+        serde_json::from_slice(&std::fs::read(path).expect("golden file")).expect("golden JSON")
+    })
+}
+
+fn floats(v: &Value) -> Vec<f32> {
+    v.as_array()
+        .expect("array")
+        .iter()
+        .map(|x| x.as_f64().expect("number") as f32)
+        .collect()
+}
+
+fn cpu() -> &'static FaceModels {
+    static MODELS: OnceLock<FaceModels> = OnceLock::new();
+    MODELS.get_or_init(|| {
+        FaceModels::load(&default_assets_dir(), Compute::cpu())
+            .expect("models load (run scripts/fetch-assets)")
+    })
+}
+
+fn wgpu() -> &'static FaceModels {
+    static MODELS: OnceLock<FaceModels> = OnceLock::new();
+    MODELS.get_or_init(|| {
+        let compute = Compute::wgpu()
+            .expect("a wgpu adapter (scripts/setup installs Mesa's software Vulkan driver)");
+        FaceModels::load(&default_assets_dir(), compute).expect("models load")
+    })
+}
+
+/// The reference's deterministic test pattern.
+fn pattern(side: usize) -> Image {
+    let mut data = Vec::with_capacity(side * side * 3);
+    for y in 0..side {
+        for x in 0..side {
+            for c in 0..3 {
+                data.push(((x * 7 + y * 13 + c * 29) % 256) as f32);
+            }
+        }
+    }
+    Image {
+        width: side,
+        height: side,
+        data,
+    }
+}
+
+fn astronaut() -> Image {
+    let bytes = tfjs::read_verified(&default_assets_dir(), "images/astronaut.png")
+        .expect("astronaut.png (run scripts/fetch-assets)");
+    Image::decode_png(&bytes).expect("PNG")
+}
+
+fn assert_close(what: &str, got: &[f32], want: &[f32], tolerance: f32) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    let worst = got
+        .iter()
+        .zip(want)
+        .map(|(g, w)| (g - w).abs() / (1.0 + w.abs()))
+        .fold(0.0f32, f32::max);
+    assert!(
+        worst <= tolerance,
+        "{what}: worst relative difference {worst:e} > {tolerance:e}\n got  {:?}\n want {:?}",
+        &got[..got.len().min(6)],
+        &want[..want.len().min(6)]
+    );
+}
+
+fn raw_networks_match(models: &FaceModels) {
+    let raw = &golden()["raw_networks"];
+    let device = &models.compute.device;
+    let backend = models.compute.backend;
+
+    let ssd = &models.detector().raw(&[pattern(512)], device)[0];
+    for entry in raw["ssd_mobilenetv1"]["first_20"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .chain(raw["ssd_mobilenetv1"]["top_5"].as_array().unwrap())
+    {
+        let i = entry["index"].as_u64().unwrap() as usize;
+        assert_close(
+            &format!("{backend} SSD anchor {i} encoding"),
+            &ssd.encodings[i],
+            &floats(&entry["box_encoding_ty_tx_th_tw"]),
+            2e-3,
+        );
+        assert_close(
+            &format!("{backend} SSD anchor {i} logits"),
+            &ssd.logits[i],
+            &floats(&entry["class_logits"]),
+            2e-3,
+        );
+        assert_close(
+            &format!("{backend} SSD anchor {i}"),
+            &models.detector().anchors()[i],
+            &floats(&entry["anchor_ymin_xmin_ymax_xmax"]),
+            1e-6,
+        );
+    }
+
+    let landmarks = &models.landmark_net().raw(&[pattern(112)], device)[0];
+    assert_close(
+        &format!("{backend} landmark net"),
+        landmarks,
+        &floats(&raw["face_landmark_68"]["output_136"]),
+        1e-3,
+    );
+    let descriptor = &models.embedder().raw(&[pattern(150)], device)[0];
+    assert_close(
+        &format!("{backend} descriptor net"),
+        descriptor,
+        &floats(&raw["face_recognition"]["output_128"]),
+        1e-3,
+    );
+}
+
+fn astronaut_matches(models: &FaceModels) {
+    let backend = models.compute.backend;
+    let want = &golden()["faces"][0];
+    let image = astronaut();
+    let faces = models.detect_faces(std::slice::from_ref(&image), MIN_SCORE);
+    assert_eq!(faces[0].len(), 1, "{backend}: one face in astronaut.png");
+    let face = &faces[0][0];
+    let b = &want["box"];
+    let got = [
+        face.detection.x,
+        face.detection.y,
+        face.detection.width,
+        face.detection.height,
+    ];
+    let expected = ["x", "y", "width", "height"].map(|k| b[k].as_f64().unwrap() as f32);
+    for (g, w) in got.iter().zip(expected) {
+        assert!(
+            (g - w).abs() < 0.25,
+            "{backend}: box {got:?} vs {expected:?}"
+        );
+    }
+    assert!((face.detection.score - want["score"].as_f64().unwrap() as f32).abs() < 1e-3);
+    let points = want["landmarks"].as_array().unwrap();
+    assert_eq!(face.landmarks.len(), 68);
+    for (p, w) in face.landmarks.iter().zip(points) {
+        let w = floats(w);
+        assert!(
+            (p[0] - w[0]).abs() < 0.5 && (p[1] - w[1]).abs() < 0.5,
+            "{backend}: landmark {p:?} vs {w:?}"
+        );
+    }
+    let crop = descriptor_crop(face, image.width, image.height);
+    let c = &want["descriptor_crop"];
+    assert_eq!(
+        crop,
+        ["x", "y", "width", "height"].map(|k| c[k].as_u64().unwrap() as usize),
+        "{backend}: descriptor crop"
+    );
+    let descriptor = &models.embed_faces(&image, &faces[0])[0];
+    let golden_descriptor = floats(&want["descriptor"]);
+    let d = distance(descriptor, &golden_descriptor);
+    assert!(d < 0.01, "{backend}: descriptor {d} from face-api's");
+}
+
+/// The same face under a flip, half the size and +30 brightness stays within the match
+/// threshold of the original; the reference's own distances are reproduced.
+fn identity_is_stable(models: &FaceModels) {
+    let backend = models.compute.backend;
+    let image = astronaut();
+    let half = {
+        let (w, h) = (image.width / 2, image.height / 2);
+        let mut data = Vec::with_capacity(w * h * 3);
+        for y in 0..h {
+            for x in 0..w {
+                for c in 0..3 {
+                    let sum = image.at(2 * x, 2 * y, c)
+                        + image.at(2 * x + 1, 2 * y, c)
+                        + image.at(2 * x, 2 * y + 1, c)
+                        + image.at(2 * x + 1, 2 * y + 1, c);
+                    data.push(((sum + 2.0) / 4.0).floor());
+                }
+            }
+        }
+        Image {
+            width: w,
+            height: h,
+            data,
+        }
+    };
+    let bright = Image {
+        data: image.data.iter().map(|v| (v + 30.0).min(255.0)).collect(),
+        ..image.clone()
+    };
+    let variants = [image.clone(), image.flip_horizontal(), half, bright];
+    let found = models.detect_faces(&variants, MIN_SCORE);
+    let descriptors: Vec<Vec<f32>> = variants
+        .iter()
+        .zip(&found)
+        .map(|(img, faces)| {
+            assert_eq!(faces.len(), 1, "{backend}: one face per variant");
+            models.embed_faces(img, faces).remove(0)
+        })
+        .collect();
+    let want = &golden()["descriptor_distances"];
+    let names = [
+        "original",
+        "flip_horizontal",
+        "scale_0_5",
+        "brightness_plus_30",
+    ];
+    for i in 0..4 {
+        for j in i + 1..4 {
+            let d = distance(&descriptors[i], &descriptors[j]);
+            let expected = want[format!("{}~{}", names[i], names[j])].as_f64().unwrap() as f32;
+            assert!(
+                d < MATCH_THRESHOLD,
+                "{backend}: {} vs {}: {d}",
+                names[i],
+                names[j]
+            );
+            assert!(
+                (d - expected).abs() < 0.01,
+                "{backend}: {} vs {}: {d}, face-api {expected}",
+                names[i],
+                names[j]
+            );
+        }
+    }
+}
+
+#[test]
+fn cpu_raw_networks_match_face_api() {
+    raw_networks_match(cpu());
+}
+
+#[test]
+fn cpu_astronaut_face_landmarks_and_descriptor_match_face_api() {
+    astronaut_matches(cpu());
+}
+
+#[test]
+fn cpu_descriptors_are_stable_under_flip_scale_and_brightness() {
+    identity_is_stable(cpu());
+}
+
+#[test]
+fn wgpu_raw_networks_match_face_api() {
+    raw_networks_match(wgpu());
+}
+
+#[test]
+fn wgpu_astronaut_face_landmarks_and_descriptor_match_face_api() {
+    astronaut_matches(wgpu());
+}
+
+#[test]
+fn wgpu_descriptors_are_stable_under_flip_scale_and_brightness() {
+    identity_is_stable(wgpu());
+}
+
+#[test]
+fn wgpu_reports_its_adapter() {
+    let compute = &wgpu().compute;
+    assert_eq!(compute.backend, "wgpu");
+    assert!(!compute.adapter.is_empty());
+    eprintln!(
+        "wgpu adapter: {} (physical: {})",
+        compute.adapter, compute.physical
+    );
+}
