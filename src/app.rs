@@ -122,6 +122,8 @@ struct Inner {
     failures: FailureGuard,
     usage: UsageCounter,
     metrics: HttpMetrics,
+    /// The models' device, chosen on first use (opening a wgpu adapter takes a moment).
+    compute: std::sync::OnceLock<Result<vigil_models::Compute, String>>,
 }
 
 /// The pepper from the config, else from `{data_dir}/key_pepper` (created on first start).
@@ -195,6 +197,7 @@ impl App {
                 limiters: KeyLimiters::default(),
                 usage: UsageCounter::default(),
                 metrics: HttpMetrics::default(),
+                compute: std::sync::OnceLock::new(),
             }),
         };
         Ok((app, generated))
@@ -250,6 +253,19 @@ impl App {
     /// The read-model pool.
     pub fn pool(&self) -> &AnyPool {
         &self.inner.pool
+    }
+
+    /// The device the models run on, chosen by `models_backend` on the first call (blocking:
+    /// call it from a blocking thread). An error says why the forced backend is unavailable.
+    pub fn compute(&self) -> Result<&vigil_models::Compute, &str> {
+        self.inner
+            .compute
+            .get_or_init(|| {
+                vigil_models::Compute::select(self.inner.config.models_backend)
+                    .map_err(|e| e.to_string())
+            })
+            .as_ref()
+            .map_err(String::as_str)
     }
 
     /// The event store.

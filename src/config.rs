@@ -71,6 +71,12 @@ pub struct Config {
     /// How long the producer keeps trying one message before the relay restarts from its
     /// checkpoint, in milliseconds (`VIGIL_KAFKA_MESSAGE_TIMEOUT_MS`).
     pub kafka_message_timeout_ms: u64,
+    /// Where the models run (`VIGIL_MODELS_BACKEND`): `auto` (a wgpu adapter when one exists,
+    /// else the CPU), `wgpu` (fail without an adapter) or `cpu`.
+    pub models_backend: vigil_models::BackendPreference,
+    /// Folder with the pretrained weights that `scripts/fetch-assets` downloads
+    /// (`VIGIL_ASSETS_DIR`). Empty: `$VIGIL_ASSETS`, else `~/.cache/vigil/assets`.
+    pub assets_dir: String,
     /// Default per-minute limits of new API keys (TOML table `[default_rate_limits]`).
     pub default_rate_limits: RateLimits,
     /// Per-minute limits of the admin keys (configured and bootstrap) (TOML table
@@ -103,6 +109,8 @@ impl Default for Config {
             kafka_replication: 1,
             kafka_message_timeout_ms: 30_000,
             ws_heartbeat_secs: 5,
+            models_backend: vigil_models::BackendPreference::Auto,
+            assets_dir: String::new(),
             default_rate_limits: RateLimits {
                 standard: 600,
                 media: 120,
@@ -125,6 +133,8 @@ const ENV_KEYS: &[&str] = &[
     "data_dir",
     "database_url",
     "kurrentdb_url",
+    "models_backend",
+    "assets_dir",
     "database_max_connections",
     "admin_key",
     "max_body_bytes",
@@ -209,6 +219,15 @@ impl Config {
             format!("sqlite://{}", self.data_dir.join("vigil.db").display())
         } else {
             self.database_url.clone()
+        }
+    }
+
+    /// The assets folder in effect.
+    pub fn effective_assets_dir(&self) -> PathBuf {
+        if self.assets_dir.is_empty() {
+            vigil_models::default_assets_dir()
+        } else {
+            PathBuf::from(&self.assets_dir)
         }
     }
 

@@ -76,6 +76,20 @@ async fn projections(app: &App) -> Result<Vec<ProjectionDto>, ApiError> {
     Ok(out)
 }
 
+/// The device the models run on.
+#[derive(Debug, Clone, Object)]
+pub struct GpuDto {
+    /// `wgpu` or `cpu`.
+    pub backend: String,
+    /// The adapter's name as the driver reports it (`NVIDIA H100 80GB HBM3`,
+    /// `llvmpipe (LLVM 15.0.6, 256 bits)`), or the CPU backend's.
+    pub adapter: String,
+    /// Whether the adapter is a physical card (false for the CPU and software rasterisers).
+    pub physical: bool,
+    /// The configured preference: `auto`, `wgpu` or `cpu` (`models_backend`).
+    pub preference: String,
+}
+
 /// System endpoints.
 pub struct SystemApi;
 
@@ -114,6 +128,30 @@ impl SystemApi {
                 projections: vec![],
             })),
         }
+    }
+
+    /// The compute device the models run on: a wgpu adapter (GPU, or a software Vulkan
+    /// rasteriser) or the CPU, chosen by `models_backend`. 503 when `models_backend = wgpu` and
+    /// no adapter can be opened.
+    #[oai(path = "/api/v1/system/gpu", method = "get", operation_id = "get_gpu")]
+    async fn gpu(&self, app: Data<&App>, auth: Auth) -> Result<Json<GpuDto>, ApiError> {
+        auth.require("get_gpu")?;
+        let app = app.clone();
+        let preference = app.config().models_backend;
+        let compute =
+            tokio::task::spawn_blocking(move || app.compute().cloned().map_err(str::to_string))
+                .await
+                .map_err(|e| ApiError::unavailable(e.to_string()))?
+                .map_err(ApiError::unavailable)?;
+        Ok(Json(GpuDto {
+            backend: compute.backend.to_string(),
+            adapter: compute.adapter,
+            physical: compute.physical,
+            preference: serde_json::to_value(preference)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default(),
+        }))
     }
 
     /// Projection progress and lag.

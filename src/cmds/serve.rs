@@ -14,6 +14,22 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             "\nGenerated the admin API key. It is shown only this once; only its hash is stored:\n\n    {key}\n\nSend it as the X-API-Key header. Set VIGIL_ADMIN_KEY to use a key of your own.\n"
         );
     }
+    // The models' device: a forced `wgpu` must be there before serving; `auto` is resolved in
+    // the background and logged (GET /api/v1/system/gpu reports it).
+    let probe = app.clone();
+    let compute = tokio::task::spawn_blocking(move || {
+        probe
+            .compute()
+            .map(|c| {
+                tracing::info!(backend = c.backend, adapter = %c.adapter, physical = c.physical, "models device");
+            })
+            .map_err(str::to_string)
+    });
+    if app.config().models_backend == vigil_models::BackendPreference::Wgpu {
+        compute
+            .await?
+            .map_err(|e| anyhow::anyhow!("models_backend = wgpu: {e}"))?;
+    }
     let background = app.spawn_background();
     let listener = tokio::net::TcpListener::bind(listen).await?;
     tracing::info!(address = %listener.local_addr()?, backend = ?app.backend(), "vigil listening");

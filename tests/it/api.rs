@@ -841,3 +841,53 @@ async fn audit_filters_by_recording_time_and_exports_ndjson() {
     server.stop().await;
     db.cleanup().await;
 }
+
+/// `GET /api/v1/system/gpu` names the device the models run on: the CPU when the config
+/// forces it, a wgpu adapter otherwise (CI has Mesa's software Vulkan adapter, so `auto` finds
+/// one there).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gpu_endpoint_reports_the_models_device() {
+    let db = TestDb::new(Which::Sqlite).await;
+    let mut config = db.config();
+    config.models_backend = vigil_models::BackendPreference::Cpu;
+    let server = TestServer::start(config).await;
+    let resp = server
+        .req(Method::GET, "/api/v1/system/gpu")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["backend"], "cpu", "{body}");
+    assert_eq!(body["preference"], "cpu", "{body}");
+    assert_eq!(body["physical"], false, "{body}");
+    server.stop().await;
+
+    let server = TestServer::start(db.config()).await;
+    let body: Value = server
+        .req(Method::GET, "/api/v1/system/gpu")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(body["preference"], "auto", "{body}");
+    assert_eq!(
+        body["backend"], "wgpu",
+        "a wgpu adapter is expected here: {body}"
+    );
+    assert!(
+        body["adapter"].as_str().is_some_and(|a| !a.is_empty()),
+        "{body}"
+    );
+    let anonymous = server
+        .client
+        .get(server.url("/api/v1/system/gpu"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
+    server.stop().await;
+    db.cleanup().await;
+}
