@@ -284,3 +284,216 @@ fn wgpu_reports_its_adapter() {
         compute.adapter, compute.physical
     );
 }
+
+// ---- person detection (NanoDet) and pose (MoveNet), against `golden/persons.json` ----
+
+use crate::persons::{PERSON, PersonDetector};
+use crate::pose::PoseEstimator;
+
+fn persons_golden() -> &'static Value {
+    static GOLDEN: OnceLock<Value> = OnceLock::new();
+    GOLDEN.get_or_init(|| {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/reference/golden/persons.json");
+        serde_json::from_slice(&std::fs::read(path).expect("golden file")).expect("golden JSON")
+    })
+}
+
+fn person_detector(compute: Compute) -> PersonDetector {
+    PersonDetector::load(&default_assets_dir(), &compute.device)
+        .expect("NanoDet loads (run scripts/fetch-assets)")
+}
+
+fn pose_estimator(compute: Compute) -> PoseEstimator {
+    PoseEstimator::load(&default_assets_dir(), &compute.device)
+        .expect("MoveNet loads (run scripts/fetch-assets)")
+}
+
+fn vtest_frame() -> Image {
+    let bytes = tfjs::read_verified(&default_assets_dir(), "images/vtest-100.png")
+        .expect("vtest-100.png (run scripts/fetch-assets)");
+    Image::decode_png(&bytes).expect("PNG")
+}
+
+/// Stride of a golden NanoDet output, from its role text.
+fn stride_of(output: &Value) -> usize {
+    let role = output["role"].as_str().unwrap();
+    [8, 16, 32]
+        .into_iter()
+        .find(|s| role.contains(&format!("stride {s}:")) || role.contains(&format!("stride {s},")))
+        .expect("a stride in the role")
+}
+
+fn nanodet_heads_match(detector: &PersonDetector, backend: &str) {
+    let synthetic = &persons_golden()["nanodet"]["synthetic"];
+    let raw = &detector.raw(&[pattern(416)]).expect("runs")[0];
+    let level_of = |stride: usize| [8, 16, 32].iter().position(|&s| s == stride).unwrap();
+    let mut checked = 0;
+    for output in synthetic["outputs"].as_array().unwrap() {
+        let level = level_of(stride_of(output));
+        let g = 416 / [8, 16, 32][level];
+        if let Some(top) = output["top20_person"].as_array() {
+            for cell in top {
+                let i = cell["index"].as_u64().unwrap() as usize;
+                let got = raw.score(level, i / g, i % g, PERSON);
+                let want = cell["score"].as_f64().unwrap() as f32;
+                assert!(
+                    (got - want).abs() < 2e-3,
+                    "{backend} NanoDet score at {i}: {got} vs {want}"
+                );
+                checked += 1;
+            }
+        }
+        if let Some(top) = output["at_top10_person"].as_array() {
+            for cell in top {
+                let i = cell["index"].as_u64().unwrap() as usize;
+                assert_close(
+                    &format!("{backend} NanoDet box logits at {i}"),
+                    raw.box_logits(level, i / g, i % g),
+                    &floats(&cell["values"]),
+                    2e-3,
+                );
+                checked += 1;
+            }
+        }
+    }
+    assert_eq!(checked, 3 * 20 + 3 * 10);
+}
+
+/// NanoDet on frame 100 of OpenCV's pedestrian clip: the five people the reference scores at
+/// 0.5 or more are found, each from the same grid cell with the same box as NanoDet's own
+/// decoding gives (checked against the reference where it recorded it).
+fn vtest_persons_are_found(detector: &PersonDetector, backend: &str) {
+    let golden = &persons_golden()["nanodet"]["vtest"];
+    let frame = vtest_frame();
+    let found = detector
+        .detect_persons(std::slice::from_ref(&frame), 0.5)
+        .expect("runs");
+    let found = &found[0];
+    let expected: Vec<&Value> = golden["not_human_nms_on_corner_boxes"]["detections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|d| d["label"] == "person" && d["origin"]["raw_score"].as_f64().unwrap() >= 0.5)
+        .collect();
+    assert_eq!(
+        expected.len(),
+        5,
+        "the reference has five confident persons"
+    );
+    assert_eq!(found.len(), 5, "{backend}: persons {found:?}");
+    // Each confident reference person overlaps one of ours (IoU ≥ 0.5; the reference boxes
+    // come from arg-max bins, ours from the full distribution, so cells can differ by one).
+    for want in expected {
+        let b = floats(&want["box"]);
+        let (x1, y1, x2, y2) = (b[0], b[1], b[0] + b[2], b[1] + b[3]);
+        let iou = |g: &crate::persons::ObjectBox| {
+            let w = (g.x2.min(x2) - g.x1.max(x1)).max(0.0);
+            let h = (g.y2.min(y2) - g.y1.max(y1)).max(0.0);
+            let inter = w * h;
+            inter / ((g.x2 - g.x1) * (g.y2 - g.y1) + (x2 - x1) * (y2 - y1) - inter)
+        };
+        let best = found.iter().map(iou).fold(0.0f32, f32::max);
+        assert!(
+            best >= 0.5,
+            "{backend}: reference person {b:?} not found (best IoU {best}) in {found:?}"
+        );
+        let o = &want["origin"];
+        let cell = (
+            o["stride"].as_u64().unwrap() as usize,
+            o["row"].as_u64().unwrap() as usize,
+            o["col"].as_u64().unwrap() as usize,
+        );
+        if let Some(same) = found.iter().find(|g| g.cell == cell) {
+            let score = o["raw_score"].as_f64().unwrap() as f32;
+            assert!(
+                (same.score - score).abs() < 2e-3,
+                "{backend}: {same:?} vs {score}"
+            );
+        }
+    }
+    for reference in golden["detections"].as_array().unwrap() {
+        let Some(dfl) = reference.get("upstream_dfl_decode") else {
+            continue;
+        };
+        if reference["label"] != "person"
+            || reference["origin"]["raw_score"].as_f64().unwrap() < 0.5
+        {
+            continue;
+        }
+        let o = &reference["origin"];
+        let cell = (
+            o["stride"].as_u64().unwrap() as usize,
+            o["row"].as_u64().unwrap() as usize,
+            o["col"].as_u64().unwrap() as usize,
+        );
+        let got = found.iter().find(|b| b.cell == cell).expect("found above");
+        let want = floats(&dfl["box_x1y1x2y2"]);
+        let got = [got.x1, got.y1, got.x2, got.y2];
+        for (g, w) in got.iter().zip(&want) {
+            assert!(
+                (g - w).abs() < 1.0,
+                "{backend}: box {got:?} vs NanoDet's {want:?}"
+            );
+        }
+    }
+}
+
+fn movenet_matches(estimator: &PoseEstimator, backend: &str) {
+    let golden = &persons_golden()["movenet"];
+    let heads = estimator.heads(&pattern(192)).expect("runs");
+    let got: Vec<f32> = estimator
+        .decode(&heads)
+        .into_iter()
+        .flat_map(|(y, x, s)| [y, x, s])
+        .collect();
+    let want: Vec<f32> = golden["synthetic"]["output_1x1x17x3_y_x_score"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(floats)
+        .collect();
+    assert_close(&format!("{backend} MoveNet synthetic"), &got, &want, 2e-3);
+    for (name, image) in [("astronaut", astronaut()), ("vtest", vtest_frame())] {
+        let keypoints = &estimator
+            .estimate_pose(std::slice::from_ref(&image))
+            .expect("runs")[0];
+        let want = golden[name]["keypoints_frame_px"].as_array().unwrap();
+        assert_eq!(keypoints.len(), want.len());
+        for (k, w) in keypoints.iter().zip(want) {
+            let (x, y, s) = (
+                w["x"].as_f64().unwrap() as f32,
+                w["y"].as_f64().unwrap() as f32,
+                w["score"].as_f64().unwrap() as f32,
+            );
+            assert!(
+                (k.x - x).abs() < 1.5 && (k.y - y).abs() < 1.5 && (k.score - s).abs() < 5e-3,
+                "{backend} {name} {}: {k:?} vs ({x}, {y}, {s})",
+                w["part"]
+            );
+        }
+    }
+}
+
+#[test]
+fn cpu_nanodet_heads_match_the_graph_in_tfjs() {
+    nanodet_heads_match(&person_detector(Compute::cpu()), "cpu");
+}
+
+#[test]
+fn cpu_persons_are_found_in_a_vtest_frame() {
+    vtest_persons_are_found(&person_detector(Compute::cpu()), "cpu");
+}
+
+#[test]
+fn cpu_movenet_keypoints_match() {
+    movenet_matches(&pose_estimator(Compute::cpu()), "cpu");
+}
+
+#[test]
+fn wgpu_nanodet_and_movenet_match() {
+    let compute = wgpu().compute.clone();
+    let detector = person_detector(compute.clone());
+    nanodet_heads_match(&detector, "wgpu");
+    vtest_persons_are_found(&detector, "wgpu");
+    movenet_matches(&pose_estimator(compute), "wgpu");
+}

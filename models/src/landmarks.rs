@@ -135,6 +135,26 @@ impl LandmarkNet {
         pooled.reshape([n, c]).matmul(self.fc_weight.val()) + self.fc_bias.val().unsqueeze()
     }
 
+    /// Multiply-accumulates of one forward pass on one image.
+    pub fn macs(&self) -> u64 {
+        let (mut total, mut h, mut w) = (0, INPUT, INPUT);
+        let mut add = |conv: &Conv, h: &mut usize, w: &mut usize| {
+            let (m, oh, ow) = conv.macs(*h, *w);
+            total += m;
+            (*h, *w) = (oh, ow);
+        };
+        for block in &self.blocks {
+            if let Some(c) = &block.dense0 {
+                add(c, &mut h, &mut w);
+            }
+            for sep in block.separable0.iter().chain(&block.convs) {
+                add(&sep.depthwise, &mut h, &mut w);
+                add(&sep.pointwise, &mut h, &mut w);
+            }
+        }
+        total + 256 * 136
+    }
+
     /// Runs on 112×112 images (0–255) and returns 136 raw outputs per image.
     pub fn raw(&self, images: &[Image], device: &Device) -> Vec<Vec<f32>> {
         let (data, shape) = nchw_batch(images, |c, v| (v - MEAN_RGB[c]) / 255.0);

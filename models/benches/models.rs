@@ -1,0 +1,129 @@
+//! Throughput of each model at batch 1, 8 and 32 on every backend this machine has:
+//! `cargo bench -p vigil-models --bench models` (release build).
+//!
+//! Prints images per second, GFLOP per image (2 × multiply-accumulates of the convolutions and
+//! linear layers) and the achieved GFLOP/s as a share of the device's peak: for wgpu the peak
+//! f32 rate cubecl measures with its own probe kernel; for the CPU no peak is known, so the
+//! share column is blank. Set `VIGIL_BENCH_BATCHES=1,8` or `VIGIL_BENCH_SECONDS=2` to shorten.
+#![allow(clippy::print_stdout)]
+
+use std::time::{Duration, Instant};
+
+use burn::tensor::{Tensor, TensorData, ThroughputKey, ThroughputMode};
+use vigil_models::{Compute, FaceModels, default_assets_dir};
+
+fn batch_input(n: usize, side: usize, device: &vigil_models::Device) -> Tensor<4> {
+    let data: Vec<f32> = (0..n * 3 * side * side)
+        .map(|i| ((i * 7919) % 256) as f32 / 255.0 - 0.5)
+        .collect();
+    Tensor::from_data(TensorData::new(data, [n, 3, side, side]), device)
+}
+
+/// Runs `f` until `budget` has passed (at least twice after one warm-up), returns seconds per run.
+fn time(budget: Duration, device: &vigil_models::Device, mut f: impl FnMut()) -> f64 {
+    f();
+    device.sync().expect("device sync");
+    let start = Instant::now();
+    let mut runs = 0u32;
+    while runs < 2 || start.elapsed() < budget {
+        f();
+        device.sync().expect("device sync");
+        runs += 1;
+    }
+    start.elapsed().as_secs_f64() / f64::from(runs)
+}
+
+fn peak_gflops(compute: &Compute) -> Option<f64> {
+    if compute.backend != "wgpu" {
+        return None;
+    }
+    let key = ThroughputKey {
+        mode: ThroughputMode::ComputeDirect {
+            dtype: cubecl::ir::ElemType::Float(cubecl::ir::FloatKind::F32),
+        },
+    };
+    let stats = compute.device.performance_stats(&[key]);
+    stats
+        .first()
+        .and_then(|s| s.value.ok())
+        .map(|v| v.ops_per_s() / 1e9)
+}
+
+fn main() {
+    let batches: Vec<usize> = std::env::var("VIGIL_BENCH_BATCHES")
+        .unwrap_or_else(|_| "1,8,32".into())
+        .split(',')
+        .filter_map(|b| b.trim().parse().ok())
+        .collect();
+    let budget = Duration::from_secs_f64(
+        std::env::var("VIGIL_BENCH_SECONDS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(3.0),
+    );
+    let mut backends = vec![Compute::cpu()];
+    match Compute::wgpu() {
+        Ok(c) => backends.push(c),
+        Err(e) => println!("wgpu: not available ({e})"),
+    }
+    println!(
+        "| backend | adapter | model | input | batch | images/s | GFLOP/image | GFLOP/s | share of peak |"
+    );
+    println!("|---|---|---|---|---:|---:|---:|---:|---:|");
+    for compute in backends {
+        let models = FaceModels::load(&default_assets_dir(), compute.clone()).expect("models load");
+        let device = &compute.device;
+        let peak = peak_gflops(&compute);
+        let detector = models.detector();
+        let landmarks = models.landmark_net();
+        let embedder = models.embedder();
+        type Run<'a> = Box<dyn Fn(Tensor<4>) + 'a>;
+        let nets: [(&str, usize, u64, Run); 3] = [
+            (
+                "face detector (SSD MobileNetV1)",
+                512,
+                detector.macs(),
+                Box::new(|x| {
+                    let _ = detector.forward(x).1.into_data();
+                }),
+            ),
+            (
+                "face landmarks (68)",
+                112,
+                landmarks.macs(),
+                Box::new(|x| {
+                    let _ = landmarks.forward(x).into_data();
+                }),
+            ),
+            (
+                "face descriptor (ResNet)",
+                150,
+                embedder.macs(),
+                Box::new(|x| {
+                    let _ = embedder.forward(x).into_data();
+                }),
+            ),
+        ];
+        for (name, side, macs, run) in &nets {
+            let gflop = 2.0 * *macs as f64 / 1e9;
+            for &batch in &batches {
+                let input = batch_input(batch, *side, device);
+                let secs = time(budget, device, || run(input.clone()));
+                let images_per_s = batch as f64 / secs;
+                let achieved = images_per_s * gflop;
+                let share =
+                    peak.map_or(String::new(), |p| format!("{:.1} %", 100.0 * achieved / p));
+                println!(
+                    "| {} | {} | {name} | {side}² | {batch} | {images_per_s:.1} | {gflop:.3} | {achieved:.1} | {share} |",
+                    compute.backend, compute.adapter
+                );
+            }
+        }
+        if let Some(p) = peak {
+            println!(
+                "| {} | {} | peak f32 (cubecl probe) | | | | | {p:.1} | 100 % |",
+                compute.backend, compute.adapter
+            );
+        }
+    }
+}
