@@ -10,7 +10,22 @@
 use std::time::{Duration, Instant};
 
 use burn::tensor::{Tensor, TensorData, ThroughputKey, ThroughputMode};
+use vigil_models::image::Image;
+use vigil_models::persons::PersonDetector;
+use vigil_models::pose::PoseEstimator;
 use vigil_models::{Compute, FaceModels, default_assets_dir};
+
+/// A deterministic test pattern of `side × side` pixels.
+fn pattern(side: usize) -> Image {
+    let data = (0..side * side * 3)
+        .map(|i| ((i * 7 + i / (side * 3) * 13) % 256) as f32)
+        .collect();
+    Image {
+        width: side,
+        height: side,
+        data,
+    }
+}
 
 fn batch_input(n: usize, side: usize, device: &vigil_models::Device) -> Tensor<4> {
     let data: Vec<f32> = (0..n * 3 * side * side)
@@ -72,43 +87,89 @@ fn main() {
     println!("|---|---|---|---|---:|---:|---:|---:|---:|");
     for compute in backends {
         let models = FaceModels::load(&default_assets_dir(), compute.clone()).expect("models load");
+        let persons =
+            PersonDetector::load(&default_assets_dir(), &compute.device).expect("NanoDet loads");
+        let pose =
+            PoseEstimator::load(&default_assets_dir(), &compute.device).expect("MoveNet loads");
         let device = &compute.device;
         let peak = peak_gflops(&compute);
         let detector = models.detector();
         let landmarks = models.landmark_net();
         let embedder = models.embedder();
-        type Run<'a> = Box<dyn Fn(Tensor<4>) + 'a>;
-        let nets: [(&str, usize, u64, Run); 3] = [
+        // NanoDet and MoveNet run through the graph runner, which counts what it computes.
+        let nanodet_macs = {
+            persons.graph().take_macs();
+            let _ = persons.raw(&[pattern(416)]).expect("runs");
+            persons.graph().take_macs()
+        };
+        let movenet_macs = {
+            pose.graph().take_macs();
+            let _ = pose.heads(&pattern(192)).expect("runs");
+            pose.graph().take_macs()
+        };
+        type Run<'a> = Box<dyn Fn(usize) + 'a>;
+        let tensor_input = |batch: usize, side: usize| batch_input(batch, side, device);
+        let nets: [(&str, usize, u64, Run); 5] = [
             (
                 "face detector (SSD MobileNetV1)",
                 512,
                 detector.macs(),
-                Box::new(|x| {
-                    let _ = detector.forward(x).1.into_data();
+                Box::new(|b| {
+                    let _ = detector.forward(tensor_input(b, 512)).1.into_data();
                 }),
             ),
             (
                 "face landmarks (68)",
                 112,
                 landmarks.macs(),
-                Box::new(|x| {
-                    let _ = landmarks.forward(x).into_data();
+                Box::new(|b| {
+                    let _ = landmarks.forward(tensor_input(b, 112)).into_data();
                 }),
             ),
             (
                 "face descriptor (ResNet)",
                 150,
                 embedder.macs(),
-                Box::new(|x| {
-                    let _ = embedder.forward(x).into_data();
+                Box::new(|b| {
+                    let _ = embedder.forward(tensor_input(b, 150)).into_data();
+                }),
+            ),
+            (
+                "persons (NanoDet, graph)",
+                416,
+                nanodet_macs,
+                Box::new(|b| {
+                    let images = vec![pattern(416); b];
+                    let _ = persons.raw(&images).expect("runs");
+                }),
+            ),
+            (
+                "pose (MoveNet Lightning, graph, per image)",
+                192,
+                movenet_macs,
+                Box::new(|b| {
+                    let image = pattern(192);
+                    for _ in 0..b {
+                        let _ = pose.heads(&image).expect("runs");
+                    }
                 }),
             ),
         ];
         for (name, side, macs, run) in &nets {
             let gflop = 2.0 * *macs as f64 / 1e9;
             for &batch in &batches {
-                let input = batch_input(batch, *side, device);
-                let secs = time(budget, device, || run(input.clone()));
+                // A batch too big for the device (wgpu caps one buffer, 256 MiB on Mesa's
+                // software adapter) fails inside Burn; report it and go on.
+                let timed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    time(budget, device, || run(batch))
+                }));
+                let Ok(secs) = timed else {
+                    println!(
+                        "| {} | {} | {name} | {side}² | {batch} | failed: the batch does not fit the device's buffers | {gflop:.3} | | |",
+                        compute.backend, compute.adapter
+                    );
+                    continue;
+                };
                 let images_per_s = batch as f64 / secs;
                 let achieved = images_per_s * gflop;
                 let share =

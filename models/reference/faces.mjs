@@ -3,7 +3,9 @@
 // Runs @vladmandic/face-api (its CommonJS build `dist/face-api.node-wasm.js`, which takes
 // TF.js from the pure-JS `@tensorflow/tfjs` package) on TF.js's pure-JS "cpu" backend: no
 // native addon, no WASM, no WebGL. Weights are read from the assets folder that
-// scripts/fetch-assets fills; the PNG is decoded with pngjs.
+// scripts/fetch-assets fills; the PNGs are decoded with pngjs. Besides the astronaut (and
+// variants of it), `others` holds the faces in photos of two other people and their descriptor
+// distances to the astronaut's.
 //
 //   node faces.mjs [OUTPUT.json]     (default: golden/astronaut.json beside this file)
 //   VIGIL_ASSETS=/path node faces.mjs
@@ -29,6 +31,18 @@ const here = dirname(fileURLToPath(import.meta.url));
 const assets = process.env.VIGIL_ASSETS || join(homedir(), '.cache', 'vigil', 'assets');
 const outPath = process.argv[2] || join(here, 'golden', 'astronaut.json');
 
+const OTHER_IMAGES = [
+  {
+    name: '230501201_1',
+    source: 'opencv-doc: usr/share/doc/opencv-doc/opencv4/html/230501201_1.jpg (the face-swapping tutorial\'s frontal '
+      + 'portrait), decoded bit-exactly by ffmpeg to 8-bit RGB (scripts/fetch-assets)',
+  },
+  {
+    name: 'messi5',
+    source: 'opencv-doc: usr/share/doc/opencv-doc/examples/data/messi5.jpg (OpenCV\'s footballer sample), decoded '
+      + 'bit-exactly by ffmpeg to 8-bit RGB (scripts/fetch-assets)',
+  },
+];
 const MIN_CONFIDENCE = 0.5;
 const MATCH_THRESHOLD = 0.6;
 const MEAN_RGB = [122.782, 117.001, 104.298];
@@ -321,11 +335,21 @@ async function faces(img, label, withDetail) {
       ssd_box_normalized_ymin_xmin_ymax_xmax: boxesData[anchor],
       descriptor: Array.from(r.descriptor),
     };
-    // box = clamp(ssd box, 0, 1) * padded-square side; face-api gets there via rounded sizes.
+    // box = clamp(ssd box, 0, 1) * padded-square side; face-api gets there via rounded sizes,
+    // which only agrees exactly for square images (checked there; the next check is exact).
     const [t, l, b, rr] = boxesData[anchor];
-    const expected = [Math.max(0, l) * side, Math.max(0, t) * side,
-      (Math.min(1, rr) - Math.max(0, l)) * side, (Math.min(1, b) - Math.max(0, t)) * side];
-    check(`${label}: detection box = clamped SSD box x padded side`, maxAbsDiff(expected, [det.box.x, det.box.y, det.box.width, det.box.height]), 1e-3);
+    const got = [det.box.x, det.box.y, det.box.width, det.box.height];
+    if (img.width === img.height) {
+      const expected = [Math.max(0, l) * side, Math.max(0, t) * side,
+        (Math.min(1, rr) - Math.max(0, l)) * side, (Math.min(1, b) - Math.max(0, t)) * side];
+      check(`${label}: detection box = clamped SSD box x padded side`, maxAbsDiff(expected, got), 1e-3);
+    }
+    // Exactly as face-api: clamped SSD box x (512 / round(dim * 512 / side)) x dim, per axis.
+    const padX = 512 / Math.round((img.width * 512) / side);
+    const padY = 512 / Math.round((img.height * 512) / side);
+    const [top, bottom, left, right] = [Math.max(0, t) * padY, Math.min(1, b) * padY, Math.max(0, l) * padX, Math.min(1, rr) * padX];
+    const exact = [left * img.width, top * img.height, (right - left) * img.width, (bottom - top) * img.height];
+    check(`${label}: detection box = clamped SSD box x 512/round(dim*512/side) x dim`, maxAbsDiff(exact, got), 0);
 
     if (withDetail) {
       const crop = det.box.clipAtImageBorders(img.width, img.height);
@@ -421,6 +445,35 @@ async function main() {
     }
   }
 
+  // Other people: every face face-api finds in each image, and each face's descriptor distance
+  // to the astronaut's (original image, first face); face-api calls a pair the same person when
+  // the distance is below MATCH_THRESHOLD.
+  const astronaut = original[0]?.descriptor;
+  const others = {};
+  for (const { name, source } of OTHER_IMAGES) {
+    const path = join(assets, 'images', `${name}.png`);
+    const other = readPng(path);
+    const found = await faces(other, name, true);
+    others[name] = {
+      path: relative(assets, path),
+      source,
+      sha256: other.sha256,
+      width: other.width,
+      height: other.height,
+      faces: found,
+      distances_to_astronaut: found.map((f) => (astronaut ? faceapi.euclideanDistance(f.descriptor, astronaut) : null)),
+    };
+  }
+  // Between the other images: every face of one against every face of the other.
+  const otherNames = Object.keys(others);
+  const otherDistances = {};
+  for (let i = 0; i < otherNames.length; i++) {
+    for (let j = i + 1; j < otherNames.length; j++) {
+      const [a, b] = [others[otherNames[i]].faces, others[otherNames[j]].faces];
+      otherDistances[`${otherNames[i]}~${otherNames[j]}`] = a.map((fa) => b.map((fb) => faceapi.euclideanDistance(fa.descriptor, fb.descriptor)));
+    }
+  }
+
   // Raw networks on synthetic inputs.
   const synth = (size) => tf.tensor4d(synthetic(size).rgb, [1, size, size, 3], 'float32');
 
@@ -498,6 +551,15 @@ async function main() {
     faces: original,
     variants: variantOut,
     descriptor_distances: distances,
+    others: {
+      note: 'Photos of people other than the astronaut, decoded like image (pngjs, RGB as float32) and run through '
+        + 'the same pipeline and options; faces holds every face found, with the same keys as the top-level faces. '
+        + 'distances_to_astronaut[i] = euclidean distance of faces[i].descriptor to faces[0].descriptor of the top-level '
+        + '(original astronaut) image; face-api treats a distance below match_threshold as the same person.',
+      images: others,
+      distances_between: otherDistances,
+      distances_between_note: 'A~B: [i][j] = euclidean distance of A.faces[i].descriptor to B.faces[j].descriptor',
+    },
     raw_networks: {
       input_formula: SYNTHETIC_FORMULA,
       ssd_mobilenetv1: {

@@ -244,6 +244,68 @@ fn identity_is_stable(models: &FaceModels) {
     }
 }
 
+/// Other people's faces (two photos from `opencv-doc`) lie beyond the match threshold of the
+/// astronaut's, as in face-api, and are found where face-api finds them.
+fn different_people_are_apart(models: &FaceModels) {
+    let backend = models.compute.backend;
+    let astronaut_image = astronaut();
+    let faces = models.detect_faces(std::slice::from_ref(&astronaut_image), MIN_SCORE);
+    let astronaut_descriptor = models.embed_faces(&astronaut_image, &faces[0]).remove(0);
+    let others = &golden()["others"]["images"];
+    let mut descriptors = Vec::new();
+    for name in ["230501201_1", "messi5"] {
+        let want = &others[name];
+        let bytes = tfjs::read_verified(&default_assets_dir(), &format!("images/{name}.png"))
+            .expect("image (run scripts/fetch-assets)");
+        let image = Image::decode_png(&bytes).expect("PNG");
+        let found = models.detect_faces(std::slice::from_ref(&image), MIN_SCORE);
+        assert_eq!(found[0].len(), 1, "{backend}: one face in {name}");
+        let face = &found[0][0];
+        let b = &want["faces"][0]["box"];
+        let expected = ["x", "y", "width", "height"].map(|k| b[k].as_f64().unwrap() as f32);
+        let got = [
+            face.detection.x,
+            face.detection.y,
+            face.detection.width,
+            face.detection.height,
+        ];
+        for (g, w) in got.iter().zip(expected) {
+            assert!(
+                (g - w).abs() < 0.5,
+                "{backend} {name}: box {got:?} vs {expected:?}"
+            );
+        }
+        let descriptor = models.embed_faces(&image, &found[0]).remove(0);
+        let golden_descriptor = floats(&want["faces"][0]["descriptor"]);
+        let drift = distance(&descriptor, &golden_descriptor);
+        assert!(
+            drift < 0.02,
+            "{backend} {name}: descriptor {drift} from face-api's"
+        );
+        let d = distance(&descriptor, &astronaut_descriptor);
+        assert!(
+            d > MATCH_THRESHOLD,
+            "{backend}: {name} is {d} from the astronaut"
+        );
+        descriptors.push(descriptor);
+    }
+    let d = distance(&descriptors[0], &descriptors[1]);
+    assert!(
+        d > MATCH_THRESHOLD,
+        "{backend}: the two other people are {d} apart"
+    );
+}
+
+#[test]
+fn cpu_different_people_are_beyond_the_match_threshold() {
+    different_people_are_apart(cpu());
+}
+
+#[test]
+fn wgpu_different_people_are_beyond_the_match_threshold() {
+    different_people_are_apart(wgpu());
+}
+
 #[test]
 fn cpu_raw_networks_match_face_api() {
     raw_networks_match(cpu());

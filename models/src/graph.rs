@@ -229,6 +229,8 @@ pub struct GraphModel {
     /// The input placeholder.
     input: String,
     device: Device,
+    /// Multiply-accumulates of the convolutions run so far (for benchmarks).
+    macs: std::sync::atomic::AtomicU64,
 }
 
 fn split_input(input: &str) -> Option<(String, usize)> {
@@ -324,6 +326,7 @@ impl GraphModel {
             kernels: HashMap::new(),
             input,
             device: device.clone(),
+            macs: std::sync::atomic::AtomicU64::new(0),
         };
         // Every node the outputs need, producers first.
         let order = graph.order(outputs)?;
@@ -392,6 +395,11 @@ impl GraphModel {
             }
         }
         Ok(graph)
+    }
+
+    /// Multiply-accumulates of the convolutions run since the last call (then reset).
+    pub fn take_macs(&self) -> u64 {
+        self.macs.swap(0, std::sync::atomic::Ordering::Relaxed)
     }
 
     /// A constant of the graph (one of the `outputs` given to [`GraphModel::load`]).
@@ -804,7 +812,12 @@ impl GraphModel {
         } else {
             1
         };
-        let _ = out_c;
+        let batch = x.dims()[0];
+        let oh = (h + padding[0].0 + padding[0].1 - kh) / sh + 1;
+        let ow = (w + padding[1].0 + padding[1].1 - kw) / sw + 1;
+        let macs = batch * oh * ow * out_c * (in_c / groups) * kh * kw;
+        self.macs
+            .fetch_add(macs as u64, std::sync::atomic::Ordering::Relaxed);
         let options = ConvOptions::new_with_padding([sh, sw], padding, [1, 1], groups);
         let y = conv2d(x, kernel, None, options);
         Ok(Ft::R4(if nhwc { y.permute([0, 2, 3, 1]) } else { y }))

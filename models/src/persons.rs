@@ -115,6 +115,11 @@ impl PersonDetector {
         })
     }
 
+    /// The graph runner (for its operation counts).
+    pub fn graph(&self) -> &GraphModel {
+        &self.graph
+    }
+
     /// An image as the network wants it: the whole frame resized (aspect not kept) with
     /// TensorFlow's legacy bilinear resize.
     pub fn prepare(image: &Image) -> Image {

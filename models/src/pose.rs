@@ -98,6 +98,11 @@ impl PoseEstimator {
         })
     }
 
+    /// The graph runner (for its operation counts).
+    pub fn graph(&self) -> &GraphModel {
+        &self.graph
+    }
+
     /// The frame padded to a square the way Human does (equal zero borders on the short
     /// side, `trunc(diff / 2)` each) and resized to 192 with TensorFlow's legacy bilinear
     /// resize, values truncated to integers. Returns the input and the (left, top) padding.

@@ -246,7 +246,12 @@ impl FaceDetector {
         min_score: f32,
         max_results: usize,
     ) -> Vec<FaceBox> {
+        // face-api's mapping back to the image: the image filled round(dim * 512 / max) input
+        // pixels along each axis.
         let side = width.max(height) as f32;
+        let input = INPUT as f32;
+        let fx = input / (width as f32 * input / side).round() * width as f32;
+        let fy = input / (height as f32 * input / side).round() * height as f32;
         let mut candidates: Vec<(usize, f32, [f32; 4])> = raw
             .logits
             .iter()
@@ -273,10 +278,10 @@ impl FaceDetector {
                 let (bottom, right) = (ymax.min(1.0), xmax.min(1.0));
                 FaceBox {
                     score,
-                    x: left * side,
-                    y: top * side,
-                    width: (right - left) * side,
-                    height: (bottom - top) * side,
+                    x: left * fx,
+                    y: top * fy,
+                    width: (right - left) * fx,
+                    height: (bottom - top) * fy,
                     anchor,
                 }
             })
