@@ -15,6 +15,16 @@ use vigil_models::persons::PersonDetector;
 use vigil_models::pose::PoseEstimator;
 use vigil_models::{Compute, FaceModels, default_assets_dir};
 
+/// A deterministic `w × h` frame.
+fn frame(w: usize, h: usize) -> Image {
+    let data = (0..w * h * 3).map(|i| ((i * 7) % 256) as f32).collect();
+    Image {
+        width: w,
+        height: h,
+        data,
+    }
+}
+
 /// A deterministic test pattern of `side × side` pixels.
 fn pattern(side: usize) -> Image {
     let data = (0..side * side * 3)
@@ -179,6 +189,21 @@ fn main() {
                     compute.backend, compute.adapter
                 );
             }
+        }
+        // Frame pre-processing for the face detector: a 1280×720 frame → 512² NCHW input
+        // (the WGSL kernel on wgpu, its Rust twin on the CPU).
+        for &batch in &batches {
+            let frames: Vec<Image> = (0..batch).map(|_| frame(1280, 720)).collect();
+            let resize = vigil_models::ssd::FaceDetector::resize(1280, 720);
+            let secs = time(budget, device, || {
+                let _ = vigil_models::preprocess::preprocess(&frames, &resize, device).into_data();
+            });
+            println!(
+                "| {} | {} | pre-processing 1280×720 → 512² | 1280×720 | {batch} | {:.1} | | | |",
+                compute.backend,
+                compute.adapter,
+                batch as f64 / secs
+            );
         }
         if let Some(p) = peak {
             println!(

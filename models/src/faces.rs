@@ -89,8 +89,12 @@ impl FaceModels {
             return Vec::new();
         }
         let device = &self.compute.device;
-        let inputs: Vec<Image> = images.iter().map(FaceDetector::prepare).collect();
-        let raw = self.detector.raw(&inputs, device);
+        let x = crate::preprocess::preprocess_each(
+            images,
+            |i| FaceDetector::resize(i.width, i.height),
+            device,
+        );
+        let raw = self.detector.raw_tensor(x);
         let boxes: Vec<Vec<FaceBox>> = raw
             .iter()
             .zip(images)

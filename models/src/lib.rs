@@ -24,6 +24,7 @@ pub mod landmarks;
 pub mod nn;
 pub mod persons;
 pub mod pose;
+pub mod preprocess;
 pub mod recognition;
 pub mod ssd;
 pub mod tfjs;

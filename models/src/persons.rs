@@ -129,10 +129,34 @@ impl PersonDetector {
     /// Runs the network on 416×416 images (0–255).
     pub fn raw(&self, images: &[Image]) -> Result<Vec<RawHeads>, ModelError> {
         let (data, shape) = nchw_batch(images, |_, v| v / 255.0);
-        let x = Tensor::<4>::from_data(TensorData::new(data, shape), &self.device);
+        self.raw_tensor(Tensor::<4>::from_data(
+            TensorData::new(data, shape),
+            &self.device,
+        ))
+    }
+
+    /// The device-side pre-processing of a `w × h` frame: the whole frame resized to 416
+    /// (aspect not kept), `v / 255`.
+    pub fn resize(w: usize, h: usize) -> crate::preprocess::Resize {
+        crate::preprocess::Resize {
+            in_w: w,
+            in_h: h,
+            left: 0,
+            top: 0,
+            canvas_w: w,
+            canvas_h: h,
+            out_w: INPUT,
+            out_h: INPUT,
+            mul: [1.0 / 255.0; 3],
+            add: [0.0; 3],
+        }
+    }
+
+    /// Raw head outputs for a normalised NCHW batch (see [`PersonDetector::resize`]).
+    pub fn raw_tensor(&self, x: Tensor<4>) -> Result<Vec<RawHeads>, ModelError> {
+        let n = x.dims()[0];
         let names: Vec<&str> = HEADS.iter().map(|(name, _)| *name).collect();
         let outs = self.graph.run(Ft::R4(x), &names)?;
-        let n = images.len();
         let mut per_image: Vec<RawHeads> =
             (0..n).map(|_| RawHeads { levels: Vec::new() }).collect();
         for (out, (_, stride)) in outs.into_iter().zip(HEADS) {
@@ -205,8 +229,12 @@ impl PersonDetector {
         if images.is_empty() {
             return Ok(Vec::new());
         }
-        let inputs: Vec<Image> = images.iter().map(Self::prepare).collect();
-        let raw = self.raw(&inputs)?;
+        let x = crate::preprocess::preprocess_each(
+            images,
+            |i| Self::resize(i.width, i.height),
+            &self.device,
+        );
+        let raw = self.raw_tensor(x)?;
         Ok(raw
             .iter()
             .zip(images)

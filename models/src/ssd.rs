@@ -183,9 +183,13 @@ impl FaceDetector {
     /// image's raw anchor outputs.
     pub fn raw(&self, images: &[Image], device: &Device) -> Vec<RawDetections> {
         let (data, shape) = nchw_batch(images, |_, v| v / 127.5 - 1.0);
-        let x = Tensor::<4>::from_data(TensorData::new(data, shape), device);
+        self.raw_tensor(Tensor::<4>::from_data(TensorData::new(data, shape), device))
+    }
+
+    /// Raw anchor outputs for a normalised NCHW batch (see [`FaceDetector::resize`]).
+    pub fn raw_tensor(&self, x: Tensor<4>) -> Vec<RawDetections> {
+        let n = x.dims()[0];
         let (encodings, logits) = self.forward(x);
-        let n = images.len();
         let enc = encodings
             .into_data()
             .try_into_vec::<f32>()
@@ -312,6 +316,12 @@ impl FaceDetector {
             total += head.boxes.macs(h, w).0 + head.classes.macs(h, w).0;
         }
         total
+    }
+
+    /// The device-side pre-processing of a `w × h` frame: zeros bottom/right to a square,
+    /// bilinear to 512, `v / 127.5 - 1`.
+    pub fn resize(w: usize, h: usize) -> crate::preprocess::Resize {
+        crate::preprocess::Resize::square(w, h, false, INPUT, [1.0 / 127.5; 3], [-1.0; 3])
     }
 
     /// Pads and resizes an image to the network input (zeros bottom/right, bilinear to 512).
