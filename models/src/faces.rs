@@ -154,6 +154,63 @@ impl FaceModels {
         }
         self.embedder.raw(&chips, &self.compute.device)
     }
+
+    /// The descriptor of each face from a chip turned so the eyes lie level, cut on the
+    /// device by `shaders/align.wgsl` (its CPU twin on the CPU backend). For upright faces it
+    /// is within a few hundredths of [`FaceModels::embed_faces`]; for tilted heads it keeps
+    /// the chip upright, as dlib's own alignment does.
+    pub fn embed_faces_aligned(&self, image: &Image, faces: &[Face]) -> Vec<Vec<f32>> {
+        if faces.is_empty() {
+            return Vec::new();
+        }
+        let align = crate::preprocess::Align {
+            in_w: image.width,
+            in_h: image.height,
+            side: crate::recognition::INPUT,
+            mul: [1.0 / 255.0; 3],
+            add: crate::landmarks::MEAN_RGB.map(|m| -m / 255.0),
+            faces: faces.iter().map(chip_geometry).collect(),
+        };
+        let chips = crate::preprocess::align_faces(image, &align, &self.compute.device);
+        let out = self
+            .embedder
+            .forward(chips)
+            .into_data()
+            .try_into_vec::<f32>()
+            .expect("f32");
+        out.chunks_exact(crate::recognition::DIMENSIONS)
+            .map(<[f32]>::to_vec)
+            .collect()
+    }
+}
+
+/// The geometry of a face's aligned chip: centre, size and eye-line angle (`shaders/align.wgsl`).
+/// The chip spans the square face-api would crop (from the eye and mouth centres, origin
+/// floored), turned about its centre so the eyes lie level.
+pub fn chip_geometry(face: &Face) -> [f32; 5] {
+    let mean = |range: std::ops::RangeInclusive<usize>| {
+        let n = range.clone().count() as f32;
+        let (sx, sy) = range.fold((0.0, 0.0), |(sx, sy), i| {
+            (sx + face.landmarks[i][0], sy + face.landmarks[i][1])
+        });
+        [sx / n, sy / n]
+    };
+    let (le, re, mo) = (mean(36..=41), mean(42..=47), mean(48..=67));
+    let dist = |a: [f32; 2], b: [f32; 2]| ((a[0] - b[0]).powi(2) + (a[1] - b[1]).powi(2)).sqrt();
+    let size = ((dist(mo, le) + dist(mo, re)) / 2.0 / 0.45).floor();
+    let cx = (le[0] + re[0] + mo[0]) / 3.0;
+    let cy = (le[1] + re[1] + mo[1]) / 3.0;
+    // face-api's crop origin, floored; the chip's centre follows it.
+    let ox = (cx - 0.5 * size).max(0.0).floor();
+    let oy = (cy - 0.43 * size).max(0.0).floor();
+    let angle = (re[1] - le[1]).atan2(re[0] - le[0]);
+    [
+        ox + 0.5 * size,
+        oy + 0.43 * size,
+        size,
+        angle.cos(),
+        angle.sin(),
+    ]
 }
 
 /// The square face-api crops for a descriptor: from the eye and mouth centres (dlib's

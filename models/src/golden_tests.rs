@@ -296,6 +296,94 @@ fn different_people_are_apart(models: &FaceModels) {
     );
 }
 
+/// Descriptors from eye-levelled chips: close to face-api's for the upright astronaut, the
+/// same person within the threshold under a flip, and other people beyond it — also when the
+/// image is turned by 20°, where the unrotated crop loses the face's orientation.
+fn aligned_descriptors_keep_identity(models: &FaceModels) {
+    let backend = models.compute.backend;
+    let image = astronaut();
+    let faces = models.detect_faces(std::slice::from_ref(&image), MIN_SCORE);
+    let aligned = models.embed_faces_aligned(&image, &faces[0]).remove(0);
+    let golden_descriptor = floats(&golden()["faces"][0]["descriptor"]);
+    let d = distance(&aligned, &golden_descriptor);
+    assert!(
+        d < 0.15,
+        "{backend}: aligned descriptor {d} from face-api's unaligned one"
+    );
+    let flipped = image.flip_horizontal();
+    let found = models.detect_faces(std::slice::from_ref(&flipped), MIN_SCORE);
+    let flipped_descriptor = models.embed_faces_aligned(&flipped, &found[0]).remove(0);
+    let d = distance(&aligned, &flipped_descriptor);
+    assert!(d < MATCH_THRESHOLD, "{backend}: flipped astronaut {d} away");
+    // The astronaut turned by 20° about the image centre.
+    let (a, w, h) = (20f32.to_radians(), image.width, image.height);
+    let (cx, cy) = (w as f32 / 2.0, h as f32 / 2.0);
+    let mut data = Vec::with_capacity(w * h * 3);
+    for y in 0..h {
+        for x in 0..w {
+            let (dx, dy) = (x as f32 - cx, y as f32 - cy);
+            let sx = (cx + a.cos() * dx + a.sin() * dy).round();
+            let sy = (cy - a.sin() * dx + a.cos() * dy).round();
+            for c in 0..3 {
+                let inside = sx >= 0.0 && sy >= 0.0 && sx < w as f32 && sy < h as f32;
+                data.push(if inside {
+                    image.at(sx as usize, sy as usize, c)
+                } else {
+                    0.0
+                });
+            }
+        }
+    }
+    let turned = Image {
+        width: w,
+        height: h,
+        data,
+    };
+    let found = models.detect_faces(std::slice::from_ref(&turned), MIN_SCORE);
+    assert_eq!(
+        found[0].len(),
+        1,
+        "{backend}: the turned astronaut's face is found"
+    );
+    let turned_aligned = models.embed_faces_aligned(&turned, &found[0]).remove(0);
+    let turned_plain = models.embed_faces(&turned, &found[0]).remove(0);
+    let (d_aligned, d_plain) = (
+        distance(&aligned, &turned_aligned),
+        distance(&golden_descriptor, &turned_plain),
+    );
+    eprintln!("{backend}: turned 20°: aligned {d_aligned}, unaligned {d_plain}");
+    assert!(
+        d_aligned < MATCH_THRESHOLD,
+        "{backend}: turned astronaut {d_aligned} away"
+    );
+    assert!(
+        d_aligned < d_plain,
+        "{backend}: levelling the eyes should bring the turned face closer ({d_aligned} vs {d_plain})"
+    );
+    for name in ["230501201_1", "messi5"] {
+        let bytes = tfjs::read_verified(&default_assets_dir(), &format!("images/{name}.png"))
+            .expect("image (run scripts/fetch-assets)");
+        let other = Image::decode_png(&bytes).expect("PNG");
+        let found = models.detect_faces(std::slice::from_ref(&other), MIN_SCORE);
+        let descriptor = models.embed_faces_aligned(&other, &found[0]).remove(0);
+        let d = distance(&aligned, &descriptor);
+        assert!(
+            d > MATCH_THRESHOLD,
+            "{backend}: {name} only {d} from the astronaut"
+        );
+    }
+}
+
+#[test]
+fn cpu_aligned_descriptors_keep_identity() {
+    aligned_descriptors_keep_identity(cpu());
+}
+
+#[test]
+fn wgpu_aligned_descriptors_keep_identity() {
+    aligned_descriptors_keep_identity(wgpu());
+}
+
 #[test]
 fn cpu_different_people_are_beyond_the_match_threshold() {
     different_people_are_apart(cpu());

@@ -136,11 +136,84 @@ pub fn cpu_preprocess(pixels: &[f32], n: usize, r: &Resize) -> Vec<f32> {
     out
 }
 
+/// The WGSL source of the face-chip kernel.
+pub const ALIGN_WGSL: &str = include_str!("../../shaders/align.wgsl");
+
+/// Face chips to cut from one image: for each face its centre, side and eye-line angle
+/// (see `shaders/align.wgsl`), and the normalisation of the chips.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Align {
+    /// Image width.
+    pub in_w: usize,
+    /// Image height.
+    pub in_h: usize,
+    /// Chip side in pixels.
+    pub side: usize,
+    /// Per-channel scale.
+    pub mul: [f32; 3],
+    /// Per-channel offset.
+    pub add: [f32; 3],
+    /// Per face: centre x, centre y, size (image pixels the chip spans), cos and sin of the
+    /// eye-line angle.
+    pub faces: Vec<[f32; 5]>,
+}
+
+impl Align {
+    fn words(&self) -> Vec<u32> {
+        let mut w = vec![self.in_w as u32, self.in_h as u32, self.side as u32, 0];
+        w.extend(self.mul.iter().chain(&self.add).map(|f| f.to_bits()));
+        w.extend([0, 0]);
+        for face in &self.faces {
+            w.extend(face.iter().map(|f| f.to_bits()));
+            w.extend([0, 0, 0]);
+        }
+        w
+    }
+}
+
+/// The CPU computation of the face-chip kernel on packed pixels `[in_h, in_w]`.
+pub fn cpu_align(pixels: &[f32], a: &Align) -> Vec<f32> {
+    let plane = a.side * a.side;
+    let mut out = vec![0.0f32; a.faces.len() * 3 * plane];
+    let pixel = |x: i64, y: i64, c: usize| -> f32 {
+        if x < 0 || y < 0 || x >= a.in_w as i64 || y >= a.in_h as i64 {
+            return 0.0;
+        }
+        let packed = pixels[y as usize * a.in_w + x as usize] as u32;
+        ((packed >> (8 * c)) & 255) as f32
+    };
+    for (n, &[cx, cy, size, cs, sn]) in a.faces.iter().enumerate() {
+        let step = size / a.side as f32;
+        for c in 0..3 {
+            for v in 0..a.side {
+                for u in 0..a.side {
+                    let dx = u as f32 * step - 0.5 * size;
+                    let dy = v as f32 * step - 0.43 * size;
+                    let x = cx + cs * dx - sn * dy;
+                    let y = cy + sn * dx + cs * dy;
+                    let (x0, y0) = (x.floor(), y.floor());
+                    let (fx, fy) = (x - x0, y - y0);
+                    let (xi, yi) = (x0 as i64, y0 as i64);
+                    let top = pixel(xi, yi, c) + (pixel(xi + 1, yi, c) - pixel(xi, yi, c)) * fx;
+                    let bottom = pixel(xi, yi + 1, c)
+                        + (pixel(xi + 1, yi + 1, c) - pixel(xi, yi + 1, c)) * fx;
+                    let value = top + (bottom - top) * fy;
+                    out[(n * 3 + c) * plane + v * a.side + u] = value * a.mul[c] + a.add[c];
+                }
+            }
+        }
+    }
+    out
+}
+
 /// Frame pre-processing as a backend operation.
 #[backend_extension(Flex, Cube)]
 pub trait PreprocessOps: Backend {
     /// Packed pixels `[n, in_h, in_w]` → normalised NCHW `[n, 3, out_h, out_w]`.
     fn preprocess(pixels: FloatTensor<Self>, resize: Resize) -> FloatTensor<Self>;
+
+    /// Packed pixels `[1, in_h, in_w]` → one normalised chip per face, `[faces, 3, side, side]`.
+    fn align_faces(pixels: FloatTensor<Self>, align: Align) -> FloatTensor<Self>;
 }
 
 impl PreprocessOps for Flex {
@@ -155,14 +228,28 @@ impl PreprocessOps for Flex {
             &device,
         )
     }
+
+    fn align_faces(pixels: FloatTensor<Self>, align: Align) -> FloatTensor<Self> {
+        let device = pixels.device();
+        let data = burn::tensor::read_sync(Self::float_into_data(pixels)).expect("CPU data");
+        let values = data.try_to_vec::<f32>().expect("f32 pixels");
+        let out = cpu_align(&values, &align);
+        Self::float_from_data(
+            TensorData::new(out, [align.faces.len(), 3, align.side, align.side]),
+            &device,
+        )
+    }
 }
 
-/// The WGSL kernel, as cubecl launches hand-written sources.
-struct PreprocessKernel;
+/// A hand-written WGSL kernel, as cubecl launches precompiled sources.
+struct WgslKernel {
+    source: &'static str,
+    entry: &'static str,
+}
 
-impl KernelMetadata for PreprocessKernel {
+impl KernelMetadata for WgslKernel {
     fn id(&self) -> KernelId {
-        KernelId::new::<Self>()
+        KernelId::new::<Self>().info(self.entry)
     }
 
     fn address_type(&self) -> ElemType {
@@ -170,7 +257,7 @@ impl KernelMetadata for PreprocessKernel {
     }
 }
 
-impl CubeKernel for PreprocessKernel {
+impl CubeKernel for WgslKernel {
     fn define(&self) -> cubecl::prelude::KernelDefinition {
         let settings = KernelSettings::new(
             cubecl::ir::settings::Dim3::new_single(),
@@ -186,8 +273,8 @@ impl CubeKernel for PreprocessKernel {
 
     fn source(&self) -> Option<cubecl::PrecompiledSource> {
         Some(cubecl::PrecompiledSource {
-            source: WGSL.to_string(),
-            entrypoint_name: "preprocess".to_string(),
+            source: self.source.to_string(),
+            entrypoint_name: self.entry.to_string(),
             lang: "wgsl",
         })
     }
@@ -206,7 +293,35 @@ impl PreprocessOps for CubeBackend {
         let params = client.create_from_slice(bytemuck_words(&resize.words()));
         let total = (3 * resize.out_w * resize.out_h) as u32;
         client.launch(
-            Box::new(PreprocessKernel),
+            Box::new(WgslKernel {
+                source: WGSL,
+                entry: "preprocess",
+            }),
+            CubeCount::Static(total.div_ceil(64), n as u32, 1),
+            KernelArguments::new()
+                .with_buffer(pixels.handle.clone().binding())
+                .with_buffer(params.binding())
+                .with_buffer(output.handle.clone().binding()),
+        );
+        output
+    }
+
+    fn align_faces(pixels: FloatTensor<Self>, align: Align) -> FloatTensor<Self> {
+        let client = pixels.client.clone();
+        let device = pixels.device.clone();
+        let n = align.faces.len();
+        let output = Self::float_empty(
+            [n, 3, align.side, align.side].into(),
+            &device,
+            burn::tensor::FloatDType::F32,
+        );
+        let params = client.create_from_slice(bytemuck_words(&align.words()));
+        let total = (3 * align.side * align.side) as u32;
+        client.launch(
+            Box::new(WgslKernel {
+                source: ALIGN_WGSL,
+                entry: "align",
+            }),
             CubeCount::Static(total.div_ceil(64), n as u32, 1),
             KernelArguments::new()
                 .with_buffer(pixels.handle.clone().binding())
@@ -244,6 +359,16 @@ pub fn preprocess(images: &[Image], resize: &Resize, device: &Device) -> Tensor<
     Tensor::from_dispatch(<Dispatch as PreprocessOps>::preprocess(
         pixels.into_dispatch(),
         resize.clone(),
+    ))
+}
+
+/// One chip per face of `image`, computed on `device`.
+pub fn align_faces(image: &Image, align: &Align, device: &Device) -> Tensor<4> {
+    let (data, shape) = pack(std::slice::from_ref(image));
+    let pixels = Tensor::<3>::from_data(TensorData::new(data, shape), device);
+    Tensor::from_dispatch(<Dispatch as PreprocessOps>::align_faces(
+        pixels.into_dispatch(),
+        align.clone(),
     ))
 }
 
@@ -322,6 +447,62 @@ mod tests {
                 img.height
             );
         }
+    }
+
+    fn align_case() -> (Image, Align) {
+        let img = image(61, 47, 4);
+        let angle: f32 = 0.3;
+        let align = Align {
+            in_w: 61,
+            in_h: 47,
+            side: 24,
+            mul: [1.0 / 255.0; 3],
+            add: [-0.5, -0.4, -0.3],
+            faces: vec![
+                [30.0, 20.0, 30.0, 1.0, 0.0],
+                [25.5, 30.25, 41.0, angle.cos(), angle.sin()],
+            ],
+        };
+        (img, align)
+    }
+
+    #[test]
+    fn face_chips_at_angle_zero_are_the_unrotated_crop() {
+        let (img, mut align) = align_case();
+        align.faces.truncate(1);
+        let (packed, _) = pack(std::slice::from_ref(&img));
+        let chip = cpu_align(&packed, &align);
+        // Centre (30, 20), size 30: the crop starts at (15, 7.1); chip pixel (2, 0) samples
+        // image x = 15 + 2 * 30 / 24 = 17.5, y = 7.1 (between rows 7 and 8).
+        let want_at = |x: f32, y: f32, c: usize| {
+            let (x0, y0) = (x.floor() as usize, y.floor() as usize);
+            let (fx, fy) = (x - x0 as f32, y - y0 as f32);
+            let top = img.at(x0, y0, c) + (img.at(x0 + 1, y0, c) - img.at(x0, y0, c)) * fx;
+            let bottom =
+                img.at(x0, y0 + 1, c) + (img.at(x0 + 1, y0 + 1, c) - img.at(x0, y0 + 1, c)) * fx;
+            top + (bottom - top) * fy
+        };
+        let got = chip[2] * 255.0 + 0.5 * 255.0;
+        assert!((got - want_at(17.5, 7.1, 0)).abs() < 1e-2, "{got}");
+    }
+
+    #[test]
+    fn wgsl_face_chips_match_the_cpu_twin() {
+        let compute = Compute::wgpu().expect("a wgpu adapter (Mesa's software Vulkan in CI)");
+        let (img, align) = align_case();
+        let got = align_faces(&img, &align, &compute.device)
+            .into_data()
+            .try_into_vec::<f32>()
+            .unwrap();
+        let (packed, _) = pack(std::slice::from_ref(&img));
+        let want = cpu_align(&packed, &align);
+        let worst = got
+            .iter()
+            .zip(&want)
+            .map(|(g, w)| (g - w).abs())
+            .fold(0.0f32, f32::max);
+        assert_eq!(got.len(), want.len());
+        assert!(worst < 1e-4, "worst difference {worst}");
     }
 
     #[test]
