@@ -184,38 +184,9 @@ impl FaceModels {
     }
 }
 
-/// The geometry of a face's aligned chip: centre, size and eye-line angle (`shaders/align.wgsl`).
-/// The chip spans the square face-api would crop (from the eye and mouth centres, origin
-/// floored), turned about its centre so the eyes lie level.
-pub fn chip_geometry(face: &Face) -> [f32; 5] {
-    let mean = |range: std::ops::RangeInclusive<usize>| {
-        let n = range.clone().count() as f32;
-        let (sx, sy) = range.fold((0.0, 0.0), |(sx, sy), i| {
-            (sx + face.landmarks[i][0], sy + face.landmarks[i][1])
-        });
-        [sx / n, sy / n]
-    };
-    let (le, re, mo) = (mean(36..=41), mean(42..=47), mean(48..=67));
-    let dist = |a: [f32; 2], b: [f32; 2]| ((a[0] - b[0]).powi(2) + (a[1] - b[1]).powi(2)).sqrt();
-    let size = ((dist(mo, le) + dist(mo, re)) / 2.0 / 0.45).floor();
-    let cx = (le[0] + re[0] + mo[0]) / 3.0;
-    let cy = (le[1] + re[1] + mo[1]) / 3.0;
-    // face-api's crop origin, floored; the chip's centre follows it.
-    let ox = (cx - 0.5 * size).max(0.0).floor();
-    let oy = (cy - 0.43 * size).max(0.0).floor();
-    let angle = (re[1] - le[1]).atan2(re[0] - le[0]);
-    [
-        ox + 0.5 * size,
-        oy + 0.43 * size,
-        size,
-        angle.cos(),
-        angle.sin(),
-    ]
-}
-
-/// The square face-api crops for a descriptor: from the eye and mouth centres (dlib's
-/// alignment rectangle, not rotated), clipped to the image.
-pub fn descriptor_crop(face: &Face, width: usize, height: usize) -> [usize; 4] {
+/// face-api's descriptor square for a face: from the eye and mouth centres, its side and its
+/// floored top-left corner (dlib's alignment rectangle, not rotated), and the eye-line angle.
+fn dlib_square(face: &Face) -> (f32, f32, f32, f32) {
     let mean = |range: std::ops::RangeInclusive<usize>| {
         let n = range.clone().count() as f32;
         let (sx, sy) = range.fold((0.0, 0.0), |(sx, sy), i| {
@@ -230,6 +201,25 @@ pub fn descriptor_crop(face: &Face, width: usize, height: usize) -> [usize; 4] {
     let cy = (le[1] + re[1] + mo[1]) / 3.0;
     let x = (cx - 0.5 * size).max(0.0).floor();
     let y = (cy - 0.43 * size).max(0.0).floor();
+    (x, y, size, (re[1] - le[1]).atan2(re[0] - le[0]))
+}
+
+/// The geometry of a face's aligned chip: centre, size and eye-line angle (`shaders/align.wgsl`).
+/// The chip spans the square face-api would crop, turned about its centre so the eyes lie level.
+pub fn chip_geometry(face: &Face) -> [f32; 5] {
+    let (x, y, size, angle) = dlib_square(face);
+    [
+        x + 0.5 * size,
+        y + 0.43 * size,
+        size,
+        angle.cos(),
+        angle.sin(),
+    ]
+}
+
+/// The square face-api crops for a descriptor, clipped to the image.
+pub fn descriptor_crop(face: &Face, width: usize, height: usize) -> [usize; 4] {
+    let (x, y, size, _) = dlib_square(face);
     clip(x, y, size, size, width, height).unwrap_or([0, 0, width.min(1), height.min(1)])
 }
 

@@ -283,53 +283,39 @@ impl CubeKernel for WgslKernel {
 impl PreprocessOps for CubeBackend {
     fn preprocess(pixels: FloatTensor<Self>, resize: Resize) -> FloatTensor<Self> {
         let n = pixels.meta.shape()[0];
-        let client = pixels.client.clone();
-        let device = pixels.device.clone();
-        let output = Self::float_empty(
-            [n, 3, resize.out_h, resize.out_w].into(),
-            &device,
-            burn::tensor::FloatDType::F32,
-        );
-        let params = client.create_from_slice(bytemuck_words(&resize.words()));
-        let total = (3 * resize.out_w * resize.out_h) as u32;
-        client.launch(
-            Box::new(WgslKernel {
-                source: WGSL,
-                entry: "preprocess",
-            }),
-            CubeCount::Static(total.div_ceil(64), n as u32, 1),
-            KernelArguments::new()
-                .with_buffer(pixels.handle.clone().binding())
-                .with_buffer(params.binding())
-                .with_buffer(output.handle.clone().binding()),
-        );
-        output
+        let shape = [n, 3, resize.out_h, resize.out_w];
+        launch(pixels, WGSL, "preprocess", &resize.words(), shape)
     }
 
     fn align_faces(pixels: FloatTensor<Self>, align: Align) -> FloatTensor<Self> {
-        let client = pixels.client.clone();
-        let device = pixels.device.clone();
-        let n = align.faces.len();
-        let output = Self::float_empty(
-            [n, 3, align.side, align.side].into(),
-            &device,
-            burn::tensor::FloatDType::F32,
-        );
-        let params = client.create_from_slice(bytemuck_words(&align.words()));
-        let total = (3 * align.side * align.side) as u32;
-        client.launch(
-            Box::new(WgslKernel {
-                source: ALIGN_WGSL,
-                entry: "align",
-            }),
-            CubeCount::Static(total.div_ceil(64), n as u32, 1),
-            KernelArguments::new()
-                .with_buffer(pixels.handle.clone().binding())
-                .with_buffer(params.binding())
-                .with_buffer(output.handle.clone().binding()),
-        );
-        output
+        let shape = [align.faces.len(), 3, align.side, align.side];
+        launch(pixels, ALIGN_WGSL, "align", &align.words(), shape)
     }
+}
+
+/// Launches one of the WGSL kernels (bindings: pixels, parameter words, output) with one
+/// invocation per value of an output plane set and one workgroup row per image or face.
+fn launch(
+    pixels: FloatTensor<CubeBackend>,
+    source: &'static str,
+    entry: &'static str,
+    words: &[u32],
+    shape: [usize; 4],
+) -> FloatTensor<CubeBackend> {
+    let client = pixels.client.clone();
+    let output =
+        CubeBackend::float_empty(shape.into(), &pixels.device, burn::tensor::FloatDType::F32);
+    let params = client.create_from_slice(bytemuck_words(words));
+    let per_item = (shape[1] * shape[2] * shape[3]) as u32;
+    client.launch(
+        Box::new(WgslKernel { source, entry }),
+        CubeCount::Static(per_item.div_ceil(64), shape[0] as u32, 1),
+        KernelArguments::new()
+            .with_buffer(pixels.handle.clone().binding())
+            .with_buffer(params.binding())
+            .with_buffer(output.handle.clone().binding()),
+    );
+    output
 }
 
 fn bytemuck_words(words: &[u32]) -> &[u8] {
