@@ -318,9 +318,9 @@ fn launch(
     output
 }
 
+/// The parameter words as the bytes the device buffer holds (native endianness, as WGSL reads
+/// them).
 fn bytemuck_words(words: &[u32]) -> &[u8] {
-    // SAFETY-free view: u32 → bytes through to_ne_bytes would allocate; the slice cast is the
-    // standard reinterpretation of plain integers.
     bytemuck::cast_slice(words)
 }
 
