@@ -336,21 +336,8 @@ impl EventStore for KurrentEventStore {
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
     ) -> Result<AppendOutcome, StoreError> {
-        if events.is_empty() {
-            return Err(StoreError::InvalidAppend("no events".into()));
-        }
-        if stream.is_empty() || stream.starts_with('$') {
-            return Err(StoreError::InvalidAppend(format!(
-                "`{stream}` is not a stream name Vigil may write (empty, or KurrentDB's `$` prefix)"
-            )));
-        }
+        super::check_batch(stream, &events)?;
         let ids: Vec<Uuid> = events.iter().map(|e| e.event_id).collect();
-        let mut unique = ids.clone();
-        unique.sort();
-        unique.dedup();
-        if unique.len() != ids.len() {
-            return Err(StoreError::InvalidAppend("an event id occurs twice".into()));
-        }
         if expected == ExpectedVersion::Any
             && let Some(outcome) = self.stored_batch(stream, &ids).await?
         {

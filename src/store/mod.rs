@@ -9,6 +9,7 @@ pub mod kurrent;
 pub mod scratch;
 pub mod sql;
 
+use std::collections::HashSet;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -16,9 +17,34 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, Executor};
 
 pub use sql::SqlEventStore;
-use vigil_schemas::{EventStore, StoreError};
+use vigil_schemas::{EventStore, NewEvent, StoreError};
 
 use crate::config::Config;
+
+/// Refuses a batch no adapter may store: an empty or `$`-prefixed stream name (`$` streams
+/// belong to the store, e.g. `$all`), no events, or an event id twice.
+pub(crate) fn check_batch(stream: &str, events: &[NewEvent]) -> Result<(), StoreError> {
+    if stream.is_empty() || stream.starts_with('$') {
+        return Err(StoreError::InvalidAppend(format!(
+            "`{stream}` is not a writable stream name"
+        )));
+    }
+    if events.is_empty() {
+        return Err(StoreError::InvalidAppend(
+            "a batch needs at least one event".into(),
+        ));
+    }
+    let mut seen = HashSet::new();
+    for event in events {
+        if !seen.insert(event.event_id) {
+            return Err(StoreError::InvalidAppend(format!(
+                "event id {} appears twice",
+                event.event_id
+            )));
+        }
+    }
+    Ok(())
+}
 
 /// The event store the config names: KurrentDB when `kurrentdb_url` is set (and the build has
 /// the `kurrentdb` feature), otherwise the SQL store on `pool`.

@@ -6,7 +6,6 @@
 //! commit in any order, so a reader polling `position > checkpoint` would skip an event that
 //! commits late.) Subscribers check that contiguity and fail loudly on a hole.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -124,29 +123,6 @@ fn decode_row(row: &AnyRow) -> Result<RecordedEvent, StoreError> {
     })
 }
 
-fn check_batch(stream: &str, events: &[NewEvent]) -> Result<(), StoreError> {
-    if stream.is_empty() || stream.starts_with('$') {
-        return Err(StoreError::InvalidAppend(format!(
-            "`{stream}` is not a writable stream name"
-        )));
-    }
-    if events.is_empty() {
-        return Err(StoreError::InvalidAppend(
-            "a batch needs at least one event".into(),
-        ));
-    }
-    let mut seen = HashSet::new();
-    for event in events {
-        if !seen.insert(event.event_id) {
-            return Err(StoreError::InvalidAppend(format!(
-                "event id {} appears twice",
-                event.event_id
-            )));
-        }
-    }
-    Ok(())
-}
-
 #[async_trait]
 impl EventStore for SqlEventStore {
     async fn append(
@@ -155,7 +131,7 @@ impl EventStore for SqlEventStore {
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
     ) -> Result<AppendOutcome, StoreError> {
-        check_batch(stream, &events)?;
+        super::check_batch(stream, &events)?;
         let _writer = match self.inner.backend {
             Backend::Sqlite => Some(self.inner.sqlite_writer.lock().await),
             Backend::Postgres => None,
