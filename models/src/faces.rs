@@ -172,15 +172,7 @@ impl FaceModels {
             faces: faces.iter().map(chip_geometry).collect(),
         };
         let chips = crate::preprocess::align_faces(image, &align, &self.compute.device);
-        let out = self
-            .embedder
-            .forward(chips)
-            .into_data()
-            .try_into_vec::<f32>()
-            .expect("f32");
-        out.chunks_exact(crate::recognition::DIMENSIONS)
-            .map(<[f32]>::to_vec)
-            .collect()
+        crate::nn::rows(self.embedder.forward(chips))
     }
 }
 

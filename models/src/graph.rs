@@ -201,6 +201,11 @@ impl Node {
             .collect()
     }
 
+    fn attr_int(&self, key: &str) -> Option<i64> {
+        let v = self.attr.get(key)?.get("i")?;
+        v.as_str().and_then(|s| s.parse().ok()).or(v.as_i64())
+    }
+
     fn attr_f(&self, key: &str) -> Option<f64> {
         self.attr.get(key)?.get("f")?.as_f64()
     }
@@ -226,6 +231,14 @@ pub struct GraphModel {
     constants: HashMap<(String, usize), Value>,
     /// Convolution kernels in OIHW, by node name.
     kernels: HashMap<String, Tensor<4>>,
+    /// The nodes `run` evaluates, each after its inputs: those the declared outputs need, less
+    /// the placeholder and everything known at load. Worked out once, not per frame.
+    plan: Vec<String>,
+    /// How many times each computed value is consumed (by the plan and the declared outputs),
+    /// so `run` can drop an intermediate after its last use.
+    uses: HashMap<(String, usize), usize>,
+    /// The outputs named at load.
+    declared: Vec<(String, usize)>,
     /// The input placeholder.
     input: String,
     device: Device,
@@ -324,6 +337,9 @@ impl GraphModel {
             nodes,
             constants: HashMap::new(),
             kernels: HashMap::new(),
+            plan: Vec::new(),
+            uses: HashMap::new(),
+            declared: outputs.iter().filter_map(|o| split_input(o)).collect(),
             input,
             device: device.clone(),
             macs: std::sync::atomic::AtomicU64::new(0),
@@ -393,6 +409,21 @@ impl GraphModel {
                 };
                 graph.kernels.insert(node.name.clone(), oihw.r4());
             }
+        }
+        graph.plan = order
+            .into_iter()
+            .filter(|name| {
+                graph.nodes[name].op != "Placeholder"
+                    && !graph.constants.contains_key(&(name.clone(), 0))
+            })
+            .collect();
+        for name in &graph.plan {
+            for input in &graph.nodes[name].inputs {
+                *graph.uses.entry(input.clone()).or_default() += 1;
+            }
+        }
+        for key in &graph.declared {
+            *graph.uses.entry(key.clone()).or_default() += 1;
         }
         Ok(graph)
     }
@@ -517,26 +548,20 @@ impl GraphModel {
     /// Runs the graph on `input` and returns `outputs` (as given to [`GraphModel::load`] or a
     /// subset), each as a float tensor.
     pub fn run(&self, input: Ft, outputs: &[&str]) -> Result<Vec<Ft>, ModelError> {
-        let order = self.order(outputs)?;
+        for o in outputs {
+            let key = split_input(o).expect("output name");
+            if !self.declared.contains(&key) {
+                return Err(ModelError::Format {
+                    file: self.source.clone(),
+                    reason: format!("output `{o}` was not named when the graph was loaded"),
+                });
+            }
+        }
         let mut values: HashMap<(String, usize), Value> = HashMap::new();
         values.insert((self.input.clone(), 0), Value::F(input));
-        // How many consumers each value still has, so intermediates are dropped early.
-        let mut uses: HashMap<(String, usize), usize> = HashMap::new();
-        for name in &order {
-            for i in &self.nodes[name].inputs {
-                *uses.entry(i.clone()).or_default() += 1;
-            }
-        }
-        for o in outputs {
-            if let Some(key) = split_input(o) {
-                *uses.entry(key).or_default() += 1;
-            }
-        }
-        for name in &order {
+        let mut uses = self.uses.clone();
+        for name in &self.plan {
             let node = &self.nodes[name];
-            if node.op == "Placeholder" || self.constants.contains_key(&(name.clone(), 0)) {
-                continue;
-            }
             let mut args = Vec::with_capacity(node.inputs.len());
             for key in &node.inputs {
                 let value = match self.constants.get(key) {
@@ -719,12 +744,7 @@ impl GraphModel {
                 let (sizes, axis) = if node.op == "SplitV" {
                     (ints(1)?, ints(2)?[0])
                 } else {
-                    let n = node
-                        .attr
-                        .get("num_split")
-                        .and_then(|v| v.get("i"))
-                        .and_then(|v| v.as_str()?.parse::<i64>().ok())
-                        .unwrap_or(1);
+                    let n = node.attr_int("num_split").unwrap_or(1);
                     let axis = match &args[0] {
                         Value::I(v, _) => v[0],
                         Value::F(_) => 0,
@@ -748,16 +768,7 @@ impl GraphModel {
             "Unpack" => {
                 let dims = x.dims();
                 let rank = dims.len() as i64;
-                let axis = node
-                    .attr
-                    .get("axis")
-                    .and_then(|v| v.get("i"))
-                    .and_then(|v| {
-                        v.as_str()
-                            .and_then(|s| s.parse::<i64>().ok())
-                            .or(v.as_i64())
-                    })
-                    .unwrap_or(0);
+                let axis = node.attr_int("axis").unwrap_or(0);
                 let axis = ((axis + rank) % rank) as usize;
                 let mut rest = dims.clone();
                 rest.remove(axis);

@@ -98,15 +98,8 @@ impl Image {
     /// `round(diff / 2)` after (bottom/right) and the rest before; otherwise all of it after.
     /// Returns the square and the (left, top) offset of the original in it.
     pub fn pad_to_square(&self, centered: bool) -> (Self, (usize, usize)) {
-        let side = self.width.max(self.height);
-        let diff = side - self.width.min(self.height);
-        let before = if centered { diff - diff.div_ceil(2) } else { 0 };
-        let (left, top) = if self.width < self.height {
-            (before, 0)
-        } else {
-            (0, before)
-        };
-        if diff == 0 {
+        let (side, left, top) = square_placement(self.width, self.height, centered);
+        if side == self.width && side == self.height {
             return (self.clone(), (0, 0));
         }
         let mut data = vec![0.0; side * side * 3];
@@ -180,6 +173,19 @@ impl Image {
             height: self.height,
             data,
         }
+    }
+}
+
+/// Where a `w × h` image sits on the square [`Image::pad_to_square`] pads it to: the side and
+/// the (left, top) of the image on it.
+pub fn square_placement(w: usize, h: usize, centered: bool) -> (usize, usize, usize) {
+    let side = w.max(h);
+    let diff = side - w.min(h);
+    let before = if centered { diff - diff.div_ceil(2) } else { 0 };
+    if w < h {
+        (side, before, 0)
+    } else {
+        (side, 0, before)
     }
 }
 

@@ -8,8 +8,8 @@ use burn::tensor::ops::AvgPoolOptions;
 use burn::tensor::{Device, Tensor, TensorData};
 
 use crate::ModelError;
-use crate::image::{Image, nchw_batch};
-use crate::nn::{Conv, Padding, relu};
+use crate::image::Image;
+use crate::nn::{Conv, Padding, mean_scaled_batch, relu, rows};
 use crate::tfjs::Weights;
 
 /// Side of the square network input.
@@ -157,14 +157,7 @@ impl LandmarkNet {
 
     /// Runs on 112×112 images (0–255) and returns 136 raw outputs per image.
     pub fn raw(&self, images: &[Image], device: &Device) -> Vec<Vec<f32>> {
-        let (data, shape) = nchw_batch(images, |c, v| (v - MEAN_RGB[c]) / 255.0);
-        let x = Tensor::<4>::from_data(TensorData::new(data, shape), device);
-        let out = self
-            .forward(x)
-            .into_data()
-            .try_into_vec::<f32>()
-            .expect("f32");
-        out.chunks_exact(136).map(<[f32]>::to_vec).collect()
+        rows(self.forward(mean_scaled_batch(images, MEAN_RGB, device)))
     }
 
     /// Pads a face crop to a centred square and resizes it to the network input.

@@ -170,6 +170,23 @@ impl Conv {
     }
 }
 
+/// A `[n, k]` output read back as `n` rows of `k` values.
+pub fn rows(t: Tensor<2>) -> Vec<Vec<f32>> {
+    let [_, k] = t.dims();
+    let values = t.into_data().try_into_vec::<f32>().expect("f32 output");
+    values.chunks_exact(k).map(<[f32]>::to_vec).collect()
+}
+
+/// Square images (0–255) as an NCHW batch on `device`, each value `(v - mean[c]) / 255`.
+pub fn mean_scaled_batch(
+    images: &[crate::image::Image],
+    mean: [f32; 3],
+    device: &Device,
+) -> Tensor<4> {
+    let (data, shape) = crate::image::nchw_batch(images, |c, v| (v - mean[c]) / 255.0);
+    Tensor::from_data(TensorData::new(data, shape), device)
+}
+
 /// `min(max(x, 0), 6)`.
 pub fn relu6(x: Tensor<4>) -> Tensor<4> {
     x.clamp(0.0, 6.0)

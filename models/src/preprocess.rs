@@ -57,10 +57,7 @@ impl Resize {
         mul: [f32; 3],
         add: [f32; 3],
     ) -> Self {
-        let canvas = w.max(h);
-        let diff = canvas - w.min(h);
-        let before = if centered { diff - diff.div_ceil(2) } else { 0 };
-        let (left, top) = if w < h { (before, 0) } else { (0, before) };
+        let (canvas, left, top) = crate::image::square_placement(w, h, centered);
         Self {
             in_w: w,
             in_h: h,

@@ -9,9 +9,9 @@ use burn::tensor::ops::{AvgPoolOptions, MaxPoolOptions};
 use burn::tensor::{Device, Tensor, TensorData};
 
 use crate::ModelError;
-use crate::image::{Image, nchw_batch};
+use crate::image::Image;
 use crate::landmarks::MEAN_RGB;
-use crate::nn::{Conv, Padding, relu};
+use crate::nn::{Conv, Padding, mean_scaled_batch, relu, rows};
 use crate::tfjs::Weights;
 
 /// Side of the square network input.
@@ -177,14 +177,7 @@ impl FaceEmbedder {
 
     /// Descriptors of 150×150 face chips (0–255).
     pub fn raw(&self, chips: &[Image], device: &Device) -> Vec<Vec<f32>> {
-        let (data, shape) = nchw_batch(chips, |c, v| (v - MEAN_RGB[c]) / 255.0);
-        let x = Tensor::<4>::from_data(TensorData::new(data, shape), device);
-        let out = self
-            .forward(x)
-            .into_data()
-            .try_into_vec::<f32>()
-            .expect("f32");
-        out.chunks_exact(DIMENSIONS).map(<[f32]>::to_vec).collect()
+        rows(self.forward(mean_scaled_batch(chips, MEAN_RGB, device)))
     }
 
     /// Pads a face crop to a centred square and resizes it to the network input.
