@@ -127,6 +127,14 @@ fn original(resolved: eventstore::ResolvedEvent) -> Option<eventstore::RecordedE
     resolved.link.or(resolved.event)
 }
 
+/// Where a `$all` read or subscription starts: at the given KurrentDB position, or the start.
+fn stream_position(at: Option<(u64, u64)>) -> StreamPosition<Position> {
+    match at {
+        Some((commit, prepare)) => StreamPosition::Position(Position { commit, prepare }),
+        None => StreamPosition::Start,
+    }
+}
+
 fn pos(p: Position) -> (u64, u64) {
     (p.commit, p.prepare)
 }
@@ -162,38 +170,67 @@ impl KurrentEventStore {
     /// Extends the index by reading `$all` forward until it holds `target` (or to the end).
     async fn catch_up(&self, target: Option<(u64, u64)>) -> Result<(), StoreError> {
         let mut index = self.index.lock().await;
+        let mut cursor = index.last();
         loop {
             if let (Some(target), Some(last)) = (target, index.last())
                 && last >= target
             {
                 return Ok(());
             }
-            let from = match index.last() {
-                Some((commit, prepare)) => StreamPosition::Position(Position { commit, prepare }),
-                None => StreamPosition::Start,
-            };
-            let options = ReadAllOptions::default()
-                .forwards()
-                .position(from)
-                .max_count(INDEX_PAGE);
-            let mut read = self.client.read_all(&options).await.map_err(backend)?;
-            let mut seen = 0usize;
-            while let Some(resolved) = read.next().await.map_err(backend)? {
-                seen += 1;
-                let event = resolved.get_original_event();
+            let (page, end) = self.page_after(cursor).await?;
+            for event in &page {
                 let at = pos(event.position);
-                if index.last().is_some_and(|last| at <= last) {
-                    continue; // reading from a position includes it
-                }
+                cursor = Some(at);
                 if is_vigil_event(&event.stream_id, &event.event_type) {
                     let ordinal = index.len() + 1;
                     index.record(ordinal, at)?;
                 }
             }
-            if seen < INDEX_PAGE {
-                return Ok(()); // reached the end of $all
+            if end {
+                return Ok(());
             }
         }
+    }
+
+    /// The KurrentDB position of Vigil position `after` (`None` for 0: the start of `$all`),
+    /// catching the index up when it is shorter; `Gap` when the log does not reach `after`.
+    async fn floor_of(&self, after: u64) -> Result<Option<(u64, u64)>, StoreError> {
+        if self.index.lock().await.len() < after {
+            self.catch_up(None).await?;
+        }
+        let index = self.index.lock().await;
+        if after > index.len() {
+            return Err(StoreError::Gap {
+                expected: index.len() + 1,
+                found: after,
+            });
+        }
+        Ok(index.position_of(after))
+    }
+
+    /// One page of `$all` strictly after `after` (system events included, so a caller can move
+    /// its cursor past them), and whether it reached the end of `$all`.
+    async fn page_after(
+        &self,
+        after: Option<(u64, u64)>,
+    ) -> Result<(Vec<eventstore::RecordedEvent>, bool), StoreError> {
+        let options = ReadAllOptions::default()
+            .forwards()
+            .position(stream_position(after))
+            .max_count(INDEX_PAGE);
+        let mut read = self.client.read_all(&options).await.map_err(backend)?;
+        let mut page = Vec::new();
+        let mut seen = 0usize;
+        while let Some(resolved) = read.next().await.map_err(backend)? {
+            seen += 1;
+            // Reading from a position includes the event at it.
+            if let Some(event) = original(resolved)
+                && after.is_none_or(|a| pos(event.position) > a)
+            {
+                page.push(event);
+            }
+        }
+        Ok((page, seen < INDEX_PAGE))
     }
 
     /// Converts a stored KurrentDB event to Vigil's envelope at Vigil position `position`.
@@ -409,54 +446,32 @@ impl EventStore for KurrentEventStore {
         if limit == 0 {
             return Ok(Vec::new());
         }
-        let start = {
-            if after > 0 && self.index.lock().await.len() < after {
-                self.catch_up(None).await?;
-            }
-            let index = self.index.lock().await;
-            if after > index.len() {
-                return Ok(Vec::new());
-            }
-            index.position_of(after)
-        };
-        let from = match start {
-            Some((commit, prepare)) => StreamPosition::Position(Position { commit, prepare }),
-            None => StreamPosition::Start,
+        let start = match self.floor_of(after).await {
+            Err(StoreError::Gap { .. }) => return Ok(Vec::new()), // after the head: nothing yet
+            other => other?,
         };
         let mut out = Vec::new();
         let mut next = after + 1;
-        let mut cursor = from;
-        'pages: loop {
-            let options = ReadAllOptions::default()
-                .forwards()
-                .position(cursor)
-                .max_count(INDEX_PAGE);
-            let mut read = self.client.read_all(&options).await.map_err(backend)?;
-            let mut seen = 0usize;
-            let mut last = None;
-            while let Some(resolved) = read.next().await.map_err(backend)? {
-                seen += 1;
-                let event = resolved.get_original_event();
+        let mut cursor = start;
+        loop {
+            let (page, end) = self.page_after(cursor).await?;
+            for event in &page {
                 let at = pos(event.position);
-                last = Some(event.position);
-                if start.is_some_and(|s| at <= s)
-                    || !is_vigil_event(&event.stream_id, &event.event_type)
-                {
+                cursor = Some(at);
+                if !is_vigil_event(&event.stream_id, &event.event_type) {
                     continue;
                 }
                 self.index.lock().await.record(next, at)?;
                 out.push(Self::to_recorded(event, next)?);
                 next += 1;
                 if out.len() == limit {
-                    break 'pages;
+                    return Ok(out);
                 }
             }
-            match last {
-                Some(p) if seen == INDEX_PAGE => cursor = StreamPosition::Position(p),
-                _ => break,
+            if end {
+                return Ok(out);
             }
         }
-        Ok(out)
     }
 
     async fn read_all_recorded(
@@ -521,33 +536,14 @@ impl EventStore for KurrentEventStore {
                 return None;
             }
             if s.subscription.is_none() {
-                let start = async {
-                    if s.store.index.lock().await.len() < s.after {
-                        s.store.catch_up(None).await?;
-                    }
-                    let index = s.store.index.lock().await;
-                    if s.after > index.len() {
-                        return Err(StoreError::Gap {
-                            expected: index.len() + 1,
-                            found: s.after,
-                        });
-                    }
-                    Ok(index.position_of(s.after))
-                };
-                let start = start.await;
-                if let Ok(floor) = start {
-                    s.floor = floor;
-                }
-                let from = match start {
-                    Ok(Some((commit, prepare))) => {
-                        StreamPosition::Position(Position { commit, prepare })
-                    }
-                    Ok(None) => StreamPosition::Start,
+                match s.store.floor_of(s.after).await {
+                    Ok(floor) => s.floor = floor,
                     Err(err) => {
                         s.failed = true;
                         return Some((Err(err), s));
                     }
-                };
+                }
+                let from = stream_position(s.floor);
                 let options = SubscribeToAllOptions::default()
                     .position(from)
                     .filter(SubscriptionFilter::on_event_type().exclude_system_events());
