@@ -11,15 +11,15 @@ use crate::image::Image;
 use crate::recognition::distance;
 use crate::{Compute, default_assets_dir, tfjs};
 
+/// A committed golden file of `models/reference/golden/`.
+fn read_golden(name: &str) -> Value {
+    let path = format!("{}/reference/golden/{name}", env!("CARGO_MANIFEST_DIR"));
+    serde_json::from_slice(&std::fs::read(path).expect("golden file")).expect("golden JSON")
+}
+
 fn golden() -> &'static Value {
     static GOLDEN: OnceLock<Value> = OnceLock::new();
-    GOLDEN.get_or_init(|| {
-        let path = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/reference/golden/astronaut.json"
-        );
-        serde_json::from_slice(&std::fs::read(path).expect("golden file")).expect("golden JSON")
-    })
+    GOLDEN.get_or_init(|| read_golden("astronaut.json"))
 }
 
 fn floats(v: &Value) -> Vec<f32> {
@@ -64,10 +64,15 @@ fn pattern(side: usize) -> Image {
     }
 }
 
-fn astronaut() -> Image {
-    let bytes = tfjs::read_verified(&default_assets_dir(), "images/astronaut.png")
-        .expect("astronaut.png (run scripts/fetch-assets)");
+/// A checksummed test image from the assets folder.
+fn asset_image(name: &str) -> Image {
+    let bytes = tfjs::read_verified(&default_assets_dir(), &format!("images/{name}"))
+        .unwrap_or_else(|e| panic!("{name} (run scripts/fetch-assets): {e}"));
     Image::decode_png(&bytes).expect("PNG")
+}
+
+fn astronaut() -> Image {
+    asset_image("astronaut.png")
 }
 
 fn assert_close(what: &str, got: &[f32], want: &[f32], tolerance: f32) {
@@ -255,9 +260,7 @@ fn different_people_are_apart(models: &FaceModels) {
     let mut descriptors = Vec::new();
     for name in ["230501201_1", "messi5"] {
         let want = &others[name];
-        let bytes = tfjs::read_verified(&default_assets_dir(), &format!("images/{name}.png"))
-            .expect("image (run scripts/fetch-assets)");
-        let image = Image::decode_png(&bytes).expect("PNG");
+        let image = asset_image(&format!("{name}.png"));
         let found = models.detect_faces(std::slice::from_ref(&image), MIN_SCORE);
         assert_eq!(found[0].len(), 1, "{backend}: one face in {name}");
         let face = &found[0][0];
@@ -361,9 +364,7 @@ fn aligned_descriptors_keep_identity(models: &FaceModels) {
         "{backend}: levelling the eyes should bring the turned face closer ({d_aligned} vs {d_plain})"
     );
     for name in ["230501201_1", "messi5"] {
-        let bytes = tfjs::read_verified(&default_assets_dir(), &format!("images/{name}.png"))
-            .expect("image (run scripts/fetch-assets)");
-        let other = Image::decode_png(&bytes).expect("PNG");
+        let other = asset_image(&format!("{name}.png"));
         let found = models.detect_faces(std::slice::from_ref(&other), MIN_SCORE);
         let descriptor = models.embed_faces_aligned(&other, &found[0]).remove(0);
         let d = distance(&aligned, &descriptor);
@@ -442,10 +443,7 @@ use crate::pose::PoseEstimator;
 
 fn persons_golden() -> &'static Value {
     static GOLDEN: OnceLock<Value> = OnceLock::new();
-    GOLDEN.get_or_init(|| {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/reference/golden/persons.json");
-        serde_json::from_slice(&std::fs::read(path).expect("golden file")).expect("golden JSON")
-    })
+    GOLDEN.get_or_init(|| read_golden("persons.json"))
 }
 
 fn person_detector(compute: Compute) -> PersonDetector {
@@ -459,9 +457,7 @@ fn pose_estimator(compute: Compute) -> PoseEstimator {
 }
 
 fn vtest_frame() -> Image {
-    let bytes = tfjs::read_verified(&default_assets_dir(), "images/vtest-100.png")
-        .expect("vtest-100.png (run scripts/fetch-assets)");
-    Image::decode_png(&bytes).expect("PNG")
+    asset_image("vtest-100.png")
 }
 
 /// Stride of a golden NanoDet output, from its role text.

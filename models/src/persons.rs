@@ -120,12 +120,6 @@ impl PersonDetector {
         &self.graph
     }
 
-    /// An image as the network wants it: the whole frame resized (aspect not kept) with
-    /// TensorFlow's legacy bilinear resize.
-    pub fn prepare(image: &Image) -> Image {
-        image.resize_bilinear(INPUT, INPUT)
-    }
-
     /// Runs the network on 416×416 images (0–255).
     pub fn raw(&self, images: &[Image]) -> Result<Vec<RawHeads>, ModelError> {
         let (data, shape) = nchw_batch(images, |_, v| v / 255.0);

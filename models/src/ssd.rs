@@ -323,11 +323,6 @@ impl FaceDetector {
     pub fn resize(w: usize, h: usize) -> crate::preprocess::Resize {
         crate::preprocess::Resize::square(w, h, false, INPUT, [1.0 / 127.5; 3], [-1.0; 3])
     }
-
-    /// Pads and resizes an image to the network input (zeros bottom/right, bilinear to 512).
-    pub fn prepare(image: &Image) -> Image {
-        image.pad_to_square(false).0.resize_bilinear(INPUT, INPUT)
-    }
 }
 
 impl FaceBox {
