@@ -19,6 +19,11 @@ use crate::access::{
 };
 use crate::config::Config;
 use crate::store::{Backend, open_pool};
+use vigil_actors::blob::BlobStore;
+use vigil_actors::pool::{Analyzer, InferencePool, PoolConfig};
+use vigil_actors::source::Transports;
+use vigil_actors::source::push::PushRegistry;
+use vigil_actors::supervisor::{Backoff, Ingest, Supervision};
 
 /// The id (and stream suffix) of the generated admin key.
 pub const BOOTSTRAP_KEY_ID: &str = "bootstrap";
@@ -123,7 +128,13 @@ struct Inner {
     usage: UsageCounter,
     metrics: HttpMetrics,
     /// The models' device, chosen on first use (opening a wgpu adapter takes a moment).
-    compute: std::sync::OnceLock<Result<vigil_models::Compute, String>>,
+    compute: Arc<std::sync::OnceLock<Result<vigil_models::Compute, String>>>,
+    /// What camera actors share: the inference pool, the blob store, the sources.
+    ingest: Arc<Ingest>,
+    /// Where pushed frames go.
+    push: Arc<PushRegistry>,
+    /// The supervision tree, once started (`ingest = true`).
+    supervision: tokio::sync::OnceCell<Supervision>,
 }
 
 /// The pepper from the config, else from `{data_dir}/key_pepper` (created on first start).
@@ -183,6 +194,45 @@ impl App {
         let config_key_hash =
             (!config.admin_key.is_empty()).then(|| hash_secret(&pepper, &config.admin_key));
         let generated = bootstrap_admin_key(&handler, &pepper, &config).await?;
+        let compute = Arc::new(std::sync::OnceLock::new());
+        let inference = InferencePool::start(
+            PoolConfig {
+                workers: config.inference_workers,
+                max_batch: config.inference_max_batch,
+                max_wait: Duration::from_millis(config.inference_max_wait_ms),
+                queue_capacity: config.inference_queue,
+            },
+            {
+                let compute = compute.clone();
+                let preference = config.models_backend;
+                let assets = config.effective_assets_dir();
+                Arc::new(move || {
+                    let device = select_compute(&compute, preference)
+                        .map_err(|e| format!("no models device: {e}"))?
+                        .clone();
+                    vigil_models::Vision::load(&assets, device)
+                        .map(|v| Box::new(v) as Box<dyn Analyzer>)
+                        .map_err(|e| {
+                            format!(
+                                "{e} (assets in {}; run scripts/fetch-assets)",
+                                assets.display()
+                            )
+                        })
+                })
+            },
+        );
+        let push = Arc::new(PushRegistry::default());
+        let ingest = Arc::new(Ingest::new(
+            handler.clone(),
+            inference,
+            BlobStore::new(config.data_dir.join("blobs")),
+            Arc::new(Transports { push: push.clone() }),
+            Backoff {
+                initial: Duration::from_millis(config.camera_backoff_initial_ms),
+                max: Duration::from_millis(config.camera_backoff_max_ms),
+            },
+            vigil_actors::tracker::TrackerConfig::default(),
+        ));
         let app = Self {
             inner: Arc::new(Inner {
                 failures: FailureGuard::new(config.auth_failures_per_minute),
@@ -197,7 +247,10 @@ impl App {
                 limiters: KeyLimiters::default(),
                 usage: UsageCounter::default(),
                 metrics: HttpMetrics::default(),
-                compute: std::sync::OnceLock::new(),
+                compute,
+                ingest,
+                push,
+                supervision: tokio::sync::OnceCell::new(),
             }),
         };
         Ok((app, generated))
@@ -221,6 +274,19 @@ impl App {
                 Ok(relay) => tasks.push(tokio::spawn(relay.run())),
                 Err(err) => tracing::error!(error = %err, "the Kafka relay cannot start"),
             }
+        }
+        if self.inner.config.ingest {
+            let app = self.clone();
+            tasks.push(tokio::spawn(async move {
+                let started = app
+                    .inner
+                    .supervision
+                    .get_or_try_init(|| Supervision::start(app.inner.ingest.clone()))
+                    .await;
+                if let Err(err) = started {
+                    tracing::error!(error = %err, "camera ingest cannot start");
+                }
+            }));
         }
         let app = self.clone();
         tasks.push(tokio::spawn(async move {
@@ -258,14 +324,29 @@ impl App {
     /// The device the models run on, chosen by `models_backend` on the first call (blocking:
     /// call it from a blocking thread). An error says why the forced backend is unavailable.
     pub fn compute(&self) -> Result<&vigil_models::Compute, &str> {
-        self.inner
-            .compute
-            .get_or_init(|| {
-                vigil_models::Compute::select(self.inner.config.models_backend)
-                    .map_err(|e| e.to_string())
-            })
-            .as_ref()
-            .map_err(String::as_str)
+        select_compute(&self.inner.compute, self.inner.config.models_backend)
+    }
+
+    /// What camera actors share: the inference pool, blob store and sources.
+    pub fn ingest(&self) -> &Arc<Ingest> {
+        &self.inner.ingest
+    }
+
+    /// Where pushed frames go.
+    pub fn push(&self) -> &Arc<PushRegistry> {
+        &self.inner.push
+    }
+
+    /// The supervision tree, once started.
+    pub fn supervision(&self) -> Option<&Supervision> {
+        self.inner.supervision.get()
+    }
+
+    /// Stops every camera actor (each records `stopped`); call before shutting down.
+    pub async fn stop_ingest(&self) {
+        if let Some(supervision) = self.inner.supervision.get() {
+            supervision.shutdown().await;
+        }
     }
 
     /// The event store.
@@ -363,6 +444,16 @@ impl App {
             rate_limits: key.rate_limits,
         }))
     }
+}
+
+/// The models' device, chosen by `preference` on the first call (blocking).
+fn select_compute(
+    cell: &std::sync::OnceLock<Result<vigil_models::Compute, String>>,
+    preference: vigil_models::BackendPreference,
+) -> Result<&vigil_models::Compute, &str> {
+    cell.get_or_init(|| vigil_models::Compute::select(preference).map_err(|e| e.to_string()))
+        .as_ref()
+        .map_err(String::as_str)
 }
 
 /// When no admin key is configured and none was generated before, generates one, stores it as

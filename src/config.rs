@@ -77,6 +77,27 @@ pub struct Config {
     /// Folder with the pretrained weights that `scripts/fetch-assets` downloads
     /// (`VIGIL_ASSETS_DIR`). Empty: `$VIGIL_ASSETS`, else `~/.cache/vigil/assets`.
     pub assets_dir: String,
+    /// Largest accepted body carrying pictures (frame uploads, base64 images), in bytes
+    /// (`VIGIL_MAX_UPLOAD_BYTES`).
+    pub max_upload_bytes: usize,
+    /// Run camera ingest (the camera actors) on this node (`VIGIL_INGEST`).
+    pub ingest: bool,
+    /// Inference worker threads, each with its own copy of the models
+    /// (`VIGIL_INFERENCE_WORKERS`).
+    pub inference_workers: usize,
+    /// Most frames per inference batch (`VIGIL_INFERENCE_MAX_BATCH`). Size it to the device: a
+    /// software adapter refuses the 256 MiB buffers a batch of 32 needs.
+    pub inference_max_batch: usize,
+    /// Longest a batch waits for more frames, in milliseconds (`VIGIL_INFERENCE_MAX_WAIT_MS`).
+    pub inference_max_wait_ms: u64,
+    /// Frames that may wait for the inference pool before new ones are dropped
+    /// (`VIGIL_INFERENCE_QUEUE`).
+    pub inference_queue: usize,
+    /// First delay before a failed camera is restarted, in milliseconds; it doubles per
+    /// consecutive failure (`VIGIL_CAMERA_BACKOFF_INITIAL_MS`).
+    pub camera_backoff_initial_ms: u64,
+    /// Longest restart delay, in milliseconds (`VIGIL_CAMERA_BACKOFF_MAX_MS`).
+    pub camera_backoff_max_ms: u64,
     /// Default per-minute limits of new API keys (TOML table `[default_rate_limits]`).
     pub default_rate_limits: RateLimits,
     /// Per-minute limits of the admin keys (configured and bootstrap) (TOML table
@@ -111,6 +132,14 @@ impl Default for Config {
             ws_heartbeat_secs: 5,
             models_backend: vigil_models::BackendPreference::Auto,
             assets_dir: String::new(),
+            max_upload_bytes: 20 << 20,
+            ingest: true,
+            inference_workers: 1,
+            inference_max_batch: 4,
+            inference_max_wait_ms: 20,
+            inference_queue: 64,
+            camera_backoff_initial_ms: 1000,
+            camera_backoff_max_ms: 60_000,
             default_rate_limits: RateLimits {
                 standard: 600,
                 media: 120,
@@ -152,6 +181,14 @@ const ENV_KEYS: &[&str] = &[
     "kafka_replication",
     "kafka_message_timeout_ms",
     "ws_heartbeat_secs",
+    "max_upload_bytes",
+    "ingest",
+    "inference_workers",
+    "inference_max_batch",
+    "inference_max_wait_ms",
+    "inference_queue",
+    "camera_backoff_initial_ms",
+    "camera_backoff_max_ms",
 ];
 
 impl Config {
@@ -201,6 +238,26 @@ impl Config {
         }
         if self.ws_buffer == 0 || self.ws_heartbeat_secs == 0 {
             return Err("ws_buffer and ws_heartbeat_secs must be at least 1".into());
+        }
+        if self.max_upload_bytes < 1024 {
+            return Err("max_upload_bytes must be at least 1024".into());
+        }
+        if self.inference_workers == 0 || self.inference_queue == 0 {
+            return Err("inference_workers and inference_queue must be at least 1".into());
+        }
+        if !(1..=vigil_actors::pool::MAX_BATCH).contains(&self.inference_max_batch) {
+            return Err(format!(
+                "inference_max_batch must be between 1 and {}",
+                vigil_actors::pool::MAX_BATCH
+            ));
+        }
+        if self.camera_backoff_initial_ms == 0
+            || self.camera_backoff_max_ms < self.camera_backoff_initial_ms
+        {
+            return Err(
+                "camera_backoff_initial_ms must be at least 1 and at most camera_backoff_max_ms"
+                    .into(),
+            );
         }
         if self.request_timeout_secs == 0 {
             return Err("request_timeout_secs must be at least 1".into());

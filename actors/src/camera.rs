@@ -430,6 +430,8 @@ impl Aggregate for CameraAggregate {
                 state.camera = None;
                 state.removed = true;
             }
+            // Ingest status lives on its own stream (`camerastatus-{id}`).
+            CameraEvent::StatusChanged(_) => {}
         }
         state
     }

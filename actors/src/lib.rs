@@ -5,14 +5,24 @@
 //! against an [`EventStore`](vigil_schemas::EventStore): load the stream, decide, append with the
 //! expected version, and on a conflict decide again from fresh state.
 //!
-//! Camera actors, the inference pool and the incident manager (ractor) join this crate with the
-//! camera-ingest issue; they will send commands through the same handler.
+//! Camera ingest runs here too, on ractor: the [`supervisor`] tree (root → camera supervisor →
+//! one [`camera_actor`] per enabled camera), frame [`source`]s (RTSP, MJPEG, snapshot, push),
+//! the [`pool`] of inference workers, the per-camera [`tracker`], and the [`blob`] store for
+//! frames and crops.
 #![deny(missing_docs)]
 
 pub mod aggregate;
 pub mod apikey;
+pub mod blob;
 pub mod camera;
+pub mod camera_actor;
+pub mod camera_status;
+pub mod frame;
 pub mod handler;
+pub mod pool;
+pub mod source;
+pub mod supervisor;
+pub mod tracker;
 
 pub use aggregate::Aggregate;
 pub use handler::{CommandError, CommandHandler, Executed};

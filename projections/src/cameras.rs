@@ -12,9 +12,12 @@ use vigil_schemas::{CameraEvent, DomainEvent, RecordedEvent};
 use crate::format_time;
 use crate::runner::{Projection, ProjectionError};
 
-/// Camera statuses the read model can hold. Camera ingest (a later issue) moves enabled
-/// cameras between `pending`, `online`, `offline` and `error`.
-pub const STATUSES: &[&str] = &["pending", "online", "offline", "error", "disabled"];
+/// Camera statuses the read model can hold. An enabled camera is `pending` until its actor
+/// reports (`camera.status_changed`): `online`, `offline`, `error`, or `stopped` (the server
+/// shut down). A disabled camera is `disabled`.
+pub const STATUSES: &[&str] = &[
+    "pending", "online", "offline", "error", "stopped", "disabled",
+];
 
 /// A camera as the read model holds it.
 #[derive(Debug, Clone, PartialEq)]
@@ -37,6 +40,10 @@ pub struct CameraRow {
     pub zones: Vec<Zone>,
     /// One of [`STATUSES`].
     pub status: String,
+    /// Why, as the camera's actor reported it (empty until it reports).
+    pub status_reason: String,
+    /// When the status last changed (`None` until the actor reports).
+    pub status_at: Option<DateTime<Utc>>,
     /// Registration time.
     pub created_at: DateTime<Utc>,
     /// Last change.
@@ -95,7 +102,7 @@ pub fn decode_cursor(cursor: &str) -> Result<String, InvalidCursor> {
 }
 
 const COLUMNS: &str = "id, name, source, enabled, sample_fps, features, prompt, zones, status, \
-                       created_at, updated_at, version";
+                       created_at, updated_at, version, status_reason, status_at";
 
 fn parse_time(text: &str) -> Result<DateTime<Utc>, QueryError> {
     DateTime::parse_from_rfc3339(text)
@@ -117,6 +124,11 @@ fn from_row(row: &AnyRow) -> Result<CameraRow, QueryError> {
         prompt: row.try_get("prompt")?,
         zones: serde_json::from_str(&zones).map_err(|e| QueryError::Corrupt(e.to_string()))?,
         status: row.try_get("status")?,
+        status_reason: row.try_get("status_reason")?,
+        status_at: row
+            .try_get::<Option<String>, _>("status_at")?
+            .map(|t| parse_time(&t))
+            .transpose()?,
         created_at: parse_time(&row.try_get::<String, _>("created_at")?)?,
         updated_at: parse_time(&row.try_get::<String, _>("updated_at")?)?,
         version: row.try_get::<i64, _>("version")? as u64,
@@ -220,11 +232,12 @@ fn status_for(enabled: bool, current: Option<&str>) -> &'static str {
 
 async fn write_row(conn: &mut AnyConnection, c: &CameraRow) -> Result<(), sqlx::Error> {
     sqlx::query(sqlx::AssertSqlSafe(format!(
-        "INSERT INTO cameras ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
+        "INSERT INTO cameras ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
          ON CONFLICT (id) DO UPDATE SET name = excluded.name, source = excluded.source, \
          enabled = excluded.enabled, sample_fps = excluded.sample_fps, features = excluded.features, \
          prompt = excluded.prompt, zones = excluded.zones, status = excluded.status, \
-         created_at = excluded.created_at, updated_at = excluded.updated_at, version = excluded.version"
+         created_at = excluded.created_at, updated_at = excluded.updated_at, version = excluded.version, \
+         status_reason = excluded.status_reason, status_at = excluded.status_at"
     )))
     .bind(c.id.clone())
     .bind(c.name.clone())
@@ -238,6 +251,8 @@ async fn write_row(conn: &mut AnyConnection, c: &CameraRow) -> Result<(), sqlx::
     .bind(format_time(c.created_at))
     .bind(format_time(c.updated_at))
     .bind(c.version as i64)
+    .bind(c.status_reason.clone())
+    .bind(c.status_at.map(format_time))
     .execute(&mut *conn)
     .await?;
     Ok(())
@@ -272,6 +287,8 @@ impl Projection for CameraProjection {
             CameraEvent::Registered(e) => {
                 let row = CameraRow {
                     status: status_for(e.enabled, None).into(),
+                    status_reason: String::new(),
+                    status_at: None,
                     id: e.camera_id,
                     name: e.name,
                     source: e.source,
@@ -312,6 +329,20 @@ impl Projection for CameraProjection {
                     .bind(e.camera_id)
                     .execute(&mut *conn)
                     .await?;
+            }
+            CameraEvent::StatusChanged(e) => {
+                // A disabled camera stays `disabled` whatever its stopping actor reports; a
+                // report about a removed camera finds no row.
+                sqlx::query(
+                    "UPDATE cameras SET status = CASE WHEN enabled = 0 THEN 'disabled' ELSE $1 END, \
+                     status_reason = $2, status_at = $3 WHERE id = $4",
+                )
+                .bind(e.status.as_str())
+                .bind(e.reason)
+                .bind(format_time(event.occurred_at))
+                .bind(e.camera_id)
+                .execute(&mut *conn)
+                .await?;
             }
         }
         Ok(())

@@ -137,7 +137,22 @@ fn upcast(event_type: &str, version: u32, payload: &Value) -> Result<Value, Even
 
 /// Every event type Vigil stores, with its current schema version.
 pub fn all_event_types() -> impl Iterator<Item = (&'static str, u32)> {
-    CameraEvent::TYPES.iter().chain(ApiKeyEvent::TYPES).copied()
+    CameraEvent::TYPES
+        .iter()
+        .chain(ApiKeyEvent::TYPES)
+        .chain(AppearanceEvent::TYPES)
+        .copied()
+}
+
+/// The stream that holds one camera's ingest status changes. It is apart from `camera-{id}`
+/// so that status changes do not move the camera's version (its HTTP ETag).
+pub fn camera_status_stream(camera_id: &str) -> String {
+    format!("camerastatus-{camera_id}")
+}
+
+/// The stream that holds one track's events: a person's appearance on one camera.
+pub fn track_stream(camera_id: &str, track_id: &str) -> String {
+    format!("track-{camera_id}-{track_id}")
 }
 
 /// The stream that holds one camera's events.
@@ -246,12 +261,156 @@ pub struct CameraRemoved {
     pub camera_id: String,
 }
 
+/// What a camera's ingest is doing, as its actor last reported it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum CameraStatus {
+    /// Frames are arriving.
+    Online,
+    /// The source was working and was lost; the actor keeps reconnecting with backoff.
+    Offline,
+    /// The source could not be opened or read, or the actor failed; it is retried with backoff.
+    Error,
+    /// Ingest was stopped (the camera was stopped, disabled or removed, or the server shut down).
+    Stopped,
+}
+
+impl CameraStatus {
+    /// The wire name (`online`, …).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Online => "online",
+            Self::Offline => "offline",
+            Self::Error => "error",
+            Self::Stopped => "stopped",
+        }
+    }
+}
+
+/// A camera's ingest changed state: its actor started, lost or regained its source, failed,
+/// or stopped. Stored on `camerastatus-{id}`, not `camera-{id}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct CameraStatusChanged {
+    /// The camera's id.
+    pub camera_id: String,
+    /// The new state.
+    pub status: CameraStatus,
+    /// Why, in words (`connected: h264 768x576`, `connection refused`, …).
+    pub reason: String,
+}
+
 event_family! {
     /// Events of the camera aggregate (stream `camera-{id}`).
     CameraEvent {
         Registered(CameraRegistered) = "camera.registered" v 1,
         Updated(CameraUpdated) = "camera.updated" v 1,
         Removed(CameraRemoved) = "camera.removed" v 1,
+        StatusChanged(CameraStatusChanged) = "camera.status_changed" v 1,
+    }
+}
+
+/// A box in normalised image coordinates: (0, 0) is top-left, (1, 1) bottom-right.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct NormBox {
+    /// Left edge.
+    pub x1: f32,
+    /// Top edge.
+    pub y1: f32,
+    /// Right edge.
+    pub x2: f32,
+    /// Bottom edge.
+    pub y2: f32,
+}
+
+/// One sampled frame that an event points at: its JPEG in the blob store, never its bytes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct FrameRef {
+    /// SHA-256 (hex) of the JPEG in the blob store (`GET /api/v1/blobs/{sha256}`).
+    pub blob: String,
+    /// The frame's number in the camera's sampled sequence since its actor started.
+    pub frame_number: u64,
+    /// When the frame was captured.
+    pub at: DateTime<Utc>,
+}
+
+/// A person's first frame in a track: the track was confirmed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct AppearanceStarted {
+    /// The camera.
+    pub camera_id: String,
+    /// The track (unique across the camera's life).
+    pub track_id: String,
+    /// When the person was first seen.
+    pub started_at: DateTime<Utc>,
+    /// The person's box in that frame.
+    pub bbox: NormBox,
+    /// Detector confidence for that box.
+    pub score: f32,
+    /// The entry frame.
+    pub entry_frame: FrameRef,
+    /// Zones the person stood in (by the bottom-centre of the box) on entry.
+    pub zones: Vec<String>,
+}
+
+/// A stay in one zone during a track.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ZoneVisit {
+    /// The zone's name.
+    pub zone: String,
+    /// First frame inside.
+    pub entered_at: DateTime<Utc>,
+    /// Last frame inside.
+    pub exited_at: DateTime<Utc>,
+}
+
+/// The clearest face seen during a track, with its descriptor.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct BestFace {
+    /// SHA-256 (hex) of the face crop (JPEG) in the blob store.
+    pub crop: String,
+    /// Face detector confidence.
+    pub score: f32,
+    /// The face's box in its frame.
+    pub bbox: NormBox,
+    /// When that frame was captured.
+    pub at: DateTime<Utc>,
+    /// 128-d face descriptor (dlib ResNet; same person < 0.6 Euclidean distance).
+    pub embedding: Vec<f32>,
+}
+
+/// A track ended: the person left, was lost for longer than the tracker waits, or ingest
+/// stopped.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct AppearanceEnded {
+    /// The camera.
+    pub camera_id: String,
+    /// The track.
+    pub track_id: String,
+    /// When the person was first seen.
+    pub started_at: DateTime<Utc>,
+    /// When the person was last seen.
+    pub ended_at: DateTime<Utc>,
+    /// Seconds between first and last sighting.
+    pub dwell_seconds: f64,
+    /// Sampled frames the person was detected in.
+    pub frames: u32,
+    /// The person's last box.
+    pub last_bbox: NormBox,
+    /// The last frame the person was seen in.
+    pub exit_frame: FrameRef,
+    /// Zones entered, with entry and exit times, in order of entry.
+    pub zones: Vec<ZoneVisit>,
+    /// The clearest face, when one was seen.
+    pub best_face: Option<BestFace>,
+    /// Why it ended: `lost` (not seen for a while) or `stopped` (ingest stopped).
+    pub reason: String,
+}
+
+event_family! {
+    /// Events of a track (stream `track-{camera}-{track}`): one person's appearance.
+    AppearanceEvent {
+        Started(AppearanceStarted) = "appearance.started" v 1,
+        Ended(AppearanceEnded) = "appearance.ended" v 1,
     }
 }
 

@@ -6,8 +6,8 @@ use serde_json::Value;
 
 use crate::envelope::RecordedEvent;
 use crate::events::{
-    ApiKeyIssued, ApiKeyRevoked, ApiKeyUpdated, CameraRegistered, CameraRemoved, CameraUpdated,
-    all_event_types,
+    ApiKeyIssued, ApiKeyRevoked, ApiKeyUpdated, AppearanceEnded, AppearanceStarted,
+    CameraRegistered, CameraRemoved, CameraStatusChanged, CameraUpdated, all_event_types,
 };
 
 fn schema_of<T: JsonSchema>(id: &str) -> Value {
@@ -34,6 +34,9 @@ pub fn all() -> Vec<(String, Value)> {
             "camera.registered" => schema_of::<CameraRegistered>(&file),
             "camera.updated" => schema_of::<CameraUpdated>(&file),
             "camera.removed" => schema_of::<CameraRemoved>(&file),
+            "camera.status_changed" => schema_of::<CameraStatusChanged>(&file),
+            "appearance.started" => schema_of::<AppearanceStarted>(&file),
+            "appearance.ended" => schema_of::<AppearanceEnded>(&file),
             "apikey.issued" => schema_of::<ApiKeyIssued>(&file),
             "apikey.updated" => schema_of::<ApiKeyUpdated>(&file),
             "apikey.revoked" => schema_of::<ApiKeyRevoked>(&file),
@@ -55,7 +58,7 @@ pub fn render(schema: &Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::events::{ApiKeyEvent, CameraEvent, DomainEvent};
+    use crate::events::{ApiKeyEvent, AppearanceEvent, CameraEvent, DomainEvent};
 
     /// The crate's folder as cargo names it when running the tests (a test binary reused from
     /// another checkout still reads this checkout's files).
@@ -116,6 +119,9 @@ mod tests {
                 assert_eq!(envelope.schema_version, v);
                 let decoded = if event_type.starts_with("camera.") {
                     CameraEvent::decode(event_type, v, &envelope.payload).map(|e| e.to_payload())
+                } else if event_type.starts_with("appearance.") {
+                    AppearanceEvent::decode(event_type, v, &envelope.payload)
+                        .map(|e| e.to_payload())
                 } else {
                     ApiKeyEvent::decode(event_type, v, &envelope.payload).map(|e| e.to_payload())
                 };

@@ -18,7 +18,7 @@ pub mod json_schema;
 pub mod store;
 
 pub use envelope::{EventMeta, NewEvent, RecordedEvent};
-pub use events::{ApiKeyEvent, CameraEvent, DomainEvent, EventDecodeError};
+pub use events::{ApiKeyEvent, AppearanceEvent, CameraEvent, DomainEvent, EventDecodeError};
 pub use store::{
     AppendOutcome, Direction, EventStore, EventSubscription, ExpectedVersion, StoreError,
 };
@@ -42,5 +42,15 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
         3,
         "api_keys",
         include_str!("../migrations/0003_api_keys.sql"),
+    ),
+    (
+        4,
+        "events_by_recorded_at",
+        include_str!("../migrations/0004_events_by_recorded_at.sql"),
+    ),
+    (
+        5,
+        "camera_status",
+        include_str!("../migrations/0005_camera_status.sql"),
     ),
 ];

@@ -15,16 +15,31 @@ use serde_json::json;
 
 use super::error::ApiError;
 
-/// The largest body accepted by any route (`max_body_bytes`), put into request data by the
-/// server.
+/// The largest bodies accepted by any route, put into request data by the server: JSON
+/// (`max_body_bytes`) and media uploads (`max_upload_bytes`).
 #[derive(Debug, Clone, Copy)]
-pub struct BodyLimit(pub usize);
+pub struct BodyLimit {
+    /// Cap of JSON bodies.
+    pub json: usize,
+    /// Cap of bodies that carry pictures (multipart frames, base64 images).
+    pub upload: usize,
+}
+
+impl BodyLimit {
+    /// The cap for a body of type `T`.
+    pub fn for_media(self, media: bool) -> usize {
+        if media { self.upload } else { self.json }
+    }
+}
 
 /// The size cap of one request body type; the effective cap is the smaller of this and
 /// [`BodyLimit`].
 pub trait BodyLimits {
     /// Largest body in bytes.
     const MAX_BYTES: usize;
+    /// Whether the body carries a picture: it is capped by `max_upload_bytes` instead of
+    /// `max_body_bytes`, and its strings by that cap instead of [`MAX_STRING_BYTES`].
+    const MEDIA: bool = false;
 }
 
 /// Deepest nesting of arrays and objects accepted in a body.
@@ -37,7 +52,12 @@ pub const MAX_ARRAY_LEN: usize = 4096;
 pub const MAX_OBJECT_KEYS: usize = 256;
 
 /// Checks the shape caps above; the error names the offending field's path.
-fn check_shape(value: &serde_json::Value, path: &str, depth: usize) -> Result<(), ApiError> {
+fn check_shape(
+    value: &serde_json::Value,
+    path: &str,
+    depth: usize,
+    max_string: usize,
+) -> Result<(), ApiError> {
     use serde_json::Value;
     let here = || {
         if path.is_empty() {
@@ -57,9 +77,9 @@ fn check_shape(value: &serde_json::Value, path: &str, depth: usize) -> Result<()
             here(),
             "null is not accepted: leave the field out",
         )),
-        Value::String(s) if s.len() > MAX_STRING_BYTES => Err(ApiError::validation(
+        Value::String(s) if s.len() > max_string => Err(ApiError::validation(
             here(),
-            format!("strings are at most {MAX_STRING_BYTES} bytes"),
+            format!("strings are at most {max_string} bytes"),
         )),
         Value::Array(items) => {
             if items.len() > MAX_ARRAY_LEN {
@@ -68,10 +88,9 @@ fn check_shape(value: &serde_json::Value, path: &str, depth: usize) -> Result<()
                     format!("arrays hold at most {MAX_ARRAY_LEN} items"),
                 ));
             }
-            items
-                .iter()
-                .enumerate()
-                .try_for_each(|(i, v)| check_shape(v, &format!("{path}[{i}]"), depth + 1))
+            items.iter().enumerate().try_for_each(|(i, v)| {
+                check_shape(v, &format!("{path}[{i}]"), depth + 1, max_string)
+            })
         }
         Value::Object(map) => {
             if map.len() > MAX_OBJECT_KEYS {
@@ -86,7 +105,7 @@ fn check_shape(value: &serde_json::Value, path: &str, depth: usize) -> Result<()
                 } else {
                     format!("{path}.{k}")
                 };
-                check_shape(v, &child, depth + 1)
+                check_shape(v, &child, depth + 1, max_string)
             })
         }
         _ => Ok(()),
@@ -122,7 +141,7 @@ impl<T: Type + DeserializeOwned + BodyLimits + Send> ParsePayload for JsonBody<T
     async fn from_request(request: &Request, body: &mut RequestBody) -> poem::Result<Self> {
         let limit = request
             .data::<BodyLimit>()
-            .map_or(1 << 20, |l| l.0)
+            .map_or(1 << 20, |l| l.for_media(T::MEDIA))
             .min(T::MAX_BYTES);
         let bytes = poem::Body::from_request(request, body)
             .await?
@@ -142,7 +161,10 @@ impl<T: Type + DeserializeOwned + BodyLimits + Send> ParsePayload for JsonBody<T
                     json!({}),
                 ),
             })?;
-        parse_json(&bytes).map(JsonBody).map_err(Into::into)
+        let max_string = if T::MEDIA { limit } else { MAX_STRING_BYTES };
+        parse_json_with(&bytes, max_string)
+            .map(JsonBody)
+            .map_err(Into::into)
     }
 }
 
@@ -151,6 +173,14 @@ poem_openapi::impl_apirequest_for_payload!(JsonBody<T>, T: Type + DeserializeOwn
 /// Parses `bytes` as `T` (every request body of this API is a JSON object), with the error
 /// mapping of this module.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    parse_json_with(bytes, MAX_STRING_BYTES)
+}
+
+/// [`parse_json`] with strings capped at `max_string` bytes.
+pub fn parse_json_with<T: DeserializeOwned>(
+    bytes: &[u8],
+    max_string: usize,
+) -> Result<T, ApiError> {
     let value: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| {
         ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -162,7 +192,7 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     if !value.is_object() {
         return Err(ApiError::validation("body", "must be a JSON object"));
     }
-    check_shape(&value, "", 0)?;
+    check_shape(&value, "", 0, max_string)?;
     serde_path_to_error::deserialize(value).map_err(|err| {
         let path = err.path().to_string();
         let reason = err.into_inner().to_string();

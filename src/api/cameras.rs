@@ -197,14 +197,61 @@ pub struct CameraDto {
     pub prompt: String,
     /// Zones.
     pub zones: Vec<ZoneDto>,
-    /// `pending`, `online`, `offline`, `error` or `disabled`.
+    /// `pending` (enabled, no report from its actor yet), `online`, `offline`, `error`,
+    /// `stopped` (the server shut down) or `disabled`.
     pub status: String,
+    /// Why, as the camera's actor last reported it (empty before its first report).
+    pub status_reason: String,
+    /// When the status last changed (absent before the first report).
+    pub status_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// This node's ingest of the camera: counters since the process started (absent when the
+    /// camera has not run on this node).
+    pub ingest: Option<IngestDto>,
     /// Registration time (UTC).
     pub created_at: chrono::DateTime<chrono::Utc>,
     /// Last change (UTC).
     pub updated_at: chrono::DateTime<chrono::Utc>,
     /// Version for optimistic concurrency (also the `ETag`).
     pub version: u64,
+}
+
+/// This node's ingest counters of one camera.
+#[derive(Debug, Clone, Object)]
+pub struct IngestDto {
+    /// Whether its actor runs now.
+    pub running: bool,
+    /// What is connected (`rtsp h264 768x576`, `mjpeg 640x480`, `snapshot …`, `push`).
+    pub source: String,
+    /// Frames decoded or uploaded, sampled or not.
+    pub frames_in: u64,
+    /// Frames kept by sampling.
+    pub sampled: u64,
+    /// Sampled frames dropped before analysis (replaced by a newer frame, or the inference
+    /// queue was full).
+    pub dropped: u64,
+    /// Frames analysed.
+    pub analysed: u64,
+    /// Frames lost in transport or skipped until the next keyframe.
+    pub damaged: u64,
+    /// Capture time of the newest analysed frame.
+    pub last_frame_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// The ingest counters of camera `id` on this node.
+pub fn ingest_of(app: &App, id: &str) -> Option<IngestDto> {
+    use std::sync::atomic::Ordering::Relaxed;
+    let runtime = app.ingest().runtime_of(id)?;
+    let c = &runtime.counters;
+    Some(IngestDto {
+        running: runtime.running.load(Relaxed),
+        source: runtime.source.lock().map(|s| s.clone()).unwrap_or_default(),
+        frames_in: c.frames_in.load(Relaxed),
+        sampled: c.sampled.load(Relaxed),
+        dropped: c.dropped.load(Relaxed),
+        analysed: c.analysed.load(Relaxed),
+        damaged: c.damaged.load(Relaxed),
+        last_frame_at: c.last_frame_at(),
+    })
 }
 
 /// A camera's ingest status.
@@ -219,6 +266,8 @@ pub enum CameraStatus {
     Offline,
     /// The source failed (bad URL, decode errors).
     Error,
+    /// Ingest stopped with the server.
+    Stopped,
     /// Not ingested.
     Disabled,
 }
@@ -231,6 +280,7 @@ impl CameraStatus {
             Self::Online => "online",
             Self::Offline => "offline",
             Self::Error => "error",
+            Self::Stopped => "stopped",
             Self::Disabled => "disabled",
         }
     }
@@ -297,27 +347,31 @@ fn features_dto(f: CameraFeatures) -> FeaturesDto {
     }
 }
 
-impl From<CameraRow> for CameraDto {
-    fn from(c: CameraRow) -> Self {
-        Self {
-            zones: zones_to(&c.zones),
-            features: features_dto(c.features),
-            id: c.id,
-            name: c.name,
-            source: c.source,
-            enabled: c.enabled,
-            sample_fps: c.sample_fps,
-            prompt: c.prompt,
-            status: c.status,
-            created_at: c.created_at,
-            updated_at: c.updated_at,
-            version: c.version,
-        }
+fn dto_from_row(app: &App, c: CameraRow) -> CameraDto {
+    CameraDto {
+        ingest: ingest_of(app, &c.id),
+        status_reason: c.status_reason,
+        status_at: c.status_at,
+        zones: zones_to(&c.zones),
+        features: features_dto(c.features),
+        id: c.id,
+        name: c.name,
+        source: c.source,
+        enabled: c.enabled,
+        sample_fps: c.sample_fps,
+        prompt: c.prompt,
+        status: c.status,
+        created_at: c.created_at,
+        updated_at: c.updated_at,
+        version: c.version,
     }
 }
 
-fn dto_from_state(c: &Camera, version: u64) -> CameraDto {
+fn dto_from_state(app: &App, c: &Camera, version: u64) -> CameraDto {
     CameraDto {
+        ingest: ingest_of(app, &c.id),
+        status_reason: String::new(),
+        status_at: None,
         id: c.id.clone(),
         name: c.name.clone(),
         source: c.source.clone(),
@@ -382,7 +436,7 @@ async fn visible_camera(
         && let Some(row) = get_camera(app.pool(), id).await.map_err(query_error)?
         && row.version == fallback.version
     {
-        return Ok(row.into());
+        return Ok(dto_from_row(app, row));
     }
     Ok(fallback)
 }
@@ -527,7 +581,7 @@ impl CamerasApi {
             &app,
             &id,
             done.position,
-            dto_from_state(camera, done.version),
+            dto_from_state(&app, camera, done.version),
         )
         .await?;
         Ok(CreatedCamera::Created(
@@ -541,7 +595,8 @@ impl CamerasApi {
     /// List cameras.
     ///
     /// In id order, `limit` per page (1–500, default 50); pass `next_cursor` back as `cursor`.
-    /// Filters: `status` (`pending`, `online`, `offline`, `error`, `disabled`) and `enabled`.
+    /// Filters: `status` (`pending`, `online`, `offline`, `error`, `stopped`, `disabled`) and
+    /// `enabled`.
     /// With `min_position` (from a write's `X-Vigil-Position`) the read waits until the read
     /// model has applied that event.
     #[oai(path = "/", method = "get", operation_id = "list_cameras")]
@@ -577,7 +632,7 @@ impl CamerasApi {
             .await
             .map_err(query_error)?;
         let page = CameraPage {
-            items: rows.into_iter().map(Into::into).collect(),
+            items: rows.into_iter().map(|r| dto_from_row(&app, r)).collect(),
             next_cursor,
         };
         Ok(CameraList::Ok(Json(page), position))
@@ -607,7 +662,7 @@ impl CamerasApi {
             })?;
         let version = row.version;
         Ok(CameraResponse::Ok(
-            Json(row.into()),
+            Json(dto_from_row(&app, row)),
             etag(version),
             position,
         ))
@@ -640,34 +695,7 @@ impl CamerasApi {
             prompt: body.prompt,
             zones: body.zones.map(zones_from),
         };
-        let done = app
-            .handler()
-            .execute::<CameraAggregate>(
-                &id.0,
-                CameraCommand::Update(patch),
-                &request_meta(principal),
-                expected,
-            )
-            .await
-            .map_err(|e| command_error(e, &id.0))?;
-        let camera = done
-            .state
-            .camera
-            .as_ref()
-            .ok_or_else(|| ApiError::internal("updated camera missing"))?;
-        let mut fallback = dto_from_state(camera, done.version);
-        if let Ok(Some(row)) = get_camera(app.pool(), &id.0).await {
-            // Ingest status lives in the read model; keep it unless the camera was disabled.
-            if camera.enabled && row.status != "disabled" {
-                fallback.status = row.status;
-            }
-        }
-        let dto = visible_camera(&app, &id.0, done.position, fallback).await?;
-        let position = match done.position {
-            Some(p) => p,
-            None => app.store().head_position().await?,
-        };
-        Ok(CameraResponse::Ok(Json(dto), etag(done.version), position))
+        apply_patch(&app, principal, &id.0, patch, expected).await
     }
 
     /// Remove a camera.
@@ -701,6 +729,47 @@ impl CamerasApi {
         }
         Ok(Removed::NoContent(done.position.unwrap_or_default()))
     }
+}
+
+/// Applies `patch` to camera `id` (at version `expected` when given) and answers with the
+/// camera as the read model shows it once it has caught up.
+pub(crate) async fn apply_patch(
+    app: &App,
+    principal: &Principal,
+    id: &str,
+    patch: CameraPatch,
+    expected: Option<u64>,
+) -> Result<CameraResponse, ApiError> {
+    let done = app
+        .handler()
+        .execute::<CameraAggregate>(
+            id,
+            CameraCommand::Update(patch),
+            &request_meta(principal),
+            expected,
+        )
+        .await
+        .map_err(|e| command_error(e, id))?;
+    let camera = done
+        .state
+        .camera
+        .as_ref()
+        .ok_or_else(|| ApiError::internal("updated camera missing"))?;
+    let mut fallback = dto_from_state(app, camera, done.version);
+    if let Ok(Some(row)) = get_camera(app.pool(), id).await {
+        // Ingest status lives in the read model; keep it unless the camera was disabled.
+        if camera.enabled && row.status != "disabled" {
+            fallback.status = row.status;
+            fallback.status_reason = row.status_reason;
+            fallback.status_at = row.status_at;
+        }
+    }
+    let dto = visible_camera(app, id, done.position, fallback).await?;
+    let position = match done.position {
+        Some(p) => p,
+        None => app.store().head_position().await?,
+    };
+    Ok(CameraResponse::Ok(Json(dto), etag(done.version), position))
 }
 
 /// Event metadata for a request: its id as correlation id, the key as actor.

@@ -11,6 +11,7 @@ pub mod auth;
 pub mod body;
 pub mod cameras;
 pub mod error;
+pub mod ingest;
 pub mod system;
 pub mod ws;
 
@@ -45,6 +46,7 @@ pub enum ApiTags {
 
 type Apis = (
     cameras::CamerasApi,
+    ingest::IngestApi,
     api_keys::ApiKeysApi,
     audit::AuditApi,
     system::SystemApi,
@@ -55,6 +57,7 @@ pub fn openapi_service() -> OpenApiService<Apis, ()> {
     OpenApiService::new(
         (
             cameras::CamerasApi,
+            ingest::IngestApi,
             api_keys::ApiKeysApi,
             audit::AuditApi,
             system::SystemApi,
@@ -198,7 +201,10 @@ pub fn routes(app: App) -> impl Endpoint {
     let service = openapi_service();
     let swagger = service.swagger_ui();
     let redoc = service.redoc();
-    let limit = BodyLimit(app.config().max_body_bytes);
+    let limit = BodyLimit {
+        json: app.config().max_body_bytes,
+        upload: app.config().max_upload_bytes,
+    };
     let origins = app.config().cors_allowed_origins.clone();
     let route = Route::new()
         .at("/openapi.json", openapi_document)

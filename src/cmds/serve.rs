@@ -35,6 +35,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     tracing::info!(address = %listener.local_addr()?, backend = ?app.backend(), "vigil listening");
     let app_for_flush = app.clone();
     api::serve(app, listener, shutdown_signal()).await?;
+    // Camera actors end their open tracks and record `stopped` before the store goes away.
+    app_for_flush.stop_ingest().await;
     for task in background {
         task.abort();
     }

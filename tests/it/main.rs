@@ -6,6 +6,7 @@
 
 mod access;
 mod api;
+mod cameras;
 mod cli;
 mod durability;
 mod kafka;

@@ -81,6 +81,8 @@ impl TestDb {
             data_dir: self.dir.path().join("data"),
             admin_key: KEY.into(),
             poll_interval_ms: 50,
+            // Camera ingest is off unless a test turns it on (tests/it/cameras.rs).
+            ingest: false,
             ..Config::default()
         }
     }
@@ -144,6 +146,7 @@ impl TestServer {
     }
 
     pub async fn stop(mut self) {
+        self.app.stop_ingest().await;
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }

@@ -1,0 +1,103 @@
+//! A content-addressed blob store on local disk: frames and face crops that events point at
+//! by SHA-256, never carry.
+
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+/// Blobs under one folder: `{root}/{aa}/{bb}/{sha256}`.
+#[derive(Debug, Clone)]
+pub struct BlobStore {
+    root: PathBuf,
+}
+
+/// Is `name` a SHA-256 in lower-case hex?
+pub fn is_blob_id(name: &str) -> bool {
+    name.len() == 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+impl BlobStore {
+    /// A store rooted at `root` (created on first write).
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self { root: root.into() }
+    }
+
+    /// The folder it writes under.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn path_of(&self, id: &str) -> PathBuf {
+        self.root.join(&id[..2]).join(&id[2..4]).join(id)
+    }
+
+    /// Stores `bytes` and returns their SHA-256 (hex). Writing the same bytes twice stores
+    /// them once. The file appears whole or not at all (written aside, then renamed).
+    pub async fn put(&self, bytes: &[u8]) -> std::io::Result<String> {
+        let id = hex::encode(Sha256::digest(bytes));
+        let path = self.path_of(&id);
+        if tokio::fs::try_exists(&path).await.unwrap_or(false) {
+            return Ok(id);
+        }
+        let dir = path.parent().expect("blob paths have a parent");
+        tokio::fs::create_dir_all(dir).await?;
+        let tmp = dir.join(format!(".{id}.{}", uuid::Uuid::now_v7().simple()));
+        tokio::fs::write(&tmp, bytes).await?;
+        tokio::fs::rename(&tmp, &path).await?;
+        Ok(id)
+    }
+
+    /// The blob with this id, `None` when absent or when `id` is not a SHA-256.
+    pub async fn get(&self, id: &str) -> std::io::Result<Option<Vec<u8>>> {
+        if !is_blob_id(id) {
+            return Ok(None);
+        }
+        match tokio::fs::read(self.path_of(id)).await {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn stores_by_content_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BlobStore::new(dir.path());
+        let a = store.put(b"frame one").await.unwrap();
+        let again = store.put(b"frame one").await.unwrap();
+        assert_eq!(a, again);
+        assert!(is_blob_id(&a));
+        assert_eq!(
+            store.get(&a).await.unwrap().as_deref(),
+            Some(&b"frame one"[..])
+        );
+        let b = store.put(b"frame two").await.unwrap();
+        assert_ne!(a, b);
+        assert_eq!(store.get(&"0".repeat(64)).await.unwrap(), None);
+        assert_eq!(store.get("../../etc/passwd").await.unwrap(), None);
+        let files = walk(dir.path());
+        assert_eq!(files, 2, "one file per distinct blob, no temporaries left");
+    }
+
+    fn walk(dir: &Path) -> usize {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| {
+                let e = e.unwrap();
+                if e.file_type().unwrap().is_dir() {
+                    walk(&e.path())
+                } else {
+                    1
+                }
+            })
+            .sum()
+    }
+}

@@ -1,0 +1,572 @@
+//! One camera's actor: takes sampled frames from its source, has the inference pool analyse
+//! them, tracks persons, and records each track's start and end (`track-{camera}-{track}`)
+//! with its frames and best face in the blob store.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use chrono::{DateTime, Utc};
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use serde::Serialize;
+use uuid::Uuid;
+use vigil_schemas::events::{
+    AppearanceEnded, AppearanceStarted, BestFace, FrameRef, NormBox, Zone, ZoneVisit, track_stream,
+};
+use vigil_schemas::{AppearanceEvent, DomainEvent, EventMeta, ExpectedVersion};
+
+use crate::frame::{Frame, RgbImage, encode_jpeg};
+use crate::pool::{Analysis, PoolError, Scored, Want};
+use crate::source::{CameraCounters, FrameSlot, SourceError, SourceFrame};
+use crate::supervisor::{Ingest, SupervisorMsg};
+use crate::tracker::{EndedTrack, TrackBox, TrackId, Tracker};
+
+/// JPEG quality of stored frames and crops.
+const JPEG_QUALITY: u8 = 85;
+
+/// What became of one frame (answered to pushed frames).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct FrameOutcome {
+    /// Whether sampling kept it (a frame closer than `1/sample_fps` to the last kept is not
+    /// analysed).
+    pub sampled: bool,
+    /// What the models saw.
+    pub analysis: Option<Analysis>,
+    /// For each person in `analysis`, the track it belongs to (`None` while a track is not yet
+    /// confirmed).
+    pub tracks: Vec<Option<String>>,
+    /// Tracks that started with this frame.
+    pub started: Vec<String>,
+    /// Tracks that ended with this frame.
+    pub ended: Vec<String>,
+    /// Why it was not analysed, when it was not.
+    pub error: Option<String>,
+    /// Milliseconds from taking the frame to its outcome.
+    pub processing_ms: f64,
+}
+
+impl FrameOutcome {
+    /// The outcome of a frame sampling skipped.
+    pub fn not_sampled() -> Self {
+        Self::default()
+    }
+
+    fn failed(error: String) -> Self {
+        Self {
+            sampled: true,
+            error: Some(error),
+            ..Self::default()
+        }
+    }
+}
+
+/// What a camera's actor shares with the rest of the node: counters, the newest frame, what
+/// its source is.
+#[derive(Debug, Default)]
+pub struct CameraRuntime {
+    /// Ingest counters.
+    pub counters: Arc<CameraCounters>,
+    /// The newest analysed frame.
+    pub latest: Mutex<Option<Frame>>,
+    /// What is connected (`rtsp h264 768x576`), empty before the first frame.
+    pub source: Mutex<String>,
+    /// Whether an actor is running for it now.
+    pub running: std::sync::atomic::AtomicBool,
+}
+
+/// The settings an actor runs with (from the camera's events).
+#[derive(Debug, Clone, PartialEq)]
+pub struct CameraSpec {
+    /// Id.
+    pub id: String,
+    /// Source URL or `push`.
+    pub source: String,
+    /// Sampling rate.
+    pub sample_fps: f64,
+    /// Zones.
+    pub zones: Vec<Zone>,
+}
+
+/// Messages of a camera actor.
+#[derive(Debug)]
+pub enum CameraMsg {
+    /// A frame waits in the slot.
+    FrameReady,
+    /// The source stopped with an error: the actor fails, its supervisor restarts it.
+    SourceFailed(SourceError),
+    /// A test hook: panic while handling a message (the supervision tests' failure).
+    #[doc(hidden)]
+    Panic(String),
+}
+
+/// The camera actor.
+pub struct CameraActor;
+
+struct Live {
+    id: TrackId,
+    track_id: String,
+    started_at: DateTime<Utc>,
+    last_seen: DateTime<Utc>,
+    last_frame: Frame,
+    last_frame_number: u64,
+    last_box: NormBox,
+    frames: u32,
+    zones: Vec<ZoneVisit>,
+    inside: Vec<String>,
+    best_face: Option<(f32, Arc<RgbImage>, Scored, DateTime<Utc>, Vec<f32>)>,
+}
+
+/// State of a running camera actor.
+pub struct CameraState {
+    ingest: Arc<Ingest>,
+    spec: CameraSpec,
+    supervisor: ActorRef<SupervisorMsg>,
+    runtime: Arc<CameraRuntime>,
+    slot: Arc<FrameSlot>,
+    pump: tokio::task::JoinHandle<()>,
+    described: Arc<Mutex<String>>,
+    tracker: Tracker,
+    live: HashMap<TrackId, Live>,
+    t0: Option<DateTime<Utc>>,
+    frame_number: u64,
+    online: bool,
+}
+
+impl Drop for CameraState {
+    fn drop(&mut self) {
+        self.pump.abort();
+        self.runtime.running.store(false, Ordering::Relaxed);
+    }
+}
+
+fn norm(b: &Scored) -> NormBox {
+    NormBox {
+        x1: b.x1,
+        y1: b.y1,
+        x2: b.x2,
+        y2: b.y2,
+    }
+}
+
+/// Whether `(x, y)` lies inside the polygon (even–odd rule).
+pub fn in_polygon(x: f64, y: f64, polygon: &[vigil_schemas::events::Point]) -> bool {
+    let mut inside = false;
+    let mut j = polygon.len().wrapping_sub(1);
+    for i in 0..polygon.len() {
+        let (a, b) = (&polygon[i], &polygon[j]);
+        if (a.y > y) != (b.y > y) && x < (b.x - a.x) * (y - a.y) / (b.y - a.y) + a.x {
+            inside = !inside;
+        }
+        j = i;
+    }
+    inside
+}
+
+impl Actor for CameraActor {
+    type Msg = CameraMsg;
+    type State = CameraState;
+    type Arguments = (Arc<Ingest>, CameraSpec, ActorRef<SupervisorMsg>);
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<CameraMsg>,
+        (ingest, spec, supervisor): Self::Arguments,
+    ) -> Result<CameraState, ActorProcessingErr> {
+        let runtime = ingest.runtime(&spec.id);
+        runtime.running.store(true, Ordering::Relaxed);
+        let slot = Arc::new(FrameSlot::default());
+        let described = Arc::new(Mutex::new(String::new()));
+        let pump = {
+            let (slot, described, runtime) = (slot.clone(), described.clone(), runtime.clone());
+            let opened = ingest.sources.open(
+                &spec.id,
+                &spec.source,
+                spec.sample_fps,
+                runtime.counters.clone(),
+            );
+            let actor = myself.clone();
+            tokio::spawn(async move {
+                let mut source = match opened {
+                    Ok(source) => source,
+                    Err(e) => {
+                        let _ = actor.cast(CameraMsg::SourceFailed(e));
+                        return;
+                    }
+                };
+                loop {
+                    match source.next_frame().await {
+                        Ok(frame) => {
+                            *described.lock().expect("lock") = source.describe();
+                            match slot.put(frame) {
+                                None => {
+                                    if actor.cast(CameraMsg::FrameReady).is_err() {
+                                        return;
+                                    }
+                                }
+                                Some(old) => {
+                                    runtime.counters.dropped.fetch_add(1, Ordering::Relaxed);
+                                    if let Some(reply) = old.reply {
+                                        let _ = reply.send(FrameOutcome::failed(
+                                            "replaced by a newer frame before analysis".into(),
+                                        ));
+                                    }
+                                }
+                            }
+                        }
+                        Err(e) => {
+                            let _ = actor.cast(CameraMsg::SourceFailed(e));
+                            return;
+                        }
+                    }
+                }
+            })
+        };
+        Ok(CameraState {
+            tracker: Tracker::new(ingest.tracker),
+            ingest,
+            spec,
+            supervisor,
+            runtime,
+            slot,
+            pump,
+            described,
+            live: HashMap::new(),
+            t0: None,
+            frame_number: 0,
+            online: false,
+        })
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<CameraMsg>,
+        message: CameraMsg,
+        state: &mut CameraState,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            CameraMsg::FrameReady => {
+                let Some(frame) = state.slot.try_take() else {
+                    return Ok(());
+                };
+                state.process(frame).await
+            }
+            CameraMsg::SourceFailed(e) => {
+                state.end_all("lost").await;
+                Err(Box::new(e))
+            }
+            CameraMsg::Panic(why) => panic!("{why}"),
+        }
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<CameraMsg>,
+        state: &mut CameraState,
+    ) -> Result<(), ActorProcessingErr> {
+        state.pump.abort();
+        state.end_all("stopped").await;
+        Ok(())
+    }
+}
+
+impl CameraState {
+    fn meta(&self) -> EventMeta {
+        EventMeta {
+            correlation_id: Uuid::now_v7(),
+            causation_id: None,
+            actor: format!("camera:{}", self.spec.id),
+        }
+    }
+
+    async fn process(&mut self, taken: SourceFrame) -> Result<(), ActorProcessingErr> {
+        let started = Instant::now();
+        let SourceFrame { frame, reply } = taken;
+        if !self.online {
+            self.online = true;
+            let reason = format!("receiving frames: {}", self.described.lock().expect("lock"));
+            *self.runtime.source.lock().expect("lock") =
+                self.described.lock().expect("lock").clone();
+            self.ingest
+                .report_status(
+                    &self.spec.id,
+                    vigil_schemas::events::CameraStatus::Online,
+                    reason,
+                )
+                .await?;
+            let _ = self
+                .supervisor
+                .cast(SupervisorMsg::Online(self.spec.id.clone()));
+        }
+        let want = Want {
+            faces: true,
+            always_faces: reply.is_some(),
+            embeddings: true,
+        };
+        let analysis = match self.ingest.pool.analyze(frame.image.clone(), want).await {
+            Ok(a) => a,
+            Err(PoolError::Busy(n)) => {
+                self.runtime
+                    .counters
+                    .dropped
+                    .fetch_add(1, Ordering::Relaxed);
+                if let Some(reply) = reply {
+                    let _ = reply.send(FrameOutcome::failed(format!(
+                        "the inference queue is full ({n} frames waiting)"
+                    )));
+                }
+                return Ok(());
+            }
+            Err(e) => {
+                if let Some(reply) = reply {
+                    let _ = reply.send(FrameOutcome::failed(e.to_string()));
+                }
+                self.end_all("lost").await;
+                return Err(Box::new(e));
+            }
+        };
+        self.frame_number += 1;
+        let t0 = *self.t0.get_or_insert(frame.captured_at);
+        let t = (frame.captured_at - t0).num_microseconds().unwrap_or(0) as f64 / 1e6;
+        let boxes: Vec<TrackBox> = analysis
+            .persons
+            .iter()
+            .map(|p| TrackBox {
+                x1: p.x1,
+                y1: p.y1,
+                x2: p.x2,
+                y2: p.y2,
+            })
+            .collect();
+        let update = self.tracker.update(t, &boxes);
+        let mut outcome = FrameOutcome {
+            sampled: true,
+            tracks: vec![None; boxes.len()],
+            ..FrameOutcome::default()
+        };
+
+        // Tracks confirmed now.
+        let mut entry_blob: Option<String> = None;
+        for (id, det) in &update.started {
+            let blob = match &entry_blob {
+                Some(b) => b.clone(),
+                None => {
+                    let b = self.store_frame(&frame.image).await?;
+                    entry_blob = Some(b.clone());
+                    b
+                }
+            };
+            let track_id = Uuid::now_v7().to_string();
+            let person = &analysis.persons[*det];
+            let zones = self.zones_at(person);
+            let started_event = AppearanceEvent::Started(AppearanceStarted {
+                camera_id: self.spec.id.clone(),
+                track_id: track_id.clone(),
+                started_at: frame.captured_at,
+                bbox: norm(person),
+                score: person.score,
+                entry_frame: FrameRef {
+                    blob,
+                    frame_number: self.frame_number,
+                    at: frame.captured_at,
+                },
+                zones: zones.clone(),
+            });
+            self.ingest
+                .handler
+                .store()
+                .append(
+                    &track_stream(&self.spec.id, &track_id),
+                    ExpectedVersion::NoStream,
+                    vec![started_event.to_new_event(frame.captured_at, &self.meta())],
+                )
+                .await?;
+            outcome.started.push(track_id.clone());
+            self.live.insert(
+                *id,
+                Live {
+                    id: *id,
+                    track_id,
+                    started_at: frame.captured_at,
+                    last_seen: frame.captured_at,
+                    last_frame: frame.clone(),
+                    last_frame_number: self.frame_number,
+                    last_box: norm(person),
+                    frames: 0,
+                    zones: zones
+                        .iter()
+                        .map(|z| ZoneVisit {
+                            zone: z.clone(),
+                            entered_at: frame.captured_at,
+                            exited_at: frame.captured_at,
+                        })
+                        .collect(),
+                    inside: zones,
+                    best_face: None,
+                },
+            );
+        }
+
+        // Every confirmed track seen in this frame.
+        for (det, assigned) in update.assigned.iter().enumerate() {
+            let Some(id) = assigned else { continue };
+            let person = analysis.persons[det];
+            let zones = self.zones_at(&person);
+            let Some(live) = self.live.get_mut(id) else {
+                continue;
+            };
+            outcome.tracks[det] = Some(live.track_id.clone());
+            live.frames += 1;
+            live.last_seen = frame.captured_at;
+            live.last_frame = frame.clone();
+            live.last_frame_number = self.frame_number;
+            live.last_box = norm(&person);
+            for zone in &zones {
+                if !live.inside.contains(zone) {
+                    live.zones.push(ZoneVisit {
+                        zone: zone.clone(),
+                        entered_at: frame.captured_at,
+                        exited_at: frame.captured_at,
+                    });
+                }
+            }
+            for visit in live.zones.iter_mut().rev() {
+                if zones.contains(&visit.zone) && live.inside.contains(&visit.zone) {
+                    visit.exited_at = frame.captured_at;
+                }
+            }
+            live.inside = zones;
+            // The clearest face inside the upper part of this person's box.
+            let head_bottom = person.y1 + 0.6 * (person.y2 - person.y1);
+            for face in &analysis.faces {
+                let (cx, cy) = (
+                    (face.bbox.x1 + face.bbox.x2) / 2.0,
+                    (face.bbox.y1 + face.bbox.y2) / 2.0,
+                );
+                if cx < person.x1 || cx > person.x2 || cy < person.y1 || cy > head_bottom {
+                    continue;
+                }
+                let Some(embedding) = &face.embedding else {
+                    continue;
+                };
+                let height_px = (face.bbox.y2 - face.bbox.y1) * frame.image.height as f32;
+                let quality = face.bbox.score * (height_px / 80.0).min(1.0);
+                if live.best_face.as_ref().is_none_or(|b| quality > b.0) {
+                    live.best_face = Some((
+                        quality,
+                        frame.image.clone(),
+                        face.bbox,
+                        frame.captured_at,
+                        embedding.clone(),
+                    ));
+                }
+            }
+        }
+
+        for ended in update.ended {
+            if let Some(track_id) = self.end_track(&ended, "lost").await? {
+                outcome.ended.push(track_id);
+            }
+        }
+
+        let counters = &self.runtime.counters;
+        counters.analysed.fetch_add(1, Ordering::Relaxed);
+        counters
+            .last_frame_ms
+            .store(frame.captured_at.timestamp_millis(), Ordering::Relaxed);
+        *self.runtime.latest.lock().expect("lock") = Some(frame);
+        if let Some(reply) = reply {
+            outcome.analysis = Some(analysis);
+            outcome.processing_ms = started.elapsed().as_secs_f64() * 1e3;
+            let _ = reply.send(outcome);
+        }
+        Ok(())
+    }
+
+    fn zones_at(&self, person: &Scored) -> Vec<String> {
+        let (x, y) = (
+            f64::from((person.x1 + person.x2) / 2.0),
+            f64::from(person.y2),
+        );
+        self.spec
+            .zones
+            .iter()
+            .filter(|z| in_polygon(x, y, &z.polygon))
+            .map(|z| z.name.clone())
+            .collect()
+    }
+
+    async fn store_frame(&self, image: &Arc<RgbImage>) -> Result<String, ActorProcessingErr> {
+        let image = image.clone();
+        let jpeg = tokio::task::spawn_blocking(move || encode_jpeg(&image, JPEG_QUALITY)).await?;
+        Ok(self.ingest.blobs.put(&jpeg).await?)
+    }
+
+    /// Records the end of a confirmed track; returns its id.
+    async fn end_track(
+        &mut self,
+        ended: &EndedTrack,
+        reason: &str,
+    ) -> Result<Option<String>, ActorProcessingErr> {
+        let Some(live) = self.live.remove(&ended.id) else {
+            return Ok(None);
+        };
+        debug_assert_eq!(live.id, ended.id);
+        let exit_blob = self.store_frame(&live.last_frame.image).await?;
+        let best_face = match live.best_face {
+            Some((_, image, bbox, at, embedding)) => {
+                let crop = tokio::task::spawn_blocking(move || {
+                    encode_jpeg(
+                        &image.crop_normalised(bbox.x1, bbox.y1, bbox.x2, bbox.y2, 0.25),
+                        JPEG_QUALITY,
+                    )
+                })
+                .await?;
+                Some(BestFace {
+                    crop: self.ingest.blobs.put(&crop).await?,
+                    score: bbox.score,
+                    bbox: norm(&bbox),
+                    at,
+                    embedding,
+                })
+            }
+            None => None,
+        };
+        let event = AppearanceEvent::Ended(AppearanceEnded {
+            camera_id: self.spec.id.clone(),
+            track_id: live.track_id.clone(),
+            started_at: live.started_at,
+            ended_at: live.last_seen,
+            dwell_seconds: (live.last_seen - live.started_at).num_milliseconds() as f64 / 1e3,
+            frames: live.frames,
+            last_bbox: live.last_box,
+            exit_frame: FrameRef {
+                blob: exit_blob,
+                frame_number: live.last_frame_number,
+                at: live.last_seen,
+            },
+            zones: live.zones,
+            best_face,
+            reason: reason.to_string(),
+        });
+        self.ingest
+            .handler
+            .store()
+            .append(
+                &track_stream(&self.spec.id, &live.track_id),
+                ExpectedVersion::Exact(1),
+                vec![event.to_new_event(Utc::now(), &self.meta())],
+            )
+            .await?;
+        Ok(Some(live.track_id))
+    }
+
+    /// Ends every open track (the source was lost or ingest stopped).
+    async fn end_all(&mut self, reason: &str) {
+        for ended in self.tracker.finish() {
+            if let Err(e) = self.end_track(&ended, reason).await {
+                tracing::warn!(camera = %self.spec.id, error = %e, "could not record a track's end");
+            }
+        }
+    }
+}

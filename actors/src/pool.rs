@@ -1,0 +1,614 @@
+//! The inference pool: a fixed number of worker threads, each owning its models on one
+//! device, fed by one bounded queue and batching dynamically (up to `max_batch` frames, or
+//! what arrived within `max_wait` of the first). Model work never runs on the async
+//! executor's threads; callers await a reply.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{RecvTimeoutError, TrySendError};
+use serde::Serialize;
+use tokio::sync::oneshot;
+use vigil_models::Vision;
+
+use crate::frame::RgbImage;
+
+/// Pool settings.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PoolConfig {
+    /// Worker threads, each with its own copy of the models.
+    pub workers: usize,
+    /// Most frames in one batch.
+    pub max_batch: usize,
+    /// Longest a batch waits for more frames after its first.
+    pub max_wait: Duration,
+    /// Frames that may wait in the queue; beyond it a frame is dropped (and counted).
+    pub queue_capacity: usize,
+}
+
+impl Default for PoolConfig {
+    fn default() -> Self {
+        Self {
+            workers: 1,
+            max_batch: 8,
+            max_wait: Duration::from_millis(20),
+            queue_capacity: 64,
+        }
+    }
+}
+
+/// What to look for in a frame.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Want {
+    /// Faces (in frames where a person was found, or in every frame with `always_faces`).
+    pub faces: bool,
+    /// Look for faces even when no person was found (a face photo, a face crop).
+    pub always_faces: bool,
+    /// A 128-d descriptor per face.
+    pub embeddings: bool,
+}
+
+/// A box in normalised coordinates with its score.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Scored {
+    /// Left.
+    pub x1: f32,
+    /// Top.
+    pub y1: f32,
+    /// Right.
+    pub x2: f32,
+    /// Bottom.
+    pub y2: f32,
+    /// Confidence, 0–1.
+    pub score: f32,
+}
+
+/// A face found in a frame.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FoundFace {
+    /// Its box and detector score.
+    pub bbox: Scored,
+    /// The 128-d descriptor, when asked for.
+    pub embedding: Option<Vec<f32>>,
+}
+
+/// What the models saw in one frame.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Analysis {
+    /// Persons, strongest first.
+    pub persons: Vec<Scored>,
+    /// Faces, strongest first.
+    pub faces: Vec<FoundFace>,
+    /// How many frames shared the batch.
+    pub batch_size: usize,
+    /// Milliseconds from queueing to result.
+    pub latency_ms: f64,
+}
+
+/// Why a frame was not analysed.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum PoolError {
+    /// The queue is full: the frame was dropped.
+    #[error("the inference queue is full ({0} frames waiting)")]
+    Busy(usize),
+    /// The models could not be loaded or failed.
+    #[error("models unavailable: {0}")]
+    Models(String),
+    /// The pool has shut down.
+    #[error("the inference pool has stopped")]
+    Stopped,
+}
+
+/// Runs the models on a batch of frames. [`Vision`] is the real one; tests may bring others.
+pub trait Analyzer: Send {
+    /// One result per input, in order.
+    fn analyze(&mut self, inputs: &[(&RgbImage, Want)]) -> Result<Vec<Analysis>, String>;
+}
+
+/// Lowest person score reported.
+pub const PERSON_MIN_SCORE: f32 = vigil_models::persons::MIN_SCORE;
+/// Lowest face score reported (face-api's default).
+pub const FACE_MIN_SCORE: f32 = 0.5;
+
+fn to_model_image(image: &RgbImage) -> Result<vigil_models::image::Image, String> {
+    vigil_models::image::Image::from_rgb8(image.width as usize, image.height as usize, &image.data)
+        .map_err(|e| e.to_string())
+}
+
+impl Analyzer for Vision {
+    fn analyze(&mut self, inputs: &[(&RgbImage, Want)]) -> Result<Vec<Analysis>, String> {
+        let images = inputs
+            .iter()
+            .map(|(image, _)| to_model_image(image))
+            .collect::<Result<Vec<_>, _>>()?;
+        let persons = self
+            .detect_persons(&images, PERSON_MIN_SCORE)
+            .map_err(|e| e.to_string())?;
+        let mut out: Vec<Analysis> = persons
+            .iter()
+            .zip(&images)
+            .map(|(boxes, image)| Analysis {
+                persons: boxes
+                    .iter()
+                    .map(|b| Scored {
+                        x1: b.x1 / image.width as f32,
+                        y1: b.y1 / image.height as f32,
+                        x2: b.x2 / image.width as f32,
+                        y2: b.y2 / image.height as f32,
+                        score: b.score,
+                    })
+                    .collect(),
+                ..Analysis::default()
+            })
+            .collect();
+        // Faces only where they are wanted and can be: a frame with a person in it, or one
+        // that asked to be searched anyway.
+        let face_idx: Vec<usize> = (0..inputs.len())
+            .filter(|&i| {
+                let want = inputs[i].1;
+                want.faces && (want.always_faces || !out[i].persons.is_empty())
+            })
+            .collect();
+        if face_idx.is_empty() {
+            return Ok(out);
+        }
+        let face_images: Vec<_> = face_idx.iter().map(|&i| images[i].clone()).collect();
+        let faces = self.detect_faces(&face_images, FACE_MIN_SCORE);
+        for ((&i, found), image) in face_idx.iter().zip(faces).zip(&face_images) {
+            let embeddings = if inputs[i].1.embeddings && !found.is_empty() {
+                self.embed_faces(image, &found)
+                    .into_iter()
+                    .map(Some)
+                    .collect()
+            } else {
+                vec![None; found.len()]
+            };
+            let (w, h) = (image.width as f32, image.height as f32);
+            out[i].faces = found
+                .iter()
+                .zip(embeddings)
+                .map(|(face, embedding)| {
+                    let d = &face.detection;
+                    FoundFace {
+                        bbox: Scored {
+                            x1: (d.x / w).clamp(0.0, 1.0),
+                            y1: (d.y / h).clamp(0.0, 1.0),
+                            x2: ((d.x + d.width) / w).clamp(0.0, 1.0),
+                            y2: ((d.y + d.height) / h).clamp(0.0, 1.0),
+                            score: d.score,
+                        },
+                        embedding,
+                    }
+                })
+                .collect();
+        }
+        Ok(out)
+    }
+}
+
+/// Largest batch a pool runs.
+pub const MAX_BATCH: usize = 32;
+
+/// Upper bounds of the latency histogram, in seconds.
+const LATENCY_BUCKETS: [f64; 10] = [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+
+/// The pool's counters, rendered at `/metrics`.
+#[derive(Debug, Default)]
+pub struct PoolMetrics {
+    /// Frames waiting in the queue now.
+    pub queue_depth: AtomicU64,
+    /// Frames analysed.
+    pub frames: AtomicU64,
+    /// Frames dropped because the queue was full.
+    pub dropped: AtomicU64,
+    /// Frames whose analysis failed.
+    pub failed: AtomicU64,
+    /// Batches run.
+    pub batches: AtomicU64,
+    /// Batches by size: index `n - 1` counts batches of `n` frames.
+    pub batch_sizes: [AtomicU64; MAX_BATCH],
+    latency_buckets: [AtomicU64; LATENCY_BUCKETS.len()],
+    latency_micros_sum: AtomicU64,
+}
+
+impl PoolMetrics {
+    fn observe_latency(&self, seconds: f64) {
+        for (bound, count) in LATENCY_BUCKETS.iter().zip(&self.latency_buckets) {
+            if seconds <= *bound {
+                count.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.latency_micros_sum
+            .fetch_add((seconds * 1e6) as u64, Ordering::Relaxed);
+    }
+
+    /// Prometheus text for these counters.
+    pub fn render(&self, out: &mut String) {
+        use std::fmt::Write;
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let _ = writeln!(
+            out,
+            "# HELP vigil_inference_queue_depth Frames waiting for the inference pool.\n\
+             # TYPE vigil_inference_queue_depth gauge\nvigil_inference_queue_depth {}",
+            get(&self.queue_depth)
+        );
+        for (name, help, value) in [
+            ("frames", "Frames analysed.", &self.frames),
+            (
+                "dropped",
+                "Frames dropped because the inference queue was full.",
+                &self.dropped,
+            ),
+            ("failed", "Frames whose analysis failed.", &self.failed),
+        ] {
+            let _ = writeln!(
+                out,
+                "# HELP vigil_inference_{name}_total {help}\n\
+                 # TYPE vigil_inference_{name}_total counter\nvigil_inference_{name}_total {}",
+                get(value)
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP vigil_inference_batch_size Frames per batch.\n# TYPE vigil_inference_batch_size histogram"
+        );
+        let mut cumulative = 0;
+        let mut sum = 0;
+        for (i, count) in self.batch_sizes.iter().enumerate() {
+            let n = get(count);
+            cumulative += n;
+            sum += n * (i as u64 + 1);
+            if [1, 2, 4, 8, 16, 32].contains(&(i + 1)) {
+                let _ = writeln!(
+                    out,
+                    "vigil_inference_batch_size_bucket{{le=\"{}\"}} {cumulative}",
+                    i + 1
+                );
+            }
+        }
+        let _ = writeln!(
+            out,
+            "vigil_inference_batch_size_bucket{{le=\"+Inf\"}} {cumulative}\n\
+             vigil_inference_batch_size_sum {sum}\nvigil_inference_batch_size_count {cumulative}"
+        );
+        let _ = writeln!(
+            out,
+            "# HELP vigil_inference_latency_seconds Time from queueing a frame to its result.\n\
+             # TYPE vigil_inference_latency_seconds histogram"
+        );
+        for (bound, count) in LATENCY_BUCKETS.iter().zip(&self.latency_buckets) {
+            let _ = writeln!(
+                out,
+                "vigil_inference_latency_seconds_bucket{{le=\"{bound}\"}} {}",
+                get(count)
+            );
+        }
+        let total = get(&self.frames) + get(&self.failed);
+        let _ = writeln!(
+            out,
+            "vigil_inference_latency_seconds_bucket{{le=\"+Inf\"}} {total}\n\
+             vigil_inference_latency_seconds_sum {}\nvigil_inference_latency_seconds_count {total}",
+            get(&self.latency_micros_sum) as f64 / 1e6
+        );
+    }
+}
+
+struct Job {
+    image: Arc<RgbImage>,
+    want: Want,
+    queued: Instant,
+    reply: oneshot::Sender<Result<Analysis, PoolError>>,
+}
+
+/// Builds a worker's models; called once on each worker thread.
+pub type Loader = Arc<dyn Fn() -> Result<Box<dyn Analyzer>, String> + Send + Sync>;
+
+/// A handle to the pool; clones share it. The workers stop when every handle is dropped.
+#[derive(Clone)]
+pub struct InferencePool {
+    tx: crossbeam_channel::Sender<Job>,
+    metrics: Arc<PoolMetrics>,
+    config: PoolConfig,
+}
+
+impl std::fmt::Debug for InferencePool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InferencePool")
+            .field("config", &self.config)
+            .finish()
+    }
+}
+
+impl InferencePool {
+    /// Starts `config.workers` threads, each loading its models with `loader`.
+    pub fn start(config: PoolConfig, loader: Loader) -> Self {
+        let config = PoolConfig {
+            workers: config.workers.max(1),
+            max_batch: config.max_batch.clamp(1, MAX_BATCH),
+            queue_capacity: config.queue_capacity.max(1),
+            ..config
+        };
+        let (tx, rx) = crossbeam_channel::bounded::<Job>(config.queue_capacity);
+        let metrics = Arc::new(PoolMetrics::default());
+        for n in 0..config.workers {
+            let rx = rx.clone();
+            let loader = loader.clone();
+            let metrics = metrics.clone();
+            std::thread::Builder::new()
+                .name(format!("vigil-infer-{n}"))
+                .spawn(move || worker(n, config, loader, rx, metrics))
+                .expect("spawning an inference worker thread");
+        }
+        Self {
+            tx,
+            metrics,
+            config,
+        }
+    }
+
+    /// A pool whose workers run [`Vision`] loaded from `assets` on `compute`'s device.
+    pub fn with_vision(
+        config: PoolConfig,
+        assets: std::path::PathBuf,
+        compute: vigil_models::Compute,
+    ) -> Self {
+        Self::start(
+            config,
+            Arc::new(move || {
+                Vision::load(&assets, compute.clone())
+                    .map(|v| Box::new(v) as Box<dyn Analyzer>)
+                    .map_err(|e| {
+                        format!(
+                            "{e} (assets in {}; run scripts/fetch-assets)",
+                            assets.display()
+                        )
+                    })
+            }),
+        )
+    }
+
+    /// Its settings.
+    pub fn config(&self) -> PoolConfig {
+        self.config
+    }
+
+    /// Its counters.
+    pub fn metrics(&self) -> &PoolMetrics {
+        &self.metrics
+    }
+
+    /// Analyses one frame. A full queue drops it at once ([`PoolError::Busy`]).
+    pub async fn analyze(&self, image: Arc<RgbImage>, want: Want) -> Result<Analysis, PoolError> {
+        let (reply, rx) = oneshot::channel();
+        let job = Job {
+            image,
+            want,
+            queued: Instant::now(),
+            reply,
+        };
+        self.metrics.queue_depth.fetch_add(1, Ordering::Relaxed);
+        match self.tx.try_send(job) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => {
+                self.metrics.queue_depth.fetch_sub(1, Ordering::Relaxed);
+                self.metrics.dropped.fetch_add(1, Ordering::Relaxed);
+                return Err(PoolError::Busy(self.tx.len()));
+            }
+            Err(TrySendError::Disconnected(_)) => {
+                self.metrics.queue_depth.fetch_sub(1, Ordering::Relaxed);
+                return Err(PoolError::Stopped);
+            }
+        }
+        rx.await.unwrap_or(Err(PoolError::Stopped))
+    }
+}
+
+fn worker(
+    n: usize,
+    config: PoolConfig,
+    loader: Loader,
+    rx: crossbeam_channel::Receiver<Job>,
+    metrics: Arc<PoolMetrics>,
+) {
+    // The models load on the first frame: a node without cameras never pays for them.
+    let mut analyzer: Option<Result<Box<dyn Analyzer>, String>> = None;
+    while let Ok(first) = rx.recv() {
+        let analyzer = analyzer.get_or_insert_with(|| {
+            let started = Instant::now();
+            let loaded = loader();
+            match &loaded {
+                Ok(_) => {
+                    tracing::info!(
+                        worker = n,
+                        secs = started.elapsed().as_secs_f64(),
+                        "models loaded"
+                    )
+                }
+                Err(e) => tracing::error!(worker = n, error = %e, "models failed to load"),
+            }
+            loaded
+        });
+        let mut batch = vec![first];
+        let deadline = Instant::now() + config.max_wait;
+        while batch.len() < config.max_batch {
+            match rx.recv_deadline(deadline) {
+                Ok(job) => batch.push(job),
+                Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => break,
+            }
+        }
+        metrics
+            .queue_depth
+            .fetch_sub(batch.len() as u64, Ordering::Relaxed);
+        // A caller that gave up (its camera stopped) needs no answer.
+        batch.retain(|job| !job.reply.is_closed());
+        if batch.is_empty() {
+            continue;
+        }
+        let size = batch.len();
+        let span = tracing::debug_span!("inference_batch", worker = n, size);
+        let _enter = span.enter();
+        let result = match analyzer {
+            Ok(a) => {
+                let inputs: Vec<(&RgbImage, Want)> =
+                    batch.iter().map(|j| (&*j.image, j.want)).collect();
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| a.analyze(&inputs)))
+                    .unwrap_or_else(|_| Err("the models panicked".to_string()))
+                    .and_then(|out| {
+                        if out.len() == size {
+                            Ok(out)
+                        } else {
+                            Err(format!("{} results for {size} frames", out.len()))
+                        }
+                    })
+            }
+            Err(e) => Err(e.clone()),
+        };
+        metrics.batches.fetch_add(1, Ordering::Relaxed);
+        metrics.batch_sizes[size.min(MAX_BATCH) - 1].fetch_add(1, Ordering::Relaxed);
+        match result {
+            Ok(analyses) => {
+                for (job, mut analysis) in batch.into_iter().zip(analyses) {
+                    let latency = job.queued.elapsed().as_secs_f64();
+                    metrics.observe_latency(latency);
+                    metrics.frames.fetch_add(1, Ordering::Relaxed);
+                    analysis.batch_size = size;
+                    analysis.latency_ms = latency * 1e3;
+                    let _ = job.reply.send(Ok(analysis));
+                }
+            }
+            Err(e) => {
+                tracing::warn!(worker = n, error = %e, "inference batch failed");
+                for job in batch {
+                    metrics.observe_latency(job.queued.elapsed().as_secs_f64());
+                    metrics.failed.fetch_add(1, Ordering::Relaxed);
+                    let _ = job.reply.send(Err(PoolError::Models(e.clone())));
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Counts persons as the number of bright pixels' rows — a stand-in that records batch
+    /// sizes and can be told to be slow.
+    struct Recorder {
+        sizes: Arc<std::sync::Mutex<Vec<usize>>>,
+        delay: Duration,
+    }
+
+    impl Analyzer for Recorder {
+        fn analyze(&mut self, inputs: &[(&RgbImage, Want)]) -> Result<Vec<Analysis>, String> {
+            self.sizes.lock().unwrap().push(inputs.len());
+            std::thread::sleep(self.delay);
+            Ok(inputs
+                .iter()
+                .map(|(image, _)| Analysis {
+                    persons: vec![Scored {
+                        x1: 0.0,
+                        y1: 0.0,
+                        x2: 1.0,
+                        y2: 1.0,
+                        score: image.data[0] as f32 / 255.0,
+                    }],
+                    ..Analysis::default()
+                })
+                .collect())
+        }
+    }
+
+    fn image(value: u8) -> Arc<RgbImage> {
+        Arc::new(RgbImage {
+            width: 2,
+            height: 2,
+            data: vec![value; 12],
+        })
+    }
+
+    fn pool(
+        config: PoolConfig,
+        delay: Duration,
+    ) -> (InferencePool, Arc<std::sync::Mutex<Vec<usize>>>) {
+        let sizes = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let s = sizes.clone();
+        let pool = InferencePool::start(
+            config,
+            Arc::new(move || {
+                Ok(Box::new(Recorder {
+                    sizes: s.clone(),
+                    delay,
+                }) as Box<dyn Analyzer>)
+            }),
+        );
+        (pool, sizes)
+    }
+
+    #[tokio::test]
+    async fn frames_arriving_together_share_a_batch_and_get_their_own_results() {
+        let config = PoolConfig {
+            max_batch: 4,
+            max_wait: Duration::from_millis(200),
+            ..PoolConfig::default()
+        };
+        let (pool, sizes) = pool(config, Duration::ZERO);
+        let results = futures::future::join_all(
+            (0..4u8).map(|i| pool.analyze(image(i * 50), Want::default())),
+        )
+        .await;
+        for (i, r) in results.into_iter().enumerate() {
+            let r = r.unwrap();
+            assert_eq!(
+                r.persons[0].score,
+                (i as f32 * 50.0) / 255.0,
+                "result {i} is its own"
+            );
+            assert_eq!(r.batch_size, 4);
+        }
+        assert_eq!(*sizes.lock().unwrap(), vec![4]);
+        assert_eq!(pool.metrics().frames.load(Ordering::Relaxed), 4);
+        assert_eq!(pool.metrics().batch_sizes[3].load(Ordering::Relaxed), 1);
+        let mut text = String::new();
+        pool.metrics().render(&mut text);
+        assert!(
+            text.contains("vigil_inference_batch_size_bucket{le=\"4\"} 1"),
+            "{text}"
+        );
+        assert!(text.contains("vigil_inference_frames_total 4"), "{text}");
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_drops_frames_and_counts_them() {
+        let config = PoolConfig {
+            max_batch: 1,
+            max_wait: Duration::ZERO,
+            queue_capacity: 2,
+            workers: 1,
+        };
+        let (pool, _) = pool(config, Duration::from_millis(300));
+        let results =
+            futures::future::join_all((0..8u8).map(|i| pool.analyze(image(i), Want::default())))
+                .await;
+        let busy = results
+            .iter()
+            .filter(|r| matches!(r, Err(PoolError::Busy(_))))
+            .count();
+        let ok = results.iter().filter(|r| r.is_ok()).count();
+        assert!(busy >= 4, "{busy} of 8 dropped");
+        assert_eq!(ok + busy, 8);
+        assert_eq!(pool.metrics().dropped.load(Ordering::Relaxed), busy as u64);
+        assert_eq!(pool.metrics().queue_depth.load(Ordering::Relaxed), 0);
+    }
+
+    #[tokio::test]
+    async fn models_that_fail_to_load_answer_every_frame_with_the_reason() {
+        let pool = InferencePool::start(
+            PoolConfig::default(),
+            Arc::new(|| Err("no weights in /nowhere".to_string())),
+        );
+        let err = pool.analyze(image(1), Want::default()).await.unwrap_err();
+        assert_eq!(err, PoolError::Models("no weights in /nowhere".into()));
+    }
+}

@@ -1,0 +1,733 @@
+//! The supervision tree: a root actor over the camera supervisor, which runs one
+//! [`CameraActor`] per enabled camera. Which cameras run is derived from the event store: the
+//! supervisor folds every camera event from the start of `$all`, then follows it live, so a
+//! restarted process runs the same set. A camera actor that fails is reported (`offline` when
+//! it had been receiving frames, else `error`) and restarted after a capped exponential
+//! backoff; the others keep running.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
+use vigil_schemas::events::CameraStatus;
+use vigil_schemas::{CameraEvent, DomainEvent, EventMeta, EventStore};
+
+use crate::blob::BlobStore;
+use crate::camera_actor::{CameraActor, CameraMsg, CameraRuntime, CameraSpec};
+use crate::camera_status::{CameraStatusAggregate, ReportStatus};
+use crate::handler::CommandHandler;
+use crate::pool::InferencePool;
+use crate::source::{SourceError, SourceFactory};
+use crate::tracker::TrackerConfig;
+
+/// Restart delays: `initial`, doubled per consecutive failure, at most `max`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Backoff {
+    /// First delay.
+    pub initial: Duration,
+    /// Longest delay.
+    pub max: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Self {
+            initial: Duration::from_secs(1),
+            max: Duration::from_secs(60),
+        }
+    }
+}
+
+impl Backoff {
+    /// The delay before restart number `attempt` (0-based).
+    pub fn delay(&self, attempt: u32) -> Duration {
+        self.initial
+            .saturating_mul(2u32.saturating_pow(attempt.min(20)))
+            .min(self.max)
+    }
+}
+
+/// What every camera actor of a node shares.
+pub struct Ingest {
+    /// Appends status and track events.
+    pub handler: CommandHandler,
+    /// The models.
+    pub pool: InferencePool,
+    /// Frames and crops.
+    pub blobs: BlobStore,
+    /// Opens sources.
+    pub sources: Arc<dyn SourceFactory>,
+    /// Restart delays.
+    pub backoff: Backoff,
+    /// Tracker settings.
+    pub tracker: TrackerConfig,
+    runtimes: Mutex<HashMap<String, Arc<CameraRuntime>>>,
+}
+
+impl std::fmt::Debug for Ingest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ingest")
+            .field("backoff", &self.backoff)
+            .finish()
+    }
+}
+
+impl Ingest {
+    /// Everything camera actors need.
+    pub fn new(
+        handler: CommandHandler,
+        pool: InferencePool,
+        blobs: BlobStore,
+        sources: Arc<dyn SourceFactory>,
+        backoff: Backoff,
+        tracker: TrackerConfig,
+    ) -> Self {
+        Self {
+            handler,
+            pool,
+            blobs,
+            sources,
+            backoff,
+            tracker,
+            runtimes: Mutex::default(),
+        }
+    }
+
+    /// The runtime record of a camera, created on first use.
+    pub fn runtime(&self, camera_id: &str) -> Arc<CameraRuntime> {
+        self.runtimes
+            .lock()
+            .expect("runtimes lock")
+            .entry(camera_id.to_string())
+            .or_default()
+            .clone()
+    }
+
+    /// The runtime record of a camera that has run on this node.
+    pub fn runtime_of(&self, camera_id: &str) -> Option<Arc<CameraRuntime>> {
+        self.runtimes
+            .lock()
+            .expect("runtimes lock")
+            .get(camera_id)
+            .cloned()
+    }
+
+    /// Records a camera's ingest status (only changes become events).
+    pub async fn report_status(
+        &self,
+        camera_id: &str,
+        status: CameraStatus,
+        reason: String,
+    ) -> Result<(), ActorProcessingErr> {
+        tracing::info!(camera = camera_id, status = status.as_str(), %reason, "camera status");
+        let meta = EventMeta {
+            correlation_id: uuid::Uuid::now_v7(),
+            causation_id: None,
+            actor: format!("camera:{camera_id}"),
+        };
+        self.handler
+            .execute::<CameraStatusAggregate>(
+                camera_id,
+                ReportStatus {
+                    camera_id: camera_id.to_string(),
+                    status,
+                    reason,
+                },
+                &meta,
+                None,
+            )
+            .await?;
+        Ok(())
+    }
+}
+
+/// What the camera events say a camera should be doing.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CameraChange {
+    /// Run with these settings (restarting the actor if they changed).
+    Run(CameraSpec),
+    /// Do not run.
+    Stop {
+        /// The camera.
+        id: String,
+        /// Why (`disabled`, `removed`).
+        reason: String,
+    },
+}
+
+/// Messages of the camera supervisor.
+#[derive(Debug)]
+pub enum SupervisorMsg {
+    /// The event store says so.
+    Apply(CameraChange),
+    /// A camera's actor receives frames: its backoff starts over.
+    Online(String),
+    /// Time to restart a failed camera (ignored when a newer start or stop came since).
+    Restart {
+        /// The camera.
+        id: String,
+        /// Which failure this restart is for.
+        generation: u64,
+    },
+    /// The cameras with a running actor, sorted.
+    Running(RpcReplyPort<Vec<String>>),
+    /// The actor of a camera (tests reach it to make it fail).
+    ActorOf(String, RpcReplyPort<Option<ActorRef<CameraMsg>>>),
+    /// Stop every camera actor, recording `stopped`, and answer when done.
+    Shutdown(RpcReplyPort<()>),
+}
+
+struct Entry {
+    spec: CameraSpec,
+    actor: Option<ActorRef<CameraMsg>>,
+    attempts: u32,
+    generation: u64,
+    /// It was receiving frames before its latest failure: reconnect failures report
+    /// `offline`, not `error`, until it receives again.
+    lost: bool,
+}
+
+/// The camera supervisor.
+pub struct CameraSupervisor;
+
+/// Its state.
+pub struct SupervisorState {
+    ingest: Arc<Ingest>,
+    cameras: HashMap<String, Entry>,
+    follower: tokio::task::JoinHandle<()>,
+    shutting_down: bool,
+}
+
+impl Drop for SupervisorState {
+    fn drop(&mut self) {
+        self.follower.abort();
+    }
+}
+
+/// Folds camera events into what each camera should be doing.
+#[derive(Default)]
+struct Desired {
+    cameras: HashMap<String, (bool, CameraSpec)>,
+}
+
+impl Desired {
+    fn apply(&mut self, event: &CameraEvent) -> Option<CameraChange> {
+        match event {
+            CameraEvent::Registered(e) => {
+                let spec = CameraSpec {
+                    id: e.camera_id.clone(),
+                    source: e.source.clone(),
+                    sample_fps: e.sample_fps,
+                    zones: e.zones.clone(),
+                };
+                self.cameras.insert(e.camera_id.clone(), (e.enabled, spec));
+            }
+            CameraEvent::Updated(e) => {
+                let (enabled, spec) = self.cameras.get_mut(&e.camera_id)?;
+                if let Some(v) = e.enabled {
+                    *enabled = v;
+                }
+                if let Some(v) = &e.source {
+                    spec.source = v.clone();
+                }
+                if let Some(v) = e.sample_fps {
+                    spec.sample_fps = v;
+                }
+                if let Some(v) = &e.zones {
+                    spec.zones = v.clone();
+                }
+            }
+            CameraEvent::Removed(e) => {
+                self.cameras.remove(&e.camera_id);
+                return Some(CameraChange::Stop {
+                    id: e.camera_id.clone(),
+                    reason: "camera removed".into(),
+                });
+            }
+            CameraEvent::StatusChanged(_) => return None,
+        }
+        let id = match event {
+            CameraEvent::Registered(e) => &e.camera_id,
+            CameraEvent::Updated(e) => &e.camera_id,
+            _ => return None,
+        };
+        Some(self.change_of(id))
+    }
+
+    fn change_of(&self, id: &str) -> CameraChange {
+        match self.cameras.get(id) {
+            Some((true, spec)) => CameraChange::Run(spec.clone()),
+            _ => CameraChange::Stop {
+                id: id.to_string(),
+                reason: "camera disabled".into(),
+            },
+        }
+    }
+}
+
+fn decode_camera(event: &vigil_schemas::RecordedEvent) -> Option<CameraEvent> {
+    if !event.event_type.starts_with("camera.") {
+        return None;
+    }
+    CameraEvent::decode(&event.event_type, event.schema_version, &event.payload)
+        .inspect_err(
+            |e| tracing::warn!(position = event.position, error = %e, "undecodable camera event"),
+        )
+        .ok()
+}
+
+/// Reads every camera event, tells the supervisor the resulting set, then follows `$all`.
+async fn follow(store: Arc<dyn EventStore>, supervisor: ActorRef<SupervisorMsg>) {
+    let mut desired = Desired::default();
+    let mut after = 0;
+    let head = loop {
+        match store.head_position().await {
+            Ok(head) => break head,
+            Err(e) => {
+                tracing::warn!(error = %e, "camera supervisor cannot read the event store; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    };
+    while after < head {
+        match store.read_all(after, 1000).await {
+            Ok(page) if page.is_empty() => break,
+            Ok(page) => {
+                for event in &page {
+                    if let Some(e) = decode_camera(event) {
+                        desired.apply(&e);
+                    }
+                    after = event.position;
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "camera supervisor cannot read the event store; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+    let mut ids: Vec<_> = desired.cameras.keys().cloned().collect();
+    ids.sort();
+    for id in ids {
+        if let CameraChange::Run(spec) = desired.change_of(&id)
+            && supervisor
+                .cast(SupervisorMsg::Apply(CameraChange::Run(spec)))
+                .is_err()
+        {
+            return;
+        }
+    }
+    loop {
+        let mut live = store.subscribe_all(after);
+        while let Some(batch) = live.next().await {
+            let batch = match batch {
+                Ok(batch) => batch,
+                Err(e) => {
+                    tracing::warn!(error = %e, "camera supervisor lost its subscription; resubscribing");
+                    break;
+                }
+            };
+            for event in &batch {
+                after = event.position;
+                if let Some(change) = decode_camera(event).and_then(|e| desired.apply(&e))
+                    && supervisor.cast(SupervisorMsg::Apply(change)).is_err()
+                {
+                    return;
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+impl CameraSupervisor {
+    async fn start_camera(
+        myself: &ActorRef<SupervisorMsg>,
+        state: &mut SupervisorState,
+        id: &str,
+    ) -> Result<(), ActorProcessingErr> {
+        let Some(entry) = state.cameras.get_mut(id) else {
+            return Ok(());
+        };
+        let args = (state.ingest.clone(), entry.spec.clone(), myself.clone());
+        match Actor::spawn_linked(None, CameraActor, args, myself.get_cell()).await {
+            Ok((actor, _)) => entry.actor = Some(actor),
+            Err(e) => {
+                // Cannot happen with today's pre_start, which does not fail; treated as a failure.
+                let reason = format!("actor did not start: {e}");
+                Self::failed(myself, state, id, reason, false).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Records a failure and schedules the restart. A source that stops after delivering
+    /// frames makes the camera `offline` (and failed reconnects keep it so); anything else —
+    /// a source that never delivered, a panic, the models failing — is an `error`.
+    async fn failed(
+        myself: &ActorRef<SupervisorMsg>,
+        state: &mut SupervisorState,
+        id: &str,
+        reason: String,
+        source_failed: bool,
+    ) -> Result<(), ActorProcessingErr> {
+        let Some(entry) = state.cameras.get_mut(id) else {
+            return Ok(());
+        };
+        entry.actor = None;
+        let runtime = state.ingest.runtime(id);
+        let was_receiving = !runtime.source.lock().expect("lock").is_empty();
+        entry.lost = source_failed && (entry.lost || was_receiving);
+        let delay = state.ingest.backoff.delay(entry.attempts);
+        entry.attempts += 1;
+        entry.generation += 1;
+        let generation = entry.generation;
+        let status = if entry.lost {
+            CameraStatus::Offline
+        } else {
+            CameraStatus::Error
+        };
+        tracing::warn!(camera = id, %reason, retry_in = ?delay, "camera actor failed");
+        if let Err(e) = state
+            .ingest
+            .report_status(id, status, format!("{reason}; retrying in {delay:?}"))
+            .await
+        {
+            tracing::error!(camera = id, error = %e, "could not record a camera status");
+        }
+        myself.send_after(delay, {
+            let id = id.to_string();
+            move || SupervisorMsg::Restart { id, generation }
+        });
+        Ok(())
+    }
+
+    async fn stop_camera(state: &mut SupervisorState, id: &str, reason: &str) {
+        let Some(entry) = state.cameras.remove(id) else {
+            return;
+        };
+        if let Some(actor) = entry.actor {
+            let _ = actor
+                .stop_and_wait(Some(reason.to_string()), Some(Duration::from_secs(10)))
+                .await;
+        }
+        if let Err(e) = state
+            .ingest
+            .report_status(id, CameraStatus::Stopped, reason.to_string())
+            .await
+        {
+            tracing::warn!(camera = id, error = %e, "could not record a camera status");
+        }
+    }
+}
+
+impl Actor for CameraSupervisor {
+    type Msg = SupervisorMsg;
+    type State = SupervisorState;
+    type Arguments = Arc<Ingest>;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<SupervisorMsg>,
+        ingest: Arc<Ingest>,
+    ) -> Result<SupervisorState, ActorProcessingErr> {
+        let follower = tokio::spawn(follow(ingest.handler.store().clone(), myself));
+        Ok(SupervisorState {
+            ingest,
+            cameras: HashMap::new(),
+            follower,
+            shutting_down: false,
+        })
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<SupervisorMsg>,
+        message: SupervisorMsg,
+        state: &mut SupervisorState,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            SupervisorMsg::Apply(_) if state.shutting_down => {}
+            SupervisorMsg::Apply(CameraChange::Run(spec)) => {
+                let id = spec.id.clone();
+                if let Some(entry) = state.cameras.get(&id) {
+                    if entry.spec == spec {
+                        return Ok(());
+                    }
+                    // New settings: stop the old actor, start afresh.
+                    if let Some(actor) = state.cameras.get_mut(&id).and_then(|e| e.actor.take()) {
+                        let _ = actor
+                            .stop_and_wait(
+                                Some("settings changed".into()),
+                                Some(Duration::from_secs(10)),
+                            )
+                            .await;
+                    }
+                }
+                let generation = state.cameras.get(&id).map_or(0, |e| e.generation + 1);
+                state.cameras.insert(
+                    id.clone(),
+                    Entry {
+                        spec,
+                        actor: None,
+                        attempts: 0,
+                        generation,
+                        lost: false,
+                    },
+                );
+                *state.ingest.runtime(&id).source.lock().expect("lock") = String::new();
+                Self::start_camera(&myself, state, &id).await?;
+            }
+            SupervisorMsg::Apply(CameraChange::Stop { id, reason }) => {
+                Self::stop_camera(state, &id, &reason).await;
+            }
+            SupervisorMsg::Online(id) => {
+                if let Some(entry) = state.cameras.get_mut(&id) {
+                    entry.attempts = 0;
+                    entry.lost = false;
+                }
+            }
+            SupervisorMsg::Restart { id, generation } => {
+                let due = state
+                    .cameras
+                    .get(&id)
+                    .is_some_and(|e| e.generation == generation && e.actor.is_none());
+                if due && !state.shutting_down {
+                    *state.ingest.runtime(&id).source.lock().expect("lock") = String::new();
+                    Self::start_camera(&myself, state, &id).await?;
+                }
+            }
+            SupervisorMsg::Running(reply) => {
+                let mut ids: Vec<String> = state
+                    .cameras
+                    .iter()
+                    .filter(|(_, e)| e.actor.is_some())
+                    .map(|(id, _)| id.clone())
+                    .collect();
+                ids.sort();
+                let _ = reply.send(ids);
+            }
+            SupervisorMsg::ActorOf(id, reply) => {
+                let _ = reply.send(state.cameras.get(&id).and_then(|e| e.actor.clone()));
+            }
+            SupervisorMsg::Shutdown(reply) => {
+                state.shutting_down = true;
+                let ids: Vec<String> = state.cameras.keys().cloned().collect();
+                for id in ids {
+                    Self::stop_camera(state, &id, "server shutting down").await;
+                }
+                let _ = reply.send(());
+            }
+        }
+        Ok(())
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        myself: ActorRef<SupervisorMsg>,
+        event: SupervisionEvent,
+        state: &mut SupervisorState,
+    ) -> Result<(), ActorProcessingErr> {
+        let (cell, reason, source_failed) = match event {
+            SupervisionEvent::ActorFailed(cell, error) => {
+                let source_failed = error.downcast_ref::<SourceError>().is_some();
+                (cell, error.to_string(), source_failed)
+            }
+            SupervisionEvent::ActorTerminated(cell, _, reason) => (
+                cell,
+                reason.unwrap_or_else(|| "actor stopped".to_string()),
+                false,
+            ),
+            _ => return Ok(()),
+        };
+        let id = state
+            .cameras
+            .iter()
+            .find(|(_, e)| {
+                e.actor
+                    .as_ref()
+                    .is_some_and(|a| a.get_id() == cell.get_id())
+            })
+            .map(|(id, _)| id.clone());
+        // Actors the supervisor stopped itself are no longer in the table.
+        if let Some(id) = id {
+            Self::failed(&myself, state, &id, reason, source_failed).await?;
+        }
+        Ok(())
+    }
+}
+
+/// Messages of the root actor.
+#[derive(Debug)]
+pub enum RootMsg {
+    /// The camera supervisor, once started.
+    Cameras(RpcReplyPort<Option<ActorRef<SupervisorMsg>>>),
+}
+
+/// The root of the tree: owns the camera supervisor and restarts it if it fails.
+pub struct Root;
+
+/// Its state.
+pub struct RootState {
+    ingest: Arc<Ingest>,
+    cameras: Option<ActorRef<SupervisorMsg>>,
+}
+
+impl Actor for Root {
+    type Msg = RootMsg;
+    type State = RootState;
+    type Arguments = Arc<Ingest>;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<RootMsg>,
+        ingest: Arc<Ingest>,
+    ) -> Result<RootState, ActorProcessingErr> {
+        let (cameras, _) =
+            Actor::spawn_linked(None, CameraSupervisor, ingest.clone(), myself.get_cell()).await?;
+        Ok(RootState {
+            ingest,
+            cameras: Some(cameras),
+        })
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<RootMsg>,
+        message: RootMsg,
+        state: &mut RootState,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            RootMsg::Cameras(reply) => {
+                let _ = reply.send(state.cameras.clone());
+            }
+        }
+        Ok(())
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        myself: ActorRef<RootMsg>,
+        event: SupervisionEvent,
+        state: &mut RootState,
+    ) -> Result<(), ActorProcessingErr> {
+        if let SupervisionEvent::ActorFailed(_, error) = event {
+            tracing::error!(%error, "camera supervisor failed; restarting it");
+            let (cameras, _) = Actor::spawn_linked(
+                None,
+                CameraSupervisor,
+                state.ingest.clone(),
+                myself.get_cell(),
+            )
+            .await?;
+            state.cameras = Some(cameras);
+        }
+        Ok(())
+    }
+}
+
+/// A running supervision tree.
+#[derive(Clone)]
+pub struct Supervision {
+    /// The root actor.
+    pub root: ActorRef<RootMsg>,
+    /// What its cameras share.
+    pub ingest: Arc<Ingest>,
+}
+
+impl std::fmt::Debug for Supervision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Supervision").finish_non_exhaustive()
+    }
+}
+
+impl Supervision {
+    /// Starts the root, the camera supervisor and (through the event store) the cameras.
+    pub async fn start(ingest: Arc<Ingest>) -> Result<Self, ractor::SpawnErr> {
+        let (root, _) = Actor::spawn(None, Root, ingest.clone()).await?;
+        Ok(Self { root, ingest })
+    }
+
+    async fn cameras(&self) -> Option<ActorRef<SupervisorMsg>> {
+        ractor::call!(self.root, RootMsg::Cameras).ok().flatten()
+    }
+
+    /// The cameras with a running actor on this node, sorted.
+    pub async fn running(&self) -> Vec<String> {
+        match self.cameras().await {
+            Some(s) => ractor::call!(s, SupervisorMsg::Running).unwrap_or_default(),
+            None => Vec::new(),
+        }
+    }
+
+    /// The actor of a camera, while one runs.
+    pub async fn actor_of(&self, camera_id: &str) -> Option<ActorRef<CameraMsg>> {
+        let s = self.cameras().await?;
+        ractor::call!(s, SupervisorMsg::ActorOf, camera_id.to_string())
+            .ok()
+            .flatten()
+    }
+
+    /// Stops every camera (recording `stopped`) and the tree.
+    pub async fn shutdown(&self) {
+        if let Some(s) = self.cameras().await {
+            let _ = ractor::call!(s, SupervisorMsg::Shutdown);
+        }
+        self.root.stop(Some("shutdown".into()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vigil_schemas::events::{CameraFeatures, CameraRegistered, CameraRemoved, CameraUpdated};
+
+    #[test]
+    fn backoff_doubles_up_to_its_cap() {
+        let b = Backoff {
+            initial: Duration::from_millis(100),
+            max: Duration::from_secs(1),
+        };
+        let delays: Vec<_> = (0..6).map(|a| b.delay(a).as_millis()).collect();
+        assert_eq!(delays, vec![100, 200, 400, 800, 1000, 1000]);
+        assert_eq!(b.delay(u32::MAX), Duration::from_secs(1));
+    }
+
+    #[test]
+    fn camera_events_fold_into_what_should_run() {
+        let mut desired = Desired::default();
+        let registered = CameraEvent::Registered(CameraRegistered {
+            camera_id: "a".into(),
+            name: "A".into(),
+            source: "push".into(),
+            enabled: false,
+            sample_fps: 2.0,
+            features: CameraFeatures::default(),
+            prompt: String::new(),
+            zones: vec![],
+        });
+        assert!(matches!(
+            desired.apply(&registered),
+            Some(CameraChange::Stop { .. })
+        ));
+        let enable = CameraEvent::Updated(CameraUpdated {
+            camera_id: "a".into(),
+            enabled: Some(true),
+            sample_fps: Some(5.0),
+            ..Default::default()
+        });
+        match desired.apply(&enable) {
+            Some(CameraChange::Run(spec)) => assert_eq!(spec.sample_fps, 5.0),
+            other => panic!("expected run, got {other:?}"),
+        }
+        let removed = CameraEvent::Removed(CameraRemoved {
+            camera_id: "a".into(),
+        });
+        assert!(
+            matches!(desired.apply(&removed), Some(CameraChange::Stop { reason, .. }) if reason == "camera removed")
+        );
+        assert!(desired.cameras.is_empty());
+    }
+}

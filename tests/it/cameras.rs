@@ -1,0 +1,895 @@
+//! Camera ingest end to end: real RTSP (GStreamer), MJPEG and snapshot (a Python HTTP
+//! server) cameras and pushed frames of OpenCV's pedestrian clip go through the camera
+//! actors, the inference pool (real models on the CPU) and the tracker into track events;
+//! supervision restarts failed actors with backoff; bad uploads store nothing.
+//!
+//! The servers live in `tests/servers/`; `scripts/setup` installs what they need and fetches
+//! the clip. These tests run one at a time (they share two CPU cores with the models).
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use reqwest::Method;
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use vigil::config::Config;
+use vigil_schemas::RecordedEvent;
+
+use crate::support::{TestDb, TestServer, Which, repo_file};
+
+/// One camera test at a time.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+fn assets() -> PathBuf {
+    vigil_models::default_assets_dir()
+}
+
+fn clip() -> PathBuf {
+    let path = assets().join("images/vtest.avi");
+    assert!(
+        path.exists(),
+        "{} is missing: run scripts/setup (or scripts/fetch-assets)",
+        path.display()
+    );
+    path
+}
+
+/// The first 30 s of the clip as JPEG files at 10 fps, made once per test run with ffmpeg.
+fn clip_frames() -> &'static Path {
+    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let status = std::process::Command::new("ffmpeg")
+            .args(["-loglevel", "error", "-i"])
+            .arg(clip())
+            .args(["-t", "30", "-vf", "fps=10", "-q:v", "4"])
+            .arg(dir.path().join("%04d.jpg"))
+            .status()
+            .expect("ffmpeg runs (scripts/setup installs it)");
+        assert!(status.success(), "ffmpeg could not extract frames");
+        dir
+    })
+    .path()
+}
+
+fn frame_files() -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(clip_frames())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    files
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A test server process that prints `READY <url>` when it listens; killed on drop.
+struct Served {
+    child: tokio::process::Child,
+    url: String,
+}
+
+impl Served {
+    async fn start(program: &str, args: &[String]) -> Self {
+        let mut child = tokio::process::Command::new(program)
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap_or_else(|e| panic!("{program} does not start: {e} (run scripts/setup)"));
+        let stdout = child.stdout.take().unwrap();
+        let mut lines = BufReader::new(stdout).lines();
+        let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+            .await
+            .unwrap_or_else(|_| panic!("{program} {args:?} did not get ready in 30 s"))
+            .unwrap()
+            .unwrap_or_else(|| {
+                panic!("{program} {args:?} exited before READY (run scripts/setup)")
+            });
+        let url = line
+            .strip_prefix("READY ")
+            .unwrap_or_else(|| panic!("unexpected first line `{line}`"))
+            .to_string();
+        Self { child, url }
+    }
+
+    async fn rtsp(port: u16) -> Self {
+        let args = vec![
+            repo_file("tests/servers/rtsp_server.py")
+                .display()
+                .to_string(),
+            "--port".into(),
+            port.to_string(),
+            "--file".into(),
+            clip().display().to_string(),
+        ];
+        Self::start("/usr/bin/python3", &args).await
+    }
+
+    async fn mjpeg(user: &str, password: &str) -> Self {
+        let args = vec![
+            repo_file("tests/servers/mjpeg_server.py")
+                .display()
+                .to_string(),
+            "--port".into(),
+            "0".into(),
+            "--frames".into(),
+            clip_frames().display().to_string(),
+            "--fps".into(),
+            "10".into(),
+            "--user".into(),
+            user.into(),
+            "--password".into(),
+            password.into(),
+        ];
+        Self::start("python3", &args).await
+    }
+
+    async fn kill(mut self) {
+        let _ = self.child.kill().await;
+    }
+}
+
+async fn ingest_server(db: &TestDb) -> TestServer {
+    TestServer::start(Config {
+        ingest: true,
+        models_backend: vigil_models::BackendPreference::Cpu,
+        camera_backoff_initial_ms: 200,
+        camera_backoff_max_ms: 2000,
+        ..db.config()
+    })
+    .await
+}
+
+async fn all_events(server: &TestServer) -> Vec<RecordedEvent> {
+    let mut out = Vec::new();
+    let mut after = 0;
+    loop {
+        let page = server.app.store().read_all(after, 1000).await.unwrap();
+        let Some(last) = page.last() else { break };
+        after = last.position;
+        out.extend(page);
+    }
+    out
+}
+
+/// Events of `event_type` about `camera`.
+async fn camera_events(server: &TestServer, camera: &str, event_type: &str) -> Vec<RecordedEvent> {
+    all_events(server)
+        .await
+        .into_iter()
+        .filter(|e| e.event_type == event_type && e.payload["camera_id"] == camera)
+        .collect()
+}
+
+/// The statuses camera `id` reported, in order.
+async fn statuses(server: &TestServer, id: &str) -> Vec<String> {
+    camera_events(server, id, "camera.status_changed")
+        .await
+        .iter()
+        .map(|e| e.payload["status"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// Polls `check` until it returns `Some`, or fails naming `what` after `secs`.
+async fn until<T, F, Fut>(secs: u64, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {secs} s waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn register(server: &TestServer, body: Value) {
+    let res = server
+        .req(Method::POST, "/api/v1/cameras")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201, "{}", res.text().await.unwrap());
+}
+
+async fn camera(server: &TestServer, id: &str) -> Value {
+    server
+        .req(Method::GET, &format!("/api/v1/cameras/{id}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+/// Waits for camera `id` to report `status` for the `nth` time (1-based).
+async fn wait_status(server: &TestServer, id: &str, status: &str, nth: usize, secs: u64) {
+    until(
+        secs,
+        &format!("camera `{id}` to report `{status}` (#{nth})"),
+        || async {
+            let seen = statuses(server, id).await;
+            (seen.iter().filter(|s| *s == status).count() >= nth).then_some(())
+        },
+    )
+    .await;
+}
+
+/// Waits for `n` tracks of camera `id` to start.
+async fn wait_tracks(server: &TestServer, id: &str, n: usize, secs: u64) -> Vec<RecordedEvent> {
+    until(secs, &format!("{n} tracks on camera `{id}`"), || async {
+        let started = camera_events(server, id, "appearance.started").await;
+        (started.len() >= n).then_some(started)
+    })
+    .await
+}
+
+fn check_track_started(event: &RecordedEvent, camera: &str) {
+    let p = &event.payload;
+    let track = p["track_id"].as_str().unwrap();
+    assert_eq!(event.stream, format!("track-{camera}-{track}"));
+    assert_eq!(event.stream_version, 1);
+    let b = &p["bbox"];
+    let (x1, y1, x2, y2) = (
+        b["x1"].as_f64().unwrap(),
+        b["y1"].as_f64().unwrap(),
+        b["x2"].as_f64().unwrap(),
+        b["y2"].as_f64().unwrap(),
+    );
+    assert!(
+        0.0 <= x1 && x1 < x2 && x2 <= 1.0 && 0.0 <= y1 && y1 < y2 && y2 <= 1.0,
+        "{b}"
+    );
+    // Pedestrians are taller than wide.
+    assert!(y2 - y1 > x2 - x1, "a person box is upright: {b}");
+    assert!(p["score"].as_f64().unwrap() >= 0.35);
+    assert_eq!(p["entry_frame"]["blob"].as_str().unwrap().len(), 64);
+}
+
+async fn media_is_jpeg(server: &TestServer, blob: &str) -> (u32, u32) {
+    let res = server
+        .req(Method::GET, &format!("/api/v1/media/{blob}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()["content-type"], "image/jpeg");
+    let image = vigil_actors::frame::decode(&res.bytes().await.unwrap()).expect("a JPEG");
+    (image.width, image.height)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rtsp_camera_makes_tracks_goes_offline_when_the_server_dies_and_recovers() {
+    let _serial = SERIAL.lock().await;
+    let port = free_port();
+    let rtsp = Served::rtsp(port).await;
+    let db = TestDb::new(Which::Sqlite).await;
+    let server = ingest_server(&db).await;
+
+    // The probe sees the stream as it is.
+    let res = server
+        .req(Method::POST, "/api/v1/cameras/test")
+        .json(&json!({"url": rtsp.url}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let probe: Value = res.json().await.unwrap();
+    assert_eq!(probe["kind"], "rtsp");
+    assert_eq!(probe["codec"], "h264");
+    assert_eq!(
+        (probe["width"].as_u64(), probe["height"].as_u64()),
+        (Some(768), Some(576))
+    );
+
+    register(
+        &server,
+        json!({"id": "gate", "name": "Gate", "source": rtsp.url, "sample_fps": 2}),
+    )
+    .await;
+    wait_status(&server, "gate", "online", 1, 60).await;
+    let started = wait_tracks(&server, "gate", 1, 120).await;
+    check_track_started(&started[0], "gate");
+    let blob = started[0].payload["entry_frame"]["blob"].as_str().unwrap();
+    assert_eq!(media_is_jpeg(&server, blob).await, (768, 576));
+
+    let dto = camera(&server, "gate").await;
+    assert_eq!(dto["status"], "online", "{dto}");
+    let ingest = &dto["ingest"];
+    assert_eq!(ingest["running"], true);
+    assert!(
+        ingest["source"]
+            .as_str()
+            .unwrap()
+            .starts_with("rtsp h264 768x576"),
+        "{ingest}"
+    );
+    let (frames_in, sampled) = (
+        ingest["frames_in"].as_u64().unwrap(),
+        ingest["sampled"].as_u64().unwrap(),
+    );
+    // 10 fps decoded, 2 fps sampled.
+    assert!(sampled >= 2 && frames_in >= 3 * sampled, "{ingest}");
+    let snapshot = server
+        .req(Method::GET, "/api/v1/cameras/gate/snapshot")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(snapshot.status(), 200);
+    let image = vigil_actors::frame::decode(&snapshot.bytes().await.unwrap()).unwrap();
+    assert_eq!((image.width, image.height), (768, 576));
+
+    // The server dies: the camera goes offline and its open tracks end as lost.
+    rtsp.kill().await;
+    wait_status(&server, "gate", "offline", 1, 60).await;
+    let ended = camera_events(&server, "gate", "appearance.ended").await;
+    assert!(
+        ended.iter().any(|e| e.payload["reason"] == "lost"),
+        "open tracks end when the source is lost"
+    );
+    // Reconnect attempts fail while it is down: still offline, not error.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        statuses(&server, "gate").await.last().map(String::as_str),
+        Some("offline")
+    );
+
+    // Back on the same port: online again, same process.
+    let rtsp = Served::rtsp(port).await;
+    wait_status(&server, "gate", "online", 2, 60).await;
+    let seen = statuses(&server, "gate").await;
+    assert_eq!(&seen[..3], ["online", "offline", "online"], "{seen:?}");
+    let tracks_before = camera_events(&server, "gate", "appearance.started")
+        .await
+        .len();
+    wait_tracks(&server, "gate", tracks_before + 1, 120).await;
+
+    // Stopping the camera stops its actor and records it.
+    let res = server
+        .req(Method::POST, "/api/v1/cameras/gate/stop")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    wait_status(&server, "gate", "stopped", 1, 30).await;
+    let supervision = server.app.supervision().expect("ingest runs");
+    assert!(supervision.running().await.is_empty());
+    rtsp.kill().await;
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mjpeg_and_snapshot_cameras_with_basic_auth_make_tracks() {
+    let _serial = SERIAL.lock().await;
+    let http = Served::mjpeg("op", "s3cret").await;
+    let db = TestDb::new(Which::Sqlite).await;
+    let server = ingest_server(&db).await;
+    let authed = http.url.replace("http://", "http://op:s3cret@");
+
+    // Probes: the stream, the snapshot, and a wrong password.
+    for (path, kind) in [("/stream.mjpg", "mjpeg"), ("/snapshot.jpg", "snapshot")] {
+        let res = server
+            .req(Method::POST, "/api/v1/cameras/test")
+            .json(&json!({"url": format!("{authed}{path}")}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200);
+        let probe: Value = res.json().await.unwrap();
+        assert_eq!(probe["kind"], kind, "{probe}");
+        assert_eq!(probe["width"], 768);
+    }
+    let wrong = http.url.replace("http://", "http://op:wrong@");
+    let res = server
+        .req(Method::POST, "/api/v1/cameras/test")
+        .json(&json!({"url": format!("{wrong}/stream.mjpg")}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 502);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "CAMERA_UNREACHABLE");
+    assert_eq!(body["error"]["details"]["kind"], "protocol");
+    assert!(
+        body["error"]["message"].as_str().unwrap().contains("401"),
+        "{body}"
+    );
+
+    register(&server, json!({"id": "mjpeg", "name": "Hall", "source": format!("{authed}/stream.mjpg"), "sample_fps": 2})).await;
+    register(&server, json!({"id": "still", "name": "Desk", "source": format!("{authed}/snapshot.jpg"), "sample_fps": 2})).await;
+    for id in ["mjpeg", "still"] {
+        wait_status(&server, id, "online", 1, 60).await;
+        let started = wait_tracks(&server, id, 1, 120).await;
+        check_track_started(&started[0], id);
+    }
+    let dto = camera(&server, "mjpeg").await;
+    assert!(
+        dto["ingest"]["source"]
+            .as_str()
+            .unwrap()
+            .starts_with("mjpeg 768x576"),
+        "{dto}"
+    );
+    let dto = camera(&server, "still").await;
+    assert!(
+        dto["ingest"]["source"]
+            .as_str()
+            .unwrap()
+            .starts_with("snapshot 768x576"),
+        "{dto}"
+    );
+    // Shutting down ends open tracks and records `stopped`.
+    server.stop().await;
+    let store = db.store().await;
+    let mut after = 0;
+    let mut stopped = 0;
+    let mut ended_stopped = 0;
+    loop {
+        let page = vigil_schemas::EventStore::read_all(&*store, after, 1000)
+            .await
+            .unwrap();
+        let Some(last) = page.last() else { break };
+        after = last.position;
+        stopped += page
+            .iter()
+            .filter(|e| e.event_type == "camera.status_changed" && e.payload["status"] == "stopped")
+            .count();
+        ended_stopped += page
+            .iter()
+            .filter(|e| e.event_type == "appearance.ended" && e.payload["reason"] == "stopped")
+            .count();
+    }
+    assert_eq!(stopped, 2, "both cameras record `stopped` at shutdown");
+    assert!(ended_stopped >= 1, "open tracks end at shutdown");
+    http.kill().await;
+}
+
+fn multipart(files: &[(String, Vec<u8>)], timestamps: &[String]) -> reqwest::multipart::Form {
+    let mut form = reqwest::multipart::Form::new();
+    for (name, bytes) in files {
+        form = form.part(
+            "files",
+            reqwest::multipart::Part::bytes(bytes.clone())
+                .file_name(name.clone())
+                .mime_str("image/jpeg")
+                .unwrap(),
+        );
+    }
+    for t in timestamps {
+        form = form.text("timestamps", t.clone());
+    }
+    form
+}
+
+async fn blob_count(db: &TestDb) -> usize {
+    fn walk(dir: &Path) -> usize {
+        std::fs::read_dir(dir).map_or(0, |entries| {
+            entries
+                .map(|e| {
+                    let e = e.unwrap();
+                    if e.file_type().unwrap().is_dir() {
+                        walk(&e.path())
+                    } else {
+                        1
+                    }
+                })
+                .sum()
+        })
+    }
+    walk(&db.dir.path().join("data/blobs"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pushed_frames_make_tracks_and_bad_uploads_store_nothing() {
+    let _serial = SERIAL.lock().await;
+    let db = TestDb::new(Which::Sqlite).await;
+    let server = ingest_server(&db).await;
+    register(
+        &server,
+        json!({"id": "edge", "name": "Edge", "source": "push", "sample_fps": 5,
+               "zones": [{"name": "left", "polygon": [{"x": 0, "y": 0}, {"x": 0.5, "y": 0}, {"x": 0.5, "y": 1}, {"x": 0, "y": 1}]}]}),
+    )
+    .await;
+    wait_until_running(&server, "edge").await;
+
+    // 30 frames of the clip at 10 fps, pushed 5 at a time with their capture times: sampling
+    // at 5 fps keeps every other one.
+    let start = chrono::Utc::now() - chrono::Duration::seconds(60);
+    let files = frame_files();
+    let mut sampled = 0;
+    let mut with_tracks = 0;
+    for (batch, chunk) in files[..30].chunks(5).enumerate() {
+        let parts: Vec<(String, Vec<u8>)> = chunk
+            .iter()
+            .map(|p| {
+                (
+                    p.file_name().unwrap().to_string_lossy().into_owned(),
+                    std::fs::read(p).unwrap(),
+                )
+            })
+            .collect();
+        let times: Vec<String> = (0..chunk.len())
+            .map(|i| {
+                (start + chrono::Duration::milliseconds(((batch * 5 + i) * 100) as i64))
+                    .to_rfc3339()
+            })
+            .collect();
+        let res = server
+            .req(Method::POST, "/api/v1/cameras/edge/frames")
+            .multipart(multipart(&parts, &times))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200, "{}", res.text().await.unwrap());
+        let body: Value = res.json().await.unwrap();
+        let frames = body["frames"].as_array().unwrap();
+        assert_eq!(frames.len(), chunk.len());
+        for f in frames {
+            if f["sampled"] == true {
+                sampled += 1;
+                let analysis = &f["analysis"];
+                assert!(
+                    !analysis["detections"].as_array().unwrap().is_empty(),
+                    "people in every frame: {f}"
+                );
+                if analysis["detections"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|d| d.get("track_id").is_some())
+                {
+                    with_tracks += 1;
+                }
+            }
+        }
+    }
+    assert_eq!(sampled, 15, "5 of every 10 frames per second are sampled");
+    assert!(
+        with_tracks >= 10,
+        "tracks are confirmed from the second frame on ({with_tracks})"
+    );
+    let started = camera_events(&server, "edge", "appearance.started").await;
+    assert!(started.len() >= 2, "several pedestrians: {}", started.len());
+    for event in &started {
+        check_track_started(event, "edge");
+    }
+    let dto = camera(&server, "edge").await;
+    assert_eq!(dto["ingest"]["frames_in"], 30);
+    assert_eq!(dto["ingest"]["sampled"], 15);
+    assert_eq!(dto["ingest"]["analysed"], 15);
+
+    // Bad uploads: a clear 4xx, nothing stored.
+    let head = server.head().await;
+    let blobs = blob_count(&db).await;
+    let good = std::fs::read(&files[0]).unwrap();
+    let mut corrupt = good.clone();
+    corrupt.truncate(good.len() / 3);
+    let cases: Vec<(&str, reqwest::multipart::Form, u16, &str)> = vec![
+        (
+            "corrupt JPEG after a good one",
+            multipart(
+                &[("a.jpg".into(), good.clone()), ("b.jpg".into(), corrupt)],
+                &[],
+            ),
+            422,
+            "INVALID_IMAGE",
+        ),
+        (
+            "empty multipart",
+            reqwest::multipart::Form::new(),
+            422,
+            "VALIDATION_FAILED",
+        ),
+        (
+            "text that is not a picture",
+            multipart(&[("c.jpg".into(), b"hello".to_vec())], &[]),
+            422,
+            "INVALID_IMAGE",
+        ),
+        (
+            "six files",
+            multipart(&vec![("d.jpg".to_string(), good.clone()); 6], &[]),
+            422,
+            "VALIDATION_FAILED",
+        ),
+        (
+            "50 MB upload",
+            multipart(&[("big.jpg".into(), vec![0xFF; 50 << 20])], &[]),
+            413,
+            "PAYLOAD_TOO_LARGE",
+        ),
+    ];
+    for (what, form, status, code) in cases {
+        let res = server
+            .req(Method::POST, "/api/v1/cameras/edge/frames")
+            .multipart(form)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), status, "{what}");
+        let body: Value = res.json().await.unwrap();
+        assert_eq!(body["error"]["code"], code, "{what}: {body}");
+        assert!(body["request_id"].is_string());
+    }
+    let b64 = base64::engine::general_purpose::STANDARD;
+    for (what, image) in [
+        ("base64 of text", b64.encode("not a picture at all")),
+        ("not base64", "%%%".to_string()),
+        (
+            "base64 of a broken PNG",
+            b64.encode(b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR"),
+        ),
+    ] {
+        for body in [
+            json!({"image": image}),
+            json!({"image": image, "camera_id": "edge"}),
+        ] {
+            let res = server
+                .req(Method::POST, "/api/v1/analyze")
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(res.status(), 422, "{what}");
+            let body: Value = res.json().await.unwrap();
+            assert_eq!(body["error"]["code"], "INVALID_IMAGE", "{what}: {body}");
+        }
+    }
+    assert_eq!(
+        server.head().await,
+        head,
+        "no event was stored by a bad upload"
+    );
+    assert_eq!(
+        blob_count(&db).await,
+        blobs,
+        "no media was stored by a bad upload"
+    );
+
+    // Not a push camera, unknown camera.
+    register(
+        &server,
+        json!({"id": "wired", "name": "Wired", "source": "rtsp://127.0.0.1:1/x", "enabled": false}),
+    )
+    .await;
+    let res = server
+        .req(Method::POST, "/api/v1/cameras/wired/frames")
+        .multipart(multipart(&[("a.jpg".into(), good.clone())], &[]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 409);
+    let res = server
+        .req(Method::POST, "/api/v1/cameras/nope/frames")
+        .multipart(multipart(&[("a.jpg".into(), good.clone())], &[]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 404);
+
+    // A face photo through /analyze: the person, the face and its descriptor.
+    let astronaut = std::fs::read(assets().join("images/astronaut.png")).unwrap();
+    let res = server
+        .req(Method::POST, "/api/v1/analyze")
+        .json(&json!({"image": b64.encode(&astronaut), "frame_number": 7, "metadata": {"site": "lab"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["frame_number"], 7);
+    assert_eq!(body["metadata"]["site"], "lab");
+    assert_eq!(
+        (body["width"].as_u64(), body["height"].as_u64()),
+        (Some(512), Some(512))
+    );
+    assert!(!body["detections"].as_array().unwrap().is_empty(), "{body}");
+    let faces = body["faces"].as_array().unwrap();
+    assert_eq!(faces.len(), 1, "{body}");
+    assert_eq!(faces[0]["embedding"].as_array().unwrap().len(), 128);
+    assert!(body["processing_time_ms"].as_f64().unwrap() > 0.0);
+
+    // Stopping the camera ends its tracks as stopped.
+    let res = server
+        .req(Method::POST, "/api/v1/cameras/edge/stop")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    wait_status(&server, "edge", "stopped", 1, 30).await;
+    let ended = camera_events(&server, "edge", "appearance.ended").await;
+    assert_eq!(ended.len(), started.len(), "every started track ended");
+    for e in &ended {
+        let p = &e.payload;
+        assert_eq!(e.stream_version, 2);
+        assert!(p["dwell_seconds"].as_f64().unwrap() >= 0.0);
+        assert!(p["frames"].as_u64().unwrap() >= 1);
+        media_is_jpeg(&server, p["exit_frame"]["blob"].as_str().unwrap()).await;
+    }
+    assert!(
+        ended
+            .iter()
+            .any(|e| !e.payload["zones"].as_array().unwrap().is_empty()),
+        "someone walked in the left half"
+    );
+    let res = server
+        .req(Method::POST, "/api/v1/cameras/edge/frames")
+        .multipart(multipart(&[("a.jpg".into(), good)], &[]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 409, "a stopped camera takes no frames");
+    server.stop().await;
+}
+
+async fn wait_until_running(server: &TestServer, id: &str) {
+    until(30, &format!("camera `{id}`'s actor"), || async {
+        let supervision = server.app.supervision()?;
+        supervision
+            .running()
+            .await
+            .contains(&id.to_string())
+            .then_some(())
+    })
+    .await;
+}
+
+async fn push_one(server: &TestServer, id: &str, file: &Path) -> reqwest::StatusCode {
+    let part = (
+        file.file_name().unwrap().to_string_lossy().into_owned(),
+        std::fs::read(file).unwrap(),
+    );
+    server
+        .req(Method::POST, &format!("/api/v1/cameras/{id}/frames"))
+        .multipart(multipart(&[part], &[]))
+        .send()
+        .await
+        .unwrap()
+        .status()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_camera_actors_restart_with_backoff_while_the_others_keep_running() {
+    let _serial = SERIAL.lock().await;
+    // A camera whose URL never answers: the port accepts connections and says nothing.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let silent_url = format!("rtsp://{}/never", silent.local_addr().unwrap());
+    let accepts = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = accepts.clone();
+    let holder = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = silent.accept().await {
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            held.push(socket);
+        }
+    });
+    let db = TestDb::new(Which::Sqlite).await;
+    let server = ingest_server(&db).await;
+    for id in ["a", "b"] {
+        register(
+            &server,
+            json!({"id": id, "name": id, "source": "push", "sample_fps": 30}),
+        )
+        .await;
+    }
+    register(
+        &server,
+        json!({"id": "mute", "name": "Mute", "source": silent_url}),
+    )
+    .await;
+    for id in ["a", "b"] {
+        wait_until_running(&server, id).await;
+    }
+    let files = frame_files();
+    assert_eq!(push_one(&server, "a", &files[0]).await, 200);
+    wait_status(&server, "a", "online", 1, 60).await;
+    let supervision = server.app.supervision().unwrap().clone();
+    let b_actor = supervision.actor_of("b").await.unwrap().get_id();
+
+    // Camera a's actor panics three times in a row: each failure is recorded and each restart
+    // waits longer (200 ms, 400 ms, 800 ms).
+    let mut delays = Vec::new();
+    for round in 0..3 {
+        let actor = supervision.actor_of("a").await.expect("a runs");
+        actor
+            .cast(vigil_actors::camera_actor::CameraMsg::Panic(format!(
+                "test panic {round}"
+            )))
+            .unwrap();
+        let failed_at = Instant::now();
+        loop {
+            if let Some(new) = supervision.actor_of("a").await
+                && new.get_id() != actor.get_id()
+            {
+                break;
+            }
+            assert!(
+                failed_at.elapsed() < Duration::from_secs(10),
+                "a was not restarted"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        delays.push(failed_at.elapsed());
+        // Meanwhile b takes frames.
+        assert_eq!(push_one(&server, "b", &files[round + 1]).await, 200);
+    }
+    assert!(
+        delays[2] > delays[0] + Duration::from_millis(300),
+        "backoff grows: {delays:?}"
+    );
+    let seen = statuses(&server, "a").await;
+    assert_eq!(
+        seen,
+        ["online", "error"],
+        "one change recorded while it keeps failing: {seen:?}"
+    );
+    let reason =
+        camera_events(&server, "a", "camera.status_changed").await[1].payload["reason"].clone();
+    assert!(
+        reason.as_str().unwrap().contains("test panic 0"),
+        "{reason}"
+    );
+    // Back to work: a frame makes it online again.
+    assert_eq!(push_one(&server, "a", &files[5]).await, 200);
+    wait_status(&server, "a", "online", 2, 30).await;
+    assert_eq!(
+        supervision.actor_of("b").await.unwrap().get_id(),
+        b_actor,
+        "b never restarted"
+    );
+
+    // The mute camera times out, reports error, and is retried with backoff.
+    wait_status(&server, "mute", "error", 1, 60).await;
+    until(60, "a second connection attempt", || async {
+        (accepts.load(std::sync::atomic::Ordering::SeqCst) >= 2).then_some(())
+    })
+    .await;
+    let dto = camera(&server, "mute").await;
+    assert_eq!(dto["status"], "error");
+    assert!(
+        dto["status_reason"].as_str().unwrap().contains("no frame"),
+        "{dto}"
+    );
+
+    // Stopping a camera through the API stops its actor and records it.
+    let res = server
+        .req(Method::POST, "/api/v1/cameras/b/stop")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["enabled"], false);
+    wait_status(&server, "b", "stopped", 1, 30).await;
+    assert!(!supervision.running().await.contains(&"b".to_string()));
+    assert_eq!(push_one(&server, "b", &files[9]).await, 409);
+    // And starting it again runs it again.
+    let res = server
+        .req(Method::POST, "/api/v1/cameras/b/start")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    wait_until_running(&server, "b").await;
+    assert_eq!(push_one(&server, "b", &files[10]).await, 200);
+    holder.abort();
+    server.stop().await;
+}
