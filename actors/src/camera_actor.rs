@@ -114,7 +114,16 @@ struct Live {
     frames: u32,
     zones: Vec<ZoneVisit>,
     inside: Vec<String>,
-    best_face: Option<(f32, Arc<RgbImage>, Scored, DateTime<Utc>, Vec<f32>)>,
+    best_face: Option<FaceCandidate>,
+}
+
+/// The clearest face of a track so far, with the frame it is in.
+struct FaceCandidate {
+    quality: f32,
+    image: Arc<RgbImage>,
+    bbox: Scored,
+    at: DateTime<Utc>,
+    embedding: Vec<f32>,
 }
 
 /// State of a running camera actor.
@@ -451,14 +460,14 @@ impl CameraState {
                 };
                 let height_px = (face.bbox.y2 - face.bbox.y1) * frame.image.height as f32;
                 let quality = face.bbox.score * (height_px / 80.0).min(1.0);
-                if live.best_face.as_ref().is_none_or(|b| quality > b.0) {
-                    live.best_face = Some((
+                if live.best_face.as_ref().is_none_or(|b| quality > b.quality) {
+                    live.best_face = Some(FaceCandidate {
                         quality,
-                        frame.image.clone(),
-                        face.bbox,
-                        frame.captured_at,
-                        embedding.clone(),
-                    ));
+                        image: frame.image.clone(),
+                        bbox: face.bbox,
+                        at: frame.captured_at,
+                        embedding: embedding.clone(),
+                    });
                 }
             }
         }
@@ -514,7 +523,13 @@ impl CameraState {
         debug_assert_eq!(live.id, ended.id);
         let exit_blob = self.store_frame(&live.last_frame.image).await?;
         let best_face = match live.best_face {
-            Some((_, image, bbox, at, embedding)) => {
+            Some(FaceCandidate {
+                image,
+                bbox,
+                at,
+                embedding,
+                ..
+            }) => {
                 let crop = tokio::task::spawn_blocking(move || {
                     encode_jpeg(
                         &image.crop_normalised(bbox.x1, bbox.y1, bbox.x2, bbox.y2, 0.25),

@@ -114,6 +114,19 @@ impl Ingest {
             .cloned()
     }
 
+    /// Every camera that has run on this node, sorted by id.
+    pub fn runtimes(&self) -> Vec<(String, Arc<CameraRuntime>)> {
+        let mut all: Vec<_> = self
+            .runtimes
+            .lock()
+            .expect("runtimes lock")
+            .iter()
+            .map(|(id, r)| (id.clone(), r.clone()))
+            .collect();
+        all.sort_by(|a, b| a.0.cmp(&b.0));
+        all
+    }
+
     /// Records a camera's ingest status (only changes become events).
     pub async fn report_status(
         &self,

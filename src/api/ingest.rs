@@ -475,7 +475,7 @@ async fn push_camera(app: &App, principal: &Principal, id: &str) -> Result<(), A
     }
     let row = get_camera(app.pool(), id)
         .await
-        .map_err(|e| ApiError::unavailable(e))?
+        .map_err(ApiError::unavailable)?
         .ok_or_else(missing)?;
     if row.source != "push" {
         return Err(ApiError::new(
@@ -672,7 +672,7 @@ impl IngestApi {
         }
         get_camera(app.pool(), &id.0)
             .await
-            .map_err(|e| ApiError::unavailable(e))?
+            .map_err(ApiError::unavailable)?
             .ok_or_else(missing)?;
         let latest = app
             .ingest()
@@ -829,9 +829,7 @@ impl IngestApi {
                         return Err(ApiError::new(
                             StatusCode::CONFLICT,
                             "NOT_SAMPLED",
-                            format!(
-                                "the frame is closer to the camera's previous one than its sample rate allows; send a later `timestamp`"
-                            ),
+                            "the frame is closer to the camera's previous one than its sample rate allows; send a later `timestamp`",
                             json!({}),
                         ));
                     }

@@ -219,6 +219,47 @@ pub async fn metrics(app: Data<&App>) -> poem::Response {
             head.saturating_sub(relayed)
         );
     }
+    app.ingest().pool.metrics().render(&mut out);
+    let cameras = app.ingest().runtimes();
+    for (name, help, kind) in [
+        (
+            "frames_in",
+            "Frames decoded or uploaded per camera.",
+            "counter",
+        ),
+        ("sampled", "Frames kept by sampling per camera.", "counter"),
+        (
+            "dropped",
+            "Sampled frames dropped before analysis per camera.",
+            "counter",
+        ),
+        ("analysed", "Frames analysed per camera.", "counter"),
+        (
+            "damaged",
+            "Frames lost in transport or skipped until a keyframe per camera.",
+            "counter",
+        ),
+    ] {
+        let _ = writeln!(
+            out,
+            "# HELP vigil_camera_{name}_total {help}\n# TYPE vigil_camera_{name}_total {kind}"
+        );
+        for (id, runtime) in &cameras {
+            let c = &runtime.counters;
+            let value = match name {
+                "frames_in" => &c.frames_in,
+                "sampled" => &c.sampled,
+                "dropped" => &c.dropped,
+                "analysed" => &c.analysed,
+                _ => &c.damaged,
+            };
+            let _ = writeln!(
+                out,
+                "vigil_camera_{name}_total{{camera=\"{id}\"}} {}",
+                value.load(Ordering::Relaxed)
+            );
+        }
+    }
     out += "# HELP vigil_http_responses_total HTTP responses by status class.\n";
     out += "# TYPE vigil_http_responses_total counter\n";
     for (i, class) in ["2xx", "3xx", "4xx", "5xx"].iter().enumerate() {

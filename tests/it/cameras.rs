@@ -575,6 +575,34 @@ async fn pushed_frames_make_tracks_and_bad_uploads_store_nothing() {
     assert_eq!(dto["ingest"]["frames_in"], 30);
     assert_eq!(dto["ingest"]["sampled"], 15);
     assert_eq!(dto["ingest"]["analysed"], 15);
+    let metrics = server
+        .client
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("vigil_camera_analysed_total{camera=\"edge\"} 15"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("vigil_camera_frames_in_total{camera=\"edge\"} 30"),
+        "{metrics}"
+    );
+    let analysed: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("vigil_inference_frames_total "))
+        .expect("pool metrics")
+        .parse()
+        .unwrap();
+    assert!(analysed >= 15, "{metrics}");
+    assert!(
+        metrics.contains("vigil_inference_batch_size_bucket"),
+        "{metrics}"
+    );
 
     // Bad uploads: a clear 4xx, nothing stored.
     let head = server.head().await;
