@@ -166,10 +166,19 @@ fn invalid(field: impl Into<String>, reason: impl Into<String>) -> CameraError {
     }
 }
 
-/// Checks a camera id: 1–64 of `A–Z a–z 0–9 _ -`.
+/// Ids that name an endpoint under `/api/v1/cameras/` and so cannot name a camera.
+pub const RESERVED_IDS: &[&str] = &["test"];
+
+/// Checks a camera id: 1–64 of `A–Z a–z 0–9 _ -`, not one of [`RESERVED_IDS`].
 pub fn validate_id(id: &str) -> Result<(), CameraError> {
     if id.is_empty() || id.len() > 64 {
         return Err(invalid("id", "must be 1 to 64 characters"));
+    }
+    if RESERVED_IDS.contains(&id) {
+        return Err(invalid(
+            "id",
+            format!("`{id}` is reserved: POST /api/v1/cameras/{id} is another endpoint"),
+        ));
     }
     if !id
         .chars()

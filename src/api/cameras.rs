@@ -180,6 +180,7 @@ pub struct CameraPatchBody {
 
 /// A camera.
 #[derive(Debug, Clone, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct CameraDto {
     /// Id.
     pub id: String,

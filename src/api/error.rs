@@ -81,9 +81,6 @@ pub enum ApiError {
     /// The server failed.
     #[oai(status = 500)]
     Internal(Json<ErrorBody>),
-    /// An upstream (a camera being probed) did not answer usefully.
-    #[oai(status = 502)]
-    BadGateway(Json<ErrorBody>),
     /// A dependency is unavailable; retry later.
     #[oai(status = 503)]
     Unavailable(Json<ErrorBody>),
@@ -112,7 +109,6 @@ impl ApiError {
             415 => Self::UnsupportedMediaType(body),
             422 => Self::Unprocessable(body),
             429 => Self::TooManyRequests(body),
-            502 => Self::BadGateway(body),
             503 => Self::Unavailable(body),
             _ => Self::Internal(body),
         }
@@ -208,7 +204,6 @@ fn code_for_status(status: StatusCode) -> &'static str {
         415 => "UNSUPPORTED_MEDIA_TYPE",
         422 => "VALIDATION_FAILED",
         429 => "RATE_LIMITED",
-        502 => "BAD_GATEWAY",
         503 => "UNAVAILABLE",
         _ if status.is_server_error() => "INTERNAL",
         _ => "ERROR",

@@ -556,7 +556,7 @@ fn probe_error(e: SourceError) -> ApiError {
         SourceError::Ended => "ended",
     };
     ApiError::new(
-        StatusCode::BAD_GATEWAY,
+        StatusCode::UNPROCESSABLE_ENTITY,
         "CAMERA_UNREACHABLE",
         format!("the camera did not give a frame: {e}"),
         json!({"kind": kind, "reason": e.to_string()}),
@@ -609,7 +609,7 @@ impl IngestApi {
     /// Probe a camera URL.
     ///
     /// Connects, decodes one frame and reports the codec, resolution and time to first frame.
-    /// 502 `CAMERA_UNREACHABLE` says what failed in `details.kind` (`connect`, `protocol`,
+    /// 422 `CAMERA_UNREACHABLE` (the URL does not lead to a working camera) says what failed in `details.kind` (`connect`, `protocol`,
     /// `unsupported`, `decode`, `timeout`, `ended`) and `details.reason`. Nothing is stored.
     #[oai(
         path = "/api/v1/cameras/test",

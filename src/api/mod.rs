@@ -175,20 +175,32 @@ fn path_segments(path: &str) -> Vec<&str> {
     path.split('/').filter(|s| !s.is_empty()).collect()
 }
 
+/// The documented routes a path addresses: of those whose pattern matches, the ones with the
+/// most literal segments (`/cameras/test` is that endpoint, not the camera `test`, as the
+/// router sees it too).
+fn routes_for(path: &str) -> Vec<&'static DocumentedRoute> {
+    let segments = path_segments(path);
+    let matching: Vec<&'static DocumentedRoute> = documented_routes()
+        .iter()
+        .filter(|r| r.matches_path(&segments))
+        .collect();
+    let literal = |r: &DocumentedRoute| r.segments.iter().filter(|s| !s.starts_with('{')).count();
+    let best = matching.iter().map(|r| literal(r)).max().unwrap_or(0);
+    matching
+        .into_iter()
+        .filter(|r| literal(r) == best)
+        .collect()
+}
+
 /// The documented operation a request addresses.
 pub fn documented_route(method: &str, path: &str) -> Option<&'static DocumentedRoute> {
-    let segments = path_segments(path);
-    documented_routes()
-        .iter()
-        .find(|r| r.method == method && r.matches_path(&segments))
+    routes_for(path).into_iter().find(|r| r.method == method)
 }
 
 /// The methods the API serves on a path, for `Allow`.
 fn allowed_methods(path: &str) -> Vec<&'static str> {
-    let segments = path_segments(path);
-    let mut methods: Vec<&'static str> = documented_routes()
-        .iter()
-        .filter(|r| r.matches_path(&segments))
+    let mut methods: Vec<&'static str> = routes_for(path)
+        .into_iter()
         .map(|r| r.method.as_str())
         .collect();
     methods.sort_unstable();

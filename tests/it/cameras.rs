@@ -404,7 +404,7 @@ async fn mjpeg_and_snapshot_cameras_with_basic_auth_make_tracks() {
         .send()
         .await
         .unwrap();
-    assert_eq!(res.status(), 502);
+    assert_eq!(res.status(), 422);
     let body: Value = res.json().await.unwrap();
     assert_eq!(body["error"]["code"], "CAMERA_UNREACHABLE");
     assert_eq!(body["error"]["details"]["kind"], "protocol");
