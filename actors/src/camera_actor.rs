@@ -430,18 +430,20 @@ impl CameraState {
             live.last_frame = frame.clone();
             live.last_frame_number = self.frame_number;
             live.last_box = norm(&person);
+            // A zone it stays in extends its latest visit there; a zone it enters opens one.
             for zone in &zones {
-                if !live.inside.contains(zone) {
-                    live.zones.push(ZoneVisit {
+                let open = live
+                    .inside
+                    .contains(zone)
+                    .then(|| live.zones.iter().rposition(|v| &v.zone == zone))
+                    .flatten();
+                match open {
+                    Some(i) => live.zones[i].exited_at = frame.captured_at,
+                    None => live.zones.push(ZoneVisit {
                         zone: zone.clone(),
                         entered_at: frame.captured_at,
                         exited_at: frame.captured_at,
-                    });
-                }
-            }
-            for visit in live.zones.iter_mut().rev() {
-                if zones.contains(&visit.zone) && live.inside.contains(&visit.zone) {
-                    visit.exited_at = frame.captured_at;
+                    }),
                 }
             }
             live.inside = zones;
@@ -583,5 +585,30 @@ impl CameraState {
                 tracing::warn!(camera = %self.spec.id, error = %e, "could not record a track's end");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vigil_schemas::events::Point;
+
+    #[test]
+    fn points_inside_and_outside_a_concave_zone() {
+        // An L shape: the top-right quarter is outside.
+        let l = [
+            (0.0, 0.0),
+            (0.5, 0.0),
+            (0.5, 0.5),
+            (1.0, 0.5),
+            (1.0, 1.0),
+            (0.0, 1.0),
+        ]
+        .map(|(x, y)| Point { x, y });
+        assert!(in_polygon(0.25, 0.25, &l));
+        assert!(in_polygon(0.75, 0.75, &l));
+        assert!(!in_polygon(0.75, 0.25, &l), "the notch");
+        assert!(!in_polygon(1.5, 0.75, &l));
+        assert!(!in_polygon(0.5, 0.5, &[]), "no polygon, no zone");
     }
 }

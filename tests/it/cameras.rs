@@ -103,10 +103,16 @@ impl Served {
     }
 
     async fn rtsp(port: u16) -> Self {
+        Self::rtsp_codec(port, "h264").await
+    }
+
+    async fn rtsp_codec(port: u16, codec: &str) -> Self {
         let args = vec![
             repo_file("tests/servers/rtsp_server.py")
                 .display()
                 .to_string(),
+            "--codec".to_string(),
+            codec.to_string(),
             "--port".into(),
             port.to_string(),
             "--file".into(),
@@ -372,6 +378,40 @@ async fn rtsp_camera_makes_tracks_goes_offline_when_the_server_dies_and_recovers
     wait_status(&server, "gate", "stopped", 1, 30).await;
     let supervision = server.app.supervision().expect("ingest runs");
     assert!(supervision.running().await.is_empty());
+    rtsp.kill().await;
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h265_rtsp_streams_decode() {
+    let _serial = SERIAL.lock().await;
+    let rtsp = Served::rtsp_codec(free_port(), "h265").await;
+    let db = TestDb::new(Which::Sqlite).await;
+    let server = ingest_server(&db).await;
+    let res = server
+        .req(Method::POST, "/api/v1/cameras/test")
+        .json(&json!({"url": rtsp.url}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let probe: Value = res.json().await.unwrap();
+    assert_eq!(probe["codec"], "h265", "{probe}");
+    assert_eq!(
+        (probe["width"].as_u64(), probe["height"].as_u64()),
+        (Some(768), Some(576))
+    );
+    // A URL with nothing behind it: a clear error naming the failure.
+    let res = server
+        .req(Method::POST, "/api/v1/cameras/test")
+        .json(&json!({"url": format!("rtsp://127.0.0.1:{}/none", free_port()), "timeout_ms": 2000}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 422);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "CAMERA_UNREACHABLE");
+    assert_eq!(body["error"]["details"]["kind"], "connect", "{body}");
     rtsp.kill().await;
     server.stop().await;
 }
