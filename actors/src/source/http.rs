@@ -53,20 +53,7 @@ impl HttpSource {
         sample_fps: f64,
         counters: Arc<CameraCounters>,
     ) -> Result<Self, SourceError> {
-        let mut url = url::Url::parse(url).map_err(|e| SourceError::InvalidUrl(e.to_string()))?;
-        let decode = |s: &str| {
-            percent_encoding::percent_decode_str(s)
-                .decode_utf8_lossy()
-                .into_owned()
-        };
-        let auth = (!url.username().is_empty()).then(|| {
-            (
-                decode(url.username()),
-                decode(url.password().unwrap_or_default()),
-            )
-        });
-        let _ = url.set_username("");
-        let _ = url.set_password(None);
+        let (url, auth) = super::split_credentials(url)?;
         let client = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
             .build()

@@ -222,6 +222,26 @@ impl SourceFactory for Transports {
     }
 }
 
+/// Parses a camera URL and takes its credentials out (percent-decoded), for the transport's
+/// own authentication.
+pub fn split_credentials(url: &str) -> Result<(url::Url, Option<(String, String)>), SourceError> {
+    let mut url = url::Url::parse(url).map_err(|e| SourceError::InvalidUrl(e.to_string()))?;
+    let decode = |s: &str| {
+        percent_encoding::percent_decode_str(s)
+            .decode_utf8_lossy()
+            .into_owned()
+    };
+    let credentials = (!url.username().is_empty()).then(|| {
+        (
+            decode(url.username()),
+            decode(url.password().unwrap_or_default()),
+        )
+    });
+    let _ = url.set_username("");
+    let _ = url.set_password(None);
+    Ok((url, credentials))
+}
+
 /// What probing a camera URL found.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Probe {

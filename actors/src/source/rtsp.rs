@@ -61,18 +61,9 @@ impl RtspSource {
         sample_fps: f64,
         counters: Arc<CameraCounters>,
     ) -> Result<Self, SourceError> {
-        let mut url = url::Url::parse(url).map_err(|e| SourceError::InvalidUrl(e.to_string()))?;
-        let decode = |s: &str| {
-            percent_encoding::percent_decode_str(s)
-                .decode_utf8_lossy()
-                .into_owned()
-        };
-        let creds = (!url.username().is_empty()).then(|| retina::client::Credentials {
-            username: decode(url.username()),
-            password: decode(url.password().unwrap_or_default()),
-        });
-        let _ = url.set_username("");
-        let _ = url.set_password(None);
+        let (url, creds) = super::split_credentials(url)?;
+        let creds =
+            creds.map(|(username, password)| retina::client::Credentials { username, password });
         Ok(Self {
             url,
             creds,
