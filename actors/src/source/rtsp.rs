@@ -336,3 +336,124 @@ impl FrameSource for RtspSource {
         self.described.lock().expect("describe lock").clone()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `n` frames of H.264 (Annex B, an access unit delimiter before each frame, an IDR every
+    /// `gop` frames), made by ffmpeg from its test pattern; split into access units.
+    fn h264_units(n: usize, gop: usize) -> Vec<AccessUnit> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("clip.h264");
+        let status = std::process::Command::new("ffmpeg")
+            .args([
+                "-loglevel",
+                "error",
+                "-f",
+                "lavfi",
+                "-i",
+                "testsrc=size=160x120:rate=10",
+            ])
+            .args(["-frames:v", &n.to_string(), "-c:v", "libx264", "-bf", "0"])
+            .args([
+                "-g",
+                &gop.to_string(),
+                "-keyint_min",
+                &gop.to_string(),
+                "-sc_threshold",
+                "0",
+            ])
+            .args(["-x264-params", "aud=1", "-f", "h264"])
+            .arg(&path)
+            .status()
+            .expect("ffmpeg runs (scripts/setup installs it)");
+        assert!(status.success());
+        let data = std::fs::read(&path).unwrap();
+        // NAL start positions (after 00 00 01) and their types.
+        let mut nals = Vec::new();
+        let mut i = 0;
+        while i + 3 < data.len() {
+            if data[i] == 0 && data[i + 1] == 0 && data[i + 2] == 1 {
+                let start = if i > 0 && data[i - 1] == 0 { i - 1 } else { i };
+                nals.push((start, data[i + 3] & 0x1f));
+                i += 3;
+            } else {
+                i += 1;
+            }
+        }
+        let mut units = Vec::new();
+        let starts: Vec<usize> = nals
+            .iter()
+            .filter(|(_, t)| *t == 9)
+            .map(|(s, _)| *s)
+            .collect();
+        for (k, &start) in starts.iter().enumerate() {
+            let end = starts.get(k + 1).copied().unwrap_or(data.len());
+            let keyframe = nals.iter().any(|(s, t)| *s >= start && *s < end && *t == 5);
+            units.push(AccessUnit {
+                data: data[start..end].to_vec(),
+                t: k as f64 / 10.0,
+                keyframe,
+                loss: 0,
+            });
+        }
+        units
+    }
+
+    fn decode_all(units: Vec<AccessUnit>) -> (usize, Arc<CameraCounters>) {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let (frames_tx, mut frames_rx) = mpsc::channel(64);
+        let counters = Arc::new(CameraCounters::default());
+        let described = Described {
+            codec: ffmpeg_next::codec::Id::H264,
+            name: "h264",
+        };
+        let c = counters.clone();
+        let worker = std::thread::spawn(move || {
+            decode_loop(
+                described,
+                rx,
+                frames_tx,
+                c,
+                1000.0,
+                Utc::now(),
+                Arc::new(std::sync::Mutex::new(String::new())),
+            )
+        });
+        for unit in units {
+            tx.send(unit).unwrap();
+        }
+        drop(tx);
+        let mut frames = 0;
+        while let Some(frame) = frames_rx.blocking_recv() {
+            let frame = frame.expect("clean frames decode");
+            assert_eq!((frame.image.width, frame.image.height), (160, 120));
+            frames += 1;
+        }
+        worker.join().unwrap();
+        (frames, counters)
+    }
+
+    #[test]
+    fn every_frame_of_a_clean_stream_decodes() {
+        let units = h264_units(10, 5);
+        assert_eq!(units.len(), 10);
+        assert_eq!(units.iter().filter(|u| u.keyframe).count(), 2);
+        let (frames, counters) = decode_all(units);
+        assert_eq!(frames, 10);
+        assert_eq!(counters.damaged.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn after_packet_loss_frames_are_dropped_until_the_next_keyframe() {
+        let mut units = h264_units(10, 5);
+        // Packets were lost before frame 2: frames 2, 3 and 4 would show the damage; frame 5 is
+        // the next IDR.
+        units[2].loss = 1;
+        let (frames, counters) = decode_all(units);
+        assert_eq!(frames, 7, "frames 0, 1 and 5 to 9");
+        // The lost packet and the two frames skipped after it.
+        assert_eq!(counters.damaged.load(Ordering::Relaxed), 1 + 3);
+    }
+}
