@@ -961,3 +961,112 @@ async fn failed_camera_actors_restart_with_backoff_while_the_others_keep_running
     holder.abort();
     server.stop().await;
 }
+
+/// Frame `i` of a face walking over the pedestrian scene: the astronaut photo (a real face),
+/// 256 px square, moved 40 px right per frame over a frame of the clip; made with ffmpeg.
+fn face_over_scene(dir: &Path, i: usize) -> PathBuf {
+    let out = dir.join(format!("face-{i:02}.jpg"));
+    let status = std::process::Command::new("ffmpeg")
+        .args(["-loglevel", "error", "-y", "-i"])
+        .arg(&frame_files()[i])
+        .arg("-i")
+        .arg(assets().join("images/astronaut.png"))
+        .args([
+            "-filter_complex",
+            &format!("[1]scale=256:256[a];[0][a]overlay=x={}:y=150", 100 + 40 * i),
+            "-q:v",
+            "3",
+        ])
+        .arg(&out)
+        .status()
+        .expect("ffmpeg runs");
+    assert!(status.success(), "ffmpeg could not compose frame {i}");
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_track_keeps_its_best_face_crop_and_descriptor() {
+    let _serial = SERIAL.lock().await;
+    let db = TestDb::new(Which::Sqlite).await;
+    let server = ingest_server(&db).await;
+    register(
+        &server,
+        json!({"id": "door", "name": "Door", "source": "push", "sample_fps": 5}),
+    )
+    .await;
+    wait_until_running(&server, "door").await;
+    let dir = tempfile::tempdir().unwrap();
+    let start = chrono::Utc::now() - chrono::Duration::seconds(30);
+    let mut face_track = None;
+    for i in 0..6 {
+        let file = face_over_scene(dir.path(), i);
+        let time = (start + chrono::Duration::milliseconds(200 * i as i64)).to_rfc3339();
+        let part = ("f.jpg".to_string(), std::fs::read(&file).unwrap());
+        let res = server
+            .req(Method::POST, "/api/v1/cameras/door/frames")
+            .multipart(multipart(&[part], &[time]))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200);
+        let body: Value = res.json().await.unwrap();
+        let analysis = &body["frames"][0]["analysis"];
+        let faces = analysis["faces"].as_array().unwrap();
+        assert!(
+            !faces.is_empty(),
+            "the face is found in frame {i}: {analysis}"
+        );
+        // The track of the person around the face.
+        let face = &faces[0]["bbox"];
+        let cx = (face["x1"].as_f64().unwrap() + face["x2"].as_f64().unwrap()) / 2.0;
+        let around = analysis["detections"].as_array().unwrap().iter().find(|d| {
+            d["bbox"]["x1"].as_f64().unwrap() <= cx && cx <= d["bbox"]["x2"].as_f64().unwrap()
+        });
+        if let Some(track) = around.and_then(|d| d.get("track_id")) {
+            face_track = Some(track.as_str().unwrap().to_string());
+        }
+    }
+    let track = face_track.expect("the person with the face is tracked");
+    let res = server
+        .req(Method::POST, "/api/v1/cameras/door/stop")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    wait_status(&server, "door", "stopped", 1, 30).await;
+    let ended = camera_events(&server, "door", "appearance.ended").await;
+    let ended = ended
+        .iter()
+        .find(|e| e.payload["track_id"] == track.as_str())
+        .expect("the face's track ended");
+    let best = &ended.payload["best_face"];
+    assert_eq!(best["embedding"].as_array().unwrap().len(), 128, "{best}");
+    assert!(best["score"].as_f64().unwrap() >= 0.5);
+    let (w, h) = media_is_jpeg(&server, best["crop"].as_str().unwrap()).await;
+    assert!(w >= 40 && h >= 40 && w < 768, "a face-sized crop: {w}x{h}");
+    // The descriptor is the astronaut's: close to the one /analyze gives for her photo.
+    let photo = std::fs::read(assets().join("images/astronaut.png")).unwrap();
+    let res = server
+        .req(Method::POST, "/api/v1/analyze")
+        .json(&json!({"image": base64::engine::general_purpose::STANDARD.encode(&photo)}))
+        .send()
+        .await
+        .unwrap();
+    let body: Value = res.json().await.unwrap();
+    let reference: Vec<f64> = body["faces"][0]["embedding"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
+    let distance = best["embedding"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(&reference)
+        .map(|(a, b)| (a.as_f64().unwrap() - b).powi(2))
+        .sum::<f64>()
+        .sqrt();
+    assert!(distance < 0.6, "same person: distance {distance}");
+    server.stop().await;
+}
