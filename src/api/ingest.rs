@@ -864,6 +864,7 @@ impl IngestApi {
     /// A stored frame or crop.
     ///
     /// The JPEG whose SHA-256 (hex) events name (`entry_frame.blob`, `best_face.crop`, …).
+    /// Keys restricted to some cameras get 403 (media does not record its camera).
     #[oai(
         path = "/api/v1/media/:sha256",
         method = "get",
@@ -875,7 +876,16 @@ impl IngestApi {
         auth: Auth,
         sha256: Path<String>,
     ) -> Result<MediaResponse, ApiError> {
-        auth.require("get_media")?;
+        let principal = auth.require("get_media")?;
+        if principal.is_camera_restricted() {
+            // A blob does not record its camera: a restricted key reads none rather than any.
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "FORBIDDEN",
+                "a key restricted to some cameras cannot read media by hash",
+                json!({}),
+            ));
+        }
         let bytes = app
             .ingest()
             .blobs

@@ -424,6 +424,29 @@ async fn camera_restricted_keys_see_only_their_cameras() {
     .await
     .unwrap();
     assert_eq!(audit.status(), StatusCode::FORBIDDEN);
+    for (method, path, status) in [
+        (
+            Method::POST,
+            "/api/v1/cameras/b/stop",
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            Method::GET,
+            "/api/v1/cameras/b/snapshot",
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            Method::GET,
+            &format!("/api/v1/media/{}", "0".repeat(64)),
+            StatusCode::FORBIDDEN,
+        ),
+    ] {
+        let resp = with_key(&server, method, path, &secret)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), status, "{path}");
+    }
     let b: Value = server
         .req(Method::GET, "/api/v1/cameras/b")
         .send()
