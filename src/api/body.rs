@@ -112,6 +112,62 @@ fn check_shape(
     }
 }
 
+/// Bytes of an oversized picture upload read (and thrown away) before answering 413, so that
+/// a client still sending gets the answer instead of a broken connection.
+const DRAIN_BYTES: usize = 256 << 20;
+
+/// Reads a body of at most `limit` bytes; a larger one is 413 `PAYLOAD_TOO_LARGE`. With
+/// `drain` (bodies carrying pictures, which clients send in large pieces) the rest of an
+/// oversized body, up to [`DRAIN_BYTES`], is read first; otherwise reading stops at the limit.
+pub async fn read_limited(
+    body: poem::Body,
+    limit: usize,
+    drain: bool,
+) -> Result<bytes::Bytes, ApiError> {
+    use futures::StreamExt;
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "PAYLOAD_TOO_LARGE",
+            format!("request body exceeds {limit} bytes"),
+            json!({"limit_bytes": limit}),
+        )
+    };
+    let bad = |e: &dyn std::fmt::Display| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "BAD_REQUEST",
+            e.to_string(),
+            json!({}),
+        )
+    };
+    if !drain {
+        return body.into_bytes_limit(limit).await.map_err(|err| match err {
+            poem::error::ReadBodyError::PayloadTooLarge => too_large(),
+            other => bad(&other),
+        });
+    }
+    let mut stream = body.into_bytes_stream();
+    let mut buf = bytes::BytesMut::new();
+    let mut seen = 0usize;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| bad(&e))?;
+        seen += chunk.len();
+        if seen > limit {
+            if seen > DRAIN_BYTES {
+                break;
+            }
+            buf.clear();
+            continue;
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    if seen > limit {
+        return Err(too_large());
+    }
+    Ok(buf.freeze())
+}
+
 /// A JSON body deserialised with serde and documented with poem-openapi.
 pub struct JsonBody<T>(pub T);
 
@@ -143,24 +199,12 @@ impl<T: Type + DeserializeOwned + BodyLimits + Send> ParsePayload for JsonBody<T
             .data::<BodyLimit>()
             .map_or(1 << 20, |l| l.for_media(T::MEDIA))
             .min(T::MAX_BYTES);
-        let bytes = poem::Body::from_request(request, body)
-            .await?
-            .into_bytes_limit(limit)
-            .await
-            .map_err(|err| match err {
-                poem::error::ReadBodyError::PayloadTooLarge => ApiError::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "PAYLOAD_TOO_LARGE",
-                    format!("request body exceeds {limit} bytes"),
-                    json!({"limit_bytes": limit}),
-                ),
-                other => ApiError::new(
-                    StatusCode::BAD_REQUEST,
-                    "BAD_REQUEST",
-                    other.to_string(),
-                    json!({}),
-                ),
-            })?;
+        let bytes = read_limited(
+            poem::Body::from_request(request, body).await?,
+            limit,
+            T::MEDIA,
+        )
+        .await?;
         let max_string = if T::MEDIA { limit } else { MAX_STRING_BYTES };
         parse_json_with(&bytes, max_string)
             .map(JsonBody)

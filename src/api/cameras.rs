@@ -655,12 +655,7 @@ impl CamerasApi {
         let row = get_camera(app.pool(), &id.0)
             .await
             .map_err(query_error)?
-            .ok_or_else(|| {
-                ApiError::not_found(
-                    "CAMERA_NOT_FOUND",
-                    format!("camera `{}` does not exist", id.0),
-                )
-            })?;
+            .ok_or_else(|| camera_not_found(&id.0))?;
         let version = row.version;
         Ok(CameraResponse::Ok(
             Json(dto_from_row(&app, row)),
@@ -784,14 +779,29 @@ pub fn request_meta(principal: &Principal) -> EventMeta {
     }
 }
 
+/// 404 `CAMERA_NOT_FOUND`.
+pub(crate) fn camera_not_found(id: &str) -> ApiError {
+    ApiError::not_found("CAMERA_NOT_FOUND", format!("camera `{id}` does not exist"))
+}
+
 /// A camera-restricted key sees other cameras as missing (404), not as forbidden.
-fn visible_to(principal: &Principal, id: &str) -> Result<(), ApiError> {
+pub(crate) fn visible_to(principal: &Principal, id: &str) -> Result<(), ApiError> {
     if principal.may_access_camera(id) {
         Ok(())
     } else {
-        Err(ApiError::not_found(
-            "CAMERA_NOT_FOUND",
-            format!("camera `{id}` does not exist"),
-        ))
+        Err(camera_not_found(id))
     }
+}
+
+/// Camera `id` as the read model holds it, when the key may see it (404 otherwise).
+pub(crate) async fn visible_row(
+    app: &App,
+    principal: &Principal,
+    id: &str,
+) -> Result<CameraRow, ApiError> {
+    visible_to(principal, id)?;
+    get_camera(app.pool(), id)
+        .await
+        .map_err(query_error)?
+        .ok_or_else(|| camera_not_found(id))
 }

@@ -22,12 +22,11 @@ use vigil_actors::frame::{self, Frame, RgbImage};
 use vigil_actors::pool::{Analysis, PoolError, Scored, Want};
 use vigil_actors::source::push::PushError;
 use vigil_actors::source::{SourceError, probe};
-use vigil_projections::cameras::get_camera;
 
 use super::ApiTags;
 use super::auth::Auth;
-use super::body::{BodyLimit, BodyLimits, JsonBody};
-use super::cameras::{CameraResponse, apply_patch};
+use super::body::{BodyLimit, BodyLimits, JsonBody, read_limited};
+use super::cameras::{CameraResponse, apply_patch, visible_row, visible_to};
 use super::error::ApiError;
 use crate::app::{App, Principal};
 
@@ -295,50 +294,6 @@ fn upload_error(status: StatusCode, code: &str, message: impl Into<String>) -> p
     ApiError::new(status, code, message, json!({})).into()
 }
 
-/// Bytes of an oversized upload read (and thrown away) before answering 413, so that a
-/// client still sending gets the answer instead of a broken connection.
-const DRAIN_BYTES: usize = 256 << 20;
-
-/// Reads an upload of at most `limit` bytes. A larger one is drained (up to
-/// [`DRAIN_BYTES`]) and refused with 413.
-async fn read_upload(body: poem::Body, limit: usize) -> Result<bytes::Bytes, ApiError> {
-    use futures::StreamExt;
-    let too_large = || {
-        ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "PAYLOAD_TOO_LARGE",
-            format!("request body exceeds {limit} bytes"),
-            json!({"limit_bytes": limit}),
-        )
-    };
-    let mut stream = body.into_bytes_stream();
-    let mut buf = bytes::BytesMut::new();
-    let mut seen = 0usize;
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| {
-            ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "BAD_REQUEST",
-                e.to_string(),
-                json!({}),
-            )
-        })?;
-        seen += chunk.len();
-        if seen > limit {
-            if seen > DRAIN_BYTES {
-                break;
-            }
-            buf.clear();
-            continue;
-        }
-        buf.extend_from_slice(&chunk);
-    }
-    if seen > limit {
-        return Err(too_large());
-    }
-    Ok(buf.freeze())
-}
-
 impl ParsePayload for FrameUpload {
     const IS_REQUIRED: bool = true;
 
@@ -355,7 +310,8 @@ impl ParsePayload for FrameUpload {
                 format!("not a multipart body: {e}"),
             )
         })?;
-        let bytes = read_upload(poem::Body::from_request(request, body).await?, limit).await?;
+        let bytes =
+            read_limited(poem::Body::from_request(request, body).await?, limit, true).await?;
         // A form with no parts is only its closing delimiter, which multer calls malformed:
         // it is an upload of nothing (422 below), not a syntax error.
         let closing = format!("--{boundary}--");
@@ -468,15 +424,7 @@ fn pool_error(e: PoolError) -> ApiError {
 
 /// Checks that `id` is a camera the key may use and that it takes pushed frames.
 async fn push_camera(app: &App, principal: &Principal, id: &str) -> Result<(), ApiError> {
-    let missing =
-        || ApiError::not_found("CAMERA_NOT_FOUND", format!("camera `{id}` does not exist"));
-    if !principal.may_access_camera(id) {
-        return Err(missing());
-    }
-    let row = get_camera(app.pool(), id)
-        .await
-        .map_err(ApiError::unavailable)?
-        .ok_or_else(missing)?;
+    let row = visible_row(app, principal, id).await?;
     if row.source != "push" {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
@@ -661,19 +609,7 @@ impl IngestApi {
         id: Path<String>,
     ) -> Result<SnapshotResponse, ApiError> {
         let principal = auth.require("camera_snapshot")?;
-        let missing = || {
-            ApiError::not_found(
-                "CAMERA_NOT_FOUND",
-                format!("camera `{}` does not exist", id.0),
-            )
-        };
-        if !principal.may_access_camera(&id.0) {
-            return Err(missing());
-        }
-        get_camera(app.pool(), &id.0)
-            .await
-            .map_err(ApiError::unavailable)?
-            .ok_or_else(missing)?;
+        visible_row(&app, principal, &id.0).await?;
         let latest = app
             .ingest()
             .runtime_of(&id.0)
@@ -908,12 +844,7 @@ async fn set_enabled(
     id: &str,
     enabled: bool,
 ) -> Result<CameraResponse, ApiError> {
-    if !principal.may_access_camera(id) {
-        return Err(ApiError::not_found(
-            "CAMERA_NOT_FOUND",
-            format!("camera `{id}` does not exist"),
-        ));
-    }
+    visible_to(principal, id)?;
     let patch = CameraPatch {
         enabled: Some(enabled),
         ..CameraPatch::default()
