@@ -69,7 +69,8 @@ pub struct CameraRuntime {
     pub counters: Arc<CameraCounters>,
     /// The newest analysed frame.
     pub latest: Mutex<Option<Frame>>,
-    /// What is connected (`rtsp h264 768x576`), empty before the first frame.
+    /// What is connected (`rtsp h264 768x576`), set by the source task at each frame; empty
+    /// before the first frame of the current actor (the supervisor clears it at each start).
     pub source: Mutex<String>,
     /// Whether an actor is running for it now.
     pub running: std::sync::atomic::AtomicBool,
@@ -134,7 +135,6 @@ pub struct CameraState {
     runtime: Arc<CameraRuntime>,
     slot: Arc<FrameSlot>,
     pump: tokio::task::JoinHandle<()>,
-    described: Arc<Mutex<String>>,
     tracker: Tracker,
     live: HashMap<TrackId, Live>,
     t0: Option<DateTime<Utc>>,
@@ -185,9 +185,8 @@ impl Actor for CameraActor {
         let runtime = ingest.runtime(&spec.id);
         runtime.running.store(true, Ordering::Relaxed);
         let slot = Arc::new(FrameSlot::default());
-        let described = Arc::new(Mutex::new(String::new()));
         let pump = {
-            let (slot, described, runtime) = (slot.clone(), described.clone(), runtime.clone());
+            let (slot, runtime) = (slot.clone(), runtime.clone());
             let opened = ingest.sources.open(
                 &spec.id,
                 &spec.source,
@@ -206,7 +205,7 @@ impl Actor for CameraActor {
                 loop {
                     match source.next_frame().await {
                         Ok(frame) => {
-                            *described.lock().expect("lock") = source.describe();
+                            *runtime.source.lock().expect("lock") = source.describe();
                             match slot.put(frame) {
                                 None => {
                                     if actor.cast(CameraMsg::FrameReady).is_err() {
@@ -239,7 +238,6 @@ impl Actor for CameraActor {
             runtime,
             slot,
             pump,
-            described,
             live: HashMap::new(),
             t0: None,
             frame_number: 0,
@@ -293,9 +291,10 @@ impl CameraState {
         let SourceFrame { frame, reply } = taken;
         if !self.online {
             self.online = true;
-            let reason = format!("receiving frames: {}", self.described.lock().expect("lock"));
-            *self.runtime.source.lock().expect("lock") =
-                self.described.lock().expect("lock").clone();
+            let reason = format!(
+                "receiving frames: {}",
+                self.runtime.source.lock().expect("lock")
+            );
             self.ingest
                 .report_status(
                     &self.spec.id,

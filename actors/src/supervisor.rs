@@ -364,6 +364,8 @@ impl CameraSupervisor {
         let Some(entry) = state.cameras.get_mut(id) else {
             return Ok(());
         };
+        // Nothing received yet by this start (how a later failure tells `offline` from `error`).
+        *state.ingest.runtime(id).source.lock().expect("lock") = String::new();
         let args = (state.ingest.clone(), entry.spec.clone(), myself.clone());
         match Actor::spawn_linked(None, CameraActor, args, myself.get_cell()).await {
             Ok((actor, _)) => entry.actor = Some(actor),
@@ -490,7 +492,6 @@ impl Actor for CameraSupervisor {
                         lost: false,
                     },
                 );
-                *state.ingest.runtime(&id).source.lock().expect("lock") = String::new();
                 Self::start_camera(&myself, state, &id).await?;
             }
             SupervisorMsg::Apply(CameraChange::Stop { id, reason }) => {
@@ -508,7 +509,6 @@ impl Actor for CameraSupervisor {
                     .get(&id)
                     .is_some_and(|e| e.generation == generation && e.actor.is_none());
                 if due && !state.shutting_down {
-                    *state.ingest.runtime(&id).source.lock().expect("lock") = String::new();
                     Self::start_camera(&myself, state, &id).await?;
                 }
             }
