@@ -687,15 +687,7 @@ async fn shell_docs_health_metrics_and_request_ids() {
         .unwrap();
     assert_eq!(projections[0]["checkpoint"], projections[0]["head"]);
 
-    let metrics = server
-        .client
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = server.metrics().await;
     assert!(
         metrics.contains("vigil_projection_lag{projection=\"cameras\"} 0"),
         "{metrics}"

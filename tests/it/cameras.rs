@@ -157,10 +157,15 @@ async fn ingest_server(db: &TestDb) -> TestServer {
 }
 
 async fn all_events(server: &TestServer) -> Vec<RecordedEvent> {
+    events_in(&**server.app.store()).await
+}
+
+/// Every event of `store`, in order.
+async fn events_in(store: &dyn vigil_schemas::EventStore) -> Vec<RecordedEvent> {
     let mut out = Vec::new();
     let mut after = 0;
     loop {
-        let page = server.app.store().read_all(after, 1000).await.unwrap();
+        let page = store.read_all(after, 1000).await.unwrap();
         let Some(last) = page.last() else { break };
         after = last.position;
         out.extend(page);
@@ -478,25 +483,15 @@ async fn mjpeg_and_snapshot_cameras_with_basic_auth_make_tracks() {
     );
     // Shutting down ends open tracks and records `stopped`.
     server.stop().await;
-    let store = db.store().await;
-    let mut after = 0;
-    let mut stopped = 0;
-    let mut ended_stopped = 0;
-    loop {
-        let page = vigil_schemas::EventStore::read_all(&*store, after, 1000)
-            .await
-            .unwrap();
-        let Some(last) = page.last() else { break };
-        after = last.position;
-        stopped += page
-            .iter()
-            .filter(|e| e.event_type == "camera.status_changed" && e.payload["status"] == "stopped")
-            .count();
-        ended_stopped += page
-            .iter()
-            .filter(|e| e.event_type == "appearance.ended" && e.payload["reason"] == "stopped")
-            .count();
-    }
+    let events = events_in(&*db.store().await).await;
+    let stopped = events
+        .iter()
+        .filter(|e| e.event_type == "camera.status_changed" && e.payload["status"] == "stopped")
+        .count();
+    let ended_stopped = events
+        .iter()
+        .filter(|e| e.event_type == "appearance.ended" && e.payload["reason"] == "stopped")
+        .count();
     assert_eq!(stopped, 2, "both cameras record `stopped` at shutdown");
     assert!(ended_stopped >= 1, "open tracks end at shutdown");
     http.kill().await;
@@ -615,15 +610,7 @@ async fn pushed_frames_make_tracks_and_bad_uploads_store_nothing() {
     assert_eq!(dto["ingest"]["frames_in"], 30);
     assert_eq!(dto["ingest"]["sampled"], 15);
     assert_eq!(dto["ingest"]["analysed"], 15);
-    let metrics = server
-        .client
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = server.metrics().await;
     assert!(
         metrics.contains("vigil_camera_analysed_total{camera=\"edge\"} 15"),
         "{metrics}"

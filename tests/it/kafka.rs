@@ -265,15 +265,7 @@ async fn every_stored_event_reaches_its_topic_once_in_stream_order() {
     let head = server.head().await;
     assert_eq!(head, 301);
     wait_for_checkpoint(server.app.pool(), head, Duration::from_secs(60)).await;
-    let metrics = server
-        .client
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = server.metrics().await;
     assert!(metrics.contains("vigil_kafka_relay_lag 0"), "{metrics}");
 
     let all: Vec<String> = store

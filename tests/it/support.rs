@@ -141,6 +141,18 @@ impl TestServer {
             .header("x-api-key", KEY)
     }
 
+    /// The Prometheus text at `/metrics` (no key needed).
+    pub async fn metrics(&self) -> String {
+        self.client
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .expect("GET /metrics")
+            .text()
+            .await
+            .expect("metrics text")
+    }
+
     pub async fn head(&self) -> u64 {
         self.app.store().head_position().await.expect("head")
     }
