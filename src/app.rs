@@ -256,8 +256,8 @@ impl App {
         Ok((app, generated))
     }
 
-    /// Starts every projection runner, the Kafka relay (when brokers are configured) and the
-    /// usage flusher as background tasks.
+    /// Starts every projection runner, the Kafka relay (when brokers are configured), the
+    /// action dispatcher, camera ingest (when on) and the usage flusher as background tasks.
     pub fn spawn_background(&self) -> Vec<tokio::task::JoinHandle<()>> {
         let mut tasks: Vec<_> = self
             .inner
@@ -275,6 +275,15 @@ impl App {
                 Err(err) => tracing::error!(error = %err, "the Kafka relay cannot start"),
             }
         }
+        tasks.push(tokio::spawn(
+            crate::dispatch::Dispatcher::new(
+                self.inner.store.clone(),
+                self.inner.pool.clone(),
+                self.inner.config.webhooks.clone(),
+                self.inner.config.auto_actions.clone(),
+            )
+            .run(),
+        ));
         if self.inner.config.ingest {
             let app = self.clone();
             tasks.push(tokio::spawn(async move {

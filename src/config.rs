@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
-use vigil_schemas::events::RateLimits;
+use vigil_schemas::events::{ActionKind, IncidentKind, RateLimits, Severity};
 
 /// Every setting of a Vigil node. Unknown keys in `vigil.toml` are errors.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -103,6 +103,40 @@ pub struct Config {
     /// Per-minute limits of the admin keys (configured and bootstrap) (TOML table
     /// `[admin_rate_limits]`).
     pub admin_rate_limits: RateLimits,
+    /// Outbound webhook targets that response actions are delivered to (TOML array of tables
+    /// `[[webhooks]]`: `name`, `url`, `secret`, `actions`, `timeout_ms`, `max_attempts`,
+    /// `backoff_initial_ms`, `backoff_max_ms`).
+    pub webhooks: Vec<crate::webhooks::WebhookTarget>,
+    /// Actions requested automatically when an incident opens (TOML array of tables
+    /// `[[auto_actions]]`: `kinds` (empty: every kind), `min_severity`, `actions`).
+    pub auto_actions: Vec<AutoAction>,
+}
+
+/// One automatic-action setting: incidents of these kinds at or above this severity get these
+/// actions as soon as they open.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AutoAction {
+    /// Incident kinds (`crowd`, `intrusion`, …); empty means every kind.
+    #[serde(default)]
+    pub kinds: Vec<String>,
+    /// Lowest severity that triggers it.
+    #[serde(default = "default_min_severity")]
+    pub min_severity: String,
+    /// Actions to request (`alert_security`, …).
+    pub actions: Vec<String>,
+}
+
+fn default_min_severity() -> String {
+    "high".into()
+}
+
+impl AutoAction {
+    /// Whether an incident of `kind` and `severity` triggers this setting.
+    pub fn matches(&self, kind: IncidentKind, severity: Severity) -> bool {
+        let min = Severity::parse(&self.min_severity).unwrap_or(Severity::Critical);
+        severity >= min && (self.kinds.is_empty() || self.kinds.iter().any(|k| k == kind.as_str()))
+    }
 }
 
 impl Default for Config {
@@ -152,6 +186,8 @@ impl Default for Config {
                 search: 600,
                 ingest: 12000,
             },
+            webhooks: Vec::new(),
+            auto_actions: Vec::new(),
         }
     }
 }
@@ -189,6 +225,8 @@ const ENV_KEYS: &[&str] = &[
     "inference_queue",
     "camera_backoff_initial_ms",
     "camera_backoff_max_ms",
+    "webhooks",
+    "auto_actions",
 ];
 
 impl Config {
@@ -262,6 +300,39 @@ impl Config {
         if self.request_timeout_secs == 0 {
             return Err("request_timeout_secs must be at least 1".into());
         }
+        crate::webhooks::validate_targets(&self.webhooks).map_err(|e| format!("webhooks: {e}"))?;
+        for (i, auto) in self.auto_actions.iter().enumerate() {
+            if Severity::parse(&auto.min_severity).is_none() {
+                return Err(format!(
+                    "auto_actions[{i}].min_severity must be low, medium, high or critical"
+                ));
+            }
+            if let Some(k) = auto.kinds.iter().find(|k| IncidentKind::parse(k).is_none()) {
+                return Err(format!(
+                    "auto_actions[{i}].kinds: unknown incident kind `{k}`"
+                ));
+            }
+            if auto.actions.is_empty() {
+                return Err(format!(
+                    "auto_actions[{i}].actions must name at least one action"
+                ));
+            }
+            for a in &auto.actions {
+                let Some(kind) = ActionKind::parse(a) else {
+                    return Err(format!("auto_actions[{i}].actions: unknown action `{a}`"));
+                };
+                if kind == ActionKind::Webhook {
+                    return Err(format!(
+                        "auto_actions[{i}].actions: `webhook` needs a target; name the action the target receives instead"
+                    ));
+                }
+                if !self.webhooks.iter().any(|t| t.receives(a)) {
+                    return Err(format!(
+                        "auto_actions[{i}].actions: no webhook target receives `{a}`"
+                    ));
+                }
+            }
+        }
         for limits in [&self.default_rate_limits, &self.admin_rate_limits] {
             if [limits.standard, limits.media, limits.search, limits.ingest].contains(&0) {
                 return Err("rate limits must be at least 1 per minute".into());
@@ -296,6 +367,11 @@ impl Config {
         }
         if !shown.key_pepper.is_empty() {
             shown.key_pepper = "****".into();
+        }
+        for target in &mut shown.webhooks {
+            if !target.secret.is_empty() {
+                target.secret = "****".into();
+            }
         }
         shown.database_url = crate::store::mask_url(&self.effective_database_url());
         shown.kurrentdb_url = crate::store::mask_url(&self.kurrentdb_url);

@@ -1,7 +1,7 @@
 //! Vigil: a self-hosted backend for AI video surveillance.
 //!
 //! This crate is the edge and the wiring: the event store adapters ([`store`]), the HTTP API
-//! ([`api`]), configuration ([`config`]), the CLI subcommands ([`cmds`]) and the assembly of
+//! ([`api`]), configuration ([`config`]), response-action delivery ([`dispatch`], [`webhooks`]), the CLI subcommands ([`cmds`]) and the assembly of
 //! all of them ([`app`]). The contracts live in `vigil-schemas`, the write side in
 //! `vigil-actors`, the read side in `vigil-projections`, the models in `vigil-models`.
 #![deny(missing_docs)]
@@ -11,5 +11,7 @@ pub mod api;
 pub mod app;
 pub mod cmds;
 pub mod config;
+pub mod dispatch;
 pub mod relay;
 pub mod store;
+pub mod webhooks;

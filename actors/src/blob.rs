@@ -50,6 +50,18 @@ impl BlobStore {
         Ok(id)
     }
 
+    /// Deletes the blob with this id; `false` when there was none.
+    pub async fn delete(&self, id: &str) -> std::io::Result<bool> {
+        if !is_blob_id(id) {
+            return Ok(false);
+        }
+        match tokio::fs::remove_file(self.path_of(id)).await {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
     /// The blob with this id, `None` when absent or when `id` is not a SHA-256.
     pub async fn get(&self, id: &str) -> std::io::Result<Option<Vec<u8>>> {
         if !is_blob_id(id) {

@@ -12,18 +12,24 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 use serde::Serialize;
 use uuid::Uuid;
 use vigil_schemas::events::{
-    AppearanceEnded, AppearanceStarted, BestFace, FrameRef, NormBox, Zone, ZoneVisit, track_stream,
+    AppearanceEnded, AppearanceStarted, BestFace, CameraFeatures, FrameRef, IncidentEvidenceAdded,
+    IncidentOpened, IncidentSubjects, NormBox, Zone, ZoneVisit, track_stream,
 };
 use vigil_schemas::{AppearanceEvent, DomainEvent, EventMeta, ExpectedVersion};
 
 use crate::frame::{Frame, RgbImage, encode_jpeg};
+use crate::incident::{Incident, IncidentCommand, IncidentError};
 use crate::pool::{Analysis, PoolError, Scored, Want};
+use crate::rules::{Finding, Observation, PersonObs, RuleEngine};
 use crate::source::{CameraCounters, FrameSlot, SourceError, SourceFrame};
 use crate::supervisor::{Ingest, SupervisorMsg};
 use crate::tracker::{EndedTrack, TrackBox, TrackId, Tracker};
 
 /// JPEG quality of stored frames and crops.
 const JPEG_QUALITY: u8 = 85;
+/// An open incident takes new evidence (an event with a frame) at most this often; findings
+/// in between only keep it open.
+const EVIDENCE_EVERY_SECONDS: f64 = 5.0;
 
 /// What became of one frame (answered to pushed frames).
 #[derive(Debug, Clone, Default, Serialize)]
@@ -40,6 +46,8 @@ pub struct FrameOutcome {
     pub started: Vec<String>,
     /// Tracks that ended with this frame.
     pub ended: Vec<String>,
+    /// Incidents this frame opened or added evidence to.
+    pub incidents: Vec<String>,
     /// Why it was not analysed, when it was not.
     pub error: Option<String>,
     /// Milliseconds from taking the frame to its outcome.
@@ -85,6 +93,8 @@ pub struct CameraSpec {
     pub source: String,
     /// Sampling rate.
     pub sample_fps: f64,
+    /// Which rules run.
+    pub features: CameraFeatures,
     /// Zones.
     pub zones: Vec<Zone>,
 }
@@ -118,6 +128,15 @@ struct Live {
     best_face: Option<FaceCandidate>,
 }
 
+/// An incident this camera's rules opened and may still extend.
+struct OpenIncident {
+    id: String,
+    /// The latest finding (keeps it open).
+    last_finding: DateTime<Utc>,
+    /// The latest evidence recorded.
+    last_evidence: DateTime<Utc>,
+}
+
 /// The clearest face of a track so far, with the frame it is in.
 struct FaceCandidate {
     quality: f32,
@@ -140,6 +159,9 @@ pub struct CameraState {
     t0: Option<DateTime<Utc>>,
     frame_number: u64,
     online: bool,
+    rules: RuleEngine,
+    /// By dedup key (`{camera}:{rule key}`).
+    incidents: HashMap<String, OpenIncident>,
 }
 
 impl Drop for CameraState {
@@ -242,6 +264,8 @@ impl Actor for CameraActor {
             t0: None,
             frame_number: 0,
             online: false,
+            rules: RuleEngine::new(),
+            incidents: HashMap::new(),
         })
     }
 
@@ -473,8 +497,55 @@ impl CameraState {
             }
         }
 
+        let observation = Observation {
+            at: frame.captured_at,
+            width: frame.image.width,
+            height: frame.image.height,
+            persons: analysis
+                .persons
+                .iter()
+                .zip(&outcome.tracks)
+                .map(|(p, track)| PersonObs {
+                    track_id: track.clone(),
+                    bbox: norm(p),
+                    score: p.score,
+                    zones: self.zones_at(p),
+                })
+                .collect(),
+            camera_zones: self.spec.zones.iter().map(|z| z.name.clone()).collect(),
+        };
+        let settings = self.ingest.calibration_for(&self.spec.id);
+        let findings = self
+            .rules
+            .observe(&self.spec.features, &settings, &observation);
+        if !findings.is_empty() {
+            let blob = match entry_blob {
+                Some(b) => b,
+                None => self.store_frame(&frame.image).await?,
+            };
+            let evidence = FrameRef {
+                blob,
+                frame_number: self.frame_number,
+                at: frame.captured_at,
+            };
+            for finding in findings {
+                if let Some(id) = self
+                    .record_finding(finding, &evidence, settings.incident_merge_seconds)
+                    .await?
+                {
+                    outcome.incidents.push(id);
+                }
+            }
+        }
+        // Incidents nothing has extended for longer than the merge window are closed to
+        // new findings: forget them.
+        let merge = chrono::Duration::milliseconds((settings.incident_merge_seconds * 1e3) as i64);
+        self.incidents
+            .retain(|_, open| frame.captured_at - open.last_finding <= merge);
+
         for ended in update.ended {
             if let Some(track_id) = self.end_track(&ended, "lost").await? {
+                self.rules.forget_track(&track_id);
                 outcome.ended.push(track_id);
             }
         }
@@ -491,6 +562,95 @@ impl CameraState {
             let _ = reply.send(outcome);
         }
         Ok(())
+    }
+
+    /// Turns a finding into an incident: extends the open incident with the same key when its
+    /// last finding is within the merge window, else opens one. Returns the incident's id when
+    /// an event was recorded.
+    async fn record_finding(
+        &mut self,
+        finding: Finding,
+        evidence: &FrameRef,
+        merge_seconds: f64,
+    ) -> Result<Option<String>, ActorProcessingErr> {
+        let key = format!("{}:{}", self.spec.id, finding.dedup_key);
+        let at = evidence.at;
+        let meta = EventMeta {
+            correlation_id: Uuid::now_v7(),
+            causation_id: None,
+            actor: format!("rule:{}", finding.kind.as_str()),
+        };
+        if let Some(open) = self.incidents.get_mut(&key)
+            && (at - open.last_finding).num_milliseconds() as f64 <= merge_seconds * 1e3
+        {
+            open.last_finding = at;
+            if ((at - open.last_evidence).num_milliseconds() as f64) < EVIDENCE_EVERY_SECONDS * 1e3
+            {
+                return Ok(None);
+            }
+            let id = open.id.clone();
+            let added = IncidentCommand::AddEvidence(IncidentEvidenceAdded {
+                incident_id: id.clone(),
+                confidence: finding.confidence.clamp(0.0, 1.0),
+                reasoning: finding.reasoning.clone(),
+                track_ids: finding.track_ids.clone(),
+                evidence: vec![evidence.clone()],
+                observed_at: at,
+            });
+            match self
+                .ingest
+                .handler
+                .execute::<Incident>(&id, added, &meta, None)
+                .await
+            {
+                Ok(_) => {
+                    open.last_evidence = at;
+                    return Ok(Some(id));
+                }
+                // An operator closed or deleted it: the finding opens a new incident.
+                Err(crate::CommandError::Domain(
+                    IncidentError::Closed(_) | IncidentError::NotFound(_),
+                )) => {}
+                Err(e) => return Err(Box::new(e)),
+            }
+        }
+        let id = Uuid::now_v7().to_string();
+        let opened = IncidentCommand::Open(IncidentOpened {
+            incident_id: id.clone(),
+            kind: finding.kind,
+            severity: finding.severity,
+            confidence: finding.confidence.clamp(0.0, 1.0),
+            camera_id: Some(self.spec.id.clone()),
+            zone: finding.zone,
+            reasoning: finding.reasoning,
+            subjects: IncidentSubjects {
+                track_ids: finding.track_ids,
+                subject_id: None,
+            },
+            recommended_actions: finding
+                .recommended_actions
+                .iter()
+                .map(|a| a.as_str().to_string())
+                .collect(),
+            evidence: vec![evidence.clone()],
+            dedup_key: key.clone(),
+            source: format!("rule:{}", finding.kind.as_str()),
+            observed_at: at,
+        });
+        self.ingest
+            .handler
+            .execute::<Incident>(&id, opened, &meta, None)
+            .await?;
+        tracing::info!(camera = %self.spec.id, incident = %id, key = %key, "incident opened");
+        self.incidents.insert(
+            key,
+            OpenIncident {
+                id: id.clone(),
+                last_finding: at,
+                last_evidence: at,
+            },
+        );
+        Ok(Some(id))
     }
 
     fn zones_at(&self, person: &Scored) -> Vec<String> {

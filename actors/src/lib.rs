@@ -11,15 +11,19 @@
 //! frames and crops.
 #![deny(missing_docs)]
 
+pub mod action;
 pub mod aggregate;
 pub mod apikey;
 pub mod blob;
+pub mod calibration;
 pub mod camera;
 pub mod camera_actor;
 pub mod camera_status;
 pub mod frame;
 pub mod handler;
+pub mod incident;
 pub mod pool;
+pub mod rules;
 pub mod source;
 pub mod supervisor;
 pub mod tracker;

@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
-use vigil_schemas::events::CameraStatus;
-use vigil_schemas::{CameraEvent, DomainEvent, EventMeta, EventStore};
+use vigil_schemas::events::{Calibration, CalibrationSettings, CameraStatus};
+use vigil_schemas::{CalibrationEvent, CameraEvent, DomainEvent, EventMeta};
 
 use crate::blob::BlobStore;
 use crate::camera_actor::{CameraActor, CameraMsg, CameraRuntime, CameraSpec};
@@ -64,6 +64,8 @@ pub struct Ingest {
     /// Tracker settings.
     pub tracker: TrackerConfig,
     runtimes: Mutex<HashMap<String, Arc<CameraRuntime>>>,
+    /// The rule thresholds, as the event store last said (the supervisor follows them).
+    calibration: std::sync::RwLock<Calibration>,
 }
 
 impl std::fmt::Debug for Ingest {
@@ -92,7 +94,21 @@ impl Ingest {
             backoff,
             tracker,
             runtimes: Mutex::default(),
+            calibration: std::sync::RwLock::default(),
         }
+    }
+
+    /// The thresholds in effect for a camera.
+    pub fn calibration_for(&self, camera_id: &str) -> CalibrationSettings {
+        self.calibration
+            .read()
+            .expect("calibration lock")
+            .effective(camera_id)
+    }
+
+    /// Replaces the calibration (from a `calibration.changed` event).
+    pub fn set_calibration(&self, calibration: Calibration) {
+        *self.calibration.write().expect("calibration lock") = calibration;
     }
 
     /// The runtime record of a camera, created on first use.
@@ -233,6 +249,7 @@ impl Desired {
                     id: e.camera_id.clone(),
                     source: e.source.clone(),
                     sample_fps: e.sample_fps,
+                    features: e.features,
                     zones: e.zones.clone(),
                 };
                 self.cameras.insert(e.camera_id.clone(), (e.enabled, spec));
@@ -250,6 +267,9 @@ impl Desired {
                 }
                 if let Some(v) = &e.zones {
                     spec.zones = v.clone();
+                }
+                if let Some(v) = e.features {
+                    spec.features = v;
                 }
             }
             CameraEvent::Removed(e) => {
@@ -291,8 +311,23 @@ fn decode_camera(event: &vigil_schemas::RecordedEvent) -> Option<CameraEvent> {
         .ok()
 }
 
-/// Reads every camera event, tells the supervisor the resulting set, then follows `$all`.
-async fn follow(store: Arc<dyn EventStore>, supervisor: ActorRef<SupervisorMsg>) {
+/// Applies a `calibration.changed` event to the node's calibration.
+fn apply_calibration(ingest: &Ingest, event: &vigil_schemas::RecordedEvent) {
+    if event.event_type != "calibration.changed" {
+        return;
+    }
+    match CalibrationEvent::decode(&event.event_type, event.schema_version, &event.payload) {
+        Ok(CalibrationEvent::Changed(e)) => ingest.set_calibration(e.calibration),
+        Err(e) => {
+            tracing::warn!(position = event.position, error = %e, "undecodable calibration event")
+        }
+    }
+}
+
+/// Reads every camera and calibration event, tells the supervisor the resulting set of
+/// cameras, then follows `$all`.
+async fn follow(ingest: Arc<Ingest>, supervisor: ActorRef<SupervisorMsg>) {
+    let store = ingest.handler.store().clone();
     let mut desired = Desired::default();
     let mut after = 0;
     let head = loop {
@@ -312,6 +347,7 @@ async fn follow(store: Arc<dyn EventStore>, supervisor: ActorRef<SupervisorMsg>)
                     if let Some(e) = decode_camera(event) {
                         desired.apply(&e);
                     }
+                    apply_calibration(&ingest, event);
                     after = event.position;
                 }
             }
@@ -344,6 +380,7 @@ async fn follow(store: Arc<dyn EventStore>, supervisor: ActorRef<SupervisorMsg>)
             };
             for event in &batch {
                 after = event.position;
+                apply_calibration(&ingest, event);
                 if let Some(change) = decode_camera(event).and_then(|e| desired.apply(&e))
                     && supervisor.cast(SupervisorMsg::Apply(change)).is_err()
                 {
@@ -448,7 +485,7 @@ impl Actor for CameraSupervisor {
         myself: ActorRef<SupervisorMsg>,
         ingest: Arc<Ingest>,
     ) -> Result<SupervisorState, ActorProcessingErr> {
-        let follower = tokio::spawn(follow(ingest.handler.store().clone(), myself));
+        let follower = tokio::spawn(follow(ingest.clone(), myself));
         Ok(SupervisorState {
             ingest,
             cameras: HashMap::new(),

@@ -5,15 +5,19 @@
 //! skips one. Any projection can be emptied and replayed from position 0
 //! ([`runner::ProjectionRunner::rebuild`]); [`digest`] proves the rebuilt tables equal the
 //! live ones. Query functions for the API live beside the projection that owns the table
-//! ([`cameras`]).
+//! ([`cameras`], [`api_keys`], [`incidents`], [`actions`], [`calibration`]).
 //!
 //! All SQL here is portable between SQLite and PostgreSQL and runs through sqlx's `Any`
-//! driver. Lance vector tables join with the face-search issue.
+//! driver, except incident search (FTS5 on SQLite, `to_tsvector` on PostgreSQL). Lance vector
+//! tables join with the face-search issue.
 #![deny(missing_docs)]
 
+pub mod actions;
 pub mod api_keys;
+pub mod calibration;
 pub mod cameras;
 pub mod digest;
+pub mod incidents;
 pub mod leader;
 pub mod runner;
 
@@ -24,6 +28,9 @@ pub fn all() -> Vec<std::sync::Arc<dyn Projection>> {
     vec![
         std::sync::Arc::new(cameras::CameraProjection),
         std::sync::Arc::new(api_keys::ApiKeyProjection),
+        std::sync::Arc::new(incidents::IncidentProjection),
+        std::sync::Arc::new(actions::ActionProjection),
+        std::sync::Arc::new(calibration::CalibrationProjection),
     ]
 }
 

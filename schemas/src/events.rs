@@ -141,7 +141,41 @@ pub fn all_event_types() -> impl Iterator<Item = (&'static str, u32)> {
         .iter()
         .chain(ApiKeyEvent::TYPES)
         .chain(AppearanceEvent::TYPES)
+        .chain(IncidentEvent::TYPES)
+        .chain(CalibrationEvent::TYPES)
+        .chain(ActionEvent::TYPES)
         .copied()
+}
+
+/// Decodes a stored payload of any family (upcasting old versions) and gives it back as the
+/// current version's JSON.
+pub fn decode_payload(
+    event_type: &str,
+    schema_version: u32,
+    payload: &Value,
+) -> Result<Value, EventDecodeError> {
+    let family = event_type.split('.').next().unwrap_or_default();
+    match family {
+        "camera" => {
+            CameraEvent::decode(event_type, schema_version, payload).map(|e| e.to_payload())
+        }
+        "apikey" => {
+            ApiKeyEvent::decode(event_type, schema_version, payload).map(|e| e.to_payload())
+        }
+        "appearance" => {
+            AppearanceEvent::decode(event_type, schema_version, payload).map(|e| e.to_payload())
+        }
+        "incident" => {
+            IncidentEvent::decode(event_type, schema_version, payload).map(|e| e.to_payload())
+        }
+        "calibration" => {
+            CalibrationEvent::decode(event_type, schema_version, payload).map(|e| e.to_payload())
+        }
+        "action" => {
+            ActionEvent::decode(event_type, schema_version, payload).map(|e| e.to_payload())
+        }
+        _ => Err(EventDecodeError::UnknownType(event_type.to_string())),
+    }
 }
 
 /// The stream that holds one camera's ingest status changes. It is apart from `camera-{id}`
@@ -482,6 +516,663 @@ event_family! {
         Issued(ApiKeyIssued) = "apikey.issued" v 1,
         Updated(ApiKeyUpdated) = "apikey.updated" v 1,
         Revoked(ApiKeyRevoked) = "apikey.revoked" v 1,
+    }
+}
+
+/// The stream that holds one incident's events.
+pub fn incident_stream(incident_id: &str) -> String {
+    format!("incident-{incident_id}")
+}
+
+/// The stream that holds one response action's events.
+pub fn action_stream(action_id: &str) -> String {
+    format!("action-{action_id}")
+}
+
+/// The one stream that holds the calibration (rule thresholds) of the whole installation.
+pub const CALIBRATION_STREAM: &str = "calibration-global";
+
+/// How serious an incident is. Ordered: `low < medium < high < critical`.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Severity {
+    /// Worth a look.
+    Low,
+    /// Needs attention.
+    Medium,
+    /// Needs attention now.
+    High,
+    /// Needs everyone now.
+    Critical,
+}
+
+impl Severity {
+    /// Every severity, lowest first.
+    pub const ALL: [Severity; 4] = [Self::Low, Self::Medium, Self::High, Self::Critical];
+
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Low => "low",
+            Self::Medium => "medium",
+            Self::High => "high",
+            Self::Critical => "critical",
+        }
+    }
+
+    /// Parses a wire name.
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|v| v.as_str() == s)
+    }
+}
+
+/// What an incident is about: the rule (or outside system) that raised it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum IncidentKind {
+    /// Too many people in the frame or a zone for too long.
+    Crowd,
+    /// A person entered a restricted zone.
+    Intrusion,
+    /// A person stayed in a zone too long.
+    Loitering,
+    /// A face that matches no authorised person.
+    Unauthorised,
+    /// A face that matches a watch-listed subject.
+    PersonOfInterest,
+    /// A person lying still for a while.
+    Sleep,
+    /// A person who went from upright to lying quickly and stayed down.
+    Fall,
+    /// Theft-like behaviour.
+    Theft,
+    /// Raised by an outside monitoring system (Alertmanager).
+    External,
+}
+
+impl IncidentKind {
+    /// Every kind.
+    pub const ALL: [IncidentKind; 9] = [
+        Self::Crowd,
+        Self::Intrusion,
+        Self::Loitering,
+        Self::Unauthorised,
+        Self::PersonOfInterest,
+        Self::Sleep,
+        Self::Fall,
+        Self::Theft,
+        Self::External,
+    ];
+
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Crowd => "crowd",
+            Self::Intrusion => "intrusion",
+            Self::Loitering => "loitering",
+            Self::Unauthorised => "unauthorised",
+            Self::PersonOfInterest => "person_of_interest",
+            Self::Sleep => "sleep",
+            Self::Fall => "fall",
+            Self::Theft => "theft",
+            Self::External => "external",
+        }
+    }
+
+    /// Parses a wire name.
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|v| v.as_str() == s)
+    }
+}
+
+/// Where an incident is in its workflow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum IncidentStatus {
+    /// Raised, nobody has taken it yet.
+    Active,
+    /// Someone is looking into it.
+    Investigating,
+    /// Handed up (to security, authorities).
+    Escalated,
+    /// Dealt with. Final.
+    Resolved,
+    /// Not a real incident. Final.
+    FalsePositive,
+}
+
+impl IncidentStatus {
+    /// Every status.
+    pub const ALL: [IncidentStatus; 5] = [
+        Self::Active,
+        Self::Investigating,
+        Self::Escalated,
+        Self::Resolved,
+        Self::FalsePositive,
+    ];
+
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Active => "active",
+            Self::Investigating => "investigating",
+            Self::Escalated => "escalated",
+            Self::Resolved => "resolved",
+            Self::FalsePositive => "false_positive",
+        }
+    }
+
+    /// Parses a wire name.
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|v| v.as_str() == s)
+    }
+
+    /// Whether the workflow is over (`resolved`, `false_positive`).
+    pub fn is_final(self) -> bool {
+        matches!(self, Self::Resolved | Self::FalsePositive)
+    }
+
+    /// Whether an incident in this status may move to `to`.
+    pub fn may_become(self, to: IncidentStatus) -> bool {
+        use IncidentStatus::*;
+        match self {
+            Active => matches!(to, Investigating | Escalated | Resolved | FalsePositive),
+            Investigating => matches!(to, Escalated | Resolved | FalsePositive),
+            Escalated => matches!(to, Investigating | Resolved | FalsePositive),
+            Resolved | FalsePositive => false,
+        }
+    }
+}
+
+/// Who or what an incident is about.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct IncidentSubjects {
+    /// Tracks (`track-{camera}-{track}`) of the people involved.
+    pub track_ids: Vec<String>,
+    /// The enrolled subject a face matched, when one did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject_id: Option<String>,
+}
+
+/// An incident was raised.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct IncidentOpened {
+    /// The incident's id (UUID v7).
+    pub incident_id: String,
+    /// What it is about.
+    pub kind: IncidentKind,
+    /// How serious.
+    pub severity: Severity,
+    /// How sure the rule is, 0–1.
+    pub confidence: f64,
+    /// The camera, when a camera's rule raised it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub camera_id: Option<String>,
+    /// The zone, when the rule is about one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zone: Option<String>,
+    /// Why, in words that name the evidence (counts, zone, dwell, similarity).
+    pub reasoning: String,
+    /// Who is involved.
+    pub subjects: IncidentSubjects,
+    /// Response actions the rule recommends (`alert_security`, …).
+    pub recommended_actions: Vec<String>,
+    /// Frames that show it.
+    pub evidence: Vec<FrameRef>,
+    /// What later findings of the same rule, camera, zone and track share: a finding with an
+    /// open incident's key extends it instead of opening another.
+    pub dedup_key: String,
+    /// What raised it: `rule:{kind}` or `alertmanager`.
+    pub source: String,
+    /// When the evidence was seen.
+    pub observed_at: DateTime<Utc>,
+}
+
+/// A rule found more of what an open incident is about.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct IncidentEvidenceAdded {
+    /// The incident.
+    pub incident_id: String,
+    /// Confidence of this finding, 0–1 (the incident keeps the highest).
+    pub confidence: f64,
+    /// The finding's reasoning.
+    pub reasoning: String,
+    /// Tracks of this finding.
+    pub track_ids: Vec<String>,
+    /// Frames of this finding.
+    pub evidence: Vec<FrameRef>,
+    /// When it was seen.
+    pub observed_at: DateTime<Utc>,
+}
+
+/// An incident moved in its workflow.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct IncidentStatusChanged {
+    /// The incident.
+    pub incident_id: String,
+    /// The status it had.
+    pub from: IncidentStatus,
+    /// The status it has now.
+    pub to: IncidentStatus,
+    /// Why, in the operator's words (may be empty).
+    pub notes: String,
+}
+
+/// An incident was marked read (or unread).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct IncidentAcknowledged {
+    /// The incident.
+    pub incident_id: String,
+    /// Read or not.
+    pub is_read: bool,
+}
+
+/// An operator wrote a note on an incident.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct IncidentNoteAdded {
+    /// The incident.
+    pub incident_id: String,
+    /// The note.
+    pub notes: String,
+}
+
+/// A response action was taken for an incident (or the incident was marked as handled).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct IncidentActionTaken {
+    /// The incident.
+    pub incident_id: String,
+    /// The action (`alert_security`, …, or `manual` when an operator marked it handled).
+    pub action: String,
+    /// The action's id (`action-{id}`), when it went through the dispatcher.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action_id: Option<String>,
+    /// Whether the incident now counts as acted on (`false` when an operator unmarks it).
+    pub action_taken: bool,
+}
+
+/// An incident was deleted (retention or an operator). Its stream stays for audit; its media
+/// is deleted with it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct IncidentDeleted {
+    /// The incident.
+    pub incident_id: String,
+    /// Why (`retention: older than 30 days`).
+    pub reason: String,
+}
+
+event_family! {
+    /// Events of the incident aggregate (stream `incident-{id}`).
+    IncidentEvent {
+        Opened(IncidentOpened) = "incident.opened" v 1,
+        EvidenceAdded(IncidentEvidenceAdded) = "incident.evidence_added" v 1,
+        StatusChanged(IncidentStatusChanged) = "incident.status_changed" v 1,
+        Acknowledged(IncidentAcknowledged) = "incident.acknowledged" v 1,
+        NoteAdded(IncidentNoteAdded) = "incident.note_added" v 1,
+        ActionTaken(IncidentActionTaken) = "incident.action_taken" v 1,
+        Deleted(IncidentDeleted) = "incident.deleted" v 1,
+    }
+}
+
+/// A day of the week.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Weekday {
+    /// Monday.
+    Mon,
+    /// Tuesday.
+    Tue,
+    /// Wednesday.
+    Wed,
+    /// Thursday.
+    Thu,
+    /// Friday.
+    Fri,
+    /// Saturday.
+    Sat,
+    /// Sunday.
+    Sun,
+}
+
+/// A weekly time window in UTC. `start` after `end` spans midnight (`22:00`–`06:00`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ScheduleWindow {
+    /// Days the window starts on; empty means every day.
+    #[serde(default)]
+    pub days: Vec<Weekday>,
+    /// `HH:MM`, inclusive.
+    pub start: String,
+    /// `HH:MM`, exclusive.
+    pub end: String,
+}
+
+/// Rule thresholds. Every field has a default (`GET /api/v1/calibration/defaults`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct CalibrationSettings {
+    /// Crowd: persons at or above this count…
+    pub crowd_threshold: u32,
+    /// …for at least this many seconds.
+    pub crowd_min_seconds: f64,
+    /// Crowd: zones counted one by one; empty counts the whole frame.
+    pub crowd_zones: Vec<String>,
+    /// Intrusion: zones that are restricted; empty means every zone of the camera.
+    pub intrusion_zones: Vec<String>,
+    /// Intrusion: only inside these windows; empty means always.
+    pub intrusion_schedule: Vec<ScheduleWindow>,
+    /// Loitering: a stay in one zone longer than this many seconds.
+    pub loitering_seconds: f64,
+    /// Loitering: zones watched; empty means every zone of the camera.
+    pub loitering_zones: Vec<String>,
+    /// Sleep/fall: a box wider than tall by this ratio (width / height) is a person lying.
+    pub lying_aspect_ratio: f64,
+    /// Sleep/fall: lying for at least this many seconds.
+    pub lying_seconds: f64,
+    /// Fall: upright at most this many seconds before lying down.
+    pub fall_window_seconds: f64,
+    /// Face matching: largest descriptor distance that is a match (dlib: same person < 0.6).
+    pub face_match_distance: f64,
+    /// Face matching: the best subject must be nearer than the second best by this much.
+    pub face_match_margin: f64,
+    /// Persons detected below this score are not counted by any rule.
+    pub min_person_score: f64,
+    /// A finding extends an open incident with the same rule, camera, zone and track when the
+    /// incident's last evidence is at most this many seconds old; otherwise it opens a new one.
+    pub incident_merge_seconds: f64,
+}
+
+impl Default for CalibrationSettings {
+    fn default() -> Self {
+        Self {
+            crowd_threshold: 5,
+            crowd_min_seconds: 3.0,
+            crowd_zones: vec![],
+            intrusion_zones: vec![],
+            intrusion_schedule: vec![],
+            loitering_seconds: 60.0,
+            loitering_zones: vec![],
+            lying_aspect_ratio: 1.3,
+            lying_seconds: 10.0,
+            fall_window_seconds: 2.0,
+            face_match_distance: 0.5,
+            face_match_margin: 0.05,
+            min_person_score: 0.5,
+            incident_merge_seconds: 300.0,
+        }
+    }
+}
+
+/// Per-camera changes to the global calibration: each present field replaces the global one.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct CalibrationOverrides {
+    /// See [`CalibrationSettings::crowd_threshold`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub crowd_threshold: Option<u32>,
+    /// See [`CalibrationSettings::crowd_min_seconds`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub crowd_min_seconds: Option<f64>,
+    /// See [`CalibrationSettings::crowd_zones`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub crowd_zones: Option<Vec<String>>,
+    /// See [`CalibrationSettings::intrusion_zones`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub intrusion_zones: Option<Vec<String>>,
+    /// See [`CalibrationSettings::intrusion_schedule`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub intrusion_schedule: Option<Vec<ScheduleWindow>>,
+    /// See [`CalibrationSettings::loitering_seconds`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub loitering_seconds: Option<f64>,
+    /// See [`CalibrationSettings::loitering_zones`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub loitering_zones: Option<Vec<String>>,
+    /// See [`CalibrationSettings::lying_aspect_ratio`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lying_aspect_ratio: Option<f64>,
+    /// See [`CalibrationSettings::lying_seconds`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lying_seconds: Option<f64>,
+    /// See [`CalibrationSettings::fall_window_seconds`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fall_window_seconds: Option<f64>,
+    /// See [`CalibrationSettings::face_match_distance`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub face_match_distance: Option<f64>,
+    /// See [`CalibrationSettings::face_match_margin`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub face_match_margin: Option<f64>,
+    /// See [`CalibrationSettings::min_person_score`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub min_person_score: Option<f64>,
+    /// See [`CalibrationSettings::incident_merge_seconds`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub incident_merge_seconds: Option<f64>,
+}
+
+macro_rules! overlay {
+    ($base:expr, $over:expr, $($field:ident),+) => {
+        $(if let Some(v) = &$over.$field { $base.$field = v.clone(); })+
+    };
+}
+
+impl CalibrationOverrides {
+    /// Whether it changes nothing.
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+
+    /// `base` with these overrides applied.
+    pub fn apply_to(&self, mut base: CalibrationSettings) -> CalibrationSettings {
+        overlay!(
+            base,
+            self,
+            crowd_threshold,
+            crowd_min_seconds,
+            crowd_zones,
+            intrusion_zones,
+            intrusion_schedule,
+            loitering_seconds,
+            loitering_zones,
+            lying_aspect_ratio,
+            lying_seconds,
+            fall_window_seconds,
+            face_match_distance,
+            face_match_margin,
+            min_person_score,
+            incident_merge_seconds
+        );
+        base
+    }
+
+    /// These overrides with `later`'s present fields replacing them.
+    pub fn merged(mut self, later: &CalibrationOverrides) -> CalibrationOverrides {
+        macro_rules! take {
+            ($($field:ident),+) => { $(if later.$field.is_some() { self.$field = later.$field.clone(); })+ };
+        }
+        take!(
+            crowd_threshold,
+            crowd_min_seconds,
+            crowd_zones,
+            intrusion_zones,
+            intrusion_schedule,
+            loitering_seconds,
+            loitering_zones,
+            lying_aspect_ratio,
+            lying_seconds,
+            fall_window_seconds,
+            face_match_distance,
+            face_match_margin,
+            min_person_score,
+            incident_merge_seconds
+        );
+        self
+    }
+}
+
+/// The whole calibration: global thresholds and per-camera overrides.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct Calibration {
+    /// Thresholds every camera uses unless it overrides them.
+    pub global: CalibrationSettings,
+    /// Per camera id, the thresholds it overrides.
+    pub cameras: std::collections::BTreeMap<String, CalibrationOverrides>,
+}
+
+impl Calibration {
+    /// The thresholds in effect for a camera.
+    pub fn effective(&self, camera_id: &str) -> CalibrationSettings {
+        match self.cameras.get(camera_id) {
+            Some(o) => o.apply_to(self.global.clone()),
+            None => self.global.clone(),
+        }
+    }
+}
+
+/// The calibration changed; the payload is the whole new calibration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct CalibrationChanged {
+    /// The calibration now in effect.
+    pub calibration: Calibration,
+    /// How: `put` (replaced), `patch` (merged) or `reset` (back to defaults).
+    pub change: String,
+}
+
+event_family! {
+    /// Events of the calibration (stream `calibration-global`).
+    CalibrationEvent {
+        Changed(CalibrationChanged) = "calibration.changed" v 1,
+    }
+}
+
+/// A response action.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ActionKind {
+    /// Tell the security team.
+    AlertSecurity,
+    /// Tell the authorities.
+    AlertAuthorities,
+    /// Lock doors (through the door system's webhook).
+    LockDoors,
+    /// Sound an alarm (through the alarm system's webhook).
+    SoundAlarm,
+    /// Keep the evidence (through a recorder's or archive's webhook).
+    RecordEvidence,
+    /// Ask for closer monitoring (through a VMS's webhook).
+    IncreaseMonitoring,
+    /// Call one named webhook target.
+    Webhook,
+}
+
+impl ActionKind {
+    /// Every action.
+    pub const ALL: [ActionKind; 7] = [
+        Self::AlertSecurity,
+        Self::AlertAuthorities,
+        Self::LockDoors,
+        Self::SoundAlarm,
+        Self::RecordEvidence,
+        Self::IncreaseMonitoring,
+        Self::Webhook,
+    ];
+
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::AlertSecurity => "alert_security",
+            Self::AlertAuthorities => "alert_authorities",
+            Self::LockDoors => "lock_doors",
+            Self::SoundAlarm => "sound_alarm",
+            Self::RecordEvidence => "record_evidence",
+            Self::IncreaseMonitoring => "increase_monitoring",
+            Self::Webhook => "webhook",
+        }
+    }
+
+    /// Parses a wire name.
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|v| v.as_str() == s)
+    }
+}
+
+/// A response action was asked for: it is delivered to each of its targets.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ActionRequested {
+    /// The action's id.
+    pub action_id: String,
+    /// What to do.
+    pub action: ActionKind,
+    /// The incident it responds to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub incident_id: Option<String>,
+    /// The camera it is about.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub camera_id: Option<String>,
+    /// Free text for the receiver.
+    pub notes: String,
+    /// Configured webhook targets (by name) it is delivered to.
+    pub targets: Vec<String>,
+    /// Requested by a rule's automatic-action setting, not a person.
+    pub automatic: bool,
+}
+
+/// A delivery of an action to one target was accepted (2xx).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ActionSucceeded {
+    /// The action.
+    pub action_id: String,
+    /// The target.
+    pub target: String,
+    /// Attempts it took.
+    pub attempts: u32,
+    /// The receiver's HTTP status.
+    pub status: u16,
+}
+
+/// A delivery of an action to one target failed on its last retry and went to the
+/// dead-letter queue.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ActionFailed {
+    /// The action.
+    pub action_id: String,
+    /// The target.
+    pub target: String,
+    /// Attempts made.
+    pub attempts: u32,
+    /// The last attempt's error (`HTTP 503`, `timed out after 5 s`, …).
+    pub error: String,
+}
+
+/// A dead-lettered delivery was put back for another round of attempts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ActionRequeued {
+    /// The action.
+    pub action_id: String,
+    /// The target.
+    pub target: String,
+}
+
+/// A dead-lettered delivery was dropped from the queue without delivery.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ActionDiscarded {
+    /// The action.
+    pub action_id: String,
+    /// The target.
+    pub target: String,
+}
+
+event_family! {
+    /// Events of a response action (stream `action-{id}`).
+    ActionEvent {
+        Requested(ActionRequested) = "action.requested" v 1,
+        Succeeded(ActionSucceeded) = "action.succeeded" v 1,
+        Failed(ActionFailed) = "action.failed" v 1,
+        Requeued(ActionRequeued) = "action.requeued" v 1,
+        Discarded(ActionDiscarded) = "action.discarded" v 1,
     }
 }
 

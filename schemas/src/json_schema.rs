@@ -5,10 +5,7 @@ use schemars::{JsonSchema, schema_for};
 use serde_json::Value;
 
 use crate::envelope::RecordedEvent;
-use crate::events::{
-    ApiKeyIssued, ApiKeyRevoked, ApiKeyUpdated, AppearanceEnded, AppearanceStarted,
-    CameraRegistered, CameraRemoved, CameraStatusChanged, CameraUpdated, all_event_types,
-};
+use crate::events::*;
 
 fn schema_of<T: JsonSchema>(id: &str) -> Value {
     let mut schema = serde_json::to_value(schema_for!(T)).expect("schemas serialise");
@@ -40,6 +37,19 @@ pub fn all() -> Vec<(String, Value)> {
             "apikey.issued" => schema_of::<ApiKeyIssued>(&file),
             "apikey.updated" => schema_of::<ApiKeyUpdated>(&file),
             "apikey.revoked" => schema_of::<ApiKeyRevoked>(&file),
+            "incident.opened" => schema_of::<IncidentOpened>(&file),
+            "incident.evidence_added" => schema_of::<IncidentEvidenceAdded>(&file),
+            "incident.status_changed" => schema_of::<IncidentStatusChanged>(&file),
+            "incident.acknowledged" => schema_of::<IncidentAcknowledged>(&file),
+            "incident.note_added" => schema_of::<IncidentNoteAdded>(&file),
+            "incident.action_taken" => schema_of::<IncidentActionTaken>(&file),
+            "incident.deleted" => schema_of::<IncidentDeleted>(&file),
+            "calibration.changed" => schema_of::<CalibrationChanged>(&file),
+            "action.requested" => schema_of::<ActionRequested>(&file),
+            "action.succeeded" => schema_of::<ActionSucceeded>(&file),
+            "action.failed" => schema_of::<ActionFailed>(&file),
+            "action.requeued" => schema_of::<ActionRequeued>(&file),
+            "action.discarded" => schema_of::<ActionDiscarded>(&file),
             other => unreachable!("event type `{other}` has no schema: add it here"),
         };
         out.push((file, schema));
@@ -58,7 +68,6 @@ pub fn render(schema: &Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::events::{ApiKeyEvent, AppearanceEvent, CameraEvent, DomainEvent};
 
     /// The crate's folder as cargo names it when running the tests (a test binary reused from
     /// another checkout still reads this checkout's files).
@@ -117,14 +126,7 @@ mod tests {
                     .unwrap_or_else(|e| panic!("{}: not an envelope: {e}", path.display()));
                 assert_eq!(envelope.event_type, event_type);
                 assert_eq!(envelope.schema_version, v);
-                let decoded = if event_type.starts_with("camera.") {
-                    CameraEvent::decode(event_type, v, &envelope.payload).map(|e| e.to_payload())
-                } else if event_type.starts_with("appearance.") {
-                    AppearanceEvent::decode(event_type, v, &envelope.payload)
-                        .map(|e| e.to_payload())
-                } else {
-                    ApiKeyEvent::decode(event_type, v, &envelope.payload).map(|e| e.to_payload())
-                };
+                let decoded = crate::events::decode_payload(event_type, v, &envelope.payload);
                 let decoded = decoded.unwrap_or_else(|e| panic!("{}: {e}", path.display()));
                 assert!(
                     decoded.is_object(),

@@ -18,7 +18,10 @@ pub mod json_schema;
 pub mod store;
 
 pub use envelope::{EventMeta, NewEvent, RecordedEvent};
-pub use events::{ApiKeyEvent, AppearanceEvent, CameraEvent, DomainEvent, EventDecodeError};
+pub use events::{
+    ActionEvent, ApiKeyEvent, AppearanceEvent, CalibrationEvent, CameraEvent, DomainEvent,
+    EventDecodeError, IncidentEvent,
+};
 pub use store::{
     AppendOutcome, Direction, EventStore, EventSubscription, ExpectedVersion, StoreError,
 };
@@ -26,7 +29,9 @@ pub use store::{
 /// The SQL migrations, in the order they apply: `(version, name, sql)`.
 ///
 /// The SQL is portable between SQLite and PostgreSQL (BIGINT, TEXT, DOUBLE PRECISION,
-/// `ON CONFLICT`), so one list serves both backends.
+/// `ON CONFLICT`), so one list serves both backends. The few statements that cannot be
+/// portable (full-text search) sit in sections for one dialect; a migrator runs
+/// [`migration_sql`] on each before executing it.
 pub const MIGRATIONS: &[(i64, &str, &str)] = &[
     (
         1,
@@ -53,4 +58,104 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
         "camera_status",
         include_str!("../migrations/0005_camera_status.sql"),
     ),
+    (
+        6,
+        "incidents",
+        include_str!("../migrations/0006_incidents.sql"),
+    ),
 ];
+
+/// The SQL databases Vigil's migrations serve.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SqlDialect {
+    /// SQLite (the embedded default).
+    Sqlite,
+    /// PostgreSQL.
+    Postgres,
+}
+
+impl SqlDialect {
+    /// The name a migration's `-- dialect:` marker uses for it.
+    pub fn marker_name(self) -> &'static str {
+        match self {
+            Self::Sqlite => "sqlite",
+            Self::Postgres => "postgres",
+        }
+    }
+}
+
+/// The part of a migration's SQL that `dialect` runs.
+///
+/// A line `-- dialect: sqlite`, `-- dialect: postgres` or `-- dialect: all` starts a section;
+/// the lines up to the next marker belong to that dialect (or to every dialect). Lines before
+/// the first marker belong to every dialect. The lines of other dialects' sections are blanked
+/// (kept as empty lines, so line numbers in a database's error still match the file). A
+/// marker naming no known dialect keeps its section from every dialect.
+pub fn migration_sql(sql: &str, dialect: SqlDialect) -> String {
+    let mut keep = true;
+    let mut out = String::with_capacity(sql.len());
+    for line in sql.lines() {
+        if let Some(name) = line.trim().strip_prefix("-- dialect:") {
+            let name = name.trim();
+            keep = name == "all" || name == dialect.marker_name();
+            out.push('\n');
+            continue;
+        }
+        if keep {
+            out.push_str(line);
+        }
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dialect_sections_keep_their_lines_only() {
+        let sql = "CREATE TABLE a (x BIGINT);\n\
+                   -- dialect: sqlite\n\
+                   CREATE VIRTUAL TABLE f USING fts5(body);\n\
+                   -- dialect: postgres\n\
+                   CREATE INDEX g ON a USING GIN (x);\n\
+                   -- dialect: all\n\
+                   CREATE TABLE b (y TEXT);\n";
+        let sqlite = migration_sql(sql, SqlDialect::Sqlite);
+        let postgres = migration_sql(sql, SqlDialect::Postgres);
+        for text in [&sqlite, &postgres] {
+            assert!(text.contains("CREATE TABLE a"));
+            assert!(text.contains("CREATE TABLE b"));
+            assert_eq!(text.lines().count(), sql.lines().count());
+            assert!(!text.contains("dialect:"));
+        }
+        assert!(sqlite.contains("fts5") && !sqlite.contains("USING GIN"));
+        assert!(postgres.contains("USING GIN") && !postgres.contains("fts5"));
+        // No marker: everything is common.
+        assert_eq!(
+            migration_sql("SELECT 1;", SqlDialect::Postgres),
+            "SELECT 1;\n"
+        );
+        // An unknown dialect's section runs nowhere.
+        let odd = migration_sql("-- dialect: mysql\nSELECT 2;\n", SqlDialect::Sqlite);
+        assert!(!odd.contains("SELECT 2"));
+    }
+
+    #[test]
+    fn migrations_only_name_known_dialects() {
+        for (version, _, sql) in MIGRATIONS {
+            for line in sql.lines() {
+                if let Some(name) = line.trim().strip_prefix("-- dialect:") {
+                    assert!(
+                        matches!(name.trim(), "all" | "sqlite" | "postgres"),
+                        "migration {version} names dialect `{}`",
+                        name.trim()
+                    );
+                }
+            }
+        }
+        let versions: Vec<i64> = MIGRATIONS.iter().map(|m| m.0).collect();
+        assert!(versions.windows(2).all(|w| w[1] == w[0] + 1));
+    }
+}

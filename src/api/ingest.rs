@@ -140,7 +140,7 @@ pub struct FrameAnalysis {
     pub tracks_started: Vec<String>,
     /// Tracks this frame ended (camera frames only).
     pub tracks_ended: Vec<String>,
-    /// Incidents this frame opened (rules arrive with the incidents issue: empty until then).
+    /// Incidents this frame opened or added evidence to (camera frames only).
     pub incidents: Vec<String>,
     /// Frames that shared the model batch.
     pub batch_size: u32,
@@ -176,7 +176,7 @@ fn analysis_dto(
             .collect(),
         tracks_started: outcome.map(|o| o.started.clone()).unwrap_or_default(),
         tracks_ended: outcome.map(|o| o.ended.clone()).unwrap_or_default(),
-        incidents: Vec::new(),
+        incidents: outcome.map(|o| o.incidents.clone()).unwrap_or_default(),
         batch_size: analysis.batch_size as u32,
         processing_time_ms: started.elapsed().as_secs_f64() * 1e3,
     }

@@ -5,12 +5,15 @@
 //! OpenAPI 3 document (each operation's scope as `x-vigil-scope`), `/docs` Swagger UI,
 //! `/redoc` ReDoc.
 
+pub mod actions;
 pub mod api_keys;
 pub mod audit;
 pub mod auth;
 pub mod body;
+pub mod calibration;
 pub mod cameras;
 pub mod error;
+pub mod incidents;
 pub mod ingest;
 pub mod system;
 pub mod ws;
@@ -36,6 +39,8 @@ use error::{REQUEST_ID, error_to_response, normalize_response, shaped};
 pub enum ApiTags {
     /// The camera registry.
     Cameras,
+    /// Incidents, rules, calibration, response actions, webhooks.
+    Incidents,
     /// API keys: scopes, limits, usage.
     ApiKeys,
     /// Stored events with their envelopes, for auditors.
@@ -47,6 +52,9 @@ pub enum ApiTags {
 type Apis = (
     cameras::CamerasApi,
     ingest::IngestApi,
+    incidents::IncidentsApi,
+    calibration::CalibrationApi,
+    actions::ActionsApi,
     api_keys::ApiKeysApi,
     audit::AuditApi,
     system::SystemApi,
@@ -58,6 +66,9 @@ pub fn openapi_service() -> OpenApiService<Apis, ()> {
         (
             cameras::CamerasApi,
             ingest::IngestApi,
+            incidents::IncidentsApi,
+            calibration::CalibrationApi,
+            actions::ActionsApi,
             api_keys::ApiKeysApi,
             audit::AuditApi,
             system::SystemApi,

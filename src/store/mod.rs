@@ -166,7 +166,8 @@ pub async fn open_pool(url: &str, max_connections: u32) -> Result<(AnyPool, Back
     Ok((pool, backend))
 }
 
-/// Applies the migrations of `vigil_schemas::MIGRATIONS` that have not run yet.
+/// Applies the migrations of `vigil_schemas::MIGRATIONS` that have not run yet, each with
+/// the sections of `backend`'s dialect (`vigil_schemas::migration_sql`).
 pub async fn migrate(pool: &AnyPool, backend: Backend) -> Result<(), sqlx::Error> {
     let mut conn = pool.acquire().await?;
     if backend == Backend::Postgres {
@@ -190,7 +191,14 @@ pub async fn migrate(pool: &AnyPool, backend: Backend) -> Result<(), sqlx::Error
             }
             tracing::info!(version, name, "applying migration");
             let mut tx = sqlx::Connection::begin(&mut *conn).await?;
-            sqlx::raw_sql(*sql).execute(&mut *tx).await?;
+            let dialect = match backend {
+                Backend::Sqlite => vigil_schemas::SqlDialect::Sqlite,
+                Backend::Postgres => vigil_schemas::SqlDialect::Postgres,
+            };
+            let sql = vigil_schemas::migration_sql(sql, dialect);
+            sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+                .execute(&mut *tx)
+                .await?;
             sqlx::query(
                 "INSERT INTO vigil_migrations (version, name, applied_at) VALUES ($1, $2, $3)",
             )

@@ -1057,3 +1057,164 @@ async fn a_track_keeps_its_best_face_crop_and_descriptor() {
     assert!(distance < 0.6, "same person: distance {distance}");
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rules_raise_crowd_and_intrusion_incidents_on_the_pedestrian_clip() {
+    let _serial = SERIAL.lock().await;
+    let db = TestDb::new(Which::Sqlite).await;
+    let server = ingest_server(&db).await;
+    // Crowd threshold 3 for this camera only; a zone over the walkway is restricted.
+    let res = server
+        .req(Method::PATCH, "/api/v1/calibration")
+        .json(
+            &json!({"cameras": {"plaza": {"crowd_threshold": 3, "crowd_min_seconds": 1.0,
+                                             "intrusion_zones": ["walkway"]}}}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200, "{}", res.text().await.unwrap());
+    register(
+        &server,
+        json!({"id": "plaza", "name": "Plaza", "source": "push", "sample_fps": 5,
+               "features": {"crowd": true, "intrusion": true},
+               "zones": [{"name": "walkway", "polygon": [{"x": 0, "y": 0.3}, {"x": 1, "y": 0.3}, {"x": 1, "y": 1}, {"x": 0, "y": 1}]}]}),
+    )
+    .await;
+    wait_until_running(&server, "plaza").await;
+
+    let start = chrono::Utc::now() - chrono::Duration::seconds(60);
+    let files = frame_files();
+    let mut most_persons = 0;
+    let mut answered_incidents = vec![];
+    for (batch, chunk) in files[..30].chunks(5).enumerate() {
+        let parts: Vec<(String, Vec<u8>)> = chunk
+            .iter()
+            .map(|p| {
+                (
+                    p.file_name().unwrap().to_string_lossy().into_owned(),
+                    std::fs::read(p).unwrap(),
+                )
+            })
+            .collect();
+        let times: Vec<String> = (0..chunk.len())
+            .map(|i| {
+                (start + chrono::Duration::milliseconds(((batch * 5 + i) * 100) as i64))
+                    .to_rfc3339()
+            })
+            .collect();
+        let res = server
+            .req(Method::POST, "/api/v1/cameras/plaza/frames")
+            .multipart(multipart(&parts, &times))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200);
+        let body: Value = res.json().await.unwrap();
+        for f in body["frames"].as_array().unwrap() {
+            if let Some(d) = f["analysis"]["detections"].as_array() {
+                let strong = d
+                    .iter()
+                    .filter(|p| p["score"].as_f64().unwrap() >= 0.5)
+                    .count();
+                most_persons = most_persons.max(strong);
+            }
+            if let Some(ids) = f["analysis"]["incidents"].as_array() {
+                answered_incidents.extend(ids.iter().map(|i| i.as_str().unwrap().to_string()));
+            }
+        }
+    }
+    assert!(
+        most_persons >= 3,
+        "the clip has groups of people ({most_persons})"
+    );
+    assert!(
+        !answered_incidents.is_empty(),
+        "the frames' answers name incidents"
+    );
+
+    let list = |kind: &str| {
+        let url = format!("/api/v1/incidents?camera_id=plaza&kind={kind}");
+        let server = &server;
+        async move {
+            let body: Value = server
+                .req(Method::GET, &url)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            body["items"].as_array().unwrap().clone()
+        }
+    };
+    let crowd = list("crowd").await;
+    assert_eq!(
+        crowd.len(),
+        1,
+        "one crowd, extended rather than reopened: {crowd:?}"
+    );
+    let reasoning = crowd[0]["reasoning"].as_str().unwrap();
+    let count: usize = reasoning
+        .split_whitespace()
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("the reasoning starts with the count: {reasoning}"));
+    assert!(count >= 3, "{reasoning}");
+    assert!(reasoning.contains("threshold 3"), "{reasoning}");
+    assert_eq!(
+        crowd[0]["severity"],
+        if count >= 6 { "high" } else { "medium" }
+    );
+    let evidence = crowd[0]["evidence"].as_array().unwrap();
+    assert!(!evidence.is_empty());
+    media_is_jpeg(&server, evidence[0]["blob"].as_str().unwrap()).await;
+
+    let intrusions = list("intrusion").await;
+    assert!(
+        !intrusions.is_empty(),
+        "people walk into the restricted walkway"
+    );
+    for i in &intrusions {
+        assert_eq!(i["zone"], "walkway");
+        assert!(
+            i["reasoning"].as_str().unwrap().contains("'walkway'"),
+            "{i}"
+        );
+        assert_eq!(i["subjects"]["track_ids"].as_array().unwrap().len(), 1);
+        assert_eq!(i["severity"], "high");
+    }
+    // One intrusion per track: no track's entry is reported twice.
+    let mut tracks: Vec<&str> = intrusions
+        .iter()
+        .map(|i| i["subjects"]["track_ids"][0].as_str().unwrap())
+        .collect();
+    let n = tracks.len();
+    tracks.sort();
+    tracks.dedup();
+    assert_eq!(tracks.len(), n);
+
+    // The evidence can be analysed again: it is recorded as new evidence on the incident.
+    let id = crowd[0]["id"].as_str().unwrap();
+    let res = server
+        .req(Method::POST, &format!("/api/v1/incidents/{id}/reanalyse"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let re: Value = res.json().await.unwrap();
+    assert!(re["frames"][0]["persons"].as_u64().unwrap() >= 1, "{re}");
+    let events = all_events(&server).await;
+    let last = events
+        .iter()
+        .rfind(|e| e.stream == format!("incident-{id}"))
+        .unwrap();
+    assert_eq!(last.event_type, "incident.evidence_added");
+    assert!(
+        last.payload["reasoning"]
+            .as_str()
+            .unwrap()
+            .starts_with("reanalysis")
+    );
+    server.stop().await;
+}
