@@ -48,6 +48,14 @@ pub enum TargetError {
     /// The named target is not configured.
     #[error("no webhook target is named `{0}`")]
     UnknownTarget(String),
+    /// The named target does not receive this action.
+    #[error("webhook target `{target}` does not receive `{action}` (see its `actions`)")]
+    NotReceived {
+        /// The target.
+        target: String,
+        /// The action.
+        action: String,
+    },
 }
 
 /// The targets an action goes to: every target that receives it, or, for `webhook`, the one
@@ -73,10 +81,10 @@ pub fn targets_for(
         return if target.receives(action.as_str()) {
             Ok(vec![target.name.clone()])
         } else {
-            Err(TargetError::NotConfigured(format!(
-                "{}` at `{name}",
-                action.as_str()
-            )))
+            Err(TargetError::NotReceived {
+                target: name.to_string(),
+                action: action.as_str().to_string(),
+            })
         };
     }
     let names: Vec<String> = targets
@@ -524,7 +532,7 @@ mod tests {
         );
         assert!(matches!(
             targets_for(&targets, ActionKind::LockDoors, Some("desk")),
-            Err(TargetError::NotConfigured(_))
+            Err(TargetError::NotReceived { .. })
         ));
         assert_eq!(
             targets_for(&targets, ActionKind::Webhook, None),

@@ -342,7 +342,9 @@ impl ActionsApi {
                     e.to_string(),
                     json!({"field": "action", "action": action.as_str()}),
                 ),
-                TargetError::TargetMissing | TargetError::UnknownTarget(_) => {
+                TargetError::TargetMissing
+                | TargetError::UnknownTarget(_)
+                | TargetError::NotReceived { .. } => {
                     ApiError::validation("target", e.to_string())
                 }
             },
@@ -544,7 +546,7 @@ impl ActionsApi {
             extended: vec![],
             resolved: 0,
         };
-        let mut last = None;
+        let mut wrote = false;
         for (i, alert) in body.0.alerts.into_iter().enumerate() {
             match alert.status.as_str() {
                 "firing" => {}
@@ -621,14 +623,14 @@ impl ActionsApi {
             let (id, opened_now) = crate::dispatch::open_or_extend(app.handler(), opened, &meta)
                 .await
                 .map_err(|e| super::incidents::command_error(e, &id))?;
-            last = Some(());
+            wrote = true;
             if opened_now {
                 received.opened.push(id);
             } else {
                 received.extended.push(id);
             }
         }
-        if last.is_some() {
+        if wrote {
             let head = app.store().head_position().await?;
             wait_visible(&app, Some(head)).await;
         }
