@@ -344,9 +344,7 @@ impl ActionsApi {
                 ),
                 TargetError::TargetMissing
                 | TargetError::UnknownTarget(_)
-                | TargetError::NotReceived { .. } => {
-                    ApiError::validation("target", e.to_string())
-                }
+                | TargetError::NotReceived { .. } => ApiError::validation("target", e.to_string()),
             },
         )?;
         let action_id = uuid::Uuid::now_v7().to_string();
