@@ -13,15 +13,18 @@ use serde::Serialize;
 use uuid::Uuid;
 use vigil_schemas::events::{
     AppearanceEnded, AppearanceStarted, BestFace, CameraFeatures, FrameRef, IncidentEvidenceAdded,
-    IncidentOpened, IncidentSubjects, NormBox, Zone, ZoneVisit, track_stream,
+    IncidentOpened, IncidentSubjects, NormBox, SubjectCategory, SubjectMatched, Zone, ZoneVisit,
+    track_stream,
 };
 use vigil_schemas::{AppearanceEvent, DomainEvent, EventMeta, ExpectedVersion};
 
 use crate::frame::{Frame, RgbImage, encode_jpeg};
+use crate::gallery::Identity;
 use crate::incident::{Incident, IncidentCommand, IncidentError};
 use crate::pool::{Analysis, PoolError, Scored, Want};
 use crate::rules::{Finding, Observation, PersonObs, RuleEngine};
 use crate::source::{CameraCounters, FrameSlot, SourceError, SourceFrame};
+use crate::subject::{Subject, SubjectCommand, SubjectError};
 use crate::supervisor::{Ingest, SupervisorMsg};
 use crate::tracker::{EndedTrack, TrackBox, TrackId, Tracker};
 
@@ -126,6 +129,14 @@ struct Live {
     zones: Vec<ZoneVisit>,
     inside: Vec<String>,
     best_face: Option<FaceCandidate>,
+    /// Frames whose face of this person was compared with the gallery.
+    face_checks: u32,
+    /// Subjects this track's face matched (each recorded once).
+    matched: Vec<String>,
+    /// Its face matched an authorised subject.
+    authorised: bool,
+    /// The authorised rule already raised its incident for this track.
+    unauthorised_raised: bool,
 }
 
 /// An incident this camera's rules opened and may still extend.
@@ -435,11 +446,16 @@ impl CameraState {
                         .collect(),
                     inside: zones,
                     best_face: None,
+                    face_checks: 0,
+                    matched: vec![],
+                    authorised: false,
+                    unauthorised_raised: false,
                 },
             );
         }
 
-        // Every confirmed track seen in this frame.
+        // Every confirmed track seen in this frame, with the clearest face in its box.
+        let mut faces_seen: HashMap<TrackId, (f32, Scored, Vec<f32>)> = HashMap::new();
         for (det, assigned) in update.assigned.iter().enumerate() {
             let Some(id) = assigned else { continue };
             let person = analysis.persons[det];
@@ -485,6 +501,9 @@ impl CameraState {
                 };
                 let height_px = (face.bbox.y2 - face.bbox.y1) * frame.image.height as f32;
                 let quality = face.bbox.score * (height_px / 80.0).min(1.0);
+                if faces_seen.get(id).is_none_or(|(q, _, _)| quality > *q) {
+                    faces_seen.insert(*id, (quality, face.bbox, embedding.clone()));
+                }
                 if live.best_face.as_ref().is_none_or(|b| quality > b.quality) {
                     live.best_face = Some(FaceCandidate {
                         quality,
@@ -515,10 +534,16 @@ impl CameraState {
             camera_zones: self.spec.zones.iter().map(|z| z.name.clone()).collect(),
         };
         let settings = self.ingest.calibration_for(&self.spec.id);
-        let findings = self
+        let mut findings = self
             .rules
             .observe(&self.spec.features, &settings, &observation);
-        if !findings.is_empty() {
+        let mut matches = vec![];
+        for (id, (_, bbox, embedding)) in faces_seen {
+            let (face_findings, face_matches) = self.identify_face(id, &embedding, &settings);
+            findings.extend(face_findings);
+            matches.extend(face_matches.into_iter().map(|m| (m, bbox)));
+        }
+        if !findings.is_empty() || !matches.is_empty() {
             let blob = match entry_blob {
                 Some(b) => b,
                 None => self.store_frame(&frame.image).await?,
@@ -528,6 +553,37 @@ impl CameraState {
                 frame_number: self.frame_number,
                 at: frame.captured_at,
             };
+            for (mut matched, bbox) in matches {
+                let image = frame.image.clone();
+                let crop = tokio::task::spawn_blocking(move || {
+                    encode_jpeg(
+                        &image.crop_normalised(bbox.x1, bbox.y1, bbox.x2, bbox.y2, 0.25),
+                        JPEG_QUALITY,
+                    )
+                })
+                .await?;
+                matched.crop = self.ingest.blobs.put(&crop).await?;
+                matched.frame = evidence.clone();
+                let subject = matched.subject_id.clone();
+                match self
+                    .ingest
+                    .handler
+                    .execute::<Subject>(
+                        &subject,
+                        SubjectCommand::RecordMatch(matched),
+                        &self.meta(),
+                        None,
+                    )
+                    .await
+                {
+                    Ok(_) => {
+                        tracing::info!(camera = %self.spec.id, %subject, "face matched an enrolled subject")
+                    }
+                    // Erased since the gallery was read.
+                    Err(crate::CommandError::Domain(SubjectError::NotFound(_))) => {}
+                    Err(e) => return Err(Box::new(e)),
+                }
+            }
             for finding in findings {
                 if let Some(id) = self
                     .record_finding(finding, &evidence, settings.incident_merge_seconds)
@@ -562,6 +618,108 @@ impl CameraState {
             let _ = reply.send(outcome);
         }
         Ok(())
+    }
+
+    /// Compares the face of track `id` with the gallery: a first match with a subject is
+    /// recorded (`subject.matched`, returned for the caller to store with its crop); a
+    /// watch-listed match is a person-of-interest finding; with the `authorised` feature, a
+    /// track whose face matched no authorised subject after two checks is an `unauthorised`
+    /// finding (once per track).
+    fn identify_face(
+        &mut self,
+        id: TrackId,
+        embedding: &[f32],
+        settings: &vigil_schemas::events::CalibrationSettings,
+    ) -> (Vec<Finding>, Vec<SubjectMatched>) {
+        let gallery = self.ingest.gallery();
+        let features = self.spec.features;
+        let Some(live) = self.live.get_mut(&id) else {
+            return (vec![], vec![]);
+        };
+        if gallery.is_empty() && !features.authorised {
+            return (vec![], vec![]);
+        }
+        live.face_checks += 1;
+        let mut findings = vec![];
+        let mut matches = vec![];
+        let identity = gallery.identify(
+            embedding,
+            settings.face_match_distance,
+            settings.face_match_margin,
+            |_| true,
+        );
+        if let Identity::Match {
+            subject_id,
+            distance,
+            second,
+        } = identity
+            && let Some(subject) = gallery.subject(&subject_id)
+        {
+            if subject.category == SubjectCategory::Authorised {
+                live.authorised = true;
+            }
+            if !live.matched.contains(&subject_id) {
+                live.matched.push(subject_id.clone());
+                matches.push(SubjectMatched {
+                    match_id: Uuid::now_v7().to_string(),
+                    subject_id: subject_id.clone(),
+                    subject_name: subject.name.clone(),
+                    category: subject.category,
+                    camera_id: self.spec.id.clone(),
+                    track_id: live.track_id.clone(),
+                    distance,
+                    second_distance: second,
+                    crop: String::new(),
+                    frame: FrameRef {
+                        blob: String::new(),
+                        frame_number: 0,
+                        at: live.last_seen,
+                    },
+                });
+                if subject.category == SubjectCategory::Watchlist {
+                    findings.push(crate::rules::person_of_interest(
+                        &features,
+                        settings,
+                        &live.track_id,
+                        &subject_id,
+                        &subject.name,
+                        subject.severity,
+                        distance,
+                        second,
+                    ));
+                }
+            }
+        }
+        if features.authorised
+            && !live.authorised
+            && !live.unauthorised_raised
+            && live.face_checks >= 2
+        {
+            live.unauthorised_raised = true;
+            let nearest = match gallery.identify(
+                embedding,
+                settings.face_match_distance,
+                settings.face_match_margin,
+                |s| s.category == SubjectCategory::Authorised,
+            ) {
+                Identity::Match {
+                    subject_id,
+                    distance,
+                    ..
+                } => Some((subject_id, distance)),
+                Identity::Unknown { nearest, .. } => nearest,
+            };
+            let nearest =
+                nearest.and_then(|(id, d)| gallery.subject(&id).map(|s| (s.name.clone(), d)));
+            findings.push(crate::rules::unauthorised(
+                &features,
+                settings,
+                &live.track_id,
+                live.face_checks,
+                nearest.as_ref().map(|(n, d)| (n.as_str(), *d)),
+            ));
+        }
+        (findings, matches)
     }
 
     /// Turns a finding into an incident: extends the open incident with the same key when its

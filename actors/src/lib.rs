@@ -13,6 +13,7 @@
 
 pub mod action;
 pub mod aggregate;
+pub mod alert;
 pub mod apikey;
 pub mod blob;
 pub mod calibration;
@@ -20,11 +21,13 @@ pub mod camera;
 pub mod camera_actor;
 pub mod camera_status;
 pub mod frame;
+pub mod gallery;
 pub mod handler;
 pub mod incident;
 pub mod pool;
 pub mod rules;
 pub mod source;
+pub mod subject;
 pub mod supervisor;
 pub mod tracker;
 

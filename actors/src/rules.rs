@@ -508,6 +508,77 @@ fn aspect_ratio(bbox: &NormBox, width: u32, height: u32) -> Option<f64> {
     (w > 0.0 && h > 0.0 && ratio.is_finite()).then_some(ratio)
 }
 
+/// The finding of the person-of-interest rule: a face on `track_id` matched watch-listed
+/// subject `name` at `distance` (the next other subject at `second`).
+#[allow(clippy::too_many_arguments)] // every number the reasoning names
+pub fn person_of_interest(
+    features: &CameraFeatures,
+    settings: &CalibrationSettings,
+    track_id: &str,
+    subject_id: &str,
+    name: &str,
+    severity: Option<Severity>,
+    distance: f64,
+    second: Option<f64>,
+) -> Finding {
+    let next = second.map_or_else(
+        || "no other subject enrolled".to_string(),
+        |s| format!("next subject at {s:.2}"),
+    );
+    let mut finding = Finding {
+        kind: IncidentKind::PersonOfInterest,
+        severity: severity.unwrap_or(Severity::High),
+        confidence: (1.0 - distance / 2.0).clamp(0.0, 1.0),
+        zone: None,
+        track_ids: vec![track_id.to_string()],
+        reasoning: format!(
+            "a face on track {track_id} matches watch-listed subject '{name}' at distance \
+             {distance:.2} ({next}; threshold {:.2}, margin {:.2})",
+            settings.face_match_distance, settings.face_match_margin
+        ),
+        recommended_actions: vec![ActionKind::AlertSecurity],
+        dedup_key: format!("poi:{subject_id}:{track_id}"),
+    };
+    if features.critical {
+        make_critical(&mut finding);
+    }
+    finding
+}
+
+/// The finding of the authorised rule: the face of `track_id`, checked `checks` times,
+/// matched no authorised subject (`nearest`: the nearest one and its distance, if any is
+/// enrolled).
+pub fn unauthorised(
+    features: &CameraFeatures,
+    settings: &CalibrationSettings,
+    track_id: &str,
+    checks: u32,
+    nearest: Option<(&str, f64)>,
+) -> Finding {
+    let nearest = match nearest {
+        Some((name, d)) => format!("nearest authorised subject '{name}' at distance {d:.2}"),
+        None => "no authorised subject is enrolled".to_string(),
+    };
+    let mut finding = Finding {
+        kind: IncidentKind::Unauthorised,
+        severity: Severity::High,
+        confidence: 0.8,
+        zone: None,
+        track_ids: vec![track_id.to_string()],
+        reasoning: format!(
+            "the face of track {track_id}, seen on {checks} frames, matches no authorised \
+             subject ({nearest}; threshold {:.2}, margin {:.2})",
+            settings.face_match_distance, settings.face_match_margin
+        ),
+        recommended_actions: vec![ActionKind::AlertSecurity],
+        dedup_key: format!("unauthorised:{track_id}"),
+    };
+    if features.critical {
+        make_critical(&mut finding);
+    }
+    finding
+}
+
 /// One entry of `GET /api/v1/rules`.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct RuleInfo {
@@ -595,21 +666,21 @@ pub fn catalogue() -> Vec<RuleInfo> {
             name: "authorised",
             feature: "authorised",
             kinds: vec![IncidentKind::Unauthorised.as_str()],
-            status: "inert",
-            detects: "Nothing yet. It is meant to raise an incident for a face that matches no \
-                      authorised person, and waits for people identification (enrolled \
-                      subjects and face matching), which does not exist yet.",
+            status: "active",
+            detects: "A tracked person whose face, checked on at least two frames, matches no \
+                      enrolled authorised subject (within face_match_distance and \
+                      face_match_margin of the next subject). Once per track. High severity.",
             settings: vec!["face_match_distance", "face_match_margin"],
         },
         RuleInfo {
             name: "person_of_interest",
-            feature: "watchlist",
+            feature: "always",
             kinds: vec![IncidentKind::PersonOfInterest.as_str()],
-            status: "inert",
-            detects: "Nothing yet. It is meant to raise an incident for a face that matches a \
-                      watch-listed subject, and waits for people identification (enrolled \
-                      subjects and face matching), which does not exist yet. It has no camera \
-                      feature flag.",
+            status: "active",
+            detects: "A tracked person whose face matches a watch-listed subject (within \
+                      face_match_distance, and nearer than the next subject by \
+                      face_match_margin). Runs on every camera while any subject is \
+                      watch-listed; severity is the subject's. Once per track and subject.",
             settings: vec!["face_match_distance", "face_match_margin"],
         },
         RuleInfo {
@@ -1624,7 +1695,58 @@ mod tests {
                 "{flag} is not in the catalogue"
             );
         }
-        assert!(listed.contains(&"watchlist"));
+        assert!(
+            listed.contains(&"always"),
+            "person of interest runs on every camera"
+        );
+    }
+
+    #[test]
+    fn face_findings_name_the_subject_and_distances_and_honour_critical() {
+        let settings = CalibrationSettings::default();
+        let plain = CameraFeatures::default();
+        let poi = person_of_interest(
+            &plain,
+            &settings,
+            "t1",
+            "s1",
+            "Eileen",
+            Some(Severity::Medium),
+            0.31,
+            Some(0.72),
+        );
+        assert_eq!(poi.kind, IncidentKind::PersonOfInterest);
+        assert_eq!(poi.severity, Severity::Medium, "the subject's severity");
+        assert!(
+            poi.reasoning.contains("'Eileen' at distance 0.31"),
+            "{}",
+            poi.reasoning
+        );
+        assert!(
+            poi.reasoning.contains("next subject at 0.72"),
+            "{}",
+            poi.reasoning
+        );
+        assert_eq!(poi.dedup_key, "poi:s1:t1");
+        let critical = CameraFeatures {
+            critical: true,
+            ..CameraFeatures::default()
+        };
+        let unknown = unauthorised(&critical, &settings, "t2", 3, Some(("Bob", 0.83)));
+        assert_eq!(unknown.kind, IncidentKind::Unauthorised);
+        assert!(
+            unknown.reasoning.contains("seen on 3 frames"),
+            "{}",
+            unknown.reasoning
+        );
+        assert!(unknown.reasoning.contains("'Bob' at distance 0.83"));
+        assert!(unknown.reasoning.ends_with("(critical area)"));
+        let nobody = unauthorised(&plain, &settings, "t3", 2, None);
+        assert!(
+            nobody
+                .reasoning
+                .contains("no authorised subject is enrolled")
+        );
     }
 
     #[test]

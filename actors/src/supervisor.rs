@@ -12,11 +12,12 @@ use std::time::Duration;
 use futures::StreamExt;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 use vigil_schemas::events::{Calibration, CalibrationSettings, CameraStatus};
-use vigil_schemas::{CalibrationEvent, CameraEvent, DomainEvent, EventMeta};
+use vigil_schemas::{CalibrationEvent, CameraEvent, DomainEvent, EventMeta, SubjectEvent};
 
 use crate::blob::BlobStore;
 use crate::camera_actor::{CameraActor, CameraMsg, CameraRuntime, CameraSpec};
 use crate::camera_status::{CameraStatusAggregate, ReportStatus};
+use crate::gallery::Gallery;
 use crate::handler::CommandHandler;
 use crate::pool::InferencePool;
 use crate::source::{SourceError, SourceFactory};
@@ -66,6 +67,8 @@ pub struct Ingest {
     runtimes: Mutex<HashMap<String, Arc<CameraRuntime>>>,
     /// The rule thresholds, as the event store last said (the supervisor follows them).
     calibration: std::sync::RwLock<Calibration>,
+    /// The enrolled faces (the supervisor follows subject events).
+    gallery: std::sync::RwLock<Arc<Gallery>>,
 }
 
 impl std::fmt::Debug for Ingest {
@@ -95,7 +98,23 @@ impl Ingest {
             tracker,
             runtimes: Mutex::default(),
             calibration: std::sync::RwLock::default(),
+            gallery: std::sync::RwLock::default(),
         }
+    }
+
+    /// The enrolled faces as this node last folded them (a snapshot: matching never holds a
+    /// lock).
+    pub fn gallery(&self) -> Arc<Gallery> {
+        self.gallery.read().expect("gallery lock").clone()
+    }
+
+    /// Applies a subject event to the gallery.
+    pub fn apply_subject(&self, event: &SubjectEvent) {
+        if matches!(event, SubjectEvent::Matched(_)) {
+            return;
+        }
+        let mut gallery = self.gallery.write().expect("gallery lock");
+        Arc::make_mut(&mut gallery).apply(event);
     }
 
     /// The thresholds in effect for a camera.
@@ -311,8 +330,18 @@ fn decode_camera(event: &vigil_schemas::RecordedEvent) -> Option<CameraEvent> {
         .ok()
 }
 
-/// Applies a `calibration.changed` event to the node's calibration.
+/// Applies a `calibration.changed` event to the node's calibration and subject events to its
+/// gallery.
 fn apply_calibration(ingest: &Ingest, event: &vigil_schemas::RecordedEvent) {
+    if event.event_type.starts_with("subject.") && event.event_type != "subject.matched" {
+        match SubjectEvent::decode(&event.event_type, event.schema_version, &event.payload) {
+            Ok(e) => ingest.apply_subject(&e),
+            Err(e) => {
+                tracing::warn!(position = event.position, error = %e, "undecodable subject event")
+            }
+        }
+        return;
+    }
     if event.event_type != "calibration.changed" {
         return;
     }

@@ -308,7 +308,11 @@ fn severity_rank(severity: Severity) -> i64 {
         .expect("ALL holds every severity") as i64
 }
 
-fn enum_col<T>(row: &AnyRow, name: &str, parse: fn(&str) -> Option<T>) -> Result<T, QueryError> {
+pub(crate) fn enum_col<T>(
+    row: &AnyRow,
+    name: &str,
+    parse: fn(&str) -> Option<T>,
+) -> Result<T, QueryError> {
     let text: String = row.try_get(name)?;
     parse(&text).ok_or_else(|| QueryError::Corrupt(format!("{name}: `{text}`")))
 }
@@ -363,7 +367,11 @@ fn decode_cursor(cursor: &str) -> Result<(String, String), InvalidCursor> {
 }
 
 /// Adds `AND …` for the camera restriction; `false` when nothing can match.
-fn push_visibility(b: &mut SqlBuilder, column: &str, only_cameras: Option<&[String]>) -> bool {
+pub(crate) fn push_visibility(
+    b: &mut SqlBuilder,
+    column: &str,
+    only_cameras: Option<&[String]>,
+) -> bool {
     let Some(ids) = only_cameras else {
         return true;
     };

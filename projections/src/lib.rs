@@ -5,11 +5,13 @@
 //! skips one. Any projection can be emptied and replayed from position 0
 //! ([`runner::ProjectionRunner::rebuild`]); [`digest`] proves the rebuilt tables equal the
 //! live ones. Query functions for the API live beside the projection that owns the table
-//! ([`cameras`], [`api_keys`], [`incidents`], [`actions`], [`calibration`]).
+//! ([`cameras`], [`api_keys`], [`incidents`], [`actions`], [`calibration`],
+//! [`subjects`]).
 //!
 //! All SQL here is portable between SQLite and PostgreSQL and runs through sqlx's `Any`
 //! driver, except incident search (FTS5 on SQLite, `to_tsvector` on PostgreSQL). Lance vector
-//! tables join with the face-search issue.
+//! tables join with the face-search issue; until then [`subjects::all_faces`] hands a matcher
+//! every enrolled descriptor.
 #![deny(missing_docs)]
 
 pub mod actions;
@@ -20,6 +22,7 @@ pub mod digest;
 pub mod incidents;
 pub mod leader;
 pub mod runner;
+pub mod subjects;
 
 pub use runner::{Projection, ProjectionError, ProjectionRunner, ProjectionStatus};
 
@@ -31,6 +34,7 @@ pub fn all() -> Vec<std::sync::Arc<dyn Projection>> {
         std::sync::Arc::new(incidents::IncidentProjection),
         std::sync::Arc::new(actions::ActionProjection),
         std::sync::Arc::new(calibration::CalibrationProjection),
+        std::sync::Arc::new(subjects::SubjectProjection),
     ]
 }
 

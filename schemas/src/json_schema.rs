@@ -50,6 +50,13 @@ pub fn all() -> Vec<(String, Value)> {
             "action.failed" => schema_of::<ActionFailed>(&file),
             "action.requeued" => schema_of::<ActionRequeued>(&file),
             "action.discarded" => schema_of::<ActionDiscarded>(&file),
+            "subject.enrolled" => schema_of::<SubjectEnrolled>(&file),
+            "subject.updated" => schema_of::<SubjectUpdated>(&file),
+            "subject.faces_added" => schema_of::<SubjectFacesAdded>(&file),
+            "subject.erased" => schema_of::<SubjectErased>(&file),
+            "subject.matched" => schema_of::<SubjectMatched>(&file),
+            "alert.acknowledged" => schema_of::<AlertAcknowledged>(&file),
+            "alert.dismissed" => schema_of::<AlertDismissed>(&file),
             other => unreachable!("event type `{other}` has no schema: add it here"),
         };
         out.push((file, schema));

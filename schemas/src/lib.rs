@@ -19,8 +19,8 @@ pub mod store;
 
 pub use envelope::{EventMeta, NewEvent, RecordedEvent};
 pub use events::{
-    ActionEvent, ApiKeyEvent, AppearanceEvent, CalibrationEvent, CameraEvent, DomainEvent,
-    EventDecodeError, IncidentEvent,
+    ActionEvent, AlertEvent, ApiKeyEvent, AppearanceEvent, CalibrationEvent, CameraEvent,
+    DomainEvent, EventDecodeError, IncidentEvent, SubjectEvent,
 };
 pub use store::{
     AppendOutcome, Direction, EventStore, EventSubscription, ExpectedVersion, StoreError,
@@ -62,6 +62,11 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
         6,
         "incidents",
         include_str!("../migrations/0006_incidents.sql"),
+    ),
+    (
+        7,
+        "subjects",
+        include_str!("../migrations/0007_subjects.sql"),
     ),
 ];
 

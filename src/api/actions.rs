@@ -87,6 +87,7 @@ pub struct ExecuteAction {
 
 impl BodyLimits for ExecuteAction {
     const MAX_BYTES: usize = 16 * 1024;
+    const CHECK_DECLARED: bool = true;
 }
 
 /// Response of an action request.
@@ -231,6 +232,7 @@ pub struct AlertmanagerPayload {
 
 impl BodyLimits for AlertmanagerPayload {
     const MAX_BYTES: usize = 1 << 20;
+    const CHECK_DECLARED: bool = true;
 }
 
 /// What an Alertmanager webhook did.

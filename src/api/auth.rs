@@ -63,6 +63,19 @@ pub const OPERATION_SCOPES: &[(&str, &str)] = &[
     ("requeue_dlq", "admin"),
     ("purge_dlq", "admin"),
     ("alertmanager_webhook", "write:incidents"),
+    ("enroll_subject", "write:subjects"),
+    ("list_subjects", "read:subjects"),
+    ("get_subject", "read:subjects"),
+    ("update_subject", "write:subjects"),
+    ("erase_subject", "write:subjects"),
+    ("add_subject_faces", "write:subjects"),
+    ("enroll_poi", "write:subjects"),
+    ("list_poi", "read:subjects"),
+    ("get_poi", "read:subjects"),
+    ("erase_poi", "write:subjects"),
+    ("list_alerts", "read:incidents"),
+    ("acknowledge_alert", "write:incidents"),
+    ("dismiss_alerts", "write:incidents"),
 ];
 
 /// The scope a request needs, from its method and path (routes as the OpenAPI document has

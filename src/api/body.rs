@@ -9,6 +9,7 @@ use poem::http::StatusCode;
 use poem::{FromRequest, Request, RequestBody};
 use poem_openapi::payload::{ParsePayload, Payload};
 use poem_openapi::registry::{MetaSchemaRef, Registry};
+use poem_openapi::types::ParseFromJSON;
 use poem_openapi::types::Type;
 use serde::de::DeserializeOwned;
 use serde_json::json;
@@ -40,6 +41,10 @@ pub trait BodyLimits {
     /// Whether the body carries a picture: it is capped by `max_upload_bytes` instead of
     /// `max_body_bytes`, and its strings by that cap instead of [`MAX_STRING_BYTES`].
     const MEDIA: bool = false;
+    /// Whether the extractor checks the validators the document declares (lengths, ranges,
+    /// patterns, item counts). Types whose domain checks every declared rule, naming the field
+    /// more precisely, leave it off.
+    const CHECK_DECLARED: bool = false;
 }
 
 /// Deepest nesting of arrays and objects accepted in a body.
@@ -191,7 +196,7 @@ impl<T: Type> Payload for JsonBody<T> {
     }
 }
 
-impl<T: Type + DeserializeOwned + BodyLimits + Send> ParsePayload for JsonBody<T> {
+impl<T: Type + ParseFromJSON + DeserializeOwned + BodyLimits + Send> ParsePayload for JsonBody<T> {
     const IS_REQUIRED: bool = true;
 
     async fn from_request(request: &Request, body: &mut RequestBody) -> poem::Result<Self> {
@@ -206,13 +211,34 @@ impl<T: Type + DeserializeOwned + BodyLimits + Send> ParsePayload for JsonBody<T
         )
         .await?;
         let max_string = if T::MEDIA { limit } else { MAX_STRING_BYTES };
-        parse_json_with(&bytes, max_string)
-            .map(JsonBody)
-            .map_err(Into::into)
+        let parsed = parse_json_with(&bytes, max_string)?;
+        if T::CHECK_DECLARED {
+            check_declared::<T>(&bytes)?;
+        }
+        Ok(JsonBody(parsed))
     }
 }
 
-poem_openapi::impl_apirequest_for_payload!(JsonBody<T>, T: Type + DeserializeOwned + BodyLimits + Send);
+poem_openapi::impl_apirequest_for_payload!(JsonBody<T>, T: Type + ParseFromJSON + DeserializeOwned + BodyLimits + Send);
+
+/// Checks the body against the validators the OpenAPI document declares for `T` (lengths,
+/// ranges, patterns, item counts), so that what the document refuses the server refuses too.
+/// Runs after serde accepted the body, whose errors name the field more precisely.
+fn check_declared<T: ParseFromJSON>(bytes: &[u8]) -> Result<(), ApiError> {
+    let value: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| {
+        ApiError::validation("body", format!("request body is not valid JSON: {e}"))
+    })?;
+    T::parse_from_json(Some(value)).map(drop).map_err(|e| {
+        let message = e.into_message();
+        let field = message
+            .split("field `")
+            .nth(1)
+            .and_then(|rest| rest.split('`').next())
+            .unwrap_or("body")
+            .to_string();
+        ApiError::validation(field, message)
+    })
+}
 
 /// Parses `bytes` as `T` (every request body of this API is a JSON object), with the error
 /// mapping of this module.

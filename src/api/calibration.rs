@@ -185,6 +185,7 @@ pub struct CalibrationPut {
 
 impl BodyLimits for CalibrationPut {
     const MAX_BYTES: usize = 1 << 20;
+    const CHECK_DECLARED: bool = true;
 }
 
 /// A change (`PATCH`): present global fields replace the global ones; each camera's object
@@ -202,6 +203,7 @@ pub struct CalibrationPatch {
 
 impl BodyLimits for CalibrationPatch {
     const MAX_BYTES: usize = 1 << 20;
+    const CHECK_DECLARED: bool = true;
 }
 
 /// Response of a change.

@@ -377,6 +377,7 @@ pub struct IncidentPatch {
 
 impl BodyLimits for IncidentPatch {
     const MAX_BYTES: usize = 64 * 1024;
+    const CHECK_DECLARED: bool = true;
 }
 
 /// Counts and means over the incidents the key may see.

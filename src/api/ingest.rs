@@ -405,7 +405,9 @@ async fn decode_picture(bytes: bytes::Bytes, field: &str) -> Result<RgbImage, Ap
     })
 }
 
-fn pool_error(e: PoolError) -> ApiError {
+/// 503 for a picture the inference pool did not analyse (`INFERENCE_BUSY`,
+/// `MODELS_UNAVAILABLE`).
+pub(crate) fn pool_error(e: PoolError) -> ApiError {
     match e {
         PoolError::Busy(_) | PoolError::Stopped => ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,

@@ -15,6 +15,7 @@ pub mod cameras;
 pub mod error;
 pub mod incidents;
 pub mod ingest;
+pub mod subjects;
 pub mod system;
 pub mod ws;
 
@@ -41,6 +42,9 @@ pub enum ApiTags {
     Cameras,
     /// Incidents, rules, calibration, response actions, webhooks.
     Incidents,
+    /// Enrolled people (authorised or watch-listed), their faces, and the alerts their
+    /// matches raise.
+    Subjects,
     /// API keys: scopes, limits, usage.
     ApiKeys,
     /// Stored events with their envelopes, for auditors.
@@ -55,6 +59,7 @@ type Apis = (
     incidents::IncidentsApi,
     calibration::CalibrationApi,
     actions::ActionsApi,
+    subjects::SubjectsApi,
     api_keys::ApiKeysApi,
     audit::AuditApi,
     system::SystemApi,
@@ -69,6 +74,7 @@ pub fn openapi_service() -> OpenApiService<Apis, ()> {
             incidents::IncidentsApi,
             calibration::CalibrationApi,
             actions::ActionsApi,
+            subjects::SubjectsApi,
             api_keys::ApiKeysApi,
             audit::AuditApi,
             system::SystemApi,

@@ -15,7 +15,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use vigil::config::Config;
-use vigil_schemas::RecordedEvent;
+use vigil_schemas::{DomainEvent, RecordedEvent};
 
 use crate::support::{TestDb, TestServer, Which, repo_file};
 
@@ -952,15 +952,21 @@ async fn failed_camera_actors_restart_with_backoff_while_the_others_keep_running
 /// Frame `i` of a face walking over the pedestrian scene: the astronaut photo (a real face),
 /// 256 px square, moved 40 px right per frame over a frame of the clip; made with ffmpeg.
 fn face_over_scene(dir: &Path, i: usize) -> PathBuf {
-    let out = dir.join(format!("face-{i:02}.jpg"));
+    person_over_scene(dir, i, "astronaut.png")
+}
+
+/// Frame `i` of the photo `image` (from the assets' `images/`), 256 px wide, walking over the
+/// pedestrian scene.
+fn person_over_scene(dir: &Path, i: usize, image: &str) -> PathBuf {
+    let out = dir.join(format!("{image}-{i:02}.jpg"));
     let status = std::process::Command::new("ffmpeg")
         .args(["-loglevel", "error", "-y", "-i"])
         .arg(&frame_files()[i])
         .arg("-i")
-        .arg(assets().join("images/astronaut.png"))
+        .arg(assets().join("images").join(image))
         .args([
             "-filter_complex",
-            &format!("[1]scale=256:256[a];[0][a]overlay=x={}:y=150", 100 + 40 * i),
+            &format!("[1]scale=256:-2[a];[0][a]overlay=x={}:y=150", 100 + 40 * i),
             "-q:v",
             "3",
         ])
@@ -1215,6 +1221,145 @@ async fn rules_raise_crowd_and_intrusion_incidents_on_the_pedestrian_clip() {
             .as_str()
             .unwrap()
             .starts_with("reanalysis")
+    );
+    server.stop().await;
+}
+
+/// Pushes `n` frames of `image` walking over the scene to push camera `camera`, 200 ms apart.
+async fn push_person(server: &TestServer, camera: &str, image: &str, n: usize) {
+    let dir = tempfile::tempdir().unwrap();
+    let start = chrono::Utc::now() - chrono::Duration::seconds(30);
+    for i in 0..n {
+        let file = person_over_scene(dir.path(), i, image);
+        let time = (start + chrono::Duration::milliseconds(200 * i as i64)).to_rfc3339();
+        let part = ("f.jpg".to_string(), std::fs::read(&file).unwrap());
+        let res = server
+            .req(Method::POST, &format!("/api/v1/cameras/{camera}/frames"))
+            .multipart(multipart(&[part], &[time]))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enrolled_faces_are_matched_and_other_faces_stay_unknown() {
+    let _serial = SERIAL.lock().await;
+    let db = TestDb::new(Which::Sqlite).await;
+    let server = ingest_server(&db).await;
+    // Enrol the astronaut on the watch list with her photo's descriptor.
+    let photo = std::fs::read(assets().join("images/astronaut.png")).unwrap();
+    let res = server
+        .req(Method::POST, "/api/v1/analyze")
+        .json(&json!({"image": base64::engine::general_purpose::STANDARD.encode(&photo)}))
+        .send()
+        .await
+        .unwrap();
+    let body: Value = res.json().await.unwrap();
+    let embedding: Vec<f32> = body["faces"][0]["embedding"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap() as f32)
+        .collect();
+    assert_eq!(embedding.len(), 128);
+    let enrolled = vigil_schemas::SubjectEvent::Enrolled(vigil_schemas::events::SubjectEnrolled {
+        subject_id: "eileen".into(),
+        name: "Eileen Collins".into(),
+        category: vigil_schemas::events::SubjectCategory::Watchlist,
+        severity: Some(vigil_schemas::events::Severity::Critical),
+        notes: String::new(),
+        faces: vec![vigil_schemas::events::SubjectFace {
+            face_id: "eileen-1".into(),
+            crop: server.app.ingest().blobs.put(&photo).await.unwrap(),
+            bbox: vigil_schemas::events::NormBox {
+                x1: 0.3,
+                y1: 0.1,
+                x2: 0.6,
+                y2: 0.5,
+            },
+            score: 0.99,
+            embedding,
+        }],
+    });
+    server
+        .app
+        .store()
+        .append(
+            "subject-eileen",
+            vigil_schemas::ExpectedVersion::NoStream,
+            vec![enrolled.to_new_event(chrono::Utc::now(), &vigil_schemas::EventMeta::system())],
+        )
+        .await
+        .unwrap();
+    for (id, image) in [("door", "astronaut.png"), ("hall", "230501201_1.png")] {
+        register(
+            &server,
+            json!({"id": id, "name": id, "source": "push", "sample_fps": 5,
+                   "features": {"authorised": true}}),
+        )
+        .await;
+        wait_until_running(&server, id).await;
+        push_person(&server, id, image, 6).await;
+    }
+
+    // The astronaut is matched once on her track, with a face crop and the distances.
+    let events = all_events(&server).await;
+    let matched: Vec<&RecordedEvent> = events
+        .iter()
+        .filter(|e| e.event_type == "subject.matched")
+        .collect();
+    assert_eq!(
+        matched.len(),
+        1,
+        "one match per track and subject: {matched:?}"
+    );
+    let m = &matched[0].payload;
+    assert_eq!(matched[0].stream, "subject-eileen");
+    assert_eq!(m["camera_id"], "door");
+    assert_eq!(m["subject_name"], "Eileen Collins");
+    assert!(m["distance"].as_f64().unwrap() < 0.5, "{m}");
+    media_is_jpeg(&server, m["crop"].as_str().unwrap()).await;
+    media_is_jpeg(&server, m["frame"]["blob"].as_str().unwrap()).await;
+
+    let incidents = |camera: &str, kind: &str| {
+        let url = format!("/api/v1/incidents?camera_id={camera}&kind={kind}");
+        let server = &server;
+        async move {
+            let body: Value = server
+                .req(Method::GET, &url)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            body["items"].as_array().unwrap().clone()
+        }
+    };
+    // A person-of-interest incident at the subject's severity, naming her and the distance.
+    let poi = incidents("door", "person_of_interest").await;
+    assert_eq!(poi.len(), 1, "{poi:?}");
+    assert_eq!(poi[0]["severity"], "critical");
+    let reasoning = poi[0]["reasoning"].as_str().unwrap();
+    assert!(
+        reasoning.contains("'Eileen Collins' at distance 0."),
+        "{reasoning}"
+    );
+    assert_eq!(poi[0]["subjects"]["track_ids"][0], m["track_id"]);
+    assert!(incidents("hall", "person_of_interest").await.is_empty());
+
+    // The other person's face was compared and stays unknown: no match, and the authorised
+    // rule (no authorised subject is enrolled) raises its incident once for the track.
+    let hall = incidents("hall", "unauthorised").await;
+    assert_eq!(hall.len(), 1, "{hall:?}");
+    assert!(
+        hall[0]["reasoning"]
+            .as_str()
+            .unwrap()
+            .contains("no authorised subject is enrolled"),
+        "{hall:?}"
     );
     server.stop().await;
 }

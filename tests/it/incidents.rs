@@ -678,6 +678,8 @@ async fn calibration_changes_are_events_with_camera_overrides() {
         json!({"cameras": {"lobby": {"intrusion_schedule": [{"start": "25:00", "end": "06:00"}]}}}),
         json!({"cameras": {"lobby": {"intrusion_schedule": [{"start": "06:00", "end": "06:00"}]}}}),
         json!({"global": {"sensitivity": 3}}),
+        // Beyond a maximum the document declares.
+        json!({"global": {"lying_seconds": 1e9}}),
     ] {
         let (status, body) = call(
             &server,
@@ -730,7 +732,12 @@ async fn calibration_changes_are_events_with_camera_overrides() {
         assert!(rules.iter().any(|r| r["feature"] == feature), "{feature}");
     }
     let authorised = rules.iter().find(|r| r["feature"] == "authorised").unwrap();
-    assert_eq!(authorised["status"], "inert");
+    assert_eq!(authorised["status"], "active");
+    let poi = rules
+        .iter()
+        .find(|r| r["name"] == "person_of_interest")
+        .unwrap();
+    assert_eq!(poi["feature"], "always");
     let theft = rules.iter().find(|r| r["feature"] == "theft").unwrap();
     assert_eq!(theft["status"], "extension_point");
     server.stop().await;

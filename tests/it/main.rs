@@ -14,5 +14,6 @@ mod kafka;
 mod projections;
 mod readme;
 mod store_conformance;
+mod subjects;
 mod support;
 mod ws;
