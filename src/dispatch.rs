@@ -12,7 +12,6 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use futures::StreamExt;
 use serde_json::json;
@@ -439,32 +438,13 @@ impl Dispatcher {
     /// Dispatches forever while this node leads (one dispatcher per cluster on PostgreSQL);
     /// after an error it waits and starts again from its checkpoint.
     pub async fn run(self) {
-        let mut backoff = Duration::from_millis(200);
-        loop {
-            let leadership = match vigil_projections::leader::try_lead(&self.pool, CHECKPOINT).await
-            {
-                Ok(Some(l)) => l,
-                Ok(None) => {
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                    continue;
-                }
-                Err(err) => {
-                    tracing::warn!(error = %err, "action dispatcher cannot check leadership");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(10));
-                    continue;
-                }
-            };
-            match self.follow().await {
-                Ok(()) => backoff = Duration::from_millis(200),
-                Err(err) => {
-                    tracing::warn!(error = %err, "action dispatcher stopped; restarting from its checkpoint");
-                    drop(leadership);
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(10));
-                }
-            }
-        }
+        vigil_projections::leader::lead_forever(
+            &self.pool,
+            CHECKPOINT,
+            "action dispatcher",
+            || self.follow(),
+        )
+        .await;
     }
 }
 

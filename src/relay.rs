@@ -256,32 +256,10 @@ impl KafkaRelay {
     /// Relays forever while this node leads the relay (one per cluster on PostgreSQL); after an
     /// error it waits (capped exponential backoff) and starts again from the committed checkpoint.
     pub async fn run(self) {
-        let mut backoff = Duration::from_millis(200);
-        loop {
-            // One relay per cluster: the others wait for the leader's lock.
-            let leadership = match vigil_projections::leader::try_lead(&self.pool, CHECKPOINT).await
-            {
-                Ok(Some(leadership)) => leadership,
-                Ok(None) => {
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                    continue;
-                }
-                Err(err) => {
-                    tracing::warn!(error = %err, "kafka relay cannot check leadership");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(10));
-                    continue;
-                }
-            };
-            match self.follow().await {
-                Ok(()) => backoff = Duration::from_millis(200),
-                Err(err) => {
-                    tracing::warn!(error = %err, "kafka relay stopped; restarting from its checkpoint");
-                    drop(leadership);
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(10));
-                }
-            }
-        }
+        // One relay per cluster: the others wait for the leader's lock.
+        vigil_projections::leader::lead_forever(&self.pool, CHECKPOINT, "kafka relay", || {
+            self.follow()
+        })
+        .await;
     }
 }

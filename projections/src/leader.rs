@@ -40,3 +40,41 @@ pub async fn try_lead(pool: &AnyPool, name: &str) -> Result<Option<Leadership>, 
         Ok(None)
     }
 }
+
+/// Runs `follow` for as long as this node leads `name`, forever: waits while another node leads,
+/// and after an error (or a leadership check failing) waits a capped exponential backoff
+/// (200 ms doubling to 10 s) and starts `follow` again. `what` names the subscriber in logs.
+pub async fn lead_forever<F, Fut, E>(pool: &AnyPool, name: &str, what: &str, mut follow: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(), E>>,
+    E: std::fmt::Display,
+{
+    use std::time::Duration;
+    let first = Duration::from_millis(200);
+    let mut backoff = first;
+    loop {
+        let leadership = match try_lead(pool, name).await {
+            Ok(Some(leadership)) => leadership,
+            Ok(None) => {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "{what} cannot check leadership");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(10));
+                continue;
+            }
+        };
+        match follow().await {
+            Ok(()) => backoff = first,
+            Err(err) => {
+                tracing::warn!(error = %err, "{what} stopped; restarting from its checkpoint");
+                drop(leadership);
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(10));
+            }
+        }
+    }
+}

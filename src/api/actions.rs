@@ -14,7 +14,6 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 use vigil_actors::action::{Action, ActionCommand, ActionError};
 use vigil_projections::actions::{DlqRow, dlq_ids, get_action, get_dlq, list_dlq};
-use vigil_projections::cameras::QueryError;
 use vigil_schemas::events::{
     ActionKind, ActionRequested, IncidentKind, IncidentOpened, IncidentSubjects, Severity,
 };
@@ -246,14 +245,6 @@ pub struct AlertsReceived {
     pub resolved: u32,
 }
 
-fn query_error(err: QueryError) -> ApiError {
-    match err {
-        QueryError::Cursor(_) => ApiError::validation("cursor", "not a cursor this API returned"),
-        QueryError::Database(e) => ApiError::unavailable(e),
-        QueryError::Corrupt(e) => ApiError::internal(e),
-    }
-}
-
 fn action_error(err: ApiFailure, id: &str) -> ApiError {
     match err {
         ApiFailure::Action(e) => super::error::command_error(e, "action", |e| match e {
@@ -370,7 +361,7 @@ impl ActionsApi {
         {
             dto = get_action(app.pool(), &action_id)
                 .await
-                .map_err(query_error)?
+                .map_err(ApiError::from)?
                 .map(action_dto);
         }
         wait_visible(&app, Some(position)).await;
@@ -409,7 +400,7 @@ impl ActionsApi {
         };
         let row = get_action(app.pool(), &id.0)
             .await
-            .map_err(query_error)?
+            .map_err(ApiError::from)?
             .ok_or_else(not_found)?;
         if principal.is_camera_restricted()
             && !row
@@ -437,7 +428,7 @@ impl ActionsApi {
         auth.require("list_dlq")?;
         let (rows, next_cursor) = list_dlq(app.pool(), cursor.0.as_deref(), limit.0.unwrap_or(50))
             .await
-            .map_err(query_error)?;
+            .map_err(ApiError::from)?;
         Ok(Json(DlqPage {
             items: rows.into_iter().map(dlq_dto).collect(),
             next_cursor,
@@ -462,7 +453,7 @@ impl ActionsApi {
         let principal = auth.require("requeue_dlq")?;
         let entry = get_dlq(app.pool(), &id.0)
             .await
-            .map_err(query_error)?
+            .map_err(ApiError::from)?
             .ok_or_else(|| {
                 ApiError::not_found(
                     "DLQ_ENTRY_NOT_FOUND",
@@ -496,7 +487,7 @@ impl ActionsApi {
         let meta = request_meta(principal);
         let mut discarded = 0;
         let mut last = None;
-        for (action_id, target) in dlq_ids(app.pool()).await.map_err(query_error)? {
+        for (action_id, target) in dlq_ids(app.pool()).await.map_err(ApiError::from)? {
             let command = ActionCommand::Discard {
                 action_id: action_id.clone(),
                 target,

@@ -13,7 +13,7 @@ use vigil_actors::CommandError;
 use vigil_actors::camera::{
     Camera, CameraAggregate, CameraCommand, CameraError, CameraPatch, FeaturesPatch, RegisterCamera,
 };
-use vigil_projections::cameras::{CameraQuery, CameraRow, QueryError, get_camera, list_cameras};
+use vigil_projections::cameras::{CameraQuery, CameraRow, get_camera, list_cameras};
 use vigil_schemas::EventMeta;
 use vigil_schemas::events::{CameraFeatures, Point, Zone};
 
@@ -416,14 +416,6 @@ fn command_error(err: CommandError<CameraError>, id: &str) -> ApiError {
     })
 }
 
-fn query_error(err: QueryError) -> ApiError {
-    match err {
-        QueryError::Cursor(_) => ApiError::validation("cursor", "not a cursor this API returned"),
-        QueryError::Database(e) => ApiError::unavailable(e),
-        QueryError::Corrupt(e) => ApiError::internal(e),
-    }
-}
-
 /// The camera as the read model shows it once it has caught up with `position` (waiting a
 /// little), else as the write side knows it.
 async fn visible_camera(
@@ -434,7 +426,7 @@ async fn visible_camera(
 ) -> Result<CameraDto, ApiError> {
     if let (Some(position), Some(status)) = (position, app.projection_status("cameras"))
         && status.wait_for(position, WRITE_VISIBILITY_WAIT).await
-        && let Some(row) = get_camera(app.pool(), id).await.map_err(query_error)?
+        && let Some(row) = get_camera(app.pool(), id).await.map_err(ApiError::from)?
         && row.version == fallback.version
     {
         return Ok(dto_from_row(app, row));
@@ -631,7 +623,7 @@ impl CamerasApi {
         };
         let (rows, next_cursor) = list_cameras(app.pool(), &query)
             .await
-            .map_err(query_error)?;
+            .map_err(ApiError::from)?;
         let page = CameraPage {
             items: rows.into_iter().map(|r| dto_from_row(&app, r)).collect(),
             next_cursor,
@@ -654,7 +646,7 @@ impl CamerasApi {
         let position = read_position(&app, min_position.0).await?;
         let row = get_camera(app.pool(), &id.0)
             .await
-            .map_err(query_error)?
+            .map_err(ApiError::from)?
             .ok_or_else(|| camera_not_found(&id.0))?;
         let version = row.version;
         Ok(CameraResponse::Ok(
@@ -802,6 +794,6 @@ pub(crate) async fn visible_row(
     visible_to(principal, id)?;
     get_camera(app.pool(), id)
         .await
-        .map_err(query_error)?
+        .map_err(ApiError::from)?
         .ok_or_else(|| camera_not_found(id))
 }

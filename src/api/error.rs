@@ -181,6 +181,17 @@ pub fn command_error<E: std::error::Error + 'static>(
     }
 }
 
+impl From<vigil_projections::cameras::QueryError> for ApiError {
+    fn from(err: vigil_projections::cameras::QueryError) -> Self {
+        use vigil_projections::cameras::QueryError;
+        match err {
+            QueryError::Cursor(_) => Self::validation("cursor", "not a cursor this API returned"),
+            QueryError::Database(e) => Self::unavailable(e),
+            QueryError::Corrupt(e) => Self::internal(e),
+        }
+    }
+}
+
 impl From<vigil_schemas::StoreError> for ApiError {
     fn from(err: vigil_schemas::StoreError) -> Self {
         match err {

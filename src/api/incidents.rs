@@ -14,7 +14,6 @@ use serde_json::json;
 use vigil_actors::incident::{Incident, IncidentCommand, IncidentError};
 use vigil_actors::pool::Want;
 use vigil_projections::actions::{ActionRow, actions_of_incident};
-use vigil_projections::cameras::QueryError;
 use vigil_projections::incidents::{
     IncidentQuery, IncidentRow, export_page, get_incident, incident_history, incident_stats,
     incidents_opened_before, list_incidents, search_incidents,
@@ -504,14 +503,6 @@ pub enum IncidentResponse {
     ),
 }
 
-fn query_error(err: QueryError) -> ApiError {
-    match err {
-        QueryError::Cursor(_) => ApiError::validation("cursor", "not a cursor this API returned"),
-        QueryError::Database(e) => ApiError::unavailable(e),
-        QueryError::Corrupt(e) => ApiError::internal(e),
-    }
-}
-
 /// 404 `INCIDENT_NOT_FOUND`.
 pub fn incident_not_found(id: &str) -> ApiError {
     ApiError::not_found(
@@ -577,7 +568,7 @@ pub async fn visible_incident(
 ) -> Result<IncidentRow, ApiError> {
     get_incident(app.pool(), id)
         .await
-        .map_err(query_error)?
+        .map_err(ApiError::from)?
         .filter(|row| may_see(principal, row))
         .ok_or_else(|| incident_not_found(id))
 }
@@ -688,7 +679,7 @@ impl IncidentsApi {
         };
         let (rows, next_cursor) = list_incidents(app.pool(), &query)
             .await
-            .map_err(query_error)?;
+            .map_err(ApiError::from)?;
         Ok(Json(IncidentPage {
             items: rows.into_iter().map(dto).collect(),
             next_cursor,
@@ -709,7 +700,7 @@ impl IncidentsApi {
         let only = only_cameras(principal);
         let s = incident_stats(app.pool(), Utc::now(), only.as_deref())
             .await
-            .map_err(query_error)?;
+            .map_err(ApiError::from)?;
         Ok(Json(StatsDto {
             total: s.total,
             active: s.active,
@@ -748,7 +739,7 @@ impl IncidentsApi {
         let only = only_cameras(principal);
         let rows = search_incidents(app.pool(), &q.0, only.as_deref(), limit.0.unwrap_or(50))
             .await
-            .map_err(query_error)?;
+            .map_err(ApiError::from)?;
         Ok(Json(SearchResults {
             items: rows.into_iter().map(dto).collect(),
         }))
@@ -872,7 +863,7 @@ impl IncidentsApi {
         loop {
             let batch = incidents_opened_before(app.pool(), cutoff, 500)
                 .await
-                .map_err(query_error)?;
+                .map_err(ApiError::from)?;
             if batch.is_empty() {
                 break;
             }
@@ -954,10 +945,10 @@ impl IncidentsApi {
         let row = visible_incident(&app, principal, &id.0).await?;
         let history = incident_history(app.pool(), &id.0)
             .await
-            .map_err(query_error)?;
+            .map_err(ApiError::from)?;
         let actions = actions_of_incident(app.pool(), &id.0)
             .await
-            .map_err(query_error)?;
+            .map_err(ApiError::from)?;
         Ok(Json(IncidentDetail {
             incident: dto(row),
             history: history

@@ -31,7 +31,6 @@ use vigil_actors::subject::{
     MAX_FACES, MAX_FACES_PER_REQUEST, MAX_NAME_CHARS, MAX_NOTES_CHARS, Subject, SubjectCommand,
     SubjectError,
 };
-use vigil_projections::cameras::QueryError;
 use vigil_projections::subjects::{
     AlertQuery, AlertRow, SubjectFaceRow, SubjectRow, alert_ids, crop_in_use, get_alert,
     get_subject, list_alerts, list_subjects,
@@ -552,14 +551,6 @@ pub enum AlertResponse {
 // ---------------------------------------------------------------------------------------------
 // Helpers.
 
-fn query_error(err: QueryError) -> ApiError {
-    match err {
-        QueryError::Cursor(_) => ApiError::validation("cursor", "not a cursor this API returned"),
-        QueryError::Database(e) => ApiError::unavailable(e),
-        QueryError::Corrupt(e) => ApiError::internal(e),
-    }
-}
-
 /// 404 `SUBJECT_NOT_FOUND`.
 fn subject_not_found(id: &str) -> ApiError {
     ApiError::not_found(
@@ -614,7 +605,7 @@ async fn visible_subject(
 ) -> Result<(SubjectDto, u64), ApiError> {
     let seen = wait_visible(app, position).await;
     let caught_up = position.is_none_or(|p| seen >= p);
-    match get_subject(app.pool(), id).await.map_err(query_error)? {
+    match get_subject(app.pool(), id).await.map_err(ApiError::from)? {
         Some(row) if caught_up => Ok((subject_dto(row), position.unwrap_or(seen))),
         Some(_) | None if !caught_up => Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -896,7 +887,7 @@ async fn enrol(
         }
     };
     let seen = wait_visible(app, done.position).await;
-    let dto = match get_subject(app.pool(), &id).await.map_err(query_error)? {
+    let dto = match get_subject(app.pool(), &id).await.map_err(ApiError::from)? {
         Some(row) => subject_dto(row),
         None => {
             // The read model is slow: answer with what was recorded.
@@ -968,7 +959,7 @@ async fn erase(
     for crop in crops {
         if crop_in_use(app.pool(), &crop, Some(id))
             .await
-            .map_err(query_error)?
+            .map_err(ApiError::from)?
         {
             continue;
         }
@@ -990,7 +981,7 @@ async fn list(
     let limit = check_limit(limit)?;
     let (rows, next_cursor) = list_subjects(app.pool(), category, cursor.as_deref(), limit)
         .await
-        .map_err(query_error)?;
+        .map_err(ApiError::from)?;
     Ok(Json(SubjectPage {
         items: rows.into_iter().map(subject_dto).collect(),
         next_cursor,
@@ -1001,7 +992,7 @@ async fn list(
 async fn visible_alert(app: &App, principal: &Principal, id: &str) -> Result<AlertRow, ApiError> {
     get_alert(app.pool(), id)
         .await
-        .map_err(query_error)?
+        .map_err(ApiError::from)?
         .filter(|row| principal.may_access_camera(&row.camera_id))
         .ok_or_else(|| alert_not_found(id))
 }
@@ -1075,7 +1066,7 @@ impl SubjectsApi {
         auth.require("get_subject")?;
         let row = get_subject(app.pool(), &id.0)
             .await
-            .map_err(query_error)?
+            .map_err(ApiError::from)?
             .ok_or_else(|| subject_not_found(&id.0))?;
         Ok(Json(subject_dto(row)))
     }
@@ -1251,7 +1242,7 @@ impl SubjectsApi {
         auth.require("get_poi")?;
         let row = get_subject(app.pool(), &id.0)
             .await
-            .map_err(query_error)?
+            .map_err(ApiError::from)?
             .filter(|row| row.category == SubjectCategory::Watchlist)
             .ok_or_else(|| poi_not_found(&id.0))?;
         Ok(Json(subject_dto(row)))
@@ -1312,7 +1303,9 @@ impl SubjectsApi {
             cursor: cursor.0,
             limit,
         };
-        let (rows, next_cursor) = list_alerts(app.pool(), &query).await.map_err(query_error)?;
+        let (rows, next_cursor) = list_alerts(app.pool(), &query)
+            .await
+            .map_err(ApiError::from)?;
         Ok(Json(AlertPage {
             items: rows.into_iter().map(alert_dto).collect(),
             next_cursor,
@@ -1369,7 +1362,7 @@ impl SubjectsApi {
         let only = only_cameras(principal);
         let ids = alert_ids(app.pool(), before.0, only.as_deref())
             .await
-            .map_err(query_error)?;
+            .map_err(ApiError::from)?;
         let meta = request_meta(principal);
         let mut dismissed = 0;
         let mut last = None;

@@ -17,7 +17,7 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use vigil::config::Config;
 use vigil_schemas::{DomainEvent, RecordedEvent};
 
-use crate::support::{TestDb, TestServer, Which, repo_file};
+use crate::support::{TestDb, TestServer, Which, repo_file, until};
 
 /// One camera test at a time.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -189,25 +189,6 @@ async fn statuses(server: &TestServer, id: &str) -> Vec<String> {
         .iter()
         .map(|e| e.payload["status"].as_str().unwrap().to_string())
         .collect()
-}
-
-/// Polls `check` until it returns `Some`, or fails naming `what` after `secs`.
-async fn until<T, F, Fut>(secs: u64, what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {secs} s waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
 }
 
 async fn register(server: &TestServer, body: Value) {
@@ -497,6 +478,40 @@ async fn mjpeg_and_snapshot_cameras_with_basic_auth_make_tracks() {
     http.kill().await;
 }
 
+/// Pushes the clip's first `n` frames (10 fps, their capture times from a minute ago) to push
+/// camera `camera`, five a request; returns each request's `frames` answers.
+async fn push_clip(server: &TestServer, camera: &str, n: usize) -> Vec<Vec<Value>> {
+    let start = chrono::Utc::now() - chrono::Duration::seconds(60);
+    let mut answers = vec![];
+    for (batch, chunk) in frame_files()[..n].chunks(5).enumerate() {
+        let parts: Vec<(String, Vec<u8>)> = chunk
+            .iter()
+            .map(|p| {
+                (
+                    p.file_name().unwrap().to_string_lossy().into_owned(),
+                    std::fs::read(p).unwrap(),
+                )
+            })
+            .collect();
+        let times: Vec<String> = (0..chunk.len())
+            .map(|i| {
+                (start + chrono::Duration::milliseconds(((batch * 5 + i) * 100) as i64))
+                    .to_rfc3339()
+            })
+            .collect();
+        let res = server
+            .req(Method::POST, &format!("/api/v1/cameras/{camera}/frames"))
+            .multipart(multipart(&parts, &times))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200, "{}", res.text().await.unwrap());
+        let body: Value = res.json().await.unwrap();
+        answers.push(body["frames"].as_array().unwrap().clone());
+    }
+    answers
+}
+
 fn multipart(files: &[(String, Vec<u8>)], timestamps: &[String]) -> reqwest::multipart::Form {
     let mut form = reqwest::multipart::Form::new();
     for (name, bytes) in files {
@@ -547,37 +562,12 @@ async fn pushed_frames_make_tracks_and_bad_uploads_store_nothing() {
 
     // 30 frames of the clip at 10 fps, pushed 5 at a time with their capture times: sampling
     // at 5 fps keeps every other one.
-    let start = chrono::Utc::now() - chrono::Duration::seconds(60);
     let files = frame_files();
     let mut sampled = 0;
     let mut with_tracks = 0;
-    for (batch, chunk) in files[..30].chunks(5).enumerate() {
-        let parts: Vec<(String, Vec<u8>)> = chunk
-            .iter()
-            .map(|p| {
-                (
-                    p.file_name().unwrap().to_string_lossy().into_owned(),
-                    std::fs::read(p).unwrap(),
-                )
-            })
-            .collect();
-        let times: Vec<String> = (0..chunk.len())
-            .map(|i| {
-                (start + chrono::Duration::milliseconds(((batch * 5 + i) * 100) as i64))
-                    .to_rfc3339()
-            })
-            .collect();
-        let res = server
-            .req(Method::POST, "/api/v1/cameras/edge/frames")
-            .multipart(multipart(&parts, &times))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(res.status(), 200, "{}", res.text().await.unwrap());
-        let body: Value = res.json().await.unwrap();
-        let frames = body["frames"].as_array().unwrap();
-        assert_eq!(frames.len(), chunk.len());
-        for f in frames {
+    for frames in push_clip(&server, "edge", 30).await {
+        assert_eq!(frames.len(), 5);
+        for f in &frames {
             if f["sampled"] == true {
                 sampled += 1;
                 let analysis = &f["analysis"];
@@ -1089,35 +1079,10 @@ async fn rules_raise_crowd_and_intrusion_incidents_on_the_pedestrian_clip() {
     .await;
     wait_until_running(&server, "plaza").await;
 
-    let start = chrono::Utc::now() - chrono::Duration::seconds(60);
-    let files = frame_files();
     let mut most_persons = 0;
     let mut answered_incidents = vec![];
-    for (batch, chunk) in files[..30].chunks(5).enumerate() {
-        let parts: Vec<(String, Vec<u8>)> = chunk
-            .iter()
-            .map(|p| {
-                (
-                    p.file_name().unwrap().to_string_lossy().into_owned(),
-                    std::fs::read(p).unwrap(),
-                )
-            })
-            .collect();
-        let times: Vec<String> = (0..chunk.len())
-            .map(|i| {
-                (start + chrono::Duration::milliseconds(((batch * 5 + i) * 100) as i64))
-                    .to_rfc3339()
-            })
-            .collect();
-        let res = server
-            .req(Method::POST, "/api/v1/cameras/plaza/frames")
-            .multipart(multipart(&parts, &times))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(res.status(), 200);
-        let body: Value = res.json().await.unwrap();
-        for f in body["frames"].as_array().unwrap() {
+    for frames in push_clip(&server, "plaza", 30).await {
+        for f in &frames {
             if let Some(d) = f["analysis"]["detections"].as_array() {
                 let strong = d
                     .iter()

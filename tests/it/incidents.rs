@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use chrono::Utc;
 use reqwest::Method;
@@ -14,26 +14,7 @@ use vigil::webhooks::WebhookTarget;
 use vigil_schemas::events::{FrameRef, IncidentOpened, IncidentSubjects, incident_stream};
 use vigil_schemas::{DomainEvent, EventMeta, ExpectedVersion, IncidentEvent};
 
-use crate::support::{KEY, TestDb, TestServer, Which};
-
-/// Polls `check` until it returns `Some`, or fails naming `what` after `secs`.
-async fn until<T, F, Fut>(secs: u64, what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {secs} s waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
+use crate::support::{KEY, TestDb, TestServer, Which, until};
 
 async fn call(
     server: &TestServer,
