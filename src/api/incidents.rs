@@ -482,10 +482,10 @@ pub enum ExportFormat {
 /// A streamed export.
 #[derive(ApiResponse)]
 pub enum IncidentExport {
-    /// CSV.
+    /// The incidents, as `text/csv` or `application/x-ndjson` by `format`.
     #[oai(status = 200, content_type = "text/csv")]
     Csv(Binary<poem::Body>),
-    /// NDJSON.
+    /// The incidents, as `text/csv` or `application/x-ndjson` by `format`.
     #[oai(status = 200, content_type = "application/x-ndjson")]
     Ndjson(Binary<poem::Body>),
 }

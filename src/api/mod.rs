@@ -96,15 +96,33 @@ pub fn openapi_json() -> String {
     let mut doc: Value =
         serde_json::from_str(&openapi_service().spec()).expect("poem-openapi writes JSON");
     // Request bodies are parsed strictly (unknown members are refused), and responses carry
-    // only documented members: say so in every object schema.
+    // only documented members: say so in every object schema — except the payloads other
+    // systems send (Alertmanager's webhook carries members Vigil does not use).
+    const OPEN_SCHEMAS: &[&str] = &["AlertmanagerPayload", "AlertmanagerAlert"];
     if let Some(schemas) = doc
         .pointer_mut("/components/schemas")
         .and_then(Value::as_object_mut)
     {
-        for schema in schemas.values_mut().filter_map(Value::as_object_mut) {
-            if schema.contains_key("properties") {
+        for (name, schema) in schemas.iter_mut() {
+            let Some(schema) = schema.as_object_mut() else {
+                continue;
+            };
+            if schema.contains_key("properties") && !OPEN_SCHEMAS.contains(&name.as_str()) {
                 schema.insert("additionalProperties".into(), json!(false));
             }
+        }
+    }
+    // The incident export answers CSV or NDJSON by its `format`: poem-openapi keeps one content
+    // type per status, so the other is added here.
+    if let Some(content) =
+        doc.pointer_mut("/paths/~1api~1v1~1incidents~1export/get/responses/200/content")
+        && let Some(content) = content.as_object_mut()
+    {
+        for kind in ["text/csv", "application/x-ndjson"] {
+            content.insert(
+                kind.into(),
+                json!({"schema": {"type": "string", "format": "binary"}}),
+            );
         }
     }
     if let Some(paths) = doc.get_mut("paths").and_then(Value::as_object_mut) {
