@@ -30,6 +30,7 @@ pub const OPERATION_SCOPES: &[(&str, &str)] = &[
     ("test_camera", "write:cameras"),
     ("camera_snapshot", "read:cameras"),
     ("get_media", "read:cameras"),
+    ("sign_media", "read:cameras"),
     ("push_frames", "ingest"),
     ("analyze_frame", "ingest"),
     ("audit_stream", "read:audit"),

@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 use poem::http::StatusCode;
 use poem::web::Data;
 use poem::{FromRequest, Request, RequestBody};
-use poem_openapi::param::Path;
+use poem_openapi::param::{Header, Path};
 use poem_openapi::payload::{Binary, Json, ParsePayload, Payload};
 use poem_openapi::registry::{MetaSchemaRef, Registry};
 use poem_openapi::{ApiResponse, Multipart, Object, OpenApi};
@@ -28,6 +28,7 @@ use super::auth::Auth;
 use super::body::{BodyLimit, BodyLimits, JsonBody, read_limited};
 use super::cameras::{CameraResponse, apply_patch, visible_row, visible_to};
 use super::error::ApiError;
+use super::media::MediaResponse;
 use crate::app::{App, Principal};
 
 /// Most pictures in one upload.
@@ -373,19 +374,6 @@ pub enum SnapshotResponse {
         Binary<Vec<u8>>,
         /// When it was captured.
         #[oai(header = "X-Vigil-Captured-At")]
-        String,
-    ),
-}
-
-/// Response of the media endpoint.
-#[derive(ApiResponse)]
-pub enum MediaResponse {
-    /// The stored JPEG.
-    #[oai(status = 200, content_type = "image/jpeg")]
-    Ok(
-        Binary<Vec<u8>>,
-        /// Media never changes: cache it forever.
-        #[oai(header = "Cache-Control")]
         String,
     ),
 }
@@ -802,7 +790,9 @@ impl IngestApi {
     /// A stored frame or crop.
     ///
     /// The JPEG whose SHA-256 (hex) events name (`entry_frame.blob`, `best_face.crop`, …).
-    /// Keys restricted to some cameras get 403 (media does not record its camera).
+    /// Keys restricted to some cameras get 403 (media does not record its camera). A single
+    /// `Range: bytes=…` is answered 206 with `Content-Range`, or 416 outside the media. For a
+    /// URL that works without a key, see `POST /api/v1/media/{sha256}/sign`.
     #[oai(
         path = "/api/v1/media/:sha256",
         method = "get",
@@ -813,6 +803,7 @@ impl IngestApi {
         app: Data<&App>,
         auth: Auth,
         sha256: Path<String>,
+        #[oai(name = "Range", validator(max_length = 200))] range: Header<Option<String>>,
     ) -> Result<MediaResponse, ApiError> {
         let principal = auth.require("get_media")?;
         if principal.is_camera_restricted() {
@@ -833,10 +824,7 @@ impl IngestApi {
             .ok_or_else(|| {
                 ApiError::not_found("MEDIA_NOT_FOUND", format!("no media `{}`", sha256.0))
             })?;
-        Ok(MediaResponse::Ok(
-            Binary(bytes),
-            "public, max-age=31536000, immutable".into(),
-        ))
+        Ok(super::media::serve(bytes, range.0.as_deref()))
     }
 }
 

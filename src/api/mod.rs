@@ -15,6 +15,7 @@ pub mod cameras;
 pub mod error;
 pub mod incidents;
 pub mod ingest;
+pub mod media;
 pub mod subjects;
 pub mod system;
 pub mod ws;
@@ -56,6 +57,7 @@ pub enum ApiTags {
 type Apis = (
     cameras::CamerasApi,
     ingest::IngestApi,
+    media::MediaApi,
     incidents::IncidentsApi,
     calibration::CalibrationApi,
     actions::ActionsApi,
@@ -71,6 +73,7 @@ pub fn openapi_service() -> OpenApiService<Apis, ()> {
         (
             cameras::CamerasApi,
             ingest::IngestApi,
+            media::MediaApi,
             incidents::IncidentsApi,
             calibration::CalibrationApi,
             actions::ActionsApi,

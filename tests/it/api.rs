@@ -883,3 +883,129 @@ async fn gpu_endpoint_reports_the_models_device() {
     server.stop().await;
     db.cleanup().await;
 }
+
+#[tokio::test]
+async fn media_serves_ranges_and_signed_expiring_urls() {
+    let db = TestDb::new(Which::Sqlite).await;
+    let server = TestServer::start(db.config()).await;
+    let bytes: Vec<u8> = (0..=255u8).cycle().take(1000).collect();
+    let sha = server.app.ingest().blobs.put(&bytes).await.unwrap();
+    let path = format!("/api/v1/media/{sha}");
+
+    // Whole, then ranges.
+    let res = server.req(Method::GET, &path).send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(res.headers()["accept-ranges"], "bytes");
+    assert_eq!(res.bytes().await.unwrap().as_ref(), &bytes[..]);
+    for (range, start, end) in [
+        ("bytes=10-19", 10, 19),
+        ("bytes=990-", 990, 999),
+        ("bytes=-5", 995, 999),
+    ] {
+        let res = server
+            .req(Method::GET, &path)
+            .header("range", range)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::PARTIAL_CONTENT, "{range}");
+        assert_eq!(
+            res.headers()["content-range"],
+            format!("bytes {start}-{end}/1000").as_str()
+        );
+        assert_eq!(
+            res.bytes().await.unwrap().as_ref(),
+            &bytes[start..=end],
+            "{range}"
+        );
+    }
+    let res = server
+        .req(Method::GET, &path)
+        .header("range", "bytes=1000-")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.headers()["content-range"], "bytes */1000");
+    let body = expect_error(
+        res,
+        StatusCode::RANGE_NOT_SATISFIABLE,
+        "RANGE_NOT_SATISFIABLE",
+    )
+    .await;
+    assert_eq!(body["error"]["details"]["length"], 1000);
+
+    // A signed URL works without a key, with ranges; a changed one or an expired one does not.
+    let res = server
+        .req(Method::POST, &format!("{path}/sign?ttl_secs=60"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let signed: Value = res.json().await.unwrap();
+    let url = signed["url"].as_str().unwrap().to_string();
+    let anonymous = reqwest::Client::new();
+    let res = anonymous.get(server.url(&url)).send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(res.bytes().await.unwrap().as_ref(), &bytes[..]);
+    let res = anonymous
+        .get(server.url(&url))
+        .header("range", "bytes=0-3")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::PARTIAL_CONTENT);
+    assert_eq!(res.bytes().await.unwrap().as_ref(), &bytes[..4]);
+    let exp: i64 = url
+        .split("exp=")
+        .nth(1)
+        .unwrap()
+        .split('&')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let tampered = url.replace(&format!("exp={exp}"), &format!("exp={}", exp + 3600));
+    expect_error(
+        anonymous.get(server.url(&tampered)).send().await.unwrap(),
+        StatusCode::FORBIDDEN,
+        "SIGNATURE_INVALID",
+    )
+    .await;
+    let past = exp - 7200;
+    let expired = format!(
+        "/api/v1/media/{sha}/signed?exp={past}&sig={}",
+        vigil::api::media::signature(&server.app, &sha, past)
+    );
+    expect_error(
+        anonymous.get(server.url(&expired)).send().await.unwrap(),
+        StatusCode::FORBIDDEN,
+        "URL_EXPIRED",
+    )
+    .await;
+    // Without a signature the media needs a key.
+    expect_error(
+        anonymous.get(server.url(&path)).send().await.unwrap(),
+        StatusCode::UNAUTHORIZED,
+        "UNAUTHORIZED",
+    )
+    .await;
+    // Signing needs the media to exist, and a sane lifetime.
+    let missing = format!("/api/v1/media/{}/sign", "0".repeat(64));
+    expect_error(
+        server.req(Method::POST, &missing).send().await.unwrap(),
+        StatusCode::NOT_FOUND,
+        "MEDIA_NOT_FOUND",
+    )
+    .await;
+    expect_error(
+        server
+            .req(Method::POST, &format!("{path}/sign?ttl_secs=0"))
+            .send()
+            .await
+            .unwrap(),
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "VALIDATION_FAILED",
+    )
+    .await;
+    server.stop().await;
+}

@@ -1,0 +1,287 @@
+//! Media by hash: `Range` requests (206/416) and signed, expiring URLs that a browser can use
+//! without an API key.
+//!
+//! A signed URL is `/api/v1/media/{sha256}/signed?exp={unix seconds}&sig={hex}` where `sig` is
+//! HMAC-SHA256 under the node pepper of `media:{sha256}:{exp}`: every node sharing the pepper
+//! (as nodes sharing a database must) accepts every node's URLs, and nothing is stored.
+
+use chrono::{DateTime, Utc};
+use poem::http::StatusCode;
+use poem::web::Data;
+use poem_openapi::param::{Header, Path, Query};
+use poem_openapi::payload::{Binary, Json};
+use poem_openapi::{ApiResponse, Object, OpenApi};
+use serde_json::json;
+
+use super::ApiTags;
+use super::auth::Auth;
+use super::error::ApiError;
+use crate::app::App;
+
+/// Longest a signed URL may live.
+pub const MAX_TTL_SECS: u64 = 7 * 24 * 3600;
+const CACHE_FOREVER: &str = "public, max-age=31536000, immutable";
+
+/// Which bytes of a body of `len` bytes a `Range` header asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ranged {
+    /// No range, or one this server does not serve (several ranges, another unit): the whole.
+    Whole,
+    /// Bytes `start..=end`.
+    Part(u64, u64),
+    /// A range outside the body.
+    Unsatisfiable,
+}
+
+/// Parses a `Range` header (`bytes=a-b`, `bytes=a-`, `bytes=-n`) against a body of `len` bytes.
+pub fn parse_range(header: Option<&str>, len: u64) -> Ranged {
+    let Some(spec) = header.and_then(|h| h.trim().strip_prefix("bytes=")) else {
+        return Ranged::Whole;
+    };
+    if spec.contains(',') {
+        return Ranged::Whole;
+    }
+    let Some((a, b)) = spec.split_once('-') else {
+        return Ranged::Whole;
+    };
+    let (a, b) = (a.trim(), b.trim());
+    match (a.parse::<u64>(), b.parse::<u64>()) {
+        (Ok(start), Ok(end)) if start <= end => {
+            if start >= len {
+                Ranged::Unsatisfiable
+            } else {
+                Ranged::Part(start, end.min(len - 1))
+            }
+        }
+        (Ok(_), Ok(_)) => Ranged::Whole,
+        (Ok(start), Err(_)) if b.is_empty() => {
+            if start >= len {
+                Ranged::Unsatisfiable
+            } else {
+                Ranged::Part(start, len - 1)
+            }
+        }
+        (Err(_), Ok(suffix)) if a.is_empty() => {
+            if suffix == 0 || len == 0 {
+                Ranged::Unsatisfiable
+            } else {
+                Ranged::Part(len.saturating_sub(suffix), len - 1)
+            }
+        }
+        _ => Ranged::Whole,
+    }
+}
+
+/// A stored JPEG, whole or in part.
+#[derive(ApiResponse)]
+pub enum MediaResponse {
+    /// The stored JPEG.
+    #[oai(status = 200, content_type = "image/jpeg")]
+    Ok(
+        Binary<Vec<u8>>,
+        /// Media never changes: cache it forever.
+        #[oai(header = "Cache-Control")]
+        String,
+        /// `bytes`: ranges are served.
+        #[oai(header = "Accept-Ranges")]
+        String,
+    ),
+    /// The requested range.
+    #[oai(status = 206, content_type = "image/jpeg")]
+    Partial(
+        Binary<Vec<u8>>,
+        /// `bytes start-end/length`.
+        #[oai(header = "Content-Range")]
+        String,
+        /// Media never changes: cache it forever.
+        #[oai(header = "Cache-Control")]
+        String,
+    ),
+    /// The range lies outside the media.
+    #[oai(status = 416)]
+    RangeNotSatisfiable(
+        Json<super::error::ErrorBody>,
+        /// `bytes */length`.
+        #[oai(header = "Content-Range")]
+        String,
+    ),
+}
+
+/// Answers `bytes` for a request with `range`.
+pub fn serve(bytes: Vec<u8>, range: Option<&str>) -> MediaResponse {
+    let len = bytes.len() as u64;
+    match parse_range(range, len) {
+        Ranged::Whole => MediaResponse::Ok(Binary(bytes), CACHE_FOREVER.into(), "bytes".into()),
+        Ranged::Part(start, end) => MediaResponse::Partial(
+            Binary(bytes[start as usize..=end as usize].to_vec()),
+            format!("bytes {start}-{end}/{len}"),
+            CACHE_FOREVER.into(),
+        ),
+        Ranged::Unsatisfiable => MediaResponse::RangeNotSatisfiable(
+            Json(super::error::ErrorBody {
+                error: super::error::ErrorDetail {
+                    code: "RANGE_NOT_SATISFIABLE".into(),
+                    message: format!("the media is {len} bytes; the range lies outside it"),
+                    details: json!({"length": len}),
+                },
+                request_id: super::error::current_request_id(),
+            }),
+            format!("bytes */{len}"),
+        ),
+    }
+}
+
+/// The signature of a media URL.
+pub fn signature(app: &App, sha256: &str, exp: i64) -> String {
+    app.hash_secret(&format!("media:{sha256}:{exp}"))
+}
+
+fn same(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
+}
+
+/// A signed URL.
+#[derive(Debug, Clone, Object)]
+pub struct SignedUrl {
+    /// Path and query of the signed URL (append to the server's base URL).
+    pub url: String,
+    /// When it stops working.
+    pub expires_at: DateTime<Utc>,
+}
+
+/// Signed media endpoints.
+pub struct MediaApi;
+
+#[OpenApi(tag = "ApiTags::Cameras")]
+impl MediaApi {
+    /// Sign a media URL.
+    ///
+    /// A URL to the media that works without a key until it expires (`ttl_secs`, 1 to 604800,
+    /// default 3600): for an `<img>` in a browser. Keys restricted to some cameras get 403,
+    /// as for `GET /api/v1/media/{sha256}`.
+    #[oai(
+        path = "/api/v1/media/:sha256/sign",
+        method = "post",
+        operation_id = "sign_media"
+    )]
+    async fn sign(
+        &self,
+        app: Data<&App>,
+        auth: Auth,
+        #[oai(validator(pattern = "^[0-9a-f]{64}$"))] sha256: Path<String>,
+        #[oai(validator(minimum(value = "1"), maximum(value = "604800")))] ttl_secs: Query<
+            Option<u64>,
+        >,
+    ) -> Result<Json<SignedUrl>, ApiError> {
+        let principal = auth.require("sign_media")?;
+        if principal.is_camera_restricted() {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "FORBIDDEN",
+                "a key restricted to some cameras cannot read media by hash",
+                json!({}),
+            ));
+        }
+        let ttl = ttl_secs.0.unwrap_or(3600);
+        if !(1..=MAX_TTL_SECS).contains(&ttl) {
+            return Err(ApiError::validation(
+                "ttl_secs",
+                format!("must be between 1 and {MAX_TTL_SECS}"),
+            ));
+        }
+        if app
+            .ingest()
+            .blobs
+            .get(&sha256.0)
+            .await
+            .map_err(ApiError::internal)?
+            .is_none()
+        {
+            return Err(ApiError::not_found(
+                "MEDIA_NOT_FOUND",
+                format!("no media `{}`", sha256.0),
+            ));
+        }
+        let expires_at = Utc::now() + chrono::Duration::seconds(ttl as i64);
+        let exp = expires_at.timestamp();
+        Ok(Json(SignedUrl {
+            url: format!(
+                "/api/v1/media/{}/signed?exp={exp}&sig={}",
+                sha256.0,
+                signature(&app, &sha256.0, exp)
+            ),
+            expires_at,
+        }))
+    }
+
+    /// Media through a signed URL.
+    ///
+    /// No key: the URL's `exp` and `sig` (from `POST /api/v1/media/{sha256}/sign`) are the
+    /// authorisation. 403 `SIGNATURE_INVALID` or `URL_EXPIRED` otherwise. Serves `Range`
+    /// requests like `GET /api/v1/media/{sha256}`.
+    #[oai(
+        path = "/api/v1/media/:sha256/signed",
+        method = "get",
+        operation_id = "get_signed_media"
+    )]
+    async fn signed(
+        &self,
+        app: Data<&App>,
+        #[oai(validator(pattern = "^[0-9a-f]{64}$"))] sha256: Path<String>,
+        exp: Query<i64>,
+        #[oai(validator(pattern = "^[0-9a-f]{64}$"))] sig: Query<String>,
+        #[oai(name = "Range", validator(max_length = 200))] range: Header<Option<String>>,
+    ) -> Result<MediaResponse, ApiError> {
+        if !same(&signature(&app, &sha256.0, exp.0), &sig.0) {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "SIGNATURE_INVALID",
+                "the URL's signature does not match; sign it again",
+                json!({}),
+            ));
+        }
+        if exp.0 < Utc::now().timestamp() {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "URL_EXPIRED",
+                "the signed URL has expired; sign it again",
+                json!({"expired_at": exp.0}),
+            ));
+        }
+        let bytes = app
+            .ingest()
+            .blobs
+            .get(&sha256.0)
+            .await
+            .map_err(ApiError::internal)?
+            .ok_or_else(|| {
+                ApiError::not_found("MEDIA_NOT_FOUND", format!("no media `{}`", sha256.0))
+            })?;
+        Ok(serve(bytes, range.0.as_deref()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_are_parsed_against_the_length() {
+        assert_eq!(parse_range(None, 100), Ranged::Whole);
+        assert_eq!(parse_range(Some("bytes=0-9"), 100), Ranged::Part(0, 9));
+        assert_eq!(parse_range(Some("bytes=90-"), 100), Ranged::Part(90, 99));
+        assert_eq!(parse_range(Some("bytes=-10"), 100), Ranged::Part(90, 99));
+        assert_eq!(parse_range(Some("bytes=-500"), 100), Ranged::Part(0, 99));
+        assert_eq!(parse_range(Some("bytes=50-500"), 100), Ranged::Part(50, 99));
+        assert_eq!(parse_range(Some("bytes=100-"), 100), Ranged::Unsatisfiable);
+        assert_eq!(parse_range(Some("bytes=-0"), 100), Ranged::Unsatisfiable);
+        assert_eq!(parse_range(Some("bytes=0-1,5-6"), 100), Ranged::Whole);
+        assert_eq!(parse_range(Some("items=0-1"), 100), Ranged::Whole);
+        assert_eq!(parse_range(Some("bytes=9-3"), 100), Ranged::Whole);
+        assert_eq!(parse_range(Some("bytes=x-y"), 100), Ranged::Whole);
+    }
+}
