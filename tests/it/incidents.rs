@@ -736,6 +736,8 @@ struct Receiver {
 struct ReceiverState {
     failures: usize,
     always_fail: bool,
+    /// Answer nothing (a receiver that hangs).
+    hang: bool,
     requests: Vec<(BTreeMap<String, String>, Vec<u8>)>,
 }
 
@@ -751,8 +753,15 @@ async fn receive(
         .iter()
         .map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or("").to_string()))
         .collect();
+    let hang = {
+        let mut state = receiver.state.lock().unwrap();
+        state.requests.push((headers, bytes));
+        state.hang
+    };
+    if hang {
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+    }
     let mut state = receiver.state.lock().unwrap();
-    state.requests.push((headers, bytes));
     let fail = state.always_fail || state.failures > 0;
     state.failures = state.failures.saturating_sub(1);
     if fail {
@@ -1089,5 +1098,58 @@ async fn actions_are_delivered_signed_retried_dead_lettered_and_requeued() {
     );
     server.stop().await;
     assert_rebuilds_equal(&db, &["incidents", "actions", "calibration"]).await;
+    db.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delivery_in_flight_when_the_node_stops_is_delivered_after_restart() {
+    let db = TestDb::new(Which::Sqlite).await;
+    let (receiver, url) = Receiver::start(0, false).await;
+    receiver.state.lock().unwrap().hang = true;
+    let mut desk = target("desk", &url, &["alert_security"]);
+    desk.timeout_ms = 600_000;
+    let config = Config {
+        webhooks: vec![desk],
+        ..db.config()
+    };
+    let first = TestServer::start(config.clone()).await;
+    let (status, body) = call(
+        &first,
+        Method::POST,
+        "/api/v1/actions/execute",
+        Some(json!({"action": "alert_security"})),
+    )
+    .await;
+    assert_eq!(status, 202, "{body}");
+    let id = body["action_id"].as_str().unwrap().to_string();
+    // The receiver has the request and is not answering: the node stops meanwhile.
+    until(10, "the first attempt", || async {
+        (!receiver.requests().is_empty()).then_some(())
+    })
+    .await;
+    first.stop().await;
+    receiver.state.lock().unwrap().hang = false;
+
+    // The next node's dispatcher starts from a checkpoint before the request and delivers it.
+    let second = TestServer::start(config).await;
+    let done = delivery_status(&second, &id, "delivered").await;
+    assert_eq!(done["deliveries"][0]["http_status"], 200);
+    let ids: Vec<String> = receiver
+        .requests()
+        .iter()
+        .map(|(h, _)| h["x-vigil-delivery"].clone())
+        .collect();
+    assert_eq!(
+        ids,
+        vec![format!("{id}:desk"); 2],
+        "the same delivery id, for the receiver to de-duplicate"
+    );
+    let events = stream_events(&second, &format!("action-{id}")).await;
+    let outcomes = events
+        .iter()
+        .filter(|e| e["event_type"] == "action.succeeded")
+        .count();
+    assert_eq!(outcomes, 1, "one outcome recorded");
+    second.stop().await;
     db.cleanup().await;
 }
