@@ -15,7 +15,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use vigil::config::Config;
-use vigil_schemas::{DomainEvent, RecordedEvent};
+use vigil_schemas::RecordedEvent;
 
 use crate::support::{TestDb, TestServer, Which, repo_file, until};
 
@@ -1213,51 +1213,28 @@ async fn enrolled_faces_are_matched_and_other_faces_stay_unknown() {
     let _serial = SERIAL.lock().await;
     let db = TestDb::new(Which::Sqlite).await;
     let server = ingest_server(&db).await;
-    // Enrol the astronaut on the watch list with her photo's descriptor.
+    // Enrol the astronaut's photo on the watch list, through the API.
     let photo = std::fs::read(assets().join("images/astronaut.png")).unwrap();
+    let form = reqwest::multipart::Form::new()
+        .part(
+            "files",
+            reqwest::multipart::Part::bytes(photo)
+                .file_name("astronaut.png")
+                .mime_str("image/png")
+                .unwrap(),
+        )
+        .text("name", "Eileen Collins")
+        .text("category", "watchlist")
+        .text("severity", "critical");
     let res = server
-        .req(Method::POST, "/api/v1/analyze")
-        .json(&json!({"image": base64::engine::general_purpose::STANDARD.encode(&photo)}))
+        .req(Method::POST, "/api/v1/subjects")
+        .multipart(form)
         .send()
         .await
         .unwrap();
-    let body: Value = res.json().await.unwrap();
-    let embedding: Vec<f32> = body["faces"][0]["embedding"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_f64().unwrap() as f32)
-        .collect();
-    assert_eq!(embedding.len(), 128);
-    let enrolled = vigil_schemas::SubjectEvent::Enrolled(vigil_schemas::events::SubjectEnrolled {
-        subject_id: "eileen".into(),
-        name: "Eileen Collins".into(),
-        category: vigil_schemas::events::SubjectCategory::Watchlist,
-        severity: Some(vigil_schemas::events::Severity::Critical),
-        notes: String::new(),
-        faces: vec![vigil_schemas::events::SubjectFace {
-            face_id: "eileen-1".into(),
-            crop: server.app.ingest().blobs.put(&photo).await.unwrap(),
-            bbox: vigil_schemas::events::NormBox {
-                x1: 0.3,
-                y1: 0.1,
-                x2: 0.6,
-                y2: 0.5,
-            },
-            score: 0.99,
-            embedding,
-        }],
-    });
-    server
-        .app
-        .store()
-        .append(
-            "subject-eileen",
-            vigil_schemas::ExpectedVersion::NoStream,
-            vec![enrolled.to_new_event(chrono::Utc::now(), &vigil_schemas::EventMeta::system())],
-        )
-        .await
-        .unwrap();
+    assert_eq!(res.status(), 201, "{}", res.text().await.unwrap());
+    let subject: Value = res.json().await.unwrap();
+    let subject_id = subject["id"].as_str().unwrap().to_string();
     for (id, image) in [("door", "astronaut.png"), ("hall", "230501201_1.png")] {
         register(
             &server,
@@ -1281,12 +1258,31 @@ async fn enrolled_faces_are_matched_and_other_faces_stay_unknown() {
         "one match per track and subject: {matched:?}"
     );
     let m = &matched[0].payload;
-    assert_eq!(matched[0].stream, "subject-eileen");
+    assert_eq!(matched[0].stream, format!("subject-{subject_id}"));
     assert_eq!(m["camera_id"], "door");
     assert_eq!(m["subject_name"], "Eileen Collins");
     assert!(m["distance"].as_f64().unwrap() < 0.5, "{m}");
     media_is_jpeg(&server, m["crop"].as_str().unwrap()).await;
     media_is_jpeg(&server, m["frame"]["blob"].as_str().unwrap()).await;
+    // The match is an alert.
+    let alerts: Value = until(10, "the alert", || async {
+        let body: Value = server
+            .req(Method::GET, "/api/v1/alerts")
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        (!body["items"].as_array().unwrap().is_empty()).then_some(body)
+    })
+    .await;
+    let items = alerts["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1, "{alerts}");
+    assert_eq!(items[0]["id"], m["match_id"]);
+    assert_eq!(items[0]["subject_id"], subject_id.as_str());
+    assert_eq!(items[0]["camera_id"], "door");
+    assert_eq!(items[0]["acknowledged"], false);
 
     let incidents = |camera: &str, kind: &str| {
         let url = format!("/api/v1/incidents?camera_id={camera}&kind={kind}");
