@@ -478,6 +478,20 @@ async fn mjpeg_and_snapshot_cameras_with_basic_auth_make_tracks() {
     http.kill().await;
 }
 
+/// Incidents of `kind` on `camera`, newest first (first page).
+async fn incidents(server: &TestServer, camera: &str, kind: &str) -> Vec<Value> {
+    let url = format!("/api/v1/incidents?camera_id={camera}&kind={kind}");
+    let body: Value = server
+        .req(Method::GET, &url)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    body["items"].as_array().unwrap().clone()
+}
+
 /// Pushes the clip's first `n` frames (10 fps, their capture times from a minute ago) to push
 /// camera `camera`, five a request; returns each request's `frames` answers.
 async fn push_clip(server: &TestServer, camera: &str, n: usize) -> Vec<Vec<Value>> {
@@ -1104,22 +1118,7 @@ async fn rules_raise_crowd_and_intrusion_incidents_on_the_pedestrian_clip() {
         "the frames' answers name incidents"
     );
 
-    let list = |kind: &str| {
-        let url = format!("/api/v1/incidents?camera_id=plaza&kind={kind}");
-        let server = &server;
-        async move {
-            let body: Value = server
-                .req(Method::GET, &url)
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
-            body["items"].as_array().unwrap().clone()
-        }
-    };
-    let crowd = list("crowd").await;
+    let crowd = incidents(&server, "plaza", "crowd").await;
     assert_eq!(
         crowd.len(),
         1,
@@ -1141,7 +1140,7 @@ async fn rules_raise_crowd_and_intrusion_incidents_on_the_pedestrian_clip() {
     assert!(!evidence.is_empty());
     media_is_jpeg(&server, evidence[0]["blob"].as_str().unwrap()).await;
 
-    let intrusions = list("intrusion").await;
+    let intrusions = incidents(&server, "plaza", "intrusion").await;
     assert!(
         !intrusions.is_empty(),
         "people walk into the restricted walkway"
@@ -1284,23 +1283,8 @@ async fn enrolled_faces_are_matched_and_other_faces_stay_unknown() {
     assert_eq!(items[0]["camera_id"], "door");
     assert_eq!(items[0]["acknowledged"], false);
 
-    let incidents = |camera: &str, kind: &str| {
-        let url = format!("/api/v1/incidents?camera_id={camera}&kind={kind}");
-        let server = &server;
-        async move {
-            let body: Value = server
-                .req(Method::GET, &url)
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
-            body["items"].as_array().unwrap().clone()
-        }
-    };
     // A person-of-interest incident at the subject's severity, naming her and the distance.
-    let poi = incidents("door", "person_of_interest").await;
+    let poi = incidents(&server, "door", "person_of_interest").await;
     assert_eq!(poi.len(), 1, "{poi:?}");
     assert_eq!(poi[0]["severity"], "critical");
     let reasoning = poi[0]["reasoning"].as_str().unwrap();
@@ -1309,11 +1293,15 @@ async fn enrolled_faces_are_matched_and_other_faces_stay_unknown() {
         "{reasoning}"
     );
     assert_eq!(poi[0]["subjects"]["track_ids"][0], m["track_id"]);
-    assert!(incidents("hall", "person_of_interest").await.is_empty());
+    assert!(
+        incidents(&server, "hall", "person_of_interest")
+            .await
+            .is_empty()
+    );
 
     // The other person's face was compared and stays unknown: no match, and the authorised
     // rule (no authorised subject is enrolled) raises its incident once for the track.
-    let hall = incidents("hall", "unauthorised").await;
+    let hall = incidents(&server, "hall", "unauthorised").await;
     assert_eq!(hall.len(), 1, "{hall:?}");
     assert!(
         hall[0]["reasoning"]

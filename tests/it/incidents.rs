@@ -14,30 +14,10 @@ use vigil::webhooks::WebhookTarget;
 use vigil_schemas::events::{FrameRef, IncidentOpened, IncidentSubjects, incident_stream};
 use vigil_schemas::{DomainEvent, EventMeta, ExpectedVersion, IncidentEvent};
 
-use crate::support::{KEY, TestDb, TestServer, Which, until};
-
-async fn call(
-    server: &TestServer,
-    method: Method,
-    path: &str,
-    body: Option<Value>,
-) -> (u16, Value) {
-    let mut req = server.req(method, path);
-    if let Some(body) = body {
-        req = req.json(&body);
-    }
-    let res = req.send().await.unwrap();
-    let status = res.status().as_u16();
-    let text = res.text().await.unwrap();
-    let value = serde_json::from_str(&text).unwrap_or(Value::String(text));
-    (status, value)
-}
-
-fn assert_error(status: u16, body: &Value, want_status: u16, code: &str) {
-    assert_eq!(status, want_status, "{body}");
-    assert_eq!(body["error"]["code"], code, "{body}");
-    assert!(body["request_id"].is_string(), "{body}");
-}
+use crate::support::{
+    KEY, TestDb, TestServer, Which, assert_error, assert_rebuild_equals_live, call, stream_events,
+    until,
+};
 
 /// Opens an `external` incident through the Alertmanager webhook; returns its id.
 async fn alert(server: &TestServer, name: &str, severity: &str, camera: Option<&str>) -> String {
@@ -64,18 +44,6 @@ async fn alert(server: &TestServer, name: &str, severity: &str, camera: Option<&
     .await;
     assert_eq!(status, 200, "{body}");
     body["opened"][0].as_str().unwrap().to_string()
-}
-
-async fn stream_events(server: &TestServer, stream: &str) -> Vec<Value> {
-    let (status, body) = call(
-        server,
-        Method::GET,
-        &format!("/api/v1/audit/streams/{stream}"),
-        None,
-    )
-    .await;
-    assert_eq!(status, 200, "{body}");
-    body["events"].as_array().unwrap().clone()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -257,37 +225,12 @@ async fn seed(
 /// Each incident-side read model, rebuilt from position 0 after the server stopped, equals the
 /// live one table by table (and the tables are not empty).
 async fn assert_rebuilds_equal(db: &TestDb, names: &[&str]) {
-    let (pool, _) = vigil::store::open_pool(&db.url, 4).await.unwrap();
-    let store: Arc<dyn vigil_schemas::EventStore> = db.store().await;
-    for projection in vigil_projections::all() {
-        if !names.contains(&projection.name()) {
-            continue;
-        }
-        let mut live = vec![];
-        for table in projection.tables() {
-            live.push(
-                vigil_projections::digest::table_digest(&pool, table, "id")
-                    .await
-                    .unwrap(),
-            );
-        }
+    for name in names {
+        let live = assert_rebuild_equals_live(db, name).await;
         assert!(
             live.iter().any(|d| !d.starts_with("0:")),
-            "{} holds rows: {live:?}",
-            projection.name()
+            "{name} holds rows: {live:?}"
         );
-        let runner = vigil_projections::ProjectionRunner::new(
-            pool.clone(),
-            store.clone(),
-            projection.clone(),
-        );
-        runner.rebuild().await.unwrap();
-        for (table, before) in projection.tables().iter().zip(&live) {
-            let after = vigil_projections::digest::table_digest(&pool, table, "id")
-                .await
-                .unwrap();
-            assert_eq!(&after, before, "{table} rebuilt equals live");
-        }
     }
 }
 

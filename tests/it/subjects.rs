@@ -16,7 +16,10 @@ use vigil_schemas::events::{
 };
 use vigil_schemas::{DomainEvent, EventMeta, ExpectedVersion, SubjectEvent};
 
-use crate::support::{TestDb, TestServer, Which};
+use crate::support::{
+    TestDb, TestServer, Which, answer, assert_error, assert_rebuild_equals_live, call,
+    stream_events,
+};
 
 async fn start(db: &TestDb) -> TestServer {
     TestServer::start(Config {
@@ -91,13 +94,6 @@ fn form(files: &[(&str, Vec<u8>)], fields: &[(&str, &str)]) -> reqwest::multipar
     form
 }
 
-async fn answer(res: reqwest::Response) -> (u16, Value) {
-    let status = res.status().as_u16();
-    let text = res.text().await.unwrap();
-    let value = serde_json::from_str(&text).unwrap_or(Value::String(text));
-    (status, value)
-}
-
 async fn upload(server: &TestServer, path: &str, form: reqwest::multipart::Form) -> (u16, Value) {
     answer(
         server
@@ -108,24 +104,6 @@ async fn upload(server: &TestServer, path: &str, form: reqwest::multipart::Form)
             .unwrap(),
     )
     .await
-}
-
-async fn call(
-    server: &TestServer,
-    method: Method,
-    path: &str,
-    body: Option<Value>,
-) -> (u16, Value) {
-    let mut req = server.req(method, path);
-    if let Some(body) = body {
-        req = req.json(&body);
-    }
-    answer(req.send().await.unwrap()).await
-}
-
-fn assert_error(status: u16, body: &Value, want_status: u16, code: &str) {
-    assert_eq!(status, want_status, "{body}");
-    assert_eq!(body["error"]["code"], code, "{body}");
 }
 
 /// Files in the media store.
@@ -158,18 +136,6 @@ async fn media(server: &TestServer, url: &str) -> (u16, Vec<u8>) {
     let res = server.req(Method::GET, url).send().await.unwrap();
     let status = res.status().as_u16();
     (status, res.bytes().await.unwrap().to_vec())
-}
-
-async fn stream_events(server: &TestServer, stream: &str) -> Vec<Value> {
-    let (status, body) = call(
-        server,
-        Method::GET,
-        &format!("/api/v1/audit/streams/{stream}"),
-        None,
-    )
-    .await;
-    assert_eq!(status, 200, "{body}");
-    body["events"].as_array().unwrap().clone()
 }
 
 fn ids(page: &Value) -> Vec<String> {
@@ -1039,29 +1005,10 @@ async fn alerts_are_listed_acknowledged_once_and_dismissed() {
 /// The subjects read model, rebuilt from position 0 after the server stopped, equals the live
 /// one table by table (and every table holds rows).
 async fn assert_rebuilds_equal(db: &TestDb) {
-    let (pool, _) = vigil::store::open_pool(&db.url, 4).await.unwrap();
-    let store: std::sync::Arc<dyn vigil_schemas::EventStore> = db.store().await;
-    let projection = vigil_projections::all()
-        .into_iter()
-        .find(|p| p.name() == "subjects")
-        .expect("the subjects projection runs");
-    let mut live = vec![];
-    for table in projection.tables() {
-        let digest = vigil_projections::digest::table_digest(&pool, table, "id")
-            .await
-            .unwrap();
-        assert!(!digest.starts_with("0:"), "{table} holds rows");
-        live.push(digest);
+    for digest in assert_rebuild_equals_live(db, "subjects").await {
+        assert!(
+            !digest.starts_with("0:"),
+            "every table holds rows: {digest}"
+        );
     }
-    vigil_projections::ProjectionRunner::new(pool.clone(), store, projection.clone())
-        .rebuild()
-        .await
-        .unwrap();
-    for (table, before) in projection.tables().iter().zip(&live) {
-        let after = vigil_projections::digest::table_digest(&pool, table, "id")
-            .await
-            .unwrap();
-        assert_eq!(&after, before, "{table} rebuilt equals live");
-    }
-    pool.close().await;
 }

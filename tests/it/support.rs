@@ -186,3 +186,77 @@ where
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
 }
+
+/// Sends `body` (JSON) with the admin key; answers the status and the body as JSON (or as a
+/// JSON string when it is not JSON).
+pub async fn call(
+    server: &TestServer,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> (u16, serde_json::Value) {
+    let mut req = server.req(method, path);
+    if let Some(body) = body {
+        req = req.json(&body);
+    }
+    answer(req.send().await.unwrap()).await
+}
+
+/// A response's status and body as JSON (or as a JSON string when it is not JSON).
+pub async fn answer(res: reqwest::Response) -> (u16, serde_json::Value) {
+    let status = res.status().as_u16();
+    let text = res.text().await.unwrap();
+    let value = serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text));
+    (status, value)
+}
+
+/// The documented error shape with this status and code.
+pub fn assert_error(status: u16, body: &serde_json::Value, want_status: u16, code: &str) {
+    assert_eq!(status, want_status, "{body}");
+    assert_eq!(body["error"]["code"], code, "{body}");
+    assert!(body["request_id"].is_string(), "{body}");
+}
+
+/// Every event of `stream`, through the audit API.
+pub async fn stream_events(server: &TestServer, stream: &str) -> Vec<serde_json::Value> {
+    let (status, body) = call(
+        server,
+        reqwest::Method::GET,
+        &format!("/api/v1/audit/streams/{stream}"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    body["events"].as_array().unwrap().clone()
+}
+
+/// Rebuilds projection `name` from position 0 (its server stopped) and checks every table it
+/// owns equals what the live projection left; returns the tables' digests.
+pub async fn assert_rebuild_equals_live(db: &TestDb, name: &str) -> Vec<String> {
+    let (pool, _) = vigil::store::open_pool(&db.url, 4).await.unwrap();
+    let store: Arc<dyn vigil_schemas::EventStore> = db.store().await;
+    let projection = vigil_projections::all()
+        .into_iter()
+        .find(|p| p.name() == name)
+        .unwrap_or_else(|| panic!("no projection `{name}`"));
+    let mut live = vec![];
+    for table in projection.tables() {
+        live.push(
+            vigil_projections::digest::table_digest(&pool, table, "id")
+                .await
+                .unwrap(),
+        );
+    }
+    vigil_projections::ProjectionRunner::new(pool.clone(), store, projection.clone())
+        .rebuild()
+        .await
+        .unwrap();
+    for (table, before) in projection.tables().iter().zip(&live) {
+        let after = vigil_projections::digest::table_digest(&pool, table, "id")
+            .await
+            .unwrap();
+        assert_eq!(&after, before, "{table} rebuilt equals live");
+    }
+    pool.close().await;
+    live
+}
