@@ -121,6 +121,8 @@ struct Inner {
     store: Arc<dyn EventStore>,
     handler: CommandHandler,
     runners: Vec<ProjectionRunner>,
+    /// The Lance tables the `vectors` projection writes and face search reads.
+    vectors: Arc<vigil_projections::vectors::VectorStore>,
     pepper: Vec<u8>,
     config_key_hash: Option<String>,
     limiters: KeyLimiters,
@@ -186,7 +188,8 @@ impl App {
         let (pool, backend) = open_pool(&url, config.database_max_connections).await?;
         let store = crate::store::open_event_store(&config, pool.clone(), backend).await?;
         let handler = CommandHandler::new(store.clone());
-        let runners = vigil_projections::all()
+        let vectors = config.vector_store();
+        let runners = vigil_projections::all(vectors.clone())
             .into_iter()
             .map(|projection| ProjectionRunner::new(pool.clone(), store.clone(), projection))
             .collect();
@@ -242,6 +245,7 @@ impl App {
                 store,
                 handler,
                 runners,
+                vectors,
                 pepper,
                 config_key_hash,
                 limiters: KeyLimiters::default(),
@@ -371,6 +375,11 @@ impl App {
     /// The projection runners.
     pub fn runners(&self) -> &[ProjectionRunner] {
         &self.inner.runners
+    }
+
+    /// The Lance vector tables.
+    pub fn vectors(&self) -> &Arc<vigil_projections::vectors::VectorStore> {
+        &self.inner.vectors
     }
 
     /// The runner of the projection called `name`.

@@ -14,7 +14,8 @@ use vigil_schemas::events::{ActionKind, IncidentKind, RateLimits, Severity};
 pub struct Config {
     /// Address the HTTP API listens on (`VIGIL_LISTEN`).
     pub listen: SocketAddr,
-    /// Folder for the embedded database and, later, frames and Lance tables (`VIGIL_DATA_DIR`).
+    /// Folder for the embedded database, the media store and the Lance tables
+    /// (`VIGIL_DATA_DIR`).
     pub data_dir: PathBuf,
     /// Event store and read-model database: `sqlite://…` or `postgres://…`
     /// (`VIGIL_DATABASE_URL`). Empty means `sqlite://{data_dir}/vigil.db`.
@@ -110,6 +111,17 @@ pub struct Config {
     /// Actions requested automatically when an incident opens (TOML array of tables
     /// `[[auto_actions]]`: `kinds` (empty: every kind), `min_severity`, `actions`).
     pub auto_actions: Vec<AutoAction>,
+    /// Folder of the Lance vector tables (`subject_faces.lance`, `appearances.lance`)
+    /// (`VIGIL_LANCE_DIR`). Empty: `{data_dir}/lance`. Nodes sharing a database must share it.
+    pub lance_dir: String,
+    /// Rows from which a vector table gets an IVF-PQ index; below, face search is exact
+    /// (`VIGIL_SEARCH_ANN_MIN_ROWS`).
+    pub search_ann_min_rows: usize,
+    /// IVF partitions probed per indexed query (`VIGIL_SEARCH_NPROBES`).
+    pub search_nprobes: usize,
+    /// Candidates re-ranked by exact distance per indexed query, as a multiple of k
+    /// (`VIGIL_SEARCH_REFINE`).
+    pub search_refine: u32,
 }
 
 /// One automatic-action setting: incidents of these kinds at or above this severity get these
@@ -188,6 +200,10 @@ impl Default for Config {
             },
             webhooks: Vec::new(),
             auto_actions: Vec::new(),
+            lance_dir: String::new(),
+            search_ann_min_rows: vigil_projections::vectors::VectorConfig::default().ann_min_rows,
+            search_nprobes: vigil_projections::vectors::VectorConfig::default().nprobes,
+            search_refine: vigil_projections::vectors::VectorConfig::default().refine,
         }
     }
 }
@@ -227,9 +243,34 @@ const ENV_KEYS: &[&str] = &[
     "camera_backoff_max_ms",
     "webhooks",
     "auto_actions",
+    "lance_dir",
+    "search_ann_min_rows",
+    "search_nprobes",
+    "search_refine",
 ];
 
 impl Config {
+    /// The Lance tables' folder.
+    pub fn effective_lance_dir(&self) -> PathBuf {
+        if self.lance_dir.is_empty() {
+            self.data_dir.join("lance")
+        } else {
+            PathBuf::from(&self.lance_dir)
+        }
+    }
+
+    /// The vector store these settings describe.
+    pub fn vector_store(&self) -> std::sync::Arc<vigil_projections::vectors::VectorStore> {
+        std::sync::Arc::new(vigil_projections::vectors::VectorStore::new(
+            self.effective_lance_dir(),
+            vigil_projections::vectors::VectorConfig {
+                ann_min_rows: self.search_ann_min_rows,
+                nprobes: self.search_nprobes.max(1),
+                refine: self.search_refine.max(1),
+            },
+        ))
+    }
+
     /// Loads the effective config: defaults, then `file` (or `./vigil.toml` when it exists),
     /// then `VIGIL_*` variables.
     pub fn load(file: Option<&Path>) -> Result<Self, Box<figment::Error>> {

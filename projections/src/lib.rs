@@ -9,9 +9,9 @@
 //! [`subjects`]).
 //!
 //! All SQL here is portable between SQLite and PostgreSQL and runs through sqlx's `Any`
-//! driver, except incident search (FTS5 on SQLite, `to_tsvector` on PostgreSQL). Lance vector
-//! tables join with the face-search issue; until then [`subjects::all_faces`] hands a matcher
-//! every enrolled descriptor.
+//! driver, except incident search (FTS5 on SQLite, `to_tsvector` on PostgreSQL). The
+//! [`vectors`] projection also writes Lance tables (enrolled faces, appearances) outside the
+//! database, through the runner's `apply_outside` hook, idempotently.
 #![deny(missing_docs)]
 
 pub mod actions;
@@ -23,11 +23,13 @@ pub mod incidents;
 pub mod leader;
 pub mod runner;
 pub mod subjects;
+pub mod vectors;
 
 pub use runner::{Projection, ProjectionError, ProjectionRunner, ProjectionStatus};
 
-/// Every projection of this build, in the order nodes start them.
-pub fn all() -> Vec<std::sync::Arc<dyn Projection>> {
+/// Every projection of this build, in the order nodes start them; the `vectors` projection
+/// writes into `vectors`.
+pub fn all(vectors: std::sync::Arc<vectors::VectorStore>) -> Vec<std::sync::Arc<dyn Projection>> {
     vec![
         std::sync::Arc::new(cameras::CameraProjection),
         std::sync::Arc::new(api_keys::ApiKeyProjection),
@@ -35,6 +37,7 @@ pub fn all() -> Vec<std::sync::Arc<dyn Projection>> {
         std::sync::Arc::new(actions::ActionProjection),
         std::sync::Arc::new(calibration::CalibrationProjection),
         std::sync::Arc::new(subjects::SubjectProjection),
+        std::sync::Arc::new(vectors::VectorProjection::new(vectors)),
     ]
 }
 

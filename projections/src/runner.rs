@@ -57,6 +57,14 @@ pub enum ProjectionError {
     /// No such projection.
     #[error("no projection named `{0}`")]
     Unknown(String),
+    /// A store outside the read-model database (a Lance vector table) failed.
+    #[error("projection `{name}`: {reason}")]
+    Outside {
+        /// The projection.
+        name: String,
+        /// What went wrong.
+        reason: String,
+    },
 }
 
 /// One read model: the tables it owns and how an event changes them.
@@ -73,6 +81,29 @@ pub trait Projection: Send + Sync + 'static {
         conn: &mut AnyConnection,
         event: &RecordedEvent,
     ) -> Result<(), ProjectionError>;
+
+    /// Applies a whole batch to stores outside the read-model database (Lance tables), after
+    /// every event of the batch went through [`Projection::apply`] and before the transaction
+    /// (rows and checkpoint) commits. A failure rolls the transaction back, so the batch is
+    /// applied again later: writes here must be idempotent (upserts keyed by id, deletes).
+    async fn apply_outside(
+        &self,
+        _conn: &mut AnyConnection,
+        _batch: &[RecordedEvent],
+    ) -> Result<(), ProjectionError> {
+        Ok(())
+    }
+
+    /// Empties the stores outside the database, for a rebuild.
+    async fn reset_outside(&self) -> Result<(), ProjectionError> {
+        Ok(())
+    }
+
+    /// `(table, digest)` of each table outside the database, for rebuild and replay checks
+    /// (see [`crate::digest`]).
+    async fn outside_digests(&self) -> Result<Vec<(String, String)>, ProjectionError> {
+        Ok(Vec::new())
+    }
 }
 
 /// Live progress of one projection in this process, for lag reports and read-your-writes.
@@ -137,6 +168,11 @@ impl ProjectionRunner {
     /// The projection's name.
     pub fn name(&self) -> &'static str {
         self.projection.name()
+    }
+
+    /// The projection it runs.
+    pub fn projection(&self) -> &Arc<dyn Projection> {
+        &self.projection
     }
 
     /// Live status, shared with the API.
@@ -207,6 +243,7 @@ impl ProjectionRunner {
             }
             self.projection.apply(&mut tx, event).await?;
         }
+        self.projection.apply_outside(&mut tx, batch).await?;
         tx.commit().await?;
         self.status.position.send_replace(last.position);
         Ok(last.position)
@@ -252,6 +289,7 @@ impl ProjectionRunner {
                 .await?;
         }
         tx.commit().await?;
+        self.projection.reset_outside().await?;
         self.status.position.send_replace(0);
         self.catch_up().await
     }

@@ -68,6 +68,7 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
         "subjects",
         include_str!("../migrations/0007_subjects.sql"),
     ),
+    (8, "vectors", include_str!("../migrations/0008_vectors.sql")),
 ];
 
 /// The SQL databases Vigil's migrations serve.

@@ -74,6 +74,7 @@ pub const OPERATION_SCOPES: &[(&str, &str)] = &[
     ("list_poi", "read:subjects"),
     ("get_poi", "read:subjects"),
     ("erase_poi", "write:subjects"),
+    ("search_face", "search"),
     ("list_alerts", "read:incidents"),
     ("acknowledge_alert", "write:incidents"),
     ("dismiss_alerts", "write:incidents"),

@@ -16,6 +16,7 @@ pub mod error;
 pub mod incidents;
 pub mod ingest;
 pub mod media;
+pub mod search;
 pub mod subjects;
 pub mod system;
 pub mod ws;
@@ -62,6 +63,7 @@ type Apis = (
     calibration::CalibrationApi,
     actions::ActionsApi,
     subjects::SubjectsApi,
+    search::SearchApi,
     api_keys::ApiKeysApi,
     audit::AuditApi,
     system::SystemApi,
@@ -78,6 +80,7 @@ pub fn openapi_service() -> OpenApiService<Apis, ()> {
             calibration::CalibrationApi,
             actions::ActionsApi,
             subjects::SubjectsApi,
+            search::SearchApi,
             api_keys::ApiKeysApi,
             audit::AuditApi,
             system::SystemApi,

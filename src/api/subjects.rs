@@ -214,11 +214,11 @@ pub struct DismissedAlerts {
     pub dismissed: u64,
 }
 
-fn media_url(sha: &str) -> String {
+pub(super) fn media_url(sha: &str) -> String {
     format!("/api/v1/media/{sha}")
 }
 
-fn box_dto(b: &NormBox) -> BoxDto {
+pub(super) fn box_dto(b: &NormBox) -> BoxDto {
     BoxDto {
         x1: b.x1,
         y1: b.y1,
@@ -364,9 +364,13 @@ struct FacesForm {
 }
 
 /// A multipart form of face pictures and text fields.
-trait UploadForm: Payload {
-    /// The text parts it takes besides `files`.
+pub(super) trait UploadForm: Payload {
+    /// The text parts it takes besides the pictures.
     const FIELDS: &'static [&'static str];
+    /// The name of the pictures' parts.
+    const FILES: &'static str = "files";
+    /// The most pictures it takes.
+    const MAX_FILES: usize = MAX_FACES_PER_REQUEST;
 }
 
 impl UploadForm for EnrolForm {
@@ -383,9 +387,9 @@ impl UploadForm for FacesForm {
 
 /// A parsed upload of form `F`: each picture's file name (or `#index`) and bytes, and the
 /// text fields.
-struct SubjectUpload<F> {
-    files: Vec<(String, bytes::Bytes)>,
-    fields: BTreeMap<String, String>,
+pub(super) struct SubjectUpload<F> {
+    pub(super) files: Vec<(String, bytes::Bytes)>,
+    pub(super) fields: BTreeMap<String, String>,
     form: PhantomData<fn() -> F>,
 }
 
@@ -452,13 +456,13 @@ impl<F: UploadForm> ParsePayload for SubjectUpload<F> {
         let mut multipart = multer::Multipart::new(stream, boundary);
         while let Some(field) = multipart.next_field().await.map_err(malformed)? {
             match field.name().map(str::to_string) {
-                Some(name) if name == "files" => {
-                    if upload.files.len() == MAX_FACES_PER_REQUEST {
-                        return Err(ApiError::validation(
-                            "files",
-                            format!("1 to {MAX_FACES_PER_REQUEST} pictures per request, not more"),
-                        )
-                        .into());
+                Some(name) if name == F::FILES => {
+                    if upload.files.len() == F::MAX_FILES {
+                        let message = match F::MAX_FILES {
+                            1 => "one picture, not more".to_string(),
+                            n => format!("1 to {n} pictures per request, not more"),
+                        };
+                        return Err(ApiError::validation(F::FILES, message).into());
                     }
                     let file = field
                         .file_name()
@@ -473,7 +477,7 @@ impl<F: UploadForm> ParsePayload for SubjectUpload<F> {
                     }
                 }
                 other => {
-                    let takes: Vec<String> = std::iter::once("files")
+                    let takes: Vec<String> = std::iter::once(F::FILES)
                         .chain(F::FIELDS.iter().copied())
                         .map(|f| format!("`{f}`"))
                         .collect();
@@ -618,7 +622,7 @@ async fn visible_subject(
 }
 
 /// The cameras a key is restricted to, `None` for an unrestricted key.
-fn only_cameras(principal: &Principal) -> Option<Vec<String>> {
+pub(super) fn only_cameras(principal: &Principal) -> Option<Vec<String>> {
     principal
         .is_camera_restricted()
         .then(|| principal.camera_ids.clone())
@@ -692,21 +696,22 @@ fn details(
 }
 
 /// One face found in an uploaded picture.
-struct FoundIn {
-    image: Arc<RgbImage>,
-    face: FoundFace,
+pub(super) struct FoundIn {
+    pub(super) image: Arc<RgbImage>,
+    pub(super) face: FoundFace,
 }
 
 /// Decodes every picture, then runs face detection on each: every picture must show exactly
 /// one face. 422 `INVALID_IMAGE` names the first picture that is not a JPEG or PNG; 422
 /// `FACE_COUNT` names every picture without exactly one face (`details.images`).
-async fn find_faces(
+pub(super) async fn find_faces(
     app: &App,
     files: Vec<(String, bytes::Bytes)>,
+    part: &str,
 ) -> Result<Vec<FoundIn>, ApiError> {
     if files.is_empty() || files.len() > MAX_FACES_PER_REQUEST {
         return Err(ApiError::validation(
-            "files",
+            part,
             format!("1 to {MAX_FACES_PER_REQUEST} pictures, not {}", files.len()),
         ));
     }
@@ -716,7 +721,7 @@ async fn find_faces(
         let decoded = tokio::task::spawn_blocking(move || frame::decode(&bytes))
             .await
             .map_err(ApiError::internal)?;
-        let field = format!("files[{index}]");
+        let field = format!("{part}[{index}]");
         let image = decoded.map_err(|e| {
             ApiError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
@@ -770,10 +775,10 @@ async fn find_faces(
             StatusCode::UNPROCESSABLE_ENTITY,
             "FACE_COUNT",
             format!(
-                "files[{index}] (`{file}`): {reason}{more}; each picture must show exactly one face"
+                "{part}[{index}] (`{file}`): {reason}{more}; each picture must show exactly one face"
             ),
             json!({
-                "field": format!("files[{index}]"),
+                "field": format!("{part}[{index}]"),
                 "index": index,
                 "file": file,
                 "faces": refused[0].1,
@@ -859,7 +864,7 @@ async fn enrol(
 ) -> Result<CreatedSubject, ApiError> {
     let (files, fields) = upload;
     let details = details(&fields, forced)?;
-    let found = find_faces(app, files).await?;
+    let found = find_faces(app, files, "files").await?;
     let faces = store_faces(app, found).await?;
     let id = uuid::Uuid::now_v7().to_string();
     let enrolled = SubjectEnrolled {
@@ -1171,7 +1176,7 @@ impl SubjectsApi {
                 ),
             ));
         }
-        let found = find_faces(&app, body.files).await?;
+        let found = find_faces(&app, body.files, "files").await?;
         let faces = store_faces(&app, found).await?;
         let command = SubjectCommand::AddFaces(SubjectFacesAdded {
             subject_id: id.0.clone(),

@@ -1,4 +1,5 @@
-//! `vigil bench store`: event store throughput on SQLite and PostgreSQL, as a table.
+//! `vigil bench store`: event store throughput on SQLite and PostgreSQL, as a table;
+//! `vigil bench search`: see [`super::bench_search`].
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -29,6 +30,10 @@ pub enum Command {
         #[arg(long)]
         postgres_url: Option<String>,
     },
+    /// Face-search vector index: synthetic clustered 128-d descriptors in Lance, exact search
+    /// against IVF-PQ and IVF-HNSW-SQ (build time, p50/p99 query latency, recall@10), side by
+    /// side with FAISS (`faiss-cpu`, installed by `scripts/setup`) on the same vectors.
+    Search(super::bench_search::Args),
 }
 
 fn event(i: usize) -> NewEvent {
@@ -143,12 +148,15 @@ async fn measure(
 
 /// Runs a benchmark subcommand and prints its table.
 pub async fn run(command: Command) -> anyhow::Result<()> {
-    let Command::Store {
-        single,
-        batches,
-        sqlite_only,
-        postgres_url,
-    } = command;
+    let (single, batches, sqlite_only, postgres_url) = match command {
+        Command::Store {
+            single,
+            batches,
+            sqlite_only,
+            postgres_url,
+        } => (single, batches, sqlite_only, postgres_url),
+        Command::Search(args) => return super::bench_search::run(args).await,
+    };
     let mut rows = Vec::new();
 
     let dir = tempfile::tempdir()?;

@@ -1,6 +1,7 @@
 //! One module per CLI subcommand.
 
 pub mod bench;
+pub mod bench_search;
 pub mod projections;
 pub mod replay;
 pub mod schemas;

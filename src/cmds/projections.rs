@@ -14,7 +14,7 @@ pub enum Command {
     Status,
     /// Empty a read model and replay it from position 0.
     Rebuild {
-        /// The projection (`cameras`, `api_keys`).
+        /// The projection (`vigil projections status` lists them).
         name: String,
     },
 }
@@ -23,7 +23,7 @@ pub enum Command {
 pub async fn run(config: Config, command: Command) -> anyhow::Result<()> {
     let (pool, store) = super::open_store(&config).await?;
     let store: Arc<dyn EventStore> = store;
-    let runners: Vec<ProjectionRunner> = vigil_projections::all()
+    let runners: Vec<ProjectionRunner> = vigil_projections::all(config.vector_store())
         .into_iter()
         .map(|p| ProjectionRunner::new(pool.clone(), store.clone(), p))
         .collect();

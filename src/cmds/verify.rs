@@ -25,17 +25,40 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let mut report =
         String::from("projection  table        live checkpoint  replayed to  result\n");
     let mut failures = 0;
-    for projection in vigil_projections::all() {
-        let tables = projection.tables();
+    // The replay writes its Lance tables into the scratch folder, beside its database.
+    let scratch_vectors = Arc::new(vigil_projections::vectors::VectorStore::new(
+        scratch_dir.path().join("lance"),
+        Default::default(),
+    ));
+    let live_projections = vigil_projections::all(config.vector_store());
+    let replay_projections = vigil_projections::all(scratch_vectors);
+    for (projection, replayed_projection) in live_projections.into_iter().zip(replay_projections) {
         let live = ProjectionRunner::new(live_pool.clone(), store.clone(), projection.clone());
-        let replay = ProjectionRunner::new(scratch_pool.clone(), store.clone(), projection);
+        let replay = ProjectionRunner::new(
+            scratch_pool.clone(),
+            store.clone(),
+            replayed_projection.clone(),
+        );
         let live_checkpoint = live.checkpoint().await?;
         // Replay exactly as far as the live model has got, so a lagging model still compares.
         let replayed = replay.catch_up_until(live_checkpoint).await?;
-        for table in tables {
+        let mut digests = Vec::new();
+        for table in projection.tables() {
             // Every read-model table is keyed by `id`.
             let a = table_digest(&live_pool, table, "id").await?;
             let b = table_digest(&scratch_pool, table, "id").await?;
+            digests.push((table.to_string(), a, b));
+        }
+        // Tables outside the database (Lance) digest themselves.
+        for ((table, a), (_, b)) in projection
+            .outside_digests()
+            .await?
+            .into_iter()
+            .zip(replayed_projection.outside_digests().await?)
+        {
+            digests.push((table, a, b));
+        }
+        for (table, a, b) in digests {
             let result = if live_checkpoint != replayed {
                 failures += 1;
                 format!("NOT COMPARABLE: live is at {live_checkpoint}, the log ends at {replayed}")

@@ -17,7 +17,7 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use vigil::config::Config;
 use vigil_schemas::RecordedEvent;
 
-use crate::support::{TestDb, TestServer, Which, repo_file, until};
+use crate::support::{TestDb, TestServer, Which, assert_rebuild_equals_live, repo_file, until};
 
 /// One camera test at a time.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -1310,5 +1310,98 @@ async fn enrolled_faces_are_matched_and_other_faces_stay_unknown() {
             .contains("no authorised subject is enrolled"),
         "{hall:?}"
     );
+
+    // Stopping the cameras ends both tracks; each becomes a row of the Lance appearances
+    // table with its clearest face.
+    for id in ["door", "hall"] {
+        let res = server
+            .req(Method::POST, &format!("/api/v1/cameras/{id}/stop"))
+            .send()
+            .await
+            .unwrap();
+        assert!(res.status().is_success(), "{}", res.status());
+    }
+    let vectors = server.app.vectors().clone();
+    let appearances = until(30, "two appearances in Lance", || async {
+        let rows = vectors.all_appearances().await.unwrap();
+        (rows.len() == 2).then_some(rows)
+    })
+    .await;
+    let door = appearances.iter().find(|a| a.camera_id == "door").unwrap();
+    assert_eq!(door.track_id, m["track_id"].as_str().unwrap());
+    assert!(door.entry().is_some() && door.exit().is_some(), "{door:?}");
+
+    // Search by the enrolled photo: stage 1 identifies her and returns her appearance on the
+    // door camera, inside the time range; outside it, nothing.
+    let now = chrono::Utc::now();
+    let around = [
+        ("start", (now - chrono::Duration::minutes(5)).to_rfc3339()),
+        ("end", now.to_rfc3339()),
+    ];
+    let (status, found) = search_face(&server, "astronaut.png", &around).await;
+    assert_eq!(status, 200, "{found}");
+    assert_eq!(found["search_stats"]["stage"], "subject", "{found}");
+    assert_eq!(found["subject"]["id"], subject_id.as_str());
+    assert_eq!(found["subject"]["name"], "Eileen Collins");
+    let hits = found["hits"].as_array().unwrap();
+    assert_eq!(hits.len(), 1, "only her track: {found}");
+    assert_eq!(hits[0]["camera_id"], "door");
+    assert_eq!(hits[0]["track_id"], m["track_id"]);
+    assert!(hits[0]["similarity"].as_f64().unwrap() > 0.75, "{found}");
+    assert!(hits[0]["dwell_seconds"].as_f64().unwrap() >= 0.0);
+    let entered: chrono::DateTime<chrono::Utc> =
+        hits[0]["entered_at"].as_str().unwrap().parse().unwrap();
+    assert!(entered > now - chrono::Duration::minutes(2) && entered < now);
+    let thumbnail = hits[0]["thumbnail_url"].as_str().unwrap();
+    media_is_jpeg(&server, thumbnail.trim_start_matches("/api/v1/media/")).await;
+    media_is_jpeg(&server, hits[0]["entry_frame"]["blob"].as_str().unwrap()).await;
+    assert_eq!(found["search_stats"]["unique_tracks"], 1);
+    assert_eq!(found["search_stats"]["method"], "exact");
+    assert!(found["search_stats"]["vectors_searched"].as_u64().unwrap() >= 3);
+    let earlier = [
+        ("start", (now - chrono::Duration::hours(2)).to_rfc3339()),
+        ("end", (now - chrono::Duration::hours(1)).to_rfc3339()),
+    ];
+    let (status, found) = search_face(&server, "astronaut.png", &earlier).await;
+    assert_eq!(status, 200, "{found}");
+    assert_eq!(found["search_stats"]["stage"], "subject");
+    assert_eq!(found["hits"], json!([]), "outside the range: nothing");
+    let (_, found) = search_face(&server, "astronaut.png", &[("camera_ids", "hall".into())]).await;
+    assert_eq!(found["hits"], json!([]), "not on the other camera: {found}");
+
+    // A face nobody enrolled goes to stage 2: the appearances themselves.
+    let (status, found) = search_face(&server, "230501201_1.png", &around).await;
+    assert_eq!(status, 200, "{found}");
+    assert_eq!(found["search_stats"]["stage"], "appearances", "{found}");
+    assert!(found.get("subject").is_none());
+    let hits = found["hits"].as_array().unwrap();
+    assert_eq!(hits.len(), 1, "{found}");
+    assert_eq!(hits[0]["camera_id"], "hall");
     server.stop().await;
+
+    // The Lance tables rebuilt from the log equal the live ones.
+    let digests = assert_rebuild_equals_live(&db, "vectors").await;
+    assert!(digests.iter().any(|d| d.starts_with("2:")), "{digests:?}");
+}
+
+/// `POST /api/v1/search/face` with one asset picture and text fields.
+async fn search_face(server: &TestServer, image: &str, fields: &[(&str, String)]) -> (u16, Value) {
+    let photo = std::fs::read(assets().join("images").join(image)).unwrap();
+    let mut form = reqwest::multipart::Form::new().part(
+        "image",
+        reqwest::multipart::Part::bytes(photo)
+            .file_name(image.to_string())
+            .mime_str("image/png")
+            .unwrap(),
+    );
+    for (name, value) in fields {
+        form = form.text(name.to_string(), value.clone());
+    }
+    let res = server
+        .req(Method::POST, "/api/v1/search/face")
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    (res.status().as_u16(), res.json().await.unwrap())
 }

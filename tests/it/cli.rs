@@ -150,3 +150,52 @@ fn serve_refuses_to_start_when_kurrentdb_does_not_answer() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("KurrentDB"), "{stderr}");
 }
+
+#[test]
+fn bench_search_compares_lance_with_faiss_on_the_same_vectors() {
+    let out = vigil(
+        &[
+            "bench",
+            "search",
+            "--vectors",
+            "3000",
+            "--queries",
+            "20",
+            "--no-hnsw",
+        ],
+        &[],
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // | engine | method | build s | p50 ms | p99 ms | recall@10 |
+    let rows: Vec<Vec<&str>> = stdout
+        .lines()
+        .filter(|l| l.starts_with("| lance") || l.starts_with("| faiss"))
+        .map(|l| l.trim_matches('|').split('|').map(str::trim).collect())
+        .collect();
+    let recall = |engine: &str, method: &str| -> f64 {
+        let row = rows
+            .iter()
+            .find(|r| r[0] == engine && r[1].starts_with(method))
+            .unwrap_or_else(|| panic!("no {engine} {method} row in\n{stdout}"));
+        for latency in [row[3], row[4]] {
+            assert!(latency.parse::<f64>().unwrap() > 0.0, "{row:?}");
+        }
+        row[5].parse().unwrap()
+    };
+    assert_eq!(recall("lance", "exact"), 1.0, "exact is the ground truth");
+    assert_eq!(
+        recall("faiss", "exact"),
+        1.0,
+        "FAISS agrees with Lance's exact answer"
+    );
+    for engine in ["lance", "faiss"] {
+        let r = recall(engine, "IVF-PQ 55×PQ16, nprobes 32, refine 10");
+        assert!((0.0..=1.0).contains(&r), "{r}");
+    }
+    assert_eq!(rows.len(), 6, "{stdout}");
+}

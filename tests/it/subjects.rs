@@ -552,6 +552,39 @@ async fn enrolment_keeps_one_face_per_picture_and_erasure_removes_them() {
             200
         );
         let face_ids: Vec<Value> = faces.iter().map(|f| f["face_id"].clone()).collect();
+        // The Lance table holds every enrolled face, with its subject and category.
+        let vectors = server.app.vectors().clone();
+        let lance_faces = async |position: u64| {
+            let status = server.app.projection_status("vectors").unwrap();
+            assert!(
+                status
+                    .wait_for(position, std::time::Duration::from_secs(30))
+                    .await,
+                "the vectors projection reaches {position}"
+            );
+            vectors.all_faces().await.unwrap()
+        };
+        let in_lance = lance_faces(server.head().await).await;
+        assert_eq!(in_lance.len(), 3, "{in_lance:?}");
+        let mine: Vec<Value> = in_lance
+            .iter()
+            .filter(|f| f.subject_id == id)
+            .map(|f| json!(f.face_id))
+            .collect();
+        let mut sorted_ids = face_ids.clone();
+        sorted_ids.sort_by_key(|v| v.as_str().unwrap().to_string());
+        assert_eq!(mine, sorted_ids);
+        // Moved to the authorised list and back before its second face was added; the twin
+        // is authorised.
+        for f in &in_lance {
+            let want = if f.subject_id == id {
+                "watchlist"
+            } else {
+                "authorised"
+            };
+            assert_eq!(f.category, want, "{f:?}");
+            assert_eq!(f.embedding.len(), 128);
+        }
 
         // Erasure: recorded, faces and crops gone, except a crop another subject shows.
         let res = server.req(Method::DELETE, &path).send().await.unwrap();
@@ -585,6 +618,13 @@ async fn enrolment_keeps_one_face_per_picture_and_erasure_removes_them() {
             .unwrap();
         assert!(all.iter().all(|f| f.0 != id), "{all:?}");
         assert_eq!(all.len(), 1);
+        let in_lance = lance_faces(erased_at).await;
+        assert_eq!(
+            in_lance.len(),
+            1,
+            "the erased faces left Lance: {in_lance:?}"
+        );
+        assert_eq!(in_lance[0].subject_id, twin_id);
         let (_, page) = call(&server, Method::GET, "/api/v1/subjects", None).await;
         assert_eq!(ids(&page), [twin_id.as_str()]);
         // The id is spent.
@@ -609,7 +649,9 @@ async fn enrolment_keeps_one_face_per_picture_and_erasure_removes_them() {
             404
         );
         assert_eq!(blob_count(&db), 0, "every crop is gone");
+        assert!(lance_faces(server.head().await).await.is_empty());
         server.stop().await;
+        assert_rebuild_equals_live(&db, "vectors").await;
         db.cleanup().await;
     }
 }
@@ -1011,4 +1053,120 @@ async fn assert_rebuilds_equal(db: &TestDb) {
             "every table holds rows: {digest}"
         );
     }
+}
+
+/// A face-search form: `image` parts and text fields.
+fn search_form(images: &[(&str, Vec<u8>)], fields: &[(&str, &str)]) -> reqwest::multipart::Form {
+    let mut form = reqwest::multipart::Form::new();
+    for (name, bytes) in images {
+        form = form.part(
+            "image",
+            reqwest::multipart::Part::bytes(bytes.clone()).file_name(name.to_string()),
+        );
+    }
+    for (name, value) in fields {
+        form = form.text(name.to_string(), value.to_string());
+    }
+    form
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn face_search_refuses_what_it_cannot_search_by_and_stores_nothing() {
+    let db = TestDb::new(Which::Sqlite).await;
+    let server = start(&db).await;
+    let before = stored(&server, &db).await;
+    let astronaut = || vec![("astronaut.png", picture("astronaut.png"))];
+    let cases: Vec<(reqwest::multipart::Form, &str, &str)> = vec![
+        (search_form(&[], &[]), "VALIDATION_FAILED", "image"),
+        (
+            search_form(
+                &[
+                    ("a.png", picture("astronaut.png")),
+                    ("b.png", picture("astronaut.png")),
+                ],
+                &[],
+            ),
+            "VALIDATION_FAILED",
+            "image",
+        ),
+        (
+            search_form(&[("notes.txt", b"not a picture".to_vec())], &[]),
+            "INVALID_IMAGE",
+            "image[0]",
+        ),
+        (
+            search_form(&[("grey.jpg", grey())], &[]),
+            "FACE_COUNT",
+            "image[0]",
+        ),
+        (
+            search_form(&[("two.jpg", two_astronauts())], &[]),
+            "FACE_COUNT",
+            "image[0]",
+        ),
+        (
+            search_form(&astronaut(), &[("start", "yesterday")]),
+            "VALIDATION_FAILED",
+            "start",
+        ),
+        (
+            search_form(
+                &astronaut(),
+                &[
+                    ("start", "2026-01-02T00:00:00Z"),
+                    ("end", "2026-01-01T00:00:00Z"),
+                ],
+            ),
+            "VALIDATION_FAILED",
+            "end",
+        ),
+        (
+            search_form(&astronaut(), &[("top_k", "0")]),
+            "VALIDATION_FAILED",
+            "top_k",
+        ),
+        (
+            search_form(&astronaut(), &[("top_k", "101")]),
+            "VALIDATION_FAILED",
+            "top_k",
+        ),
+        (
+            search_form(&astronaut(), &[("max_distance", "3")]),
+            "VALIDATION_FAILED",
+            "max_distance",
+        ),
+        (
+            search_form(&astronaut(), &[("camera_ids", "door,,hall")]),
+            "VALIDATION_FAILED",
+            "camera_ids",
+        ),
+        (
+            search_form(&astronaut(), &[("name", "x")]),
+            "VALIDATION_FAILED",
+            "name",
+        ),
+    ];
+    for (form, code, field) in cases {
+        let (status, body) = upload(&server, "/api/v1/search/face", form).await;
+        assert_error(status, &body, 422, code);
+        assert_eq!(body["error"]["details"]["field"], field, "{body}");
+    }
+    // A good search over empty tables finds nothing, and says what it did.
+    let (status, body) = upload(
+        &server,
+        "/api/v1/search/face",
+        search_form(&astronaut(), &[("top_k", "5")]),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["hits"], json!([]));
+    assert_eq!(body["search_stats"]["stage"], "appearances");
+    assert_eq!(body["search_stats"]["vectors_searched"], 0);
+    assert_eq!(
+        stored(&server, &db).await,
+        before,
+        "a search stores nothing"
+    );
+    server.stop().await;
+    db.cleanup().await;
 }

@@ -231,32 +231,36 @@ pub async fn stream_events(server: &TestServer, stream: &str) -> Vec<serde_json:
 }
 
 /// Rebuilds projection `name` from position 0 (its server stopped) and checks every table it
-/// owns equals what the live projection left; returns the tables' digests.
+/// owns, in the database and outside it (Lance), equals what the live projection left; returns
+/// the tables' digests.
 pub async fn assert_rebuild_equals_live(db: &TestDb, name: &str) -> Vec<String> {
     let (pool, _) = vigil::store::open_pool(&db.url, 4).await.unwrap();
     let store: Arc<dyn vigil_schemas::EventStore> = db.store().await;
-    let projection = vigil_projections::all()
+    let projection = vigil_projections::all(db.config().vector_store())
         .into_iter()
         .find(|p| p.name() == name)
         .unwrap_or_else(|| panic!("no projection `{name}`"));
-    let mut live = vec![];
-    for table in projection.tables() {
-        live.push(
-            vigil_projections::digest::table_digest(&pool, table, "id")
+    let digests = async || {
+        let mut all = vec![];
+        for table in projection.tables() {
+            let digest = vigil_projections::digest::table_digest(&pool, table, "id")
                 .await
-                .unwrap(),
-        );
-    }
+                .unwrap();
+            all.push((table.to_string(), digest));
+        }
+        all.extend(projection.outside_digests().await.unwrap());
+        all
+    };
+    let live = digests().await;
     vigil_projections::ProjectionRunner::new(pool.clone(), store, projection.clone())
         .rebuild()
         .await
         .unwrap();
-    for (table, before) in projection.tables().iter().zip(&live) {
-        let after = vigil_projections::digest::table_digest(&pool, table, "id")
-            .await
-            .unwrap();
-        assert_eq!(&after, before, "{table} rebuilt equals live");
+    let rebuilt = digests().await;
+    for ((table, before), (_, after)) in live.iter().zip(&rebuilt) {
+        assert_eq!(after, before, "{table} rebuilt equals live");
     }
+    assert_eq!(live.len(), rebuilt.len());
     pool.close().await;
-    live
+    live.into_iter().map(|(_, d)| d).collect()
 }
