@@ -33,7 +33,9 @@ use lance::dataset::{
     MergeInsertBuilder, UpdateBuilder, WhenMatched, WhenNotMatched, WriteMode, WriteParams,
 };
 use lance::deps::arrow_array::cast::AsArray;
-use lance::deps::arrow_array::types::{Float32Type, Float64Type, Int64Type, UInt32Type};
+use lance::deps::arrow_array::types::{
+    ArrowPrimitiveType, Float32Type, Float64Type, Int64Type, UInt32Type,
+};
 use lance::deps::arrow_array::{
     Array, ArrayRef, FixedSizeListArray, Float32Array, Float64Array, Int64Array, RecordBatch,
     RecordBatchIterator, StringArray, UInt32Array,
@@ -195,7 +197,8 @@ pub fn from_micros(us: i64) -> DateTime<Utc> {
     DateTime::from_timestamp_micros(us).unwrap_or_default()
 }
 
-fn embedding_field() -> Field {
+/// The `embedding` column: 128 float32 values per row.
+pub fn embedding_field() -> Field {
     Field::new(
         "embedding",
         DataType::FixedSizeList(
@@ -347,35 +350,11 @@ impl Columns<'_> {
             .collect())
     }
 
-    fn i64s(&self, name: &str) -> Result<Vec<i64>, String> {
+    fn prims<T: ArrowPrimitiveType>(&self, name: &str) -> Result<Vec<T::Native>, String> {
         let a = self
             .col(name)?
-            .as_primitive_opt::<Int64Type>()
-            .ok_or_else(|| format!("column `{name}` is not int64"))?;
-        Ok(a.values().to_vec())
-    }
-
-    fn f64s(&self, name: &str) -> Result<Vec<f64>, String> {
-        let a = self
-            .col(name)?
-            .as_primitive_opt::<Float64Type>()
-            .ok_or_else(|| format!("column `{name}` is not float64"))?;
-        Ok(a.values().to_vec())
-    }
-
-    fn f32s(&self, name: &str) -> Result<Vec<f32>, String> {
-        let a = self
-            .col(name)?
-            .as_primitive_opt::<Float32Type>()
-            .ok_or_else(|| format!("column `{name}` is not float32"))?;
-        Ok(a.values().to_vec())
-    }
-
-    fn u32s(&self, name: &str) -> Result<Vec<u32>, String> {
-        let a = self
-            .col(name)?
-            .as_primitive_opt::<UInt32Type>()
-            .ok_or_else(|| format!("column `{name}` is not uint32"))?;
+            .as_primitive_opt::<T>()
+            .ok_or_else(|| format!("column `{name}` is not {}", T::DATA_TYPE))?;
         Ok(a.values().to_vec())
     }
 
@@ -397,7 +376,7 @@ impl Columns<'_> {
     /// `_distance` (squared L2) as a distance.
     fn distances(&self) -> Result<Vec<f64>, String> {
         Ok(self
-            .f32s("_distance")?
+            .prims::<Float32Type>("_distance")?
             .into_iter()
             .map(|d| f64::from(d.max(0.0)).sqrt())
             .collect())
@@ -411,7 +390,7 @@ fn face_rows(b: &RecordBatch) -> Result<Vec<FaceRow>, String> {
         c.texts("subject_id")?,
         c.texts("category")?,
         c.texts("crop")?,
-        c.i64s("added_us")?,
+        c.prims::<Int64Type>("added_us")?,
         c.vectors("embedding")?,
     );
     Ok(ids
@@ -439,16 +418,16 @@ fn appearance_rows(b: &RecordBatch) -> Result<Vec<AppearanceRow>, String> {
     let ids = c.texts("appearance_id")?;
     let cameras = c.texts("camera_id")?;
     let tracks = c.texts("track_id")?;
-    let starts = c.i64s("start_us")?;
-    let ends = c.i64s("end_us")?;
-    let dwell = c.f64s("dwell_seconds")?;
-    let frames = c.u32s("frames")?;
+    let starts = c.prims::<Int64Type>("start_us")?;
+    let ends = c.prims::<Int64Type>("end_us")?;
+    let dwell = c.prims::<Float64Type>("dwell_seconds")?;
+    let frames = c.prims::<UInt32Type>("frames")?;
     let zones = c.texts("zones")?;
     let entries = c.strings("entry_frame")?;
     let exits = c.texts("exit_frame")?;
     let crops = c.texts("face_crop")?;
-    let scores = c.f32s("face_score")?;
-    let face_at = c.i64s("face_at_us")?;
+    let scores = c.prims::<Float32Type>("face_score")?;
+    let face_at = c.prims::<Int64Type>("face_at_us")?;
     let embeddings = c.vectors("embedding")?;
     let mut rows = Vec::with_capacity(ids.len());
     for (i, appearance_id) in ids.into_iter().enumerate() {

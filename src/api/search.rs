@@ -41,16 +41,18 @@ struct FaceSearchForm {
     /// The picture (JPEG or PNG), showing exactly one face.
     image: Upload,
     /// Only tracks still seen at or after this time (RFC 3339).
-    start: Option<String>,
+    start: Option<DateTime<Utc>>,
     /// Only tracks already seen at or before this time (RFC 3339).
-    end: Option<String>,
+    end: Option<DateTime<Utc>>,
     /// Only these cameras: ids separated by commas.
+    #[oai(validator(max_length = 10000))]
     camera_ids: Option<String>,
-    /// Most hits (1–100, default 10).
-    top_k: Option<String>,
-    /// Largest descriptor distance of a hit (0–2; default: the calibrated
-    /// `face_match_distance`).
-    max_distance: Option<String>,
+    /// Most hits (default 10).
+    #[oai(validator(minimum(value = "1"), maximum(value = "100")))]
+    top_k: Option<u32>,
+    /// Largest descriptor distance of a hit (default: the calibrated `face_match_distance`).
+    #[oai(validator(minimum(value = "0"), maximum(value = "2")))]
+    max_distance: Option<f64>,
 }
 
 impl UploadForm for FaceSearchForm {
@@ -202,6 +204,12 @@ fn params(
     };
     let asked: Option<Vec<String>> = match fields.get("camera_ids").map(|v| v.trim()) {
         None | Some("") => None,
+        Some(v) if v.chars().count() > 10_000 => {
+            return Err(ApiError::validation(
+                "camera_ids",
+                "at most 10000 characters",
+            ));
+        }
         Some(v) => {
             let ids: Vec<String> = v.split(',').map(|c| c.trim().to_string()).collect();
             if ids.iter().any(|c| c.is_empty() || c.chars().count() > 200) {

@@ -29,7 +29,9 @@ use lance_index::vector::ivf::IvfBuildParams;
 use lance_index::vector::sq::builder::SQBuildParams;
 use lance_linalg::distance::MetricType;
 use rand::{Rng, SeedableRng};
-use vigil_projections::vectors::{DIM, embedding_array_flat, ivf_partitions, ivf_pq_params};
+use vigil_projections::vectors::{
+    DIM, embedding_array_flat, embedding_field, ivf_partitions, ivf_pq_params,
+};
 
 /// Options of `vigil bench search`.
 #[derive(Debug, clap::Args)]
@@ -229,14 +231,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     }
     let schema = Arc::new(Schema::new(vec![
         Field::new("id", DataType::UInt64, false),
-        Field::new(
-            "embedding",
-            DataType::FixedSizeList(
-                Arc::new(Field::new("item", DataType::Float32, true)),
-                DIM as i32,
-            ),
-            false,
-        ),
+        embedding_field(),
     ]));
     let mut batches = Vec::new();
     for (chunk_no, chunk) in data.chunks(100_000 * DIM).enumerate() {

@@ -61,6 +61,15 @@ async fn replay_rebuild_and_config_on_a_served_database() {
     let out = vigil(&["verify"], &env);
     let report = String::from_utf8(out.stdout).unwrap();
     assert!(report.contains("identical (2 rows)"), "{report}");
+    // The Lance tables are compared too (replayed into a scratch folder).
+    for table in ["subject_faces", "appearances", "track_entries"] {
+        assert!(
+            report
+                .lines()
+                .any(|l| l.starts_with("vectors") && l.contains(table) && l.contains("identical")),
+            "{report}"
+        );
+    }
     // A read model that no longer matches its events is caught.
     let (pool, _) = vigil::store::open_pool(&db.url, 1).await.unwrap();
     sqlx::query("UPDATE cameras SET name = 'tampered' WHERE id = 'a'")
