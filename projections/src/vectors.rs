@@ -690,33 +690,51 @@ impl Table {
         Ok(indices.iter().any(|i| i.name == INDEX_NAME))
     }
 
-    /// Every row, in no particular order.
-    async fn scan_all(&self) -> Result<Vec<RecordBatch>, VectorError> {
+    /// The rows `filter` selects (all without one), parsed by `parse`, ordered by `key`.
+    async fn rows<T, K: Ord>(
+        &self,
+        filter: Option<&str>,
+        parse: fn(&RecordBatch) -> Result<Vec<T>, String>,
+        key: fn(&T) -> K,
+    ) -> Result<Vec<T>, VectorError> {
         let Some(ds) = self.latest().await? else {
             return Ok(Vec::new());
         };
-        let b = ds.scan().try_into_batch().await.map_err(|e| self.err(e))?;
-        Ok(vec![b])
+        let mut scan = ds.scan();
+        if let Some(filter) = filter {
+            scan.filter(filter).map_err(|e| self.err(e))?;
+        }
+        let b = scan.try_into_batch().await.map_err(|e| self.err(e))?;
+        let mut rows = parse(&b).map_err(|e| self.err(e))?;
+        rows.sort_by_key(key);
+        Ok(rows)
     }
 
-    /// The `k` rows nearest to `query` among those `filter` selects.
-    async fn nearest(
+    /// The `k` rows nearest to `query` among those `filter` selects, parsed by `parse`.
+    async fn nearest<T>(
         &self,
         query: &[f32],
         k: usize,
         filter: Option<&str>,
         config: &VectorConfig,
-    ) -> Result<(RecordBatch, usize, SearchMethod), VectorError> {
+        parse: fn(&RecordBatch) -> Result<Vec<T>, String>,
+    ) -> Result<Found<T>, VectorError> {
         let Some(ds) = self.latest().await? else {
-            return Ok((
-                RecordBatch::new_empty(self.schema.clone()),
-                0,
-                SearchMethod::Exact,
-            ));
+            return Ok(Found {
+                hits: Vec::new(),
+                vectors: 0,
+                method: SearchMethod::Exact,
+            });
         };
         let indexed = self.indexed(&ds).await?;
+        // What the search runs over: the whole table through the index, else the filtered
+        // rows the flat scan reads.
         let vectors = ds
-            .count_rows(filter.map(str::to_string))
+            .count_rows(if indexed {
+                None
+            } else {
+                filter.map(str::to_string)
+            })
             .await
             .map_err(|e| self.err(e))?;
         let q = Float32Array::from(query.to_vec());
@@ -736,12 +754,18 @@ impl Table {
             SearchMethod::Exact
         };
         let b = scan.try_into_batch().await.map_err(|e| self.err(e))?;
-        let total = if indexed {
-            ds.count_rows(None).await.map_err(|e| self.err(e))?
+        let hits = if b.num_rows() == 0 {
+            Vec::new()
         } else {
-            vectors
+            let rows = parse(&b).map_err(|e| self.err(e))?;
+            let distances = Columns(&b).distances().map_err(|e| self.err(e))?;
+            rows.into_iter().zip(distances).collect()
         };
-        Ok((b, total, method))
+        Ok(Found {
+            hits,
+            vectors,
+            method,
+        })
     }
 
     async fn drop_all(&self) -> Result<(), VectorError> {
@@ -836,36 +860,24 @@ impl VectorStore {
 
     /// Every row of `subject_faces`, ordered by id.
     pub async fn all_faces(&self) -> Result<Vec<FaceRow>, VectorError> {
-        let mut rows = Vec::new();
-        for b in self.faces.scan_all().await? {
-            rows.extend(face_rows(&b).map_err(|e| self.faces.err(e))?);
-        }
-        rows.sort_by(|a, b| a.face_id.cmp(&b.face_id));
-        Ok(rows)
+        self.faces
+            .rows(None, face_rows, |r| r.face_id.clone())
+            .await
     }
 
     /// Every row of `appearances`, ordered by id.
     pub async fn all_appearances(&self) -> Result<Vec<AppearanceRow>, VectorError> {
-        let mut rows = Vec::new();
-        for b in self.appearances.scan_all().await? {
-            rows.extend(appearance_rows(&b).map_err(|e| self.appearances.err(e))?);
-        }
-        rows.sort_by(|a, b| a.appearance_id.cmp(&b.appearance_id));
-        Ok(rows)
+        self.appearances
+            .rows(None, appearance_rows, |r| r.appearance_id.clone())
+            .await
     }
 
-    /// The faces of one subject.
+    /// The faces of one subject, ordered by id.
     pub async fn subject_faces(&self, subject_id: &str) -> Result<Vec<FaceRow>, VectorError> {
-        let Some(ds) = self.faces.latest().await? else {
-            return Ok(Vec::new());
-        };
-        let mut scan = ds.scan();
-        scan.filter(&format!("subject_id = {}", sql_literal(subject_id)))
-            .map_err(|e| self.faces.err(e))?;
-        let b = scan.try_into_batch().await.map_err(|e| self.faces.err(e))?;
-        let mut rows = face_rows(&b).map_err(|e| self.faces.err(e))?;
-        rows.sort_by(|a, b| a.face_id.cmp(&b.face_id));
-        Ok(rows)
+        let filter = format!("subject_id = {}", sql_literal(subject_id));
+        self.faces
+            .rows(Some(&filter), face_rows, |r| r.face_id.clone())
+            .await
     }
 
     /// The `k` enrolled faces nearest to `query`.
@@ -874,23 +886,9 @@ impl VectorStore {
         query: &[f32],
         k: usize,
     ) -> Result<Found<FaceRow>, VectorError> {
-        let (b, vectors, method) = self.faces.nearest(query, k, None, &self.config).await?;
-        let rows = face_rows(&b).map_err(|e| self.faces.err(e))?;
-        let distances = Columns(&b)
-            .distances()
-            .or_else(|e| {
-                if b.num_rows() == 0 {
-                    Ok(vec![])
-                } else {
-                    Err(e)
-                }
-            })
-            .map_err(|e| self.faces.err(e))?;
-        Ok(Found {
-            hits: rows.into_iter().zip(distances).collect(),
-            vectors,
-            method,
-        })
+        self.faces
+            .nearest(query, k, None, &self.config, face_rows)
+            .await
     }
 
     /// The `k` appearances nearest to `query` among those `filter` selects.
@@ -901,26 +899,9 @@ impl VectorStore {
         filter: &AppearanceFilter,
     ) -> Result<Found<AppearanceRow>, VectorError> {
         let sql = filter.sql();
-        let (b, vectors, method) = self
-            .appearances
-            .nearest(query, k, sql.as_deref(), &self.config)
-            .await?;
-        let rows = appearance_rows(&b).map_err(|e| self.appearances.err(e))?;
-        let distances = Columns(&b)
-            .distances()
-            .or_else(|e| {
-                if b.num_rows() == 0 {
-                    Ok(vec![])
-                } else {
-                    Err(e)
-                }
-            })
-            .map_err(|e| self.appearances.err(e))?;
-        Ok(Found {
-            hits: rows.into_iter().zip(distances).collect(),
-            vectors,
-            method,
-        })
+        self.appearances
+            .nearest(query, k, sql.as_deref(), &self.config, appearance_rows)
+            .await
     }
 
     /// `(table, digest)` of both tables: row count and SHA-256 over the rows ordered by id.

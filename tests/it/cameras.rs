@@ -17,7 +17,9 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use vigil::config::Config;
 use vigil_schemas::RecordedEvent;
 
-use crate::support::{TestDb, TestServer, Which, assert_rebuild_equals_live, repo_file, until};
+use crate::support::{
+    TestDb, TestServer, Which, assert_rebuild_equals_live, blob_count, repo_file, until,
+};
 
 /// One camera test at a time.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -543,24 +545,6 @@ fn multipart(files: &[(String, Vec<u8>)], timestamps: &[String]) -> reqwest::mul
     form
 }
 
-async fn blob_count(db: &TestDb) -> usize {
-    fn walk(dir: &Path) -> usize {
-        std::fs::read_dir(dir).map_or(0, |entries| {
-            entries
-                .map(|e| {
-                    let e = e.unwrap();
-                    if e.file_type().unwrap().is_dir() {
-                        walk(&e.path())
-                    } else {
-                        1
-                    }
-                })
-                .sum()
-        })
-    }
-    walk(&db.dir.path().join("data/blobs"))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pushed_frames_make_tracks_and_bad_uploads_store_nothing() {
     let _serial = SERIAL.lock().await;
@@ -637,7 +621,7 @@ async fn pushed_frames_make_tracks_and_bad_uploads_store_nothing() {
 
     // Bad uploads: a clear 4xx, nothing stored.
     let head = server.head().await;
-    let blobs = blob_count(&db).await;
+    let blobs = blob_count(&db);
     let good = std::fs::read(&files[0]).unwrap();
     let mut corrupt = good.clone();
     corrupt.truncate(good.len() / 3);
@@ -718,7 +702,7 @@ async fn pushed_frames_make_tracks_and_bad_uploads_store_nothing() {
         "no event was stored by a bad upload"
     );
     assert_eq!(
-        blob_count(&db).await,
+        blob_count(&db),
         blobs,
         "no media was stored by a bad upload"
     );

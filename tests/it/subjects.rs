@@ -3,8 +3,6 @@
 //! store), the `/poi` aliases, and the alerts of matches: listing, filters, acknowledgement
 //! and dismissal.
 
-use std::path::Path;
-
 use chrono::{DateTime, Duration, Utc};
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -17,7 +15,7 @@ use vigil_schemas::events::{
 use vigil_schemas::{DomainEvent, EventMeta, ExpectedVersion, SubjectEvent};
 
 use crate::support::{
-    TestDb, TestServer, Which, answer, assert_error, assert_rebuild_equals_live, call,
+    TestDb, TestServer, Which, answer, assert_error, assert_rebuild_equals_live, blob_count, call,
     stream_events,
 };
 
@@ -104,25 +102,6 @@ async fn upload(server: &TestServer, path: &str, form: reqwest::multipart::Form)
             .unwrap(),
     )
     .await
-}
-
-/// Files in the media store.
-fn blob_count(db: &TestDb) -> usize {
-    fn walk(dir: &Path) -> usize {
-        std::fs::read_dir(dir).map_or(0, |entries| {
-            entries
-                .map(|e| {
-                    let e = e.unwrap();
-                    if e.file_type().unwrap().is_dir() {
-                        walk(&e.path())
-                    } else {
-                        1
-                    }
-                })
-                .sum()
-        })
-    }
-    walk(&db.dir.path().join("data/blobs"))
 }
 
 /// The head of the log and the files in the media store: what a refused request must leave

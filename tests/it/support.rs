@@ -264,3 +264,22 @@ pub async fn assert_rebuild_equals_live(db: &TestDb, name: &str) -> Vec<String> 
     pool.close().await;
     live.into_iter().map(|(_, d)| d).collect()
 }
+
+/// Files in a test node's media store (`{data_dir}/blobs`).
+pub fn blob_count(db: &TestDb) -> usize {
+    fn walk(dir: &std::path::Path) -> usize {
+        std::fs::read_dir(dir).map_or(0, |entries| {
+            entries
+                .map(|e| {
+                    let e = e.unwrap();
+                    if e.file_type().unwrap().is_dir() {
+                        walk(&e.path())
+                    } else {
+                        1
+                    }
+                })
+                .sum()
+        })
+    }
+    walk(&db.dir.path().join("data/blobs"))
+}
