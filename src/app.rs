@@ -137,6 +137,8 @@ struct Inner {
     push: Arc<PushRegistry>,
     /// The supervision tree, once started (`ingest = true`).
     supervision: tokio::sync::OnceCell<Supervision>,
+    /// Whether the models' weight files are present and match their checksums (checked once).
+    weights: std::sync::OnceLock<Result<(), String>>,
 }
 
 /// The pepper from the config, else from `{data_dir}/key_pepper` (created on first start).
@@ -215,12 +217,7 @@ impl App {
                         .clone();
                     vigil_models::Vision::load(&assets, device)
                         .map(|v| Box::new(v) as Box<dyn Analyzer>)
-                        .map_err(|e| {
-                            format!(
-                                "{e} (assets in {}; run scripts/fetch-assets)",
-                                assets.display()
-                            )
-                        })
+                        .map_err(|e| format!("{e} (assets in {})", assets.display()))
                 })
             },
         );
@@ -255,6 +252,7 @@ impl App {
                 ingest,
                 push,
                 supervision: tokio::sync::OnceCell::new(),
+                weights: std::sync::OnceLock::new(),
             }),
         };
         Ok((app, generated))
@@ -338,6 +336,21 @@ impl App {
     /// call it from a blocking thread). An error says why the forced backend is unavailable.
     pub fn compute(&self) -> Result<&vigil_models::Compute, &str> {
         select_compute(&self.inner.compute, self.inner.config.models_backend)
+    }
+
+    /// Whether the models' weights are present and verified: checked on the first call (reads
+    /// and hashes every weight file: call it from a blocking thread), remembered after.
+    pub fn weights(&self) -> &Result<(), String> {
+        self.inner.weights.get_or_init(|| {
+            vigil_models::check_weights(&self.inner.config.effective_assets_dir())
+                .map_err(|e| e.to_string())
+        })
+    }
+
+    /// Records a weights check made before the app opened (so it is not repeated); false when
+    /// one was already recorded.
+    pub fn weights_checked(&self, result: Result<(), String>) -> bool {
+        self.inner.weights.set(result).is_ok()
     }
 
     /// What camera actors share: the inference pool, blob store and sources.

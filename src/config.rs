@@ -122,6 +122,51 @@ pub struct Config {
     /// Candidates re-ranked by exact distance per indexed query, as a multiple of k
     /// (`VIGIL_SEARCH_REFINE`).
     pub search_refine: u32,
+    /// Cameras declared in the file (TOML array of tables `[[cameras]]`, the API's fields:
+    /// `id`, `name`, `source`, `enabled`, `sample_fps`, `features`, `prompt`, `zones`). At start
+    /// they are reconciled into camera events with the file as actor (new: registered,
+    /// changed: updated, removed from the file: disabled); the API refuses to change or remove
+    /// a declared camera (409 `CAMERA_DECLARED_IN_CONFIG`).
+    pub cameras: Vec<DeclaredCamera>,
+    /// The file these settings were read from, if any (recorded as the actor of the events
+    /// that declared cameras cause).
+    #[serde(skip)]
+    pub file: Option<PathBuf>,
+}
+
+/// A camera declared in `vigil.toml`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeclaredCamera {
+    /// Id (1–64 of `A–Z a–z 0–9 - _`).
+    pub id: String,
+    /// Name.
+    pub name: String,
+    /// `rtsp://…`, `rtsps://…`, `http(s)://…`, `file:///…` or `push`.
+    pub source: String,
+    /// Whether frames are ingested (default true).
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Frames per second analysed (default 1).
+    #[serde(default = "one")]
+    pub sample_fps: f64,
+    /// Analyses (`features = { crowd = true, intrusion = true }`); absent flags are off.
+    #[serde(default)]
+    pub features: vigil_schemas::events::CameraFeatures,
+    /// Free text for rules and descriptions.
+    #[serde(default)]
+    pub prompt: String,
+    /// Zones (`[[cameras.zones]]` with `name` and `polygon = [{ x = 0.1, y = 0.2 }, …]`).
+    #[serde(default)]
+    pub zones: Vec<vigil_schemas::events::Zone>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn one() -> f64 {
+    1.0
 }
 
 /// One automatic-action setting: incidents of these kinds at or above this severity get these
@@ -204,6 +249,8 @@ impl Default for Config {
             search_ann_min_rows: vigil_projections::vectors::VectorConfig::default().ann_min_rows,
             search_nprobes: vigil_projections::vectors::VectorConfig::default().nprobes,
             search_refine: vigil_projections::vectors::VectorConfig::default().refine,
+            cameras: Vec::new(),
+            file: None,
         }
     }
 }
@@ -275,12 +322,13 @@ impl Config {
     /// then `VIGIL_*` variables.
     pub fn load(file: Option<&Path>) -> Result<Self, Box<figment::Error>> {
         let mut figment = Figment::from(Serialized::defaults(Config::default()));
-        match file {
-            Some(path) => figment = figment.merge(Toml::file_exact(path)),
-            None if Path::new("vigil.toml").exists() => {
-                figment = figment.merge(Toml::file("vigil.toml"))
-            }
-            None => {}
+        let file = match file {
+            Some(path) => Some(path.to_path_buf()),
+            None if Path::new("vigil.toml").exists() => Some(PathBuf::from("vigil.toml")),
+            None => None,
+        };
+        if let Some(path) = &file {
+            figment = figment.merge(Toml::file_exact(path));
         }
         figment = figment.merge(Env::prefixed("VIGIL_").only(ENV_KEYS));
         if let Ok(origins) = std::env::var("VIGIL_CORS_ALLOWED_ORIGINS") {
@@ -292,7 +340,8 @@ impl Config {
                 .collect();
             figment = figment.merge(Serialized::default("cors_allowed_origins", list));
         }
-        let config: Config = figment.extract().map_err(Box::new)?;
+        let mut config: Config = figment.extract().map_err(Box::new)?;
+        config.file = file;
         config
             .check()
             .map_err(|e| Box::new(figment::Error::from(e)))?;
@@ -374,12 +423,31 @@ impl Config {
                 }
             }
         }
+        let mut ids = std::collections::HashSet::new();
+        for (i, camera) in self.cameras.iter().enumerate() {
+            if !ids.insert(camera.id.as_str()) {
+                return Err(format!(
+                    "cameras[{i}]: camera `{}` is declared twice",
+                    camera.id
+                ));
+            }
+        }
         for limits in [&self.default_rate_limits, &self.admin_rate_limits] {
             if [limits.standard, limits.media, limits.search, limits.ingest].contains(&0) {
                 return Err("rate limits must be at least 1 per minute".into());
             }
         }
         Ok(())
+    }
+
+    /// The actor recorded on events caused by the declared cameras: `config:{file name}`.
+    pub fn declared_actor(&self) -> String {
+        let name = self
+            .file
+            .as_deref()
+            .and_then(Path::file_name)
+            .map_or_else(|| "vigil.toml".into(), |n| n.to_string_lossy().into_owned());
+        format!("{}{name}", crate::declared::ACTOR_PREFIX)
     }
 
     /// The database URL in effect.
@@ -452,6 +520,114 @@ mod tests {
             assert!(Config::load(Some(Path::new("a.toml"))).is_err());
             jail.create_file("b.toml", "log_format = \"xml\"")?;
             assert!(Config::load(Some(Path::new("b.toml"))).is_err());
+            Ok(())
+        });
+    }
+
+    /// The example file in the repository.
+    fn example() -> String {
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/vigil.example.toml"))
+            .expect("vigil.example.toml is in the repository")
+    }
+
+    #[test]
+    fn the_example_file_names_every_setting_at_its_default() {
+        figment::Jail::expect_with(|jail| {
+            let text = example();
+            jail.create_file("example.toml", &text)?;
+            let mut loaded =
+                Config::load(Some(Path::new("example.toml"))).expect("the example loads");
+            assert_eq!(loaded.file.as_deref(), Some(Path::new("example.toml")));
+            loaded.file = None;
+            assert_eq!(
+                loaded,
+                Config::default(),
+                "the example's values are the defaults"
+            );
+            // Every key of the config (and of its tables) is in the file, set or in a comment.
+            let defaults = toml::Value::try_from(Config::default()).unwrap();
+            let mut keys: Vec<String> = Vec::new();
+            for (key, value) in defaults.as_table().unwrap() {
+                keys.push(key.clone());
+                if let Some(table) = value.as_table() {
+                    keys.extend(table.keys().cloned());
+                }
+            }
+            let camera = toml::Value::try_from(DeclaredCamera {
+                id: "a".into(),
+                name: "a".into(),
+                source: "push".into(),
+                enabled: true,
+                sample_fps: 1.0,
+                features: Default::default(),
+                prompt: String::new(),
+                zones: vec![],
+            })
+            .unwrap();
+            keys.extend(camera.as_table().unwrap().keys().cloned());
+            keys.extend(["webhooks", "auto_actions", "cameras"].map(String::from));
+            for key in keys {
+                let named = text.lines().any(|line| {
+                    let line = line.trim_start_matches('#').trim_start();
+                    line.starts_with(&format!("{key} ="))
+                        || (line.starts_with('[')
+                            && line
+                                .split_whitespace()
+                                .next()
+                                .unwrap_or_default()
+                                .trim_matches(['[', ']'])
+                                .split('.')
+                                .any(|part| part == key))
+                });
+                assert!(named, "vigil.example.toml does not name `{key}`");
+            }
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn declared_cameras_load_from_the_file() {
+        figment::Jail::expect_with(|jail| {
+            // The example's commented tables, switched on.
+            let toml_like = |l: &str| {
+                l.starts_with('[')
+                    || (l.starts_with(|c: char| c.is_ascii_lowercase()) && l.contains(" = "))
+            };
+            let text: String = example()
+                .lines()
+                .filter_map(|line| match line.strip_prefix("# ") {
+                    Some(inner) => toml_like(inner).then_some(inner),
+                    None => (!line.starts_with('#')).then_some(line),
+                })
+                .collect::<Vec<_>>()
+                .join("\n");
+            jail.create_file("on.toml", &text)?;
+            let config =
+                Config::load(Some(Path::new("on.toml"))).expect("the example's tables load");
+            assert_eq!(config.cameras.len(), 1);
+            let lobby = &config.cameras[0];
+            assert_eq!(lobby.id, "lobby");
+            assert_eq!(lobby.sample_fps, 2.0);
+            assert!(lobby.enabled && lobby.features.crowd && lobby.features.intrusion);
+            assert!(!lobby.features.loitering);
+            assert_eq!(lobby.zones[0].polygon.len(), 3);
+            assert_eq!(config.webhooks.len(), 1);
+            assert_eq!(config.auto_actions.len(), 1);
+            assert_eq!(config.declared_actor(), "config:on.toml");
+
+            jail.create_file(
+                "twice.toml",
+                "[[cameras]]\nid = \"a\"\nname = \"A\"\nsource = \"push\"\n[[cameras]]\nid = \"a\"\nname = \"B\"\nsource = \"push\"\n",
+            )?;
+            let err = Config::load(Some(Path::new("twice.toml")))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("declared twice"), "{err}");
+            jail.create_file(
+                "typo.toml",
+                "[[cameras]]\nid = \"a\"\nname = \"A\"\nsource = \"push\"\nfps = 2\n",
+            )?;
+            assert!(Config::load(Some(Path::new("typo.toml"))).is_err());
             Ok(())
         });
     }

@@ -11,6 +11,7 @@ pub mod api;
 pub mod app;
 pub mod cmds;
 pub mod config;
+pub mod declared;
 pub mod dispatch;
 pub mod relay;
 pub mod store;

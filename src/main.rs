@@ -19,7 +19,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the server: API, projections, (later) cameras and models.
+    /// Run the server: API, WebSockets, projections, camera ingest and the models (whose
+    /// weights must be fetched first: scripts/fetch-assets --weights).
     Serve,
     /// Print stored events as JSON lines, in position order.
     Replay(cmds::replay::Args),
@@ -36,6 +37,10 @@ enum Command {
     /// Replay `$all` through every projection into a scratch database and compare with the
     /// live read models.
     Verify,
+    /// Check what the configuration needs (weights, models device, database, Kafka, webhook
+    /// targets, disk space, clock), one line each with a remedy; exit 1 when something is
+    /// missing.
+    Doctor,
     /// Print the effective config, secrets masked.
     Config,
     /// Print the OpenAPI document.
@@ -58,6 +63,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Projections { command } => cmds::projections::run(config, command).await,
         Command::Schemas { command } => cmds::schemas::run(command),
         Command::Verify => cmds::verify::run(config).await,
+        Command::Doctor => cmds::doctor::run(config).await,
         Command::Config => cmds::write_out(&config.to_masked_toml()),
         Command::Openapi => cmds::write_out(&vigil::api::openapi_json()),
         Command::Bench { command } => cmds::bench::run(command).await,

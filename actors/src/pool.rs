@@ -210,9 +210,46 @@ pub struct PoolMetrics {
     pub batch_sizes: [AtomicU64; MAX_BATCH],
     latency_buckets: [AtomicU64; LATENCY_BUCKETS.len()],
     latency_micros_sum: AtomicU64,
+    /// Workers whose models are loaded.
+    pub loaded_workers: AtomicU64,
+    /// Why the latest model load failed (cleared by a later successful load).
+    load_error: std::sync::Mutex<Option<String>>,
+}
+
+/// Whether the pool's models are loaded, as `/health/ready` reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ModelsState {
+    /// No worker has loaded its models yet (they load on the first frame, or at a preload).
+    NotLoaded,
+    /// This many workers hold loaded models.
+    Loaded(u64),
+    /// The latest load failed, for this reason.
+    Failed(String),
 }
 
 impl PoolMetrics {
+    /// Whether the models are loaded.
+    pub fn models_state(&self) -> ModelsState {
+        if let Some(e) = self.load_error.lock().expect("load error lock").clone() {
+            return ModelsState::Failed(e);
+        }
+        match self.loaded_workers.load(Ordering::Relaxed) {
+            0 => ModelsState::NotLoaded,
+            n => ModelsState::Loaded(n),
+        }
+    }
+
+    fn observe_load(&self, result: &Result<Box<dyn Analyzer>, String>) {
+        let mut error = self.load_error.lock().expect("load error lock");
+        match result {
+            Ok(_) => {
+                self.loaded_workers.fetch_add(1, Ordering::Relaxed);
+                *error = None;
+            }
+            Err(e) => *error = Some(e.clone()),
+        }
+    }
+
     fn observe_latency(&self, seconds: f64) {
         for (bound, count) in LATENCY_BUCKETS.iter().zip(&self.latency_buckets) {
             if seconds <= *bound {
@@ -308,6 +345,9 @@ pub type Loader = Arc<dyn Fn() -> Result<Box<dyn Analyzer>, String> + Send + Syn
 #[derive(Clone)]
 pub struct InferencePool {
     tx: crossbeam_channel::Sender<Job>,
+    /// One per worker: a message asks it to load its models now (a node that serves analysis
+    /// preloads, so its first frame does not wait for them).
+    loads: Vec<crossbeam_channel::Sender<()>>,
     metrics: Arc<PoolMetrics>,
     config: PoolConfig,
 }
@@ -330,18 +370,22 @@ impl InferencePool {
             ..config
         };
         let (tx, rx) = crossbeam_channel::bounded::<Job>(config.queue_capacity);
+        let mut loads = Vec::new();
         let metrics = Arc::new(PoolMetrics::default());
         for n in 0..config.workers {
             let rx = rx.clone();
             let loader = loader.clone();
             let metrics = metrics.clone();
+            let (load_tx, load_rx) = crossbeam_channel::bounded(1);
+            loads.push(load_tx);
             std::thread::Builder::new()
                 .name(format!("vigil-infer-{n}"))
-                .spawn(move || worker(n, config, loader, rx, metrics))
+                .spawn(move || worker(n, config, loader, rx, load_rx, metrics))
                 .expect("spawning an inference worker thread");
         }
         Self {
             tx,
+            loads,
             metrics,
             config,
         }
@@ -358,14 +402,17 @@ impl InferencePool {
             Arc::new(move || {
                 Vision::load(&assets, compute.clone())
                     .map(|v| Box::new(v) as Box<dyn Analyzer>)
-                    .map_err(|e| {
-                        format!(
-                            "{e} (assets in {}; run scripts/fetch-assets)",
-                            assets.display()
-                        )
-                    })
+                    .map_err(|e| format!("{e} (assets in {})", assets.display()))
             }),
         )
+    }
+
+    /// Asks every worker to load its models now instead of at its first frame (without
+    /// waiting; [`PoolMetrics::models_state`] tells when they are loaded).
+    pub fn preload(&self) {
+        for load in &self.loads {
+            let _ = load.try_send(());
+        }
     }
 
     /// Its settings.
@@ -409,12 +456,14 @@ fn worker(
     config: PoolConfig,
     loader: Loader,
     rx: crossbeam_channel::Receiver<Job>,
+    load_requests: crossbeam_channel::Receiver<()>,
     metrics: Arc<PoolMetrics>,
 ) {
-    // The models load on the first frame: a node without cameras never pays for them.
+    // The models load on the first frame (or a preload): a node that never analyses never pays
+    // for them.
     let mut analyzer: Option<Result<Box<dyn Analyzer>, String>> = None;
-    while let Ok(first) = rx.recv() {
-        let analyzer = analyzer.get_or_insert_with(|| {
+    let load = |analyzer: &mut Option<Result<Box<dyn Analyzer>, String>>| {
+        if analyzer.is_none() {
             let started = Instant::now();
             let loaded = loader();
             match &loaded {
@@ -427,8 +476,27 @@ fn worker(
                 }
                 Err(e) => tracing::error!(worker = n, error = %e, "models failed to load"),
             }
-            loaded
-        });
+            metrics.observe_load(&loaded);
+            *analyzer = Some(loaded);
+        }
+    };
+    loop {
+        let first = crossbeam_channel::select! {
+            recv(rx) -> job => match job {
+                Ok(job) => job,
+                Err(_) => break,
+            },
+            recv(load_requests) -> request => {
+                // Disconnected: every handle of the pool is gone.
+                if request.is_err() {
+                    break;
+                }
+                load(&mut analyzer);
+                continue;
+            }
+        };
+        load(&mut analyzer);
+        let analyzer = analyzer.as_mut().expect("loaded above");
         let mut batch = vec![first];
         let deadline = Instant::now() + config.max_wait;
         while batch.len() < config.max_batch {
@@ -544,6 +612,50 @@ mod tests {
             }),
         );
         (pool, sizes)
+    }
+
+    #[tokio::test]
+    async fn preload_loads_the_models_before_any_frame_and_a_failed_load_is_reported() {
+        let (pool, sizes) = pool(
+            PoolConfig {
+                workers: 2,
+                ..PoolConfig::default()
+            },
+            Duration::ZERO,
+        );
+        assert_eq!(pool.metrics().models_state(), ModelsState::NotLoaded);
+        pool.preload();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while pool.metrics().models_state() != ModelsState::Loaded(2) {
+            assert!(
+                Instant::now() < deadline,
+                "{:?}",
+                pool.metrics().models_state()
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert!(sizes.lock().unwrap().is_empty(), "no frame was analysed");
+        assert_eq!(pool.metrics().frames.load(Ordering::Relaxed), 0);
+
+        let broken = InferencePool::start(
+            PoolConfig::default(),
+            Arc::new(|| Err("face-api/x.bin: missing".to_string())),
+        );
+        broken.preload();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while broken.metrics().models_state() == ModelsState::NotLoaded {
+            assert!(Instant::now() < deadline);
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(
+            broken.metrics().models_state(),
+            ModelsState::Failed("face-api/x.bin: missing".into())
+        );
+        let refused = broken.analyze(image(1), Want::default()).await;
+        assert_eq!(
+            refused,
+            Err(PoolError::Models("face-api/x.bin: missing".into()))
+        );
     }
 
     #[tokio::test]

@@ -48,7 +48,7 @@ pub enum ModelError {
     },
     /// A file's SHA-256 is not the committed one.
     #[error(
-        "{file}: checksum mismatch (expected {expected}, found {found}); run scripts/fetch-assets"
+        "{file}: checksum mismatch (expected {expected}, found {found}); run scripts/fetch-assets --weights"
     )]
     Checksum {
         /// The file.
@@ -155,6 +155,33 @@ impl Vision {
     }
 }
 
+/// The command that fetches the weights the server needs (checksummed, into the assets folder).
+pub const FETCH_WEIGHTS: &str = "scripts/fetch-assets --weights";
+
+/// Every file [`Vision::load`] reads, relative to the assets folder: the manifests and their
+/// shards. The test images are not among them.
+pub fn required_weights() -> Vec<String> {
+    let mut files = Vec::new();
+    for manifest in [faces::DETECTOR, faces::LANDMARKS, faces::EMBEDDER] {
+        files.push(manifest.to_string());
+        files.push(manifest.replace("-weights_manifest.json", ".bin"));
+    }
+    for graph in [persons::MODEL, pose::MODEL] {
+        files.push(graph.to_string());
+        files.push(graph.replace(".json", ".bin"));
+    }
+    files
+}
+
+/// Checks that every file the models load is in `assets` and matches its committed checksum,
+/// without building a model. The error names the first file that is missing or wrong.
+pub fn check_weights(assets: &std::path::Path) -> Result<(), ModelError> {
+    for file in required_weights() {
+        tfjs::read_verified(assets, &file)?;
+    }
+    Ok(())
+}
+
 /// Where the pretrained weights and test images live: `$VIGIL_ASSETS`, else
 /// `~/.cache/vigil/assets` (what `scripts/fetch-assets` fills).
 pub fn default_assets_dir() -> PathBuf {
@@ -179,16 +206,28 @@ pub struct Compute {
 }
 
 impl Compute {
-    /// Picks the device for `preference`: wgpu when asked or when an adapter exists (`Auto`),
-    /// the CPU otherwise.
+    /// Picks the device for `preference`: wgpu when asked or when a physical adapter exists
+    /// (`Auto`), the CPU otherwise.
     pub fn select(preference: BackendPreference) -> Result<Self, ModelError> {
         match preference {
             BackendPreference::Cpu => Ok(Self::cpu()),
             BackendPreference::Wgpu => Self::wgpu(),
-            BackendPreference::Auto => Ok(Self::wgpu().unwrap_or_else(|err| {
-                tracing::warn!(%err, "no wgpu adapter; models run on the CPU");
-                Self::cpu()
-            })),
+            // A software rasteriser (Mesa's llvmpipe) is many times slower than the CPU
+            // backend on the same cores: `auto` takes a physical adapter or the CPU.
+            BackendPreference::Auto => Ok(match Self::wgpu() {
+                Ok(gpu) if gpu.physical => gpu,
+                Ok(software) => {
+                    tracing::info!(
+                        adapter = %software.adapter,
+                        "the only wgpu adapter is a software one; models run on the CPU (set models_backend = \"wgpu\" to use it)"
+                    );
+                    Self::cpu()
+                }
+                Err(err) => {
+                    tracing::warn!(%err, "no wgpu adapter; models run on the CPU");
+                    Self::cpu()
+                }
+            }),
         }
     }
 
@@ -297,7 +336,8 @@ pub struct Detection {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum BackendPreference {
-    /// The best wgpu adapter, or the CPU when there is none.
+    /// A physical wgpu adapter (a GPU), else the CPU; a software adapter only when asked for
+    /// by name (`wgpu`).
     #[default]
     Auto,
     /// wgpu only; failing when no adapter exists.
@@ -334,5 +374,38 @@ mod tests {
         };
         // intersection 0.125, union 0.375
         assert!((a.iou(&shifted) - 1.0 / 3.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn weights_are_checked_without_loading_and_a_missing_file_is_named() {
+        let files = required_weights();
+        assert_eq!(files.len(), 10);
+        // Every required file is listed with a checksum, and no test image is required.
+        for f in &files {
+            assert!(tfjs::expected_checksum(f).is_some(), "{f} has no checksum");
+            assert!(!f.starts_with("images/"), "{f}");
+        }
+        check_weights(&default_assets_dir()).expect("the fetched weights verify");
+
+        let empty = tempfile::tempdir().unwrap();
+        let err = check_weights(empty.path()).unwrap_err().to_string();
+        assert!(err.contains(faces::DETECTOR), "{err}");
+        assert!(err.contains(FETCH_WEIGHTS), "{err}");
+
+        // One shard cut short: named, with its checksum.
+        let copy = tempfile::tempdir().unwrap();
+        for f in &files {
+            let to = copy.path().join(f);
+            std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+            std::fs::copy(default_assets_dir().join(f), &to).unwrap();
+        }
+        let shard = copy.path().join(persons::MODEL.replace(".json", ".bin"));
+        let bytes = std::fs::read(&shard).unwrap();
+        std::fs::write(&shard, &bytes[..bytes.len() / 2]).unwrap();
+        let err = check_weights(copy.path()).unwrap_err().to_string();
+        assert!(
+            err.contains("nanodet.bin") && err.contains("checksum mismatch"),
+            "{err}"
+        );
     }
 }

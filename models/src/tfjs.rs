@@ -126,7 +126,7 @@ pub fn read_verified(assets: &Path, relative: &str) -> Result<Vec<u8>, ModelErro
     let path = assets.join(relative);
     let bytes = std::fs::read(&path).map_err(|source| ModelError::Io {
         file: path.clone(),
-        reason: format!("{source} (run scripts/fetch-assets)"),
+        reason: format!("{source} (run scripts/fetch-assets --weights)"),
     })?;
     let expected = expected_checksum(relative).ok_or_else(|| ModelError::Checksum {
         file: path.clone(),

@@ -660,6 +660,7 @@ impl CamerasApi {
     ///
     /// Only the fields present change; `features` changes only the flags present. With
     /// `If-Match: "N"` the change applies only at version N (412 `VERSION_MISMATCH` otherwise).
+    /// 409 `CAMERA_DECLARED_IN_CONFIG` for a camera declared in the config file.
     #[oai(path = "/:id", method = "patch", operation_id = "update_camera")]
     async fn update(
         &self,
@@ -689,7 +690,8 @@ impl CamerasApi {
     /// Remove a camera.
     ///
     /// Appends `camera.removed`; the stream stays for audit and the id cannot be reused.
-    /// Honours `If-Match` like PATCH.
+    /// Honours `If-Match` like PATCH. 409 `CAMERA_DECLARED_IN_CONFIG` for a camera declared in
+    /// the config file.
     #[oai(path = "/:id", method = "delete", operation_id = "delete_camera")]
     async fn delete(
         &self,
@@ -702,6 +704,7 @@ impl CamerasApi {
         let principal = auth.require("delete_camera")?;
         visible_to(principal, &id.0)?;
         let expected = parse_if_match(if_match.0)?;
+        refuse_declared(&app, &id.0)?;
         let done = app
             .handler()
             .execute::<CameraAggregate>(
@@ -728,6 +731,7 @@ pub(crate) async fn apply_patch(
     patch: CameraPatch,
     expected: Option<u64>,
 ) -> Result<CameraResponse, ApiError> {
+    refuse_declared(app, id)?;
     let done = app
         .handler()
         .execute::<CameraAggregate>(
@@ -769,6 +773,24 @@ pub fn request_meta(principal: &Principal) -> EventMeta {
         causation_id: None,
         actor: principal.actor.clone(),
     }
+}
+
+/// 409 `CAMERA_DECLARED_IN_CONFIG` when camera `id` is declared in the config file, which owns
+/// it: changes go to the file and apply at the next start.
+pub(crate) fn refuse_declared(app: &App, id: &str) -> Result<(), ApiError> {
+    if !app.config().cameras.iter().any(|c| c.id == id) {
+        return Ok(());
+    }
+    let file = app.config().declared_actor();
+    let file = file.trim_start_matches(crate::declared::ACTOR_PREFIX);
+    Err(ApiError::new(
+        StatusCode::CONFLICT,
+        "CAMERA_DECLARED_IN_CONFIG",
+        format!(
+            "camera `{id}` is declared in {file}, which owns it: change it there and restart (the file wins at every start)"
+        ),
+        json!({"id": id, "file": file}),
+    ))
 }
 
 /// 404 `CAMERA_NOT_FOUND`.

@@ -12,6 +12,7 @@ use super::ApiTags;
 use super::auth::Auth;
 use super::error::ApiError;
 use crate::app::App;
+use vigil_actors::pool::ModelsState;
 
 /// One projection's progress.
 #[derive(Debug, Clone, Object)]
@@ -37,7 +38,23 @@ pub struct Live {
     pub status: String,
 }
 
-/// Readiness: the store answers and projections keep up.
+/// The models' state.
+#[derive(Debug, Clone, Object)]
+#[oai(skip_serializing_if_is_none)]
+pub struct ModelsHealth {
+    /// `verified` when every weight file is present and matches its checksum; otherwise the
+    /// first missing or wrong file and the command that fetches it.
+    pub weights: String,
+    /// `loaded` (the inference workers hold the models), `not_loaded` (they load at the first
+    /// frame; `vigil serve` preloads them at start) or `failed`.
+    pub state: String,
+    /// Inference workers with loaded models.
+    pub workers_loaded: u64,
+    /// Why the latest load failed.
+    pub error: Option<String>,
+}
+
+/// Readiness: the store answers, projections keep up and the models can run.
 #[derive(Debug, Clone, Object)]
 #[oai(skip_serializing_if_is_none)]
 pub struct Ready {
@@ -47,6 +64,33 @@ pub struct Ready {
     pub store: bool,
     /// Projection progress.
     pub projections: Vec<ProjectionDto>,
+    /// The models.
+    pub models: ModelsHealth,
+}
+
+/// The models' health: weights checked once (on a blocking thread), load state from the pool.
+async fn models_health(app: &App) -> (bool, ModelsHealth) {
+    let weights = {
+        let app = app.clone();
+        tokio::task::spawn_blocking(move || app.weights().clone())
+            .await
+            .unwrap_or_else(|e| Err(format!("weights check failed: {e}")))
+    };
+    let (state, workers_loaded, error) = match app.ingest().pool.metrics().models_state() {
+        ModelsState::NotLoaded => ("not_loaded", 0, None),
+        ModelsState::Loaded(n) => ("loaded", n, None),
+        ModelsState::Failed(e) => ("failed", 0, Some(e)),
+    };
+    let ok = weights.is_ok() && error.is_none();
+    (
+        ok,
+        ModelsHealth {
+            weights: weights.err().unwrap_or_else(|| "verified".into()),
+            state: state.into(),
+            workers_loaded,
+            error,
+        },
+    )
 }
 
 /// Readiness answer.
@@ -103,18 +147,20 @@ impl SystemApi {
         })
     }
 
-    /// Readiness: the event store answers and every projection lags by at most
-    /// `ready_max_lag` events. No key needed.
+    /// Readiness: the event store answers, every projection lags by at most `ready_max_lag`
+    /// events, the models' weights are verified and their load did not fail. No key needed.
     #[oai(path = "/health/ready", method = "get", operation_id = "health_ready")]
     async fn ready(&self, app: Data<&App>) -> ReadyResponse {
+        let (models_ok, models) = models_health(&app).await;
         match projections(&app).await {
             Ok(projections) => {
                 let max_lag = app.config().ready_max_lag;
-                let ok = projections.iter().all(|p| p.lag <= max_lag);
+                let ok = models_ok && projections.iter().all(|p| p.lag <= max_lag);
                 let body = Ready {
                     status: if ok { "ok" } else { "degraded" }.into(),
                     store: true,
                     projections,
+                    models,
                 };
                 if ok {
                     ReadyResponse::Ready(Json(body))
@@ -126,6 +172,7 @@ impl SystemApi {
                 status: "degraded".into(),
                 store: false,
                 projections: vec![],
+                models,
             })),
         }
     }

@@ -2,6 +2,7 @@
 
 pub mod bench;
 pub mod bench_search;
+pub mod doctor;
 pub mod projections;
 pub mod replay;
 pub mod schemas;

@@ -8,7 +8,33 @@ use crate::config::Config;
 /// until Ctrl-C or SIGTERM.
 pub async fn run(config: Config) -> anyhow::Result<()> {
     let listen = config.listen;
+    // The models are the main job: a server without their weights would answer every analysis
+    // with 503, so it does not start. (Hashing the weights takes a fraction of a second.)
+    let assets = config.effective_assets_dir();
+    let weights = tokio::task::spawn_blocking(move || vigil_models::check_weights(&assets)).await?;
+    if let Err(e) = &weights {
+        anyhow::bail!(
+            "the models' weights are not ready: {e}\n\
+             Fetch them into {} with `{}` (set VIGIL_ASSETS to fetch elsewhere, and \
+             VIGIL_ASSETS_DIR to serve from there); `vigil doctor` checks the whole setup.",
+            config.effective_assets_dir().display(),
+            vigil_models::FETCH_WEIGHTS,
+        );
+    }
     let (app, generated) = App::open(config).await?;
+    let _ = app.weights_checked(weights.map_err(|e| e.to_string()));
+    // Load the models now, so the first frame does not wait for them.
+    app.ingest().pool.preload();
+    let declared = crate::declared::reconcile(app.config(), app.handler()).await?;
+    if !app.config().cameras.is_empty() || !declared.disabled.is_empty() {
+        tracing::info!(
+            registered = ?declared.registered,
+            updated = ?declared.updated,
+            disabled = ?declared.disabled,
+            unchanged = declared.unchanged.len(),
+            "cameras declared in the config file reconciled"
+        );
+    }
     if let Some(key) = generated {
         eprintln!(
             "\nGenerated the admin API key. It is shown only this once; only its hash is stored:\n\n    {key}\n\nSend it as the X-API-Key header. Set VIGIL_ADMIN_KEY to use a key of your own.\n"

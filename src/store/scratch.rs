@@ -27,7 +27,7 @@ impl ScratchDb {
         let mut conn = PgConnection::connect(admin_url).await.map_err(|e| {
             sqlx::Error::Configuration(
                 format!(
-                    "cannot reach PostgreSQL at {}: {e}. Start it (scripts/services) or set \
+                    "cannot reach PostgreSQL at {}: {e}. Start it (scripts/setup does) or set \
                      VIGIL_TEST_POSTGRES_URL",
                     super::mask_url(admin_url)
                 )

@@ -4,6 +4,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 use crate::support::{TestDb, TestServer, Which};
+use vigil::config::Config;
 
 async fn server(which: Which) -> (TestServer, TestDb) {
     let db = TestDb::new(which).await;
@@ -835,8 +836,8 @@ async fn audit_filters_by_recording_time_and_exports_ndjson() {
 }
 
 /// `GET /api/v1/system/gpu` names the device the models run on: the CPU when the config
-/// forces it, a wgpu adapter otherwise (CI has Mesa's software Vulkan adapter, so `auto` finds
-/// one there).
+/// forces it; with `auto`, a physical wgpu adapter or else the CPU (CI has only Mesa's software
+/// Vulkan adapter, which `auto` passes over); with `wgpu`, the adapter even when it is software.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gpu_endpoint_reports_the_models_device() {
     let db = TestDb::new(Which::Sqlite).await;
@@ -865,14 +866,36 @@ async fn gpu_endpoint_reports_the_models_device() {
         .await
         .unwrap();
     assert_eq!(body["preference"], "auto", "{body}");
+    match body["backend"].as_str() {
+        Some("wgpu") => assert_eq!(
+            body["physical"], true,
+            "auto takes no software adapter: {body}"
+        ),
+        Some("cpu") => assert_eq!(body["adapter"], "flex (CPU)", "{body}"),
+        _ => panic!("{body}"),
+    }
+    let wgpu = TestServer::start(Config {
+        models_backend: vigil_models::BackendPreference::Wgpu,
+        ..db.config()
+    })
+    .await;
+    let forced: Value = wgpu
+        .req(Method::GET, "/api/v1/system/gpu")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(
-        body["backend"], "wgpu",
-        "a wgpu adapter is expected here: {body}"
+        forced["backend"], "wgpu",
+        "setup installs a software Vulkan adapter, which `wgpu` takes: {forced}"
     );
     assert!(
-        body["adapter"].as_str().is_some_and(|a| !a.is_empty()),
-        "{body}"
+        forced["adapter"].as_str().is_some_and(|a| !a.is_empty()),
+        "{forced}"
     );
+    wgpu.stop().await;
     let anonymous = server
         .client
         .get(server.url("/api/v1/system/gpu"))

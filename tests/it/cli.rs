@@ -4,7 +4,7 @@ use std::process::Output;
 
 use serde_json::json;
 
-use crate::durability::spawn_server;
+use crate::durability::{spawn_server, spawn_server_with};
 use crate::support::{KEY, TestDb, Which};
 
 fn vigil(args: &[&str], envs: &[(&str, &str)]) -> Output {
@@ -207,4 +207,235 @@ fn bench_search_compares_lance_with_faiss_on_the_same_vectors() {
         assert!((0.0..=1.0).contains(&r), "{r}");
     }
     assert_eq!(rows.len(), 6, "{stdout}");
+}
+
+/// `vigil serve` with an assets folder that lacks the weights refuses to start, naming the
+/// missing file and the command that fetches it (no 503 on the first analysis later); with the
+/// weights it starts, `/health/ready` says they are verified, and the models are preloaded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn serve_checks_the_weights_at_start_and_reports_the_models_when_ready() {
+    let empty = tempfile::tempdir().unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let out = tokio::time::timeout(
+        std::time::Duration::from_secs(60),
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_vigil"))
+            .arg("serve")
+            .env("VIGIL_DATA_DIR", data.path())
+            .env("VIGIL_LISTEN", "127.0.0.1:0")
+            .env("VIGIL_ASSETS_DIR", empty.path())
+            .env("VIGIL_LOG", "warn")
+            .output(),
+    )
+    .await
+    .expect("vigil serve stops by itself")
+    .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("face-api/ssd_mobilenetv1_model-weights_manifest.json"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("scripts/fetch-assets --weights"),
+        "{stderr}"
+    );
+    assert!(
+        !data.path().join("vigil.db").exists(),
+        "nothing was created before refusing"
+    );
+
+    let db = TestDb::new(Which::Sqlite).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, base) =
+        spawn_server_with(&db.url, dir.path(), &[("VIGIL_MODELS_BACKEND", "cpu")]).await;
+    let client = reqwest::Client::new();
+    let ready = crate::support::until(60, "the models to be preloaded", || async {
+        let body: serde_json::Value = client
+            .get(format!("{base}/health/ready"))
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        (body["models"]["state"] != "not_loaded").then_some(body)
+    })
+    .await;
+    assert_eq!(ready["models"]["weights"], "verified", "{ready}");
+    assert_eq!(ready["models"]["state"], "loaded", "{ready}");
+    assert_eq!(ready["models"]["workers_loaded"], 1, "{ready}");
+    assert_eq!(ready["status"], "ok", "{ready}");
+    child.start_kill().unwrap();
+    child.wait().await.unwrap();
+    db.cleanup().await;
+}
+
+/// `vigil doctor` passes on a served database with the weights in place, and fails naming the
+/// file when the weights folder is empty.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn doctor_reports_each_check_and_fails_without_the_weights() {
+    let db = TestDb::new(Which::Sqlite).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, _) = spawn_server(&db.url, dir.path()).await;
+    child.start_kill().unwrap();
+    child.wait().await.unwrap();
+    let data = dir.path().to_str().unwrap();
+    let env = [
+        ("VIGIL_DATABASE_URL", db.url.as_str()),
+        ("VIGIL_DATA_DIR", data),
+        ("VIGIL_MODELS_BACKEND", "cpu"),
+    ];
+    let out = vigil(&["doctor"], &env);
+    let report = String::from_utf8(out.stdout).unwrap();
+    for (verdict, check) in [
+        ("ok", "config"),
+        ("ok", "weights"),
+        ("ok", "models"),
+        ("ok", "database"),
+        ("skip", "kafka"),
+        ("skip", "webhooks"),
+        ("ok", "clock"),
+    ] {
+        assert!(
+            report
+                .lines()
+                .any(|l| l.split_whitespace().take(2).eq([verdict, check])),
+            "no `{verdict} {check}` line in\n{report}"
+        );
+    }
+    assert!(report.contains("migrated to version"), "{report}");
+    assert!(report.contains("GiB free"), "{report}");
+
+    let empty = tempfile::tempdir().unwrap();
+    let failed = std::process::Command::new(env!("CARGO_BIN_EXE_vigil"))
+        .arg("doctor")
+        .envs(env)
+        .env("VIGIL_ASSETS_DIR", empty.path())
+        .env("VIGIL_KAFKA_BROKERS", "127.0.0.1:9")
+        .env("VIGIL_LOG", "error")
+        .output()
+        .unwrap();
+    assert_eq!(failed.status.code(), Some(1));
+    let report = String::from_utf8_lossy(&failed.stdout);
+    let weights = report
+        .lines()
+        .find(|l| l.starts_with("FAIL weights"))
+        .unwrap_or_else(|| panic!("{report}"));
+    assert!(
+        weights.contains("face-api/ssd_mobilenetv1_model-weights_manifest.json")
+            && weights.contains("scripts/fetch-assets --weights"),
+        "{weights}"
+    );
+    assert!(report.contains("FAIL kafka"), "{report}");
+    assert!(report.contains("2 check(s) failed"), "{report}");
+    db.cleanup().await;
+}
+
+/// Cameras declared in the config file become camera events with the file as actor at each
+/// start: registered when new, updated when changed, disabled when dropped from the file,
+/// nothing when unchanged; the API refuses to change or remove them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cameras_declared_in_the_config_file_are_reconciled_at_each_start() {
+    let db = TestDb::new(Which::Sqlite).await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("vigil.toml");
+    let camera = |id: &str, fps: u32| {
+        format!(
+            "[[cameras]]\nid = \"{id}\"\nname = \"Camera {id}\"\nsource = \"push\"\nsample_fps = {fps}\nfeatures = {{ crowd = true }}\n"
+        )
+    };
+    let data = dir.path().join("data");
+    let env = [("VIGIL_CONFIG", file.to_str().unwrap())];
+    let client = reqwest::Client::new();
+    // Starts the server on the file as it is, optionally runs `during`, stops it, and answers
+    // the camera settings events (registered, updated, removed) stored so far.
+    let start = |during: bool| {
+        let (db_url, data, env, client) = (db.url.clone(), data.clone(), env, client.clone());
+        async move {
+            let (mut child, base) = spawn_server_with(&db_url, &data, &env).await;
+            if during {
+                let patch = client
+                    .patch(format!("{base}/api/v1/cameras/a"))
+                    .header("x-api-key", KEY)
+                    .json(&json!({"name": "renamed"}))
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(patch.status(), 409);
+                let body: serde_json::Value = patch.json().await.unwrap();
+                assert_eq!(body["error"]["code"], "CAMERA_DECLARED_IN_CONFIG", "{body}");
+                assert!(
+                    body["error"]["message"]
+                        .as_str()
+                        .unwrap()
+                        .contains("vigil.toml"),
+                    "{body}"
+                );
+                let delete = client
+                    .delete(format!("{base}/api/v1/cameras/b"))
+                    .header("x-api-key", KEY)
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(delete.status(), 409);
+                let listed: serde_json::Value = client
+                    .get(format!("{base}/api/v1/cameras"))
+                    .header("x-api-key", KEY)
+                    .send()
+                    .await
+                    .unwrap()
+                    .json()
+                    .await
+                    .unwrap();
+                assert_eq!(listed["items"].as_array().unwrap().len(), 2, "{listed}");
+            }
+            child.start_kill().unwrap();
+            child.wait().await.unwrap();
+            let out = vigil(&["replay"], &[("VIGIL_DATABASE_URL", db_url.as_str())]);
+            String::from_utf8(out.stdout)
+                .unwrap()
+                .lines()
+                .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+                .filter(|e| {
+                    matches!(
+                        e["event_type"].as_str(),
+                        Some("camera.registered" | "camera.updated" | "camera.removed")
+                    )
+                })
+                .collect::<Vec<_>>()
+        }
+    };
+
+    std::fs::write(&file, camera("a", 1) + &camera("b", 1)).unwrap();
+    let events = start(true).await;
+    assert_eq!(events.len(), 2, "{events:?}");
+    for (e, id) in events.iter().zip(["a", "b"]) {
+        assert_eq!(e["event_type"], "camera.registered");
+        assert_eq!(e["payload"]["camera_id"], id);
+        assert_eq!(e["actor"], "config:vigil.toml");
+        assert_eq!(e["payload"]["features"]["crowd"], true);
+    }
+
+    std::fs::write(&file, camera("a", 1) + &camera("b", 4)).unwrap();
+    let events = start(false).await;
+    assert_eq!(events.len(), 3, "{events:?}");
+    assert_eq!(events[2]["event_type"], "camera.updated");
+    assert_eq!(events[2]["payload"]["camera_id"], "b");
+    assert_eq!(events[2]["payload"]["sample_fps"], 4.0);
+    assert_eq!(events[2]["actor"], "config:vigil.toml");
+
+    std::fs::write(&file, camera("b", 4)).unwrap();
+    let events = start(false).await;
+    assert_eq!(events.len(), 4, "{events:?}");
+    assert_eq!(events[3]["payload"]["camera_id"], "a");
+    assert_eq!(events[3]["payload"]["enabled"], false);
+    assert_eq!(events[3]["actor"], "config:vigil.toml");
+
+    let events = start(false).await;
+    assert_eq!(
+        events.len(),
+        4,
+        "a start with nothing changed appends nothing"
+    );
+    db.cleanup().await;
 }

@@ -22,6 +22,15 @@ pub async fn spawn_server(
     db_url: &str,
     data_dir: &std::path::Path,
 ) -> (tokio::process::Child, String) {
+    spawn_server_with(db_url, data_dir, &[]).await
+}
+
+/// [`spawn_server`] with more environment variables (`VIGIL_CONFIG`, …).
+pub async fn spawn_server_with(
+    db_url: &str,
+    data_dir: &std::path::Path,
+    envs: &[(&str, &str)],
+) -> (tokio::process::Child, String) {
     let port = free_port();
     let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_vigil"))
         .arg("serve")
@@ -30,6 +39,7 @@ pub async fn spawn_server(
         .env("VIGIL_DATA_DIR", data_dir)
         .env("VIGIL_ADMIN_KEY", KEY)
         .env("VIGIL_LOG", "warn")
+        .envs(envs.iter().copied())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .kill_on_drop(true)
