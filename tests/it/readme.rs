@@ -37,8 +37,10 @@ async fn readme_walkthrough_runs_as_written() {
     let dir = tempfile::tempdir().unwrap();
     let (mut child, base) = spawn_server(&db.url, dir.path()).await;
     let script = walkthrough();
+    let cwd = tempfile::tempdir().unwrap();
     let out = tokio::process::Command::new("bash")
         .args(["-euo", "pipefail", "-c", &script])
+        .current_dir(cwd.path())
         .env("VIGIL_URL", &base)
         .env("VIGIL_KEY", KEY)
         .output()
@@ -51,12 +53,20 @@ async fn readme_walkthrough_runs_as_written() {
         "walk-through failed\nstdout:\n{stdout}\nstderr:\n{stderr}"
     );
     for expected in [
-        "\"id\":\"lobby\"",
+        "\"id\":\"plaza\"",
+        // The file camera streamed and the crowd rule opened an incident on it.
+        "\"kind\":\"crowd\"",
+        "\"status\":\"online\"",
+        " ff d8 ff",
+        "\"status\":\"investigating\"",
         "HTTP/1.1 412",
         "VERSION_MISMATCH",
+        // The face match: an alert, a person-of-interest incident, a search hit on `door`.
+        "\"subject_name\":\"Astronaut\"",
+        "\"kind\":\"person_of_interest\"",
+        "\"hits\":[{\"camera_id\":\"door\"",
         "camera.registered",
         "camera.updated",
-        "\"items\"",
         "\"secret\":\"vgl_",
     ] {
         assert!(
