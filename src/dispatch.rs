@@ -450,18 +450,22 @@ impl Dispatcher {
 
 /// Opens the incident of an outside alert (`POST /api/v1/webhooks/alerts`), or, when the
 /// caller's id (derived from the alert's fingerprint and start) exists, adds the repeat to it.
-/// Returns the id and whether it was opened now.
+/// Returns the id, whether it was opened now, and the position of the event appended (none
+/// when the incident was closed and took nothing).
 pub async fn open_or_extend(
     handler: &CommandHandler,
     opened: IncidentOpened,
     meta: &EventMeta,
-) -> Result<(String, bool), vigil_actors::CommandError<vigil_actors::incident::IncidentError>> {
+) -> Result<
+    (String, bool, Option<u64>),
+    vigil_actors::CommandError<vigil_actors::incident::IncidentError>,
+> {
     let id = opened.incident_id.clone();
     match handler
         .execute::<Incident>(&id, IncidentCommand::Open(opened.clone()), meta, None)
         .await
     {
-        Ok(_) => Ok((id, true)),
+        Ok(done) => Ok((id, true, done.position)),
         Err(vigil_actors::CommandError::Domain(
             vigil_actors::incident::IncidentError::AlreadyExists(_),
         )) => {
@@ -475,9 +479,9 @@ pub async fn open_or_extend(
                     observed_at: opened.observed_at,
                 });
             match handler.execute::<Incident>(&id, added, meta, None).await {
-                Ok(_) => Ok((id, false)),
+                Ok(done) => Ok((id, false, done.position)),
                 // Closed or deleted by an operator: a repeat of the alert changes nothing.
-                Err(vigil_actors::CommandError::Domain(_)) => Ok((id, false)),
+                Err(vigil_actors::CommandError::Domain(_)) => Ok((id, false, None)),
                 Err(e) => Err(e),
             }
         }

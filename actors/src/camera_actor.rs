@@ -55,6 +55,10 @@ pub struct FrameOutcome {
     pub error: Option<String>,
     /// Milliseconds from taking the frame to its outcome.
     pub processing_ms: f64,
+    /// Global position of the last event this frame caused (tracks, matches, incidents);
+    /// `None` when it caused none. Whoever answers with the ids above waits for the read
+    /// models to reach it.
+    pub position: Option<u64>,
 }
 
 impl FrameOutcome {
@@ -173,6 +177,8 @@ pub struct CameraState {
     rules: RuleEngine,
     /// By dedup key (`{camera}:{rule key}`).
     incidents: HashMap<String, OpenIncident>,
+    /// Global position of the last event appended while handling the current frame.
+    appended: Option<u64>,
 }
 
 impl Drop for CameraState {
@@ -277,6 +283,7 @@ impl Actor for CameraActor {
             online: false,
             rules: RuleEngine::new(),
             incidents: HashMap::new(),
+            appended: None,
         })
     }
 
@@ -313,6 +320,11 @@ impl Actor for CameraActor {
 }
 
 impl CameraState {
+    /// Notes that an event was appended at `position` for the frame being handled.
+    fn appended_at(&mut self, position: Option<u64>) {
+        self.appended = self.appended.max(position);
+    }
+
     fn meta(&self) -> EventMeta {
         EventMeta {
             correlation_id: Uuid::now_v7(),
@@ -323,6 +335,7 @@ impl CameraState {
 
     async fn process(&mut self, taken: SourceFrame) -> Result<(), ActorProcessingErr> {
         let started = Instant::now();
+        self.appended = None;
         let SourceFrame { frame, reply } = taken;
         if !self.online {
             self.online = true;
@@ -415,7 +428,8 @@ impl CameraState {
                 },
                 zones: zones.clone(),
             });
-            self.ingest
+            let done = self
+                .ingest
                 .handler
                 .store()
                 .append(
@@ -424,6 +438,7 @@ impl CameraState {
                     vec![started_event.to_new_event(frame.captured_at, &self.meta())],
                 )
                 .await?;
+            self.appended_at(Some(done.last_position));
             outcome.started.push(track_id.clone());
             self.live.insert(
                 *id,
@@ -576,7 +591,8 @@ impl CameraState {
                     )
                     .await
                 {
-                    Ok(_) => {
+                    Ok(done) => {
+                        self.appended_at(done.position);
                         tracing::info!(camera = %self.spec.id, %subject, "face matched an enrolled subject")
                     }
                     // Erased since the gallery was read.
@@ -614,6 +630,7 @@ impl CameraState {
         *self.runtime.latest.lock().expect("lock") = Some(frame);
         if let Some(reply) = reply {
             outcome.analysis = Some(analysis);
+            outcome.position = self.appended;
             outcome.processing_ms = started.elapsed().as_secs_f64() * 1e3;
             let _ = reply.send(outcome);
         }
@@ -761,8 +778,9 @@ impl CameraState {
                 .execute::<Incident>(&id, added, &meta, None)
                 .await
             {
-                Ok(_) => {
+                Ok(done) => {
                     open.last_evidence = at;
+                    self.appended_at(done.position);
                     return Ok(Some(id));
                 }
                 // An operator closed or deleted it: the finding opens a new incident.
@@ -795,10 +813,12 @@ impl CameraState {
             source: format!("rule:{}", finding.kind.as_str()),
             observed_at: at,
         });
-        self.ingest
+        let done = self
+            .ingest
             .handler
             .execute::<Incident>(&id, opened, &meta, None)
             .await?;
+        self.appended_at(done.position);
         tracing::info!(camera = %self.spec.id, incident = %id, key = %key, "incident opened");
         self.incidents.insert(
             key,
@@ -883,7 +903,8 @@ impl CameraState {
             best_face,
             reason: reason.to_string(),
         });
-        self.ingest
+        let done = self
+            .ingest
             .handler
             .store()
             .append(
@@ -892,6 +913,7 @@ impl CameraState {
                 vec![event.to_new_event(Utc::now(), &self.meta())],
             )
             .await?;
+        self.appended_at(Some(done.last_position));
         Ok(Some(live.track_id))
     }
 

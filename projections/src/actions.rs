@@ -236,11 +236,12 @@ const DLQ_SELECT: &str = "SELECT d.action_id, d.target, d.attempts, d.last_error
                           FROM action_deliveries d JOIN actions a ON a.id = d.action_id \
                           WHERE d.status = 'dead'";
 
-/// A page of the dead-letter queue, oldest first (by when each delivery died), and the cursor
-/// of the next page if there is one. A cursor this API did not hand out is
-/// [`QueryError::Cursor`].
+/// A page of the dead-letter queue by `(dead_at, action_id, target)` in `order` (by when each
+/// delivery died), and the cursor of the next page if there is one. A cursor this API did not
+/// hand out is [`QueryError::Cursor`].
 pub async fn list_dlq(
     pool: &AnyPool,
+    order: crate::Order,
     cursor: Option<&str>,
     limit: u32,
 ) -> Result<(Vec<DlqRow>, Option<String>), QueryError> {
@@ -250,14 +251,16 @@ pub async fn list_dlq(
         parse_time(&parts[0]).map_err(|_| InvalidCursor)?;
         let [p1, p2, p3, p4, p5, p6] =
             [0, 0, 1, 0, 1, 2].map(|i| b.arg(Arg::Text(parts[i].clone())));
+        let c = order.after();
         b.push(&format!(
-            " AND (d.dead_at > {p1} OR (d.dead_at = {p2} AND d.action_id > {p3}) \
-             OR (d.dead_at = {p4} AND d.action_id = {p5} AND d.target > {p6}))"
+            " AND (d.dead_at {c} {p1} OR (d.dead_at = {p2} AND d.action_id {c} {p3}) \
+             OR (d.dead_at = {p4} AND d.action_id = {p5} AND d.target {c} {p6}))"
         ));
     }
     let p = b.arg(Arg::Int(i64::from(limit) + 1));
+    let dir = order.sql();
     b.push(&format!(
-        " ORDER BY d.dead_at, d.action_id, d.target LIMIT {p}"
+        " ORDER BY d.dead_at {dir}, d.action_id {dir}, d.target {dir} LIMIT {p}"
     ));
     let mut conn = pool.acquire().await?;
     let mut page = b
@@ -452,7 +455,7 @@ mod tests {
     }
 
     async fn dlq(pool: &AnyPool) -> Vec<String> {
-        let (page, next) = list_dlq(pool, None, 100).await.unwrap();
+        let (page, next) = list_dlq(pool, crate::Order::Asc, None, 100).await.unwrap();
         assert!(next.is_none());
         page.into_iter().map(|r| r.id).collect()
     }
@@ -644,7 +647,9 @@ mod tests {
         for limit in [1, 3] {
             let (mut seen, mut cursor) = (vec![], None::<String>);
             loop {
-                let (page, next) = list_dlq(pool, cursor.as_deref(), limit).await.unwrap();
+                let (page, next) = list_dlq(pool, crate::Order::Asc, cursor.as_deref(), limit)
+                    .await
+                    .unwrap();
                 seen.extend(page.into_iter().map(|r| r.id));
                 match next {
                     Some(next) => cursor = Some(next),
@@ -654,7 +659,7 @@ mod tests {
             assert_eq!(seen, expected, "limit {limit}");
         }
         assert!(matches!(
-            list_dlq(pool, Some("junk"), 1).await,
+            list_dlq(pool, crate::Order::Asc, Some("junk"), 1).await,
             Err(QueryError::Cursor(_))
         ));
         let ids = dlq_ids(pool).await.unwrap();

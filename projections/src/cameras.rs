@@ -65,6 +65,8 @@ pub struct CameraQuery {
     pub limit: u32,
     /// Only these ids (a camera-restricted key's cameras).
     pub only_ids: Option<Vec<String>>,
+    /// The listing's order by id; `None` is ascending.
+    pub order: Option<crate::Order>,
 }
 
 /// A cursor that is not one this API handed out.
@@ -162,7 +164,8 @@ pub async fn get_camera(pool: &AnyPool, id: &str) -> Result<Option<CameraRow>, Q
     row.as_ref().map(from_row).transpose()
 }
 
-/// A page of cameras in id order, and the cursor of the next page if there is one.
+/// A page of cameras by id in `query.order` (ascending by default), and the cursor of the next
+/// page if there is one.
 pub async fn list_cameras(
     pool: &AnyPool,
     query: &CameraQuery,
@@ -180,8 +183,9 @@ pub async fn list_cameras(
     if query.enabled.is_some() {
         sql += &format!(" AND enabled = ${}", next());
     }
+    let order = query.order.unwrap_or(crate::Order::Asc);
     if after.is_some() {
-        sql += &format!(" AND id > ${}", next());
+        sql += &format!(" AND id {} ${}", order.after(), next());
     }
     if let Some(ids) = &query.only_ids {
         if ids.is_empty() {
@@ -190,7 +194,7 @@ pub async fn list_cameras(
         let list: Vec<String> = ids.iter().map(|_| format!("${}", next())).collect();
         sql += &format!(" AND id IN ({})", list.join(", "));
     }
-    sql += &format!(" ORDER BY id LIMIT ${}", next());
+    sql += &format!(" ORDER BY id {} LIMIT ${}", order.sql(), next());
     let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
     if let Some(status) = &query.status {
         q = q.bind(status.clone());

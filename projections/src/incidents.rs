@@ -64,10 +64,15 @@ pub struct IncidentRow {
     pub evidence: Vec<FrameRef>,
     /// Every frame of evidence found, kept in `evidence` or not.
     pub evidence_count: u64,
-    /// When it was opened (`occurred_at` of `incident.opened`).
+    /// When what it is about began: the first evidence's time (`observed_at` of
+    /// `incident.opened`: the frame's capture time, an outside alert's start).
     pub opened_at: DateTime<Utc>,
-    /// When its latest evidence was seen (the findings' `observed_at`).
+    /// When its latest evidence was seen (the latest `observed_at` of its findings), never
+    /// before `opened_at`.
     pub last_seen_at: DateTime<Utc>,
+    /// When Vigil recorded it (`recorded_at` of `incident.opened`, from the envelope); later
+    /// than `opened_at` when the evidence arrived late (a frame or alert stamped in the past).
+    pub recorded_at: DateTime<Utc>,
     /// `occurred_at` of its last event.
     pub updated_at: DateTime<Utc>,
     /// The first time it was marked read.
@@ -100,10 +105,13 @@ pub struct IncidentQuery {
     /// Only incidents of these cameras (a camera-restricted key): incidents of other cameras
     /// and incidents without a camera are hidden. `Some(vec![])` hides everything.
     pub only_cameras: Option<Vec<String>>,
-    /// Continue after this cursor (a previous page's `next_cursor`).
+    /// Continue after this cursor (a previous page's `next_cursor`, listed in the same order).
     pub cursor: Option<String>,
     /// Page size.
     pub limit: u32,
+    /// The listing's order by `(opened_at, id)`; `None` is newest first. The export ignores it
+    /// (oldest first).
+    pub order: Option<crate::Order>,
 }
 
 /// One event of an incident's history.
@@ -283,6 +291,7 @@ const COLUMNS: &[&str] = &[
     "acknowledged_at",
     "resolved_at",
     "version",
+    "recorded_at",
 ];
 
 /// Columns only the projection reads and writes.
@@ -318,6 +327,7 @@ pub(crate) fn enum_col<T>(
 }
 
 fn from_row(row: &AnyRow) -> Result<IncidentRow, QueryError> {
+    let opened_at = time_col(row, "opened_at")?;
     Ok(IncidentRow {
         id: row.try_get("id")?,
         kind: enum_col(row, "kind", IncidentKind::parse)?,
@@ -336,12 +346,14 @@ fn from_row(row: &AnyRow) -> Result<IncidentRow, QueryError> {
         recommended_actions: json_col(row, "recommended_actions")?,
         evidence: json_col(row, "evidence")?,
         evidence_count: row.try_get::<i64, _>("evidence_count")? as u64,
-        opened_at: time_col(row, "opened_at")?,
+        opened_at,
         last_seen_at: time_col(row, "last_seen_at")?,
         updated_at: time_col(row, "updated_at")?,
         acknowledged_at: opt_time_col(row, "acknowledged_at")?,
         resolved_at: opt_time_col(row, "resolved_at")?,
         version: row.try_get::<i64, _>("version")? as u64,
+        // Rows projected before `recorded_at` existed read their opening time until rebuilt.
+        recorded_at: opt_time_col(row, "recorded_at")?.unwrap_or(opened_at),
     })
 }
 
@@ -420,7 +432,7 @@ fn push_filters(b: &mut SqlBuilder, q: &IncidentQuery) -> bool {
     push_visibility(b, "camera_id", q.only_cameras.as_deref())
 }
 
-/// A page of incidents, newest first (`opened_at` descending, then id descending), and the
+/// A page of incidents by `(opened_at, id)` in `q.order` (newest first by default), and the
 /// cursor of the next page if there is one. A cursor this API did not hand out is
 /// [`QueryError::Cursor`].
 pub async fn list_incidents(
@@ -432,6 +444,8 @@ pub async fn list_incidents(
     if !push_filters(&mut b, q) {
         return Ok((vec![], None));
     }
+    let order = q.order.unwrap_or(crate::Order::Desc);
+    let (cmp, dir) = (order.after(), order.sql());
     if let Some((at, id)) = after {
         let (p1, p2, p3) = (
             b.arg(Arg::Text(at.clone())),
@@ -439,11 +453,11 @@ pub async fn list_incidents(
             b.arg(Arg::Text(id)),
         );
         b.push(&format!(
-            " AND (opened_at < {p1} OR (opened_at = {p2} AND id < {p3}))"
+            " AND (opened_at {cmp} {p1} OR (opened_at = {p2} AND id {cmp} {p3}))"
         ));
     }
     let p = b.arg(Arg::Int(i64::from(q.limit) + 1));
-    b.push(&format!(" ORDER BY opened_at DESC, id DESC LIMIT {p}"));
+    b.push(&format!(" ORDER BY opened_at {dir}, id {dir} LIMIT {p}"));
     let mut conn = pool.acquire().await?;
     let mut page = rows(&b.fetch_all(&mut conn).await?)?;
     let next = if page.len() > q.limit as usize {
@@ -808,6 +822,7 @@ async fn save(conn: &mut AnyConnection, s: &Stored) -> Result<(), sqlx::Error> {
     .bind(r.acknowledged_at.map(format_time))
     .bind(r.resolved_at.map(format_time))
     .bind(r.version as i64)
+    .bind(format_time(r.recorded_at))
     .bind(severity_rank(r.severity))
     .bind(s.micros_to_acknowledge)
     .bind(s.micros_to_resolve)
@@ -904,8 +919,9 @@ fn opened_row(e: IncidentOpened, event: &RecordedEvent) -> Stored {
         recommended_actions: e.recommended_actions,
         evidence: vec![],
         evidence_count: 0,
-        opened_at: event.occurred_at,
+        opened_at: e.observed_at,
         last_seen_at: e.observed_at,
+        recorded_at: event.recorded_at,
         updated_at: event.occurred_at,
         acknowledged_at: None,
         resolved_at: None,
@@ -987,7 +1003,7 @@ impl Projection for IncidentProjection {
                 s.row.status = e.to;
                 if e.to.is_final() && s.row.resolved_at.is_none() {
                     s.row.resolved_at = Some(at);
-                    s.micros_to_resolve = Some(micros_between(s.row.opened_at, at));
+                    s.micros_to_resolve = Some(micros_between(s.row.recorded_at, at));
                 }
                 let before = s.row.notes.len();
                 add_note(&mut s.row.notes, &e.notes);
@@ -997,7 +1013,7 @@ impl Projection for IncidentProjection {
                 s.row.is_read = e.is_read;
                 if e.is_read && s.row.acknowledged_at.is_none() {
                     s.row.acknowledged_at = Some(at);
-                    s.micros_to_acknowledge = Some(micros_between(s.row.opened_at, at));
+                    s.micros_to_acknowledge = Some(micros_between(s.row.recorded_at, at));
                 }
             }
             IncidentEvent::NoteAdded(e) => {

@@ -41,6 +41,33 @@ pub fn all(vectors: std::sync::Arc<vectors::VectorStore>) -> Vec<std::sync::Arc<
     ]
 }
 
+/// Which way a listing runs over its sort key (each listing documents its key and default).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Order {
+    /// Ascending: oldest (or lowest id) first.
+    Asc,
+    /// Descending: newest (or highest id) first.
+    Desc,
+}
+
+impl Order {
+    /// The SQL keyword.
+    pub fn sql(self) -> &'static str {
+        match self {
+            Self::Asc => "ASC",
+            Self::Desc => "DESC",
+        }
+    }
+
+    /// The comparison that keeps what comes after a cursor's key in this order.
+    pub fn after(self) -> &'static str {
+        match self {
+            Self::Asc => ">",
+            Self::Desc => "<",
+        }
+    }
+}
+
 /// Timestamps are stored as RFC 3339 text with microseconds and `Z`, which sorts correctly.
 pub fn format_time(t: chrono::DateTime<chrono::Utc>) -> String {
     t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)

@@ -100,8 +100,11 @@ pub struct AlertRow {
     pub crop: String,
     /// The frame it was seen in.
     pub frame: FrameRef,
-    /// When it was matched (`occurred_at` of `subject.matched`).
+    /// When the face was seen: the matched frame's capture time (`frame.at` of
+    /// `subject.matched`).
     pub at: DateTime<Utc>,
+    /// When Vigil recorded the match (`recorded_at` of `subject.matched`, from the envelope).
+    pub recorded_at: DateTime<Utc>,
     /// Acknowledged by an operator.
     pub acknowledged: bool,
     /// When it was acknowledged.
@@ -129,6 +132,8 @@ pub struct AlertQuery {
     pub cursor: Option<String>,
     /// Page size.
     pub limit: u32,
+    /// The listing's order by `(at, id)`; `None` is newest first.
+    pub order: Option<crate::Order>,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -141,7 +146,7 @@ const FACE_COLUMNS: &str = "id, subject_id, crop, bbox, score, added_at";
 
 const ALERT_COLUMNS: &str = "id, subject_id, subject_name, category, camera_id, track_id, \
                              distance, second_distance, crop, frame, at, acknowledged, \
-                             acknowledged_at";
+                             acknowledged_at, recorded_at";
 
 fn subject_from_row(row: &AnyRow) -> Result<SubjectRow, QueryError> {
     Ok(SubjectRow {
@@ -175,6 +180,7 @@ fn face_from_row(row: &AnyRow) -> Result<SubjectFaceRow, QueryError> {
 }
 
 fn alert_from_row(row: &AnyRow) -> Result<AlertRow, QueryError> {
+    let at = time_col(row, "at")?;
     Ok(AlertRow {
         id: row.try_get("id")?,
         subject_id: row.try_get("subject_id")?,
@@ -186,9 +192,11 @@ fn alert_from_row(row: &AnyRow) -> Result<AlertRow, QueryError> {
         second_distance: row.try_get("second_distance")?,
         crop: row.try_get("crop")?,
         frame: json_col(row, "frame")?,
-        at: time_col(row, "at")?,
+        at,
         acknowledged: row.try_get::<i64, _>("acknowledged")? != 0,
         acknowledged_at: opt_time_col(row, "acknowledged_at")?,
+        // Rows projected before `recorded_at` existed read their `at` until rebuilt.
+        recorded_at: opt_time_col(row, "recorded_at")?.unwrap_or(at),
     })
 }
 
@@ -235,12 +243,13 @@ fn decode_subject_cursor(cursor: &str) -> Result<String, InvalidCursor> {
     decode_keyset("sub", 1, cursor)?.pop().ok_or(InvalidCursor)
 }
 
-/// A page of subjects in id order (only those of `category` when given), each with its
-/// faces, and the cursor of the next page if there is one. A cursor this API did not hand out
+/// A page of subjects in id order (enrolment order: ids are UUID v7) in `order` (only those
+/// of `category` when given), each with its faces, and the cursor of the next page if there is one. A cursor this API did not hand out
 /// is [`QueryError::Cursor`].
 pub async fn list_subjects(
     pool: &AnyPool,
     category: Option<SubjectCategory>,
+    order: crate::Order,
     cursor: Option<&str>,
     limit: u32,
 ) -> Result<(Vec<SubjectRow>, Option<String>), QueryError> {
@@ -254,10 +263,10 @@ pub async fn list_subjects(
     }
     if let Some(after) = after {
         let p = b.arg(Arg::Text(after));
-        b.push(&format!(" AND id > {p}"));
+        b.push(&format!(" AND id {} {p}", order.after()));
     }
     let p = b.arg(Arg::Int(i64::from(limit) + 1));
-    b.push(&format!(" ORDER BY id LIMIT {p}"));
+    b.push(&format!(" ORDER BY id {} LIMIT {p}", order.sql()));
     let mut conn = pool.acquire().await?;
     let mut page = b
         .fetch_all(&mut conn)
@@ -360,7 +369,7 @@ fn decode_alert_cursor(cursor: &str) -> Result<(String, String), InvalidCursor> 
     Ok((format_time(at), id))
 }
 
-/// A page of alerts, newest first (`at` descending, then id descending), and the cursor of
+/// A page of alerts by `(at, id)` in `q.order` (newest first by default), and the cursor of
 /// the next page if there is one. A cursor this API did not hand out is
 /// [`QueryError::Cursor`].
 pub async fn list_alerts(
@@ -396,16 +405,20 @@ pub async fn list_alerts(
     if !push_visibility(&mut b, "camera_id", q.only_cameras.as_deref()) {
         return Ok((vec![], None));
     }
+    let order = q.order.unwrap_or(crate::Order::Desc);
+    let (cmp, dir) = (order.after(), order.sql());
     if let Some((at, id)) = after {
         let (p1, p2, p3) = (
             b.arg(Arg::Text(at.clone())),
             b.arg(Arg::Text(at)),
             b.arg(Arg::Text(id)),
         );
-        b.push(&format!(" AND (at < {p1} OR (at = {p2} AND id < {p3}))"));
+        b.push(&format!(
+            " AND (at {cmp} {p1} OR (at = {p2} AND id {cmp} {p3}))"
+        ));
     }
     let p = b.arg(Arg::Int(i64::from(q.limit) + 1));
-    b.push(&format!(" ORDER BY at DESC, id DESC LIMIT {p}"));
+    b.push(&format!(" ORDER BY at {dir}, id {dir} LIMIT {p}"));
     let mut conn = pool.acquire().await?;
     let mut page = b
         .fetch_all(&mut conn)
@@ -537,14 +550,15 @@ async fn insert_alert(conn: &mut AnyConnection, a: &AlertRow) -> Result<(), sqlx
     // sqlx's `Any` driver binds a NULL double as a float4 on PostgreSQL, which a statement
     // prepared for a float8 refuses: a missing second distance is a literal NULL.
     let second = if a.second_distance.is_some() {
-        "$13"
+        "$14"
     } else {
         "NULL"
     };
     let mut q = sqlx::query(sqlx::AssertSqlSafe(format!(
         "INSERT INTO alerts (id, subject_id, subject_name, category, camera_id, track_id, \
-         distance, crop, frame, at, acknowledged, acknowledged_at, second_distance) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, {second}) \
+         distance, crop, frame, at, acknowledged, acknowledged_at, recorded_at, \
+         second_distance) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, {second}) \
          ON CONFLICT (id) DO NOTHING"
     )))
     .bind(a.id.clone())
@@ -558,7 +572,8 @@ async fn insert_alert(conn: &mut AnyConnection, a: &AlertRow) -> Result<(), sqlx
     .bind(to_json(&a.frame))
     .bind(format_time(a.at))
     .bind(i64::from(a.acknowledged))
-    .bind(a.acknowledged_at.map(format_time));
+    .bind(a.acknowledged_at.map(format_time))
+    .bind(format_time(a.recorded_at));
     if let Some(second) = a.second_distance {
         q = q.bind(second);
     }
@@ -655,8 +670,9 @@ async fn apply_subject_event(
                 distance: m.distance,
                 second_distance: m.second_distance,
                 crop: m.crop,
+                at: m.frame.at,
                 frame: m.frame,
-                at,
+                recorded_at: event.recorded_at,
                 acknowledged: false,
                 acknowledged_at: None,
             };
@@ -739,6 +755,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+    use crate::Order;
     use crate::digest::table_digest;
     use crate::incidents::testing::{Log, apply, on_both, t};
 
@@ -988,23 +1005,32 @@ mod tests {
     async fn lists_subjects_by_category_and_page(pool: &AnyPool) {
         apply(pool, &SubjectProjection, &people().events).await;
         let ids = |rows: Vec<SubjectRow>| rows.into_iter().map(|r| r.id).collect::<Vec<_>>();
-        let (all, next) = list_subjects(pool, None, None, 10).await.unwrap();
+        let (all, next) = list_subjects(pool, None, Order::Asc, None, 10)
+            .await
+            .unwrap();
         assert!(next.is_none());
         assert_eq!(all[1].faces.len(), 3, "listings carry faces");
         assert_eq!(ids(all), ["s1", "s2", "s3"]);
-        let (watch, _) = list_subjects(pool, Some(SubjectCategory::Watchlist), None, 10)
-            .await
-            .unwrap();
+        let (watch, _) =
+            list_subjects(pool, Some(SubjectCategory::Watchlist), Order::Asc, None, 10)
+                .await
+                .unwrap();
         assert_eq!(ids(watch), ["s1"]);
-        let (authorised, _) = list_subjects(pool, Some(SubjectCategory::Authorised), None, 10)
-            .await
-            .unwrap();
+        let (authorised, _) = list_subjects(
+            pool,
+            Some(SubjectCategory::Authorised),
+            Order::Asc,
+            None,
+            10,
+        )
+        .await
+        .unwrap();
         assert_eq!(ids(authorised), ["s2", "s3"]);
         for limit in [1, 2] {
             let mut seen = vec![];
             let mut cursor: Option<String> = None;
             loop {
-                let (page, next) = list_subjects(pool, None, cursor.as_deref(), limit)
+                let (page, next) = list_subjects(pool, None, Order::Asc, cursor.as_deref(), limit)
                     .await
                     .unwrap();
                 assert!(page.len() <= limit as usize);
@@ -1022,7 +1048,7 @@ mod tests {
             &encode_keyset("alr", &["s1"]),
         ] {
             assert!(matches!(
-                list_subjects(pool, None, Some(junk), 2).await,
+                list_subjects(pool, None, Order::Asc, Some(junk), 2).await,
                 Err(QueryError::Cursor(_))
             ));
         }
@@ -1195,7 +1221,9 @@ mod tests {
         let faces = all_faces(pool).await.unwrap();
         assert!(faces.iter().all(|f| f.0 != "s1"), "{faces:?}");
         assert_eq!(faces.len(), 5);
-        let (ids, _) = list_subjects(pool, None, None, 10).await.unwrap();
+        let (ids, _) = list_subjects(pool, None, Order::Asc, None, 10)
+            .await
+            .unwrap();
         assert_eq!(ids.len(), 2);
         // The crop s1 had is still shown by s3's face; s2's are only s2's.
         assert!(crop_in_use(pool, &s1_crop, Some("s1")).await.unwrap());

@@ -69,6 +69,11 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("../migrations/0007_subjects.sql"),
     ),
     (8, "vectors", include_str!("../migrations/0008_vectors.sql")),
+    (
+        9,
+        "recorded_at",
+        include_str!("../migrations/0009_recorded_at.sql"),
+    ),
 ];
 
 /// The SQL databases Vigil's migrations serve.

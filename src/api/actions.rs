@@ -23,7 +23,9 @@ use super::auth::Auth;
 use super::body::{BodyLimits, JsonBody};
 use super::cameras::{request_meta, visible_to};
 use super::error::ApiError;
-use super::incidents::{ActionDto, action_dto, visible_incident, wait_visible};
+use super::incidents::{ActionDto, action_dto, visible_incident};
+use super::listing::{OrderParam, order_or};
+use super::visibility::wait_visible;
 use crate::app::App;
 use crate::dispatch::{ApiFailure, TargetError, request_action, targets_for};
 
@@ -150,7 +152,7 @@ fn dlq_dto(r: DlqRow) -> DlqEntry {
 #[derive(Debug, Clone, Object)]
 #[oai(skip_serializing_if_is_none)]
 pub struct DlqPage {
-    /// Oldest first.
+    /// In the order asked for (oldest first by default).
     pub items: Vec<DlqEntry>,
     /// Pass as `cursor` for the next page.
     pub next_cursor: Option<String>,
@@ -232,6 +234,20 @@ pub struct AlertmanagerPayload {
 impl BodyLimits for AlertmanagerPayload {
     const MAX_BYTES: usize = 1 << 20;
     const CHECK_DECLARED: bool = true;
+}
+
+/// Response of the Alertmanager webhook.
+#[derive(ApiResponse)]
+pub enum AlertsResponse {
+    /// What the alerts did.
+    #[oai(status = 200)]
+    Ok(
+        Json<AlertsReceived>,
+        /// Global position of the last event appended, else the position the read models
+        /// had applied; the incidents in the answer are readable at once.
+        #[oai(header = "X-Vigil-Position")]
+        u64,
+    ),
 }
 
 /// What an Alertmanager webhook did.
@@ -353,18 +369,11 @@ impl ActionsApi {
         let position = request_action(app.handler(), request.clone(), &request_meta(principal))
             .await
             .map_err(|e| action_error(e, body.incident_id.as_deref().unwrap_or_default()))?;
-        let mut dto = None;
-        if let Some(status) = app.projection_status("actions")
-            && status
-                .wait_for(position, std::time::Duration::from_secs(1))
-                .await
-        {
-            dto = get_action(app.pool(), &action_id)
-                .await
-                .map_err(ApiError::from)?
-                .map(action_dto);
-        }
         wait_visible(&app, Some(position)).await;
+        let dto = get_action(app.pool(), &action_id)
+            .await
+            .map_err(ApiError::from)?
+            .map(action_dto);
         let dto = dto.unwrap_or_else(|| ActionDto {
             action_id: action_id.clone(),
             action: action.as_str().into(),
@@ -415,8 +424,9 @@ impl ActionsApi {
 
     /// List the dead-letter queue.
     ///
-    /// Deliveries whose every attempt failed, oldest first; `limit` per page (1–500, default
-    /// 50).
+    /// Deliveries whose every attempt failed, by when they were dead-lettered, oldest first
+    /// unless `order=desc`; `limit` per page (1–500, default 50); pass `next_cursor` back as
+    /// `cursor` (with the same `order`).
     #[oai(path = "/dlq", method = "get", operation_id = "list_dlq")]
     async fn list_dlq(
         &self,
@@ -424,11 +434,18 @@ impl ActionsApi {
         auth: Auth,
         #[oai(validator(minimum(value = "1"), maximum(value = "500")))] limit: Query<Option<u32>>,
         cursor: Query<Option<String>>,
+        order: Query<Option<OrderParam>>,
     ) -> Result<Json<DlqPage>, ApiError> {
         auth.require("list_dlq")?;
-        let (rows, next_cursor) = list_dlq(app.pool(), cursor.0.as_deref(), limit.0.unwrap_or(50))
-            .await
-            .map_err(ApiError::from)?;
+        let order = order_or(order.0, vigil_projections::Order::Asc);
+        let (rows, next_cursor) = list_dlq(
+            app.pool(),
+            order,
+            cursor.0.as_deref(),
+            limit.0.unwrap_or(50),
+        )
+        .await
+        .map_err(ApiError::from)?;
         Ok(Json(DlqPage {
             items: rows.into_iter().map(dlq_dto).collect(),
             next_cursor,
@@ -469,13 +486,11 @@ impl ActionsApi {
             .execute::<Action>(&entry.action_id, command, &request_meta(principal), None)
             .await
             .map_err(|e| action_error(ApiFailure::Action(e), ""))?;
-        let position = done.position.unwrap_or_default();
-        if let Some(status) = app.projection_status("actions") {
-            status
-                .wait_for(position, std::time::Duration::from_secs(1))
-                .await;
-        }
-        Ok(Requeued::Accepted(Json(dlq_dto(entry)), position))
+        let seen = wait_visible(&app, done.position).await;
+        Ok(Requeued::Accepted(
+            Json(dlq_dto(entry)),
+            done.position.unwrap_or(seen),
+        ))
     }
 
     /// Empty the dead-letter queue.
@@ -506,9 +521,7 @@ impl ActionsApi {
                 Err(e) => return Err(action_error(ApiFailure::Action(e), "")),
             }
         }
-        if let (Some(p), Some(status)) = (last, app.projection_status("actions")) {
-            status.wait_for(p, std::time::Duration::from_secs(2)).await;
-        }
+        wait_visible(&app, last).await;
         Ok(Json(DlqPurged { discarded }))
     }
 
@@ -529,7 +542,7 @@ impl ActionsApi {
         app: Data<&App>,
         auth: Auth,
         body: JsonBody<AlertmanagerPayload>,
-    ) -> Result<Json<AlertsReceived>, ApiError> {
+    ) -> Result<AlertsResponse, ApiError> {
         let principal = auth.require("alertmanager_webhook")?;
         let meta = request_meta(principal);
         let mut received = AlertsReceived {
@@ -537,7 +550,7 @@ impl ActionsApi {
             extended: vec![],
             resolved: 0,
         };
-        let mut wrote = false;
+        let mut appended = None;
         for (i, alert) in body.0.alerts.into_iter().enumerate() {
             match alert.status.as_str() {
                 "firing" => {}
@@ -611,20 +624,18 @@ impl ActionsApi {
                 source: "alertmanager".into(),
                 observed_at: alert.starts_at,
             };
-            let (id, opened_now) = crate::dispatch::open_or_extend(app.handler(), opened, &meta)
-                .await
-                .map_err(|e| super::incidents::command_error(e, &id))?;
-            wrote = true;
+            let (id, opened_now, position) =
+                crate::dispatch::open_or_extend(app.handler(), opened, &meta)
+                    .await
+                    .map_err(|e| super::incidents::command_error(e, &id))?;
+            appended = appended.max(position);
             if opened_now {
                 received.opened.push(id);
             } else {
                 received.extended.push(id);
             }
         }
-        if wrote {
-            let head = app.store().head_position().await?;
-            wait_visible(&app, Some(head)).await;
-        }
-        Ok(Json(received))
+        let seen = wait_visible(&app, appended).await;
+        Ok(AlertsResponse::Ok(Json(received), appended.unwrap_or(seen)))
     }
 }

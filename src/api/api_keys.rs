@@ -1,7 +1,6 @@
 //! `/api/v1/api-keys`: scoped keys with rate limits, camera restrictions and usage.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use poem::http::StatusCode;
@@ -25,10 +24,9 @@ use super::auth::Auth;
 use super::body::{BodyLimits, JsonBody};
 use super::cameras::request_meta;
 use super::error::ApiError;
+use super::listing::{OrderParam, order_or};
+use super::visibility::wait_visible;
 use crate::app::{App, new_key};
-
-/// How long a key write waits for the key read model before answering.
-const WRITE_VISIBILITY_WAIT: Duration = Duration::from_secs(1);
 
 /// Requests per minute per tier; in a request, absent tiers keep their value (or the default).
 #[derive(Debug, Clone, Default, Object, Deserialize)]
@@ -254,7 +252,7 @@ pub struct ApiKeyCreated {
 #[derive(Debug, Clone, Object)]
 #[oai(skip_serializing_if_is_none)]
 pub struct ApiKeyList {
-    /// Keys in id order.
+    /// Keys by id, in the order asked for (ascending by default).
     pub items: Vec<ApiKeyDto>,
 }
 
@@ -301,6 +299,9 @@ pub enum CreatedKey {
         /// Where the key lives.
         #[oai(header = "Location")]
         String,
+        /// Global position of `apikey.issued`.
+        #[oai(header = "X-Vigil-Position")]
+        u64,
     ),
 }
 
@@ -358,9 +359,7 @@ fn etag(version: u64) -> String {
 
 /// The key as the read model shows it once it has applied `position`.
 async fn read_after(app: &App, id: &str, position: Option<u64>) -> Result<ApiKeyRow, ApiError> {
-    if let (Some(position), Some(status)) = (position, app.projection_status("api_keys")) {
-        status.wait_for(position, WRITE_VISIBILITY_WAIT).await;
-    }
+    wait_visible(app, position).await;
     get_api_key(app.pool(), id)
         .await
         .map_err(query_error)?
@@ -424,20 +423,27 @@ impl ApiKeysApi {
             }),
             etag(done.version),
             format!("/api/v1/api-keys/{key_id}"),
+            done.position.unwrap_or_default(),
         ))
     }
 
     /// List keys; revoked ones too with `include_revoked=true`.
+    ///
+    /// Every key by id, ascending unless `order=desc` (one page).
     #[oai(path = "/", method = "get", operation_id = "list_api_keys")]
     async fn list(
         &self,
         app: Data<&App>,
         auth: Auth,
         include_revoked: Query<Option<bool>>,
+        order: Query<Option<OrderParam>>,
     ) -> Result<Json<ApiKeyList>, ApiError> {
         auth.require("list_api_keys")?;
         let include_revoked = include_revoked.0.unwrap_or(false);
-        let items = list_api_keys(app.pool()).await.map_err(query_error)?;
+        let mut items = list_api_keys(app.pool()).await.map_err(query_error)?;
+        if order_or(order.0, vigil_projections::Order::Asc) == vigil_projections::Order::Desc {
+            items.reverse();
+        }
         Ok(Json(ApiKeyList {
             items: items
                 .into_iter()

@@ -78,9 +78,10 @@ fn check_shape(
         ));
     }
     match value {
+        // A `null` member was taken out before (it means "not set"); one left is an array item.
         Value::Null => Err(ApiError::validation(
             here(),
-            "null is not accepted: leave the field out",
+            "null is not accepted here: leave the item out",
         )),
         Value::String(s) if s.len() > max_string => Err(ApiError::validation(
             here(),
@@ -114,6 +115,21 @@ fn check_shape(
             })
         }
         _ => Ok(()),
+    }
+}
+
+/// Takes every `null` member out of the objects in `value`: many clients send `null` for
+/// "not set", which is what leaving a member out means in every request body of this API. An
+/// optional field then takes its default; a required one is reported missing, by name.
+fn drop_null_members(value: &mut serde_json::Value) {
+    use serde_json::Value;
+    match value {
+        Value::Object(map) => {
+            map.retain(|_, v| !v.is_null());
+            map.values_mut().for_each(drop_null_members);
+        }
+        Value::Array(items) => items.iter_mut().for_each(drop_null_members),
+        _ => {}
     }
 }
 
@@ -211,9 +227,10 @@ impl<T: Type + ParseFromJSON + DeserializeOwned + BodyLimits + Send> ParsePayloa
         )
         .await?;
         let max_string = if T::MEDIA { limit } else { MAX_STRING_BYTES };
-        let parsed = parse_json_with(&bytes, max_string)?;
+        let value = json_object(&bytes, max_string)?;
+        let parsed = deserialize(value.clone())?;
         if T::CHECK_DECLARED {
-            check_declared::<T>(&bytes)?;
+            check_declared::<T>(value)?;
         }
         Ok(JsonBody(parsed))
     }
@@ -224,10 +241,7 @@ poem_openapi::impl_apirequest_for_payload!(JsonBody<T>, T: Type + ParseFromJSON 
 /// Checks the body against the validators the OpenAPI document declares for `T` (lengths,
 /// ranges, patterns, item counts), so that what the document refuses the server refuses too.
 /// Runs after serde accepted the body, whose errors name the field more precisely.
-fn check_declared<T: ParseFromJSON>(bytes: &[u8]) -> Result<(), ApiError> {
-    let value: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| {
-        ApiError::validation("body", format!("request body is not valid JSON: {e}"))
-    })?;
+fn check_declared<T: ParseFromJSON>(value: serde_json::Value) -> Result<(), ApiError> {
     T::parse_from_json(Some(value)).map(drop).map_err(|e| {
         let message = e.into_message();
         let field = message
@@ -251,7 +265,12 @@ pub fn parse_json_with<T: DeserializeOwned>(
     bytes: &[u8],
     max_string: usize,
 ) -> Result<T, ApiError> {
-    let value: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| {
+    deserialize(json_object(bytes, max_string)?)
+}
+
+/// Parses `bytes` as a JSON object within the shape caps, its `null` members taken out.
+fn json_object(bytes: &[u8], max_string: usize) -> Result<serde_json::Value, ApiError> {
+    let mut value: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| {
         ApiError::new(
             StatusCode::BAD_REQUEST,
             "MALFORMED_JSON",
@@ -262,7 +281,13 @@ pub fn parse_json_with<T: DeserializeOwned>(
     if !value.is_object() {
         return Err(ApiError::validation("body", "must be a JSON object"));
     }
+    drop_null_members(&mut value);
     check_shape(&value, "", 0, max_string)?;
+    Ok(value)
+}
+
+/// Deserialises a checked body, naming the offending field on failure.
+fn deserialize<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, ApiError> {
     serde_path_to_error::deserialize(value).map_err(|err| {
         let path = err.path().to_string();
         let reason = err.into_inner().to_string();
@@ -325,12 +350,19 @@ mod tests {
         assert_eq!(field_of(err), (422, "features.crowd".into()));
         let err = parse_json::<Outer>(br#"{"name": "a", "colour": "red"}"#).unwrap_err();
         assert_eq!(field_of(err), (422, "colour".into()));
-        let err = parse_json::<Outer>(br#"{"features": null}"#).unwrap_err();
+        let err = parse_json::<Outer>(br#"{"name": null, "features": null}"#).unwrap_err();
         assert_eq!(
             field_of(err),
-            (422, "features".into()),
-            "null is refused where it stands"
+            (422, "name".into()),
+            "null for a required field is a missing field"
         );
+        assert!(
+            parse_json::<Outer>(br#"{"name": "a", "features": null}"#).is_ok(),
+            "null for an optional field is absent"
+        );
+        let err =
+            parse_json::<Outer>(br#"{"name": "a", "features": {"crowd": null}}"#).unwrap_err();
+        assert_eq!(field_of(err), (422, "features.crowd".into()));
         let err = parse_json::<Outer>(br#"{"features": {"crowd": true}}"#).unwrap_err();
         assert_eq!(field_of(err), (422, "name".into()));
         let err = parse_json::<Outer>(br#"{"name": "a", "features": {"crowd": true, "x": 1}}"#)

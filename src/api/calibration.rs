@@ -17,6 +17,7 @@ use super::auth::Auth;
 use super::body::{BodyLimits, JsonBody};
 use super::cameras::request_meta;
 use super::error::ApiError;
+use super::visibility::wait_visible;
 use crate::app::App;
 
 /// A day of the week.
@@ -287,14 +288,12 @@ impl CalibrationApi {
             .execute::<CalibrationAggregate>("global", command, &request_meta(principal), None)
             .await
             .map_err(command_error)?;
-        if let (Some(p), Some(status)) = (done.position, app.projection_status("calibration")) {
-            status.wait_for(p, std::time::Duration::from_secs(1)).await;
-        }
         // This node's rules use it at once (other nodes follow the event).
         app.ingest().set_calibration(done.state.clone());
+        let seen = wait_visible(app, done.position).await;
         Ok(CalibrationChangedResponse::Ok(
             Json(view(&done.state, None, done.version, Some(Utc::now()))),
-            done.position.unwrap_or_default(),
+            done.position.unwrap_or(seen),
         ))
     }
 }

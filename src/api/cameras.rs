@@ -21,11 +21,11 @@ use super::ApiTags;
 use super::auth::Auth;
 use super::body::{BodyLimits, JsonBody};
 use super::error::ApiError;
+use super::listing::{OrderParam, order_or};
+use super::visibility::wait_visible;
 use crate::app::App;
 use crate::app::Principal;
 
-/// How long a write waits for the camera read model to show it before answering.
-const WRITE_VISIBILITY_WAIT: Duration = Duration::from_secs(1);
 /// How long a read with `min_position` waits for the read model.
 const READ_WAIT: Duration = Duration::from_secs(5);
 
@@ -149,7 +149,7 @@ impl BodyLimits for CameraPatchBody {
     const MAX_BYTES: usize = 256 * 1024;
 }
 
-/// Changes to a camera; absent fields stay as they are (`null` is refused).
+/// Changes to a camera; absent fields (or `null`) stay as they are.
 #[derive(Debug, Clone, Object, Deserialize)]
 #[oai(deny_unknown_fields)]
 #[serde(deny_unknown_fields)]
@@ -291,7 +291,7 @@ impl CameraStatus {
 #[derive(Debug, Clone, Object)]
 #[oai(skip_serializing_if_is_none)]
 pub struct CameraPage {
-    /// Cameras in id order.
+    /// Cameras by id, in the order asked for (ascending by default).
     pub items: Vec<CameraDto>,
     /// Pass as `cursor` for the next page; absent on the last page.
     pub next_cursor: Option<String>,
@@ -424,8 +424,8 @@ async fn visible_camera(
     position: Option<u64>,
     fallback: CameraDto,
 ) -> Result<CameraDto, ApiError> {
-    if let (Some(position), Some(status)) = (position, app.projection_status("cameras"))
-        && status.wait_for(position, WRITE_VISIBILITY_WAIT).await
+    if let Some(position) = position
+        && wait_visible(app, Some(position)).await >= position
         && let Some(row) = get_camera(app.pool(), id).await.map_err(ApiError::from)?
         && row.version == fallback.version
     {
@@ -587,8 +587,8 @@ impl CamerasApi {
 
     /// List cameras.
     ///
-    /// In id order, `limit` per page (1–500, default 50); pass `next_cursor` back as `cursor`.
-    /// Filters: `status` (`pending`, `online`, `offline`, `error`, `stopped`, `disabled`) and
+    /// By id, ascending unless `order=desc`; `limit` per page (1–500, default 50); pass
+    /// `next_cursor` back as `cursor` (with the same `order`). Filters: `status` (`pending`, `online`, `offline`, `error`, `stopped`, `disabled`) and
     /// `enabled`.
     /// With `min_position` (from a write's `X-Vigil-Position`) the read waits until the read
     /// model has applied that event.
@@ -604,6 +604,7 @@ impl CamerasApi {
         enabled: Query<Option<bool>>,
         #[oai(validator(minimum(value = "0"), maximum(value = "1000000000000000")))]
         min_position: Query<Option<u64>>,
+        order: Query<Option<OrderParam>>,
     ) -> Result<CameraList, ApiError> {
         let principal = auth.require("list_cameras")?;
         let limit = limit.0.unwrap_or(50);
@@ -620,6 +621,7 @@ impl CamerasApi {
             cursor: cursor.0,
             limit,
             only_ids,
+            order: Some(order_or(order.0, vigil_projections::Order::Asc)),
         };
         let (rows, next_cursor) = list_cameras(app.pool(), &query)
             .await
@@ -715,10 +717,8 @@ impl CamerasApi {
             )
             .await
             .map_err(|e| command_error(e, &id.0))?;
-        if let (Some(position), Some(status)) = (done.position, app.projection_status("cameras")) {
-            status.wait_for(position, WRITE_VISIBILITY_WAIT).await;
-        }
-        Ok(Removed::NoContent(done.position.unwrap_or_default()))
+        let seen = wait_visible(&app, done.position).await;
+        Ok(Removed::NoContent(done.position.unwrap_or(seen)))
     }
 }
 

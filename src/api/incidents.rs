@@ -25,10 +25,11 @@ use super::auth::Auth;
 use super::body::{BodyLimits, JsonBody};
 use super::cameras::request_meta;
 use super::error::ApiError;
+use super::listing::{OrderParam, order_or};
+use super::visibility::wait_visible;
 use crate::app::{App, Principal};
+use vigil_projections::Order;
 
-/// How long a write waits for the incident read model to show it before answering.
-const WRITE_VISIBILITY_WAIT: Duration = Duration::from_secs(2);
 /// Rows per page read while exporting.
 const EXPORT_PAGE: u32 = 1000;
 /// Evidence frames a reanalysis looks at (the newest).
@@ -190,11 +191,14 @@ pub struct IncidentDto {
     pub evidence: Vec<EvidenceDto>,
     /// Every frame of evidence found.
     pub evidence_count: u64,
-    /// When it opened.
+    /// When what it is about began: the time of its first evidence (the frame's capture time,
+    /// an outside alert's `startsAt`), not when Vigil learnt of it.
     pub opened_at: DateTime<Utc>,
-    /// When its latest evidence was seen.
+    /// The time of its latest evidence; never before `opened_at`.
     pub last_seen_at: DateTime<Utc>,
-    /// Its last change.
+    /// When Vigil recorded it; later than `opened_at` when the evidence came late.
+    pub recorded_at: DateTime<Utc>,
+    /// When it last changed (recording time).
     pub updated_at: DateTime<Utc>,
     /// First marked read.
     pub acknowledged_at: Option<DateTime<Utc>>,
@@ -236,6 +240,7 @@ fn dto(row: IncidentRow) -> IncidentDto {
         evidence_count: row.evidence_count,
         opened_at: row.opened_at,
         last_seen_at: row.last_seen_at,
+        recorded_at: row.recorded_at,
         updated_at: row.updated_at,
         acknowledged_at: row.acknowledged_at,
         resolved_at: row.resolved_at,
@@ -342,7 +347,7 @@ pub struct IncidentDetail {
 #[derive(Debug, Clone, Object)]
 #[oai(skip_serializing_if_is_none)]
 pub struct IncidentPage {
-    /// Newest first.
+    /// In the order asked for (newest first by default).
     pub items: Vec<IncidentDto>,
     /// Pass as `cursor` for the next page; absent on the last page.
     pub next_cursor: Option<String>,
@@ -573,17 +578,6 @@ pub async fn visible_incident(
         .ok_or_else(|| incident_not_found(id))
 }
 
-/// Waits (a little) for the incidents read model to reach `position`.
-pub async fn wait_visible(app: &App, position: Option<u64>) -> u64 {
-    let Some(status) = app.projection_status("incidents") else {
-        return 0;
-    };
-    if let Some(position) = position {
-        status.wait_for(position, WRITE_VISIBILITY_WAIT).await;
-    }
-    status.position()
-}
-
 fn check_range(from: Option<DateTime<Utc>>, to: Option<DateTime<Utc>>) -> Result<(), ApiError> {
     if let (Some(from), Some(to)) = (from, to)
         && from >= to
@@ -593,7 +587,7 @@ fn check_range(from: Option<DateTime<Utc>>, to: Option<DateTime<Utc>>) -> Result
     Ok(())
 }
 
-const CSV_HEADER: &str = "id,kind,severity,status,confidence,camera_id,zone,opened_at,last_seen_at,is_read,action_taken,evidence_count,reasoning,notes\n";
+const CSV_HEADER: &str = "id,kind,severity,status,confidence,camera_id,zone,opened_at,last_seen_at,recorded_at,is_read,action_taken,evidence_count,reasoning,notes\n";
 
 fn csv_field(out: &mut String, text: &str) {
     if text.contains([',', '"', '\n', '\r']) {
@@ -616,6 +610,7 @@ fn csv_row(out: &mut String, r: &IncidentRow) {
         r.zone.clone().unwrap_or_default(),
         vigil_projections::format_time(r.opened_at),
         vigil_projections::format_time(r.last_seen_at),
+        vigil_projections::format_time(r.recorded_at),
         r.is_read.to_string(),
         r.action_taken.to_string(),
         r.evidence_count.to_string(),
@@ -637,8 +632,9 @@ pub struct IncidentsApi;
 impl IncidentsApi {
     /// List incidents.
     ///
-    /// Newest first, `limit` per page (1–500, default 50); pass `next_cursor` back as
-    /// `cursor`. Filters: `status`, `severity` (at least: `high` lists high and critical),
+    /// By opening time (`opened_at`, then id), newest first unless `order=asc`; `limit` per
+    /// page (1–500, default 50); pass `next_cursor` back as `cursor` (with the same `order`).
+    /// Filters: `status`, `severity` (at least: `high` lists high and critical),
     /// `kind`, `camera_id`, `from`/`to` (opening time, `from` inclusive), `is_read`,
     /// `action_taken`. A camera-restricted key sees only its cameras' incidents.
     #[oai(path = "/incidents", method = "get", operation_id = "list_incidents")]
@@ -657,6 +653,7 @@ impl IncidentsApi {
         to: Query<Option<DateTime<Utc>>>,
         is_read: Query<Option<bool>>,
         action_taken: Query<Option<bool>>,
+        order: Query<Option<OrderParam>>,
     ) -> Result<Json<IncidentPage>, ApiError> {
         let principal = auth.require("list_incidents")?;
         let limit = limit.0.unwrap_or(50);
@@ -676,6 +673,7 @@ impl IncidentsApi {
             only_cameras: only_cameras(principal),
             cursor: cursor.0,
             limit,
+            order: Some(order_or(order.0, Order::Desc)),
         };
         let (rows, next_cursor) = list_incidents(app.pool(), &query)
             .await
@@ -1010,9 +1008,12 @@ impl IncidentsApi {
             .execute::<Incident>(&id.0, command, &request_meta(principal), None)
             .await
             .map_err(|e| command_error(e, &id.0))?;
-        let position = wait_visible(&app, done.position).await;
+        let seen = wait_visible(&app, done.position).await;
         let row = visible_incident(&app, principal, &id.0).await?;
-        Ok(IncidentResponse::Ok(Json(dto(row)), position))
+        Ok(IncidentResponse::Ok(
+            Json(dto(row)),
+            done.position.unwrap_or(seen),
+        ))
     }
 
     /// Analyse an incident's evidence again.
@@ -1120,13 +1121,15 @@ impl IncidentsApi {
             frames.len(),
             counts.join("; ")
         );
+        // The evidence is old frames looked at again: its time is theirs, not now.
+        let observed_at = refs.iter().map(|f| f.at).max().unwrap_or_else(Utc::now);
         let command = IncidentCommand::AddEvidence(IncidentEvidenceAdded {
             incident_id: id.0.clone(),
             confidence: confidence.clamp(0.0, 1.0),
             reasoning: reasoning.clone(),
             track_ids: vec![],
             evidence: refs,
-            observed_at: Utc::now(),
+            observed_at,
         });
         let done = app
             .handler()
@@ -1177,7 +1180,7 @@ fn incident_json(row: IncidentRow) -> serde_json::Value {
         "recommended_actions": d.recommended_actions,
         "evidence": d.evidence.iter().map(|e| json!({"blob": e.blob, "frame_number": e.frame_number, "at": e.at})).collect::<Vec<_>>(),
         "evidence_count": d.evidence_count, "opened_at": d.opened_at,
-        "last_seen_at": d.last_seen_at, "updated_at": d.updated_at,
+        "last_seen_at": d.last_seen_at, "recorded_at": d.recorded_at, "updated_at": d.updated_at,
         "acknowledged_at": d.acknowledged_at, "resolved_at": d.resolved_at, "version": d.version,
     })
 }

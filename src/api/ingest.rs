@@ -29,6 +29,7 @@ use super::body::{BodyLimit, BodyLimits, JsonBody, read_limited};
 use super::cameras::{CameraResponse, apply_patch, visible_row, visible_to};
 use super::error::ApiError;
 use super::media::MediaResponse;
+use super::visibility::wait_visible;
 use crate::app::{App, Principal};
 
 /// Most pictures in one upload.
@@ -365,6 +366,34 @@ impl ParsePayload for FrameUpload {
 
 poem_openapi::impl_apirequest_for_payload!(FrameUpload,);
 
+/// Response of an analysis.
+#[derive(ApiResponse)]
+pub enum AnalyzeResponse {
+    /// What the models saw.
+    #[oai(status = 200)]
+    Ok(
+        Json<AnalyzeResult>,
+        /// Global position of the last event the frame caused (with `camera_id`), else the
+        /// position the read models had applied; the ids in the answer are readable at once.
+        #[oai(header = "X-Vigil-Position")]
+        u64,
+    ),
+}
+
+/// Response of an upload.
+#[derive(ApiResponse)]
+pub enum PushResponse {
+    /// Each frame's outcome.
+    #[oai(status = 200)]
+    Ok(
+        Json<PushResult>,
+        /// Global position of the last event the frames caused, else the position the read
+        /// models had applied; the ids in the answer are readable at once.
+        #[oai(header = "X-Vigil-Position")]
+        u64,
+    ),
+}
+
 /// Response of the snapshot endpoint.
 #[derive(ApiResponse)]
 pub enum SnapshotResponse {
@@ -639,7 +668,7 @@ impl IngestApi {
         auth: Auth,
         id: Path<String>,
         body: FrameUpload,
-    ) -> Result<Json<PushResult>, ApiError> {
+    ) -> Result<PushResponse, ApiError> {
         let principal = auth.require("push_frames")?;
         if body.files.is_empty() {
             return Err(ApiError::validation("files", "at least one picture"));
@@ -668,10 +697,12 @@ impl IngestApi {
             ));
         }
         let mut out = Vec::new();
+        let mut appended = None;
         for (name, frame) in frames {
             let started = Instant::now();
             let timestamp = frame.captured_at;
             let outcome = push_one(&app, &id.0, frame).await?;
+            appended = appended.max(outcome.position);
             out.push(PushedFrame {
                 file: name,
                 timestamp,
@@ -683,10 +714,14 @@ impl IngestApi {
                 error: outcome.error.clone(),
             });
         }
-        Ok(Json(PushResult {
-            camera_id: id.0,
-            frames: out,
-        }))
+        let seen = wait_visible(&app, appended).await;
+        Ok(PushResponse::Ok(
+            Json(PushResult {
+                camera_id: id.0,
+                frames: out,
+            }),
+            appended.unwrap_or(seen),
+        ))
     }
 
     /// Analyse one picture.
@@ -706,7 +741,7 @@ impl IngestApi {
         app: Data<&App>,
         auth: Auth,
         body: JsonBody<AnalyzeRequest>,
-    ) -> Result<Json<AnalyzeResult>, ApiError> {
+    ) -> Result<AnalyzeResponse, ApiError> {
         let principal = auth.require("analyze_frame")?;
         let started = Instant::now();
         let body = body.0;
@@ -734,6 +769,7 @@ impl IngestApi {
         let image = Arc::new(decode_picture(bytes.into(), "image").await?);
         let (width, height) = (image.width, image.height);
         let timestamp = body.timestamp.unwrap_or_else(Utc::now);
+        let mut appended = None;
         let analysis = match &body.camera_id {
             Some(id) => {
                 let frame = Frame {
@@ -741,6 +777,7 @@ impl IngestApi {
                     captured_at: timestamp,
                 };
                 let outcome = push_one(&app, id, frame).await?;
+                appended = outcome.position;
                 match (&outcome.analysis, &outcome.error) {
                     (Some(a), _) => analysis_dto(a, Some(&outcome), started),
                     (None, Some(error)) => {
@@ -776,15 +813,19 @@ impl IngestApi {
                 analysis_dto(&a, None, started)
             }
         };
-        Ok(Json(AnalyzeResult {
-            camera_id: body.camera_id,
-            frame_number: body.frame_number,
-            timestamp,
-            width,
-            height,
-            analysis,
-            metadata: body.metadata,
-        }))
+        let seen = wait_visible(&app, appended).await;
+        Ok(AnalyzeResponse::Ok(
+            Json(AnalyzeResult {
+                camera_id: body.camera_id,
+                frame_number: body.frame_number,
+                timestamp,
+                width,
+                height,
+                analysis,
+                metadata: body.metadata,
+            }),
+            appended.unwrap_or(seen),
+        ))
     }
 
     /// A stored frame or crop.

@@ -15,10 +15,12 @@ pub mod cameras;
 pub mod error;
 pub mod incidents;
 pub mod ingest;
+pub mod listing;
 pub mod media;
 pub mod search;
 pub mod subjects;
 pub mod system;
+pub mod visibility;
 pub mod ws;
 
 use std::sync::Arc;
@@ -118,6 +120,7 @@ pub fn openapi_json() -> String {
             }
         }
     }
+    mark_nullable_optionals(&mut doc);
     // The incident export answers CSV or NDJSON by its `format`: poem-openapi keeps one content
     // type per status, so the other is added here.
     if let Some(content) =
@@ -160,6 +163,77 @@ pub fn openapi_json() -> String {
         }
     }
     serde_json::to_string_pretty(&doc).expect("JSON serialises")
+}
+
+/// Marks every optional property of the schemas that JSON request bodies use as `nullable`:
+/// [`body::JsonBody`] reads a `null` member as an absent one.
+fn mark_nullable_optionals(doc: &mut Value) {
+    fn refs(value: &Value, out: &mut Vec<String>) {
+        match value {
+            Value::Object(map) => {
+                if let Some(name) = map
+                    .get("$ref")
+                    .and_then(Value::as_str)
+                    .and_then(|r| r.strip_prefix("#/components/schemas/"))
+                {
+                    out.push(name.to_string());
+                }
+                map.values().for_each(|v| refs(v, out));
+            }
+            Value::Array(items) => items.iter().for_each(|v| refs(v, out)),
+            _ => {}
+        }
+    }
+    let mut pending = Vec::new();
+    for operation in doc["paths"]
+        .as_object()
+        .into_iter()
+        .flat_map(|paths| paths.values())
+        .filter_map(Value::as_object)
+        .flat_map(|item| item.values())
+    {
+        if let Some(schema) = operation.pointer("/requestBody/content/application~1json/schema") {
+            refs(schema, &mut pending);
+        }
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    while let Some(name) = pending.pop() {
+        if !seen.insert(name.clone()) {
+            continue;
+        }
+        if let Some(schema) = doc.pointer(&format!("/components/schemas/{name}")) {
+            refs(schema, &mut pending);
+        }
+    }
+    for name in seen {
+        let Some(schema) = doc
+            .pointer_mut(&format!("/components/schemas/{name}"))
+            .and_then(Value::as_object_mut)
+        else {
+            continue;
+        };
+        let required: Vec<Value> = schema
+            .get("required")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        let Some(properties) = schema.get_mut("properties").and_then(Value::as_object_mut) else {
+            continue;
+        };
+        for (property, definition) in properties.iter_mut() {
+            if required.iter().any(|r| r.as_str() == Some(property)) {
+                continue;
+            }
+            let Some(definition) = definition.as_object_mut() else {
+                continue;
+            };
+            // OpenAPI 3.0 ignores the siblings of a bare `$ref`: wrap it.
+            if let Some(reference) = definition.remove("$ref") {
+                definition.insert("allOf".into(), json!([{"$ref": reference}]));
+            }
+            definition.insert("nullable".into(), json!(true));
+        }
+    }
 }
 
 #[handler]

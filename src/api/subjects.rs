@@ -10,7 +10,6 @@
 use std::collections::BTreeMap;
 use std::marker::PhantomData;
 use std::sync::Arc;
-use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use poem::http::StatusCode;
@@ -47,10 +46,11 @@ use super::cameras::request_meta;
 use super::error::ApiError;
 use super::incidents::{EvidenceDto, SeverityParam};
 use super::ingest::{BoxDto, pool_error};
+use super::listing::{OrderParam, order_or};
+use super::visibility::wait_visible;
 use crate::app::{App, Principal};
+use vigil_projections::Order;
 
-/// How long a write waits for the subjects read model to show it before answering.
-const WRITE_VISIBILITY_WAIT: Duration = Duration::from_secs(2);
 /// How many times an erasure loads the subject again after a concurrent write.
 const ERASE_ATTEMPTS: usize = 5;
 /// The margin around a face's box kept in its crop (a fraction of the box on every side).
@@ -132,7 +132,7 @@ pub struct SubjectDto {
 #[derive(Debug, Clone, Object)]
 #[oai(skip_serializing_if_is_none)]
 pub struct SubjectPage {
-    /// Subjects in id order (enrolment order: ids are UUID v7).
+    /// Subjects by id (enrolment order: ids are UUID v7), in the order asked for.
     pub items: Vec<SubjectDto>,
     /// Pass as `cursor` for the next page; absent on the last page.
     pub next_cursor: Option<String>,
@@ -189,8 +189,10 @@ pub struct AlertDto {
     pub crop_url: String,
     /// The frame it was seen in.
     pub frame: EvidenceDto,
-    /// When it was matched.
+    /// When the face was seen (the frame's capture time).
     pub at: DateTime<Utc>,
+    /// When Vigil recorded the match; later than `at` when the frame came late.
+    pub recorded_at: DateTime<Utc>,
     /// Acknowledged by an operator.
     pub acknowledged: bool,
     /// When it was first acknowledged.
@@ -201,7 +203,7 @@ pub struct AlertDto {
 #[derive(Debug, Clone, Object)]
 #[oai(skip_serializing_if_is_none)]
 pub struct AlertPage {
-    /// Newest first.
+    /// In the order asked for (newest first by default).
     pub items: Vec<AlertDto>,
     /// Pass as `cursor` for the next page; absent on the last page.
     pub next_cursor: Option<String>,
@@ -306,6 +308,7 @@ fn alert_dto(row: AlertRow) -> AlertDto {
         second_distance: row.second_distance,
         crop: row.crop,
         at: row.at,
+        recorded_at: row.recorded_at,
         acknowledged: row.acknowledged,
         acknowledged_at: row.acknowledged_at,
     }
@@ -587,17 +590,6 @@ fn command_error(err: CommandError<SubjectError>, id: &str) -> ApiError {
         ),
         SubjectError::Invalid { field, reason } => ApiError::validation(field, reason),
     })
-}
-
-/// Waits (a little) for the subjects read model to reach `position`; returns its position.
-async fn wait_visible(app: &App, position: Option<u64>) -> u64 {
-    let Some(status) = app.projection_status("subjects") else {
-        return position.unwrap_or_default();
-    };
-    if let Some(position) = position {
-        status.wait_for(position, WRITE_VISIBILITY_WAIT).await;
-    }
-    status.position()
 }
 
 /// The subject as the read model shows it after a write at `position` (503
@@ -980,11 +972,12 @@ async fn erase(
 async fn list(
     app: &App,
     category: Option<SubjectCategory>,
+    order: Order,
     cursor: Option<String>,
     limit: Option<u32>,
 ) -> Result<Json<SubjectPage>, ApiError> {
     let limit = check_limit(limit)?;
-    let (rows, next_cursor) = list_subjects(app.pool(), category, cursor.as_deref(), limit)
+    let (rows, next_cursor) = list_subjects(app.pool(), category, order, cursor.as_deref(), limit)
         .await
         .map_err(ApiError::from)?;
     Ok(Json(SubjectPage {
@@ -1045,8 +1038,9 @@ impl SubjectsApi {
 
     /// List subjects.
     ///
-    /// In id order (enrolment order), each with its faces; `limit` per page (1–500, default
-    /// 50); pass `next_cursor` back as `cursor`. Filter: `category`.
+    /// By id (enrolment order: ids are UUID v7), oldest first unless `order=desc`, each with
+    /// its faces; `limit` per page (1–500, default 50); pass `next_cursor` back as `cursor`
+    /// (with the same `order`). Filter: `category`.
     #[oai(path = "/subjects", method = "get", operation_id = "list_subjects")]
     async fn list(
         &self,
@@ -1055,9 +1049,11 @@ impl SubjectsApi {
         category: Query<Option<CategoryParam>>,
         #[oai(validator(max_length = 1000))] cursor: Query<Option<String>>,
         #[oai(validator(minimum(value = "1"), maximum(value = "500")))] limit: Query<Option<u32>>,
+        order: Query<Option<OrderParam>>,
     ) -> Result<Json<SubjectPage>, ApiError> {
         auth.require("list_subjects")?;
-        list(&app, category.0.map(Into::into), cursor.0, limit.0).await
+        let order = order_or(order.0, Order::Asc);
+        list(&app, category.0.map(Into::into), order, cursor.0, limit.0).await
     }
 
     /// Get a subject.
@@ -1221,7 +1217,10 @@ impl SubjectsApi {
 
     /// List persons of interest.
     ///
-    /// Watch-listed subjects, as `GET /api/v1/subjects?category=watchlist`.
+    /// Watch-listed subjects, newest enrolment first unless `order=asc` (as
+    /// `GET /api/v1/subjects?category=watchlist&order=desc`: ids are UUID v7, in enrolment
+    /// order); `limit` per page (1–500, default 50); pass `next_cursor` back as `cursor` (with
+    /// the same `order`).
     #[oai(path = "/poi", method = "get", operation_id = "list_poi")]
     async fn list_poi(
         &self,
@@ -1229,9 +1228,18 @@ impl SubjectsApi {
         auth: Auth,
         #[oai(validator(max_length = 1000))] cursor: Query<Option<String>>,
         #[oai(validator(minimum(value = "1"), maximum(value = "500")))] limit: Query<Option<u32>>,
+        order: Query<Option<OrderParam>>,
     ) -> Result<Json<SubjectPage>, ApiError> {
         auth.require("list_poi")?;
-        list(&app, Some(SubjectCategory::Watchlist), cursor.0, limit.0).await
+        let order = order_or(order.0, Order::Desc);
+        list(
+            &app,
+            Some(SubjectCategory::Watchlist),
+            order,
+            cursor.0,
+            limit.0,
+        )
+        .await
     }
 
     /// Get a person of interest.
@@ -1270,8 +1278,9 @@ impl SubjectsApi {
 
     /// List alerts.
     ///
-    /// Matches of enrolled subjects on cameras, newest first, `limit` per page (1–500,
-    /// default 50); pass `next_cursor` back as `cursor`. Filters: `subject_id`, `camera_id`,
+    /// Matches of enrolled subjects on cameras by match time (`at`, then id), newest first
+    /// unless `order=asc`; `limit` per page (1–500, default 50); pass `next_cursor` back as
+    /// `cursor` (with the same `order`). Filters: `subject_id`, `camera_id`,
     /// `category`, `acknowledged`, `from`/`to` (match time, `from` inclusive). Dismissed
     /// alerts and the alerts of erased subjects are gone. A camera-restricted key sees only its
     /// cameras' alerts.
@@ -1289,6 +1298,7 @@ impl SubjectsApi {
         to: Query<Option<DateTime<Utc>>>,
         #[oai(validator(max_length = 1000))] cursor: Query<Option<String>>,
         #[oai(validator(minimum(value = "1"), maximum(value = "500")))] limit: Query<Option<u32>>,
+        order: Query<Option<OrderParam>>,
     ) -> Result<Json<AlertPage>, ApiError> {
         let principal = auth.require("list_alerts")?;
         let limit = check_limit(limit.0)?;
@@ -1307,6 +1317,7 @@ impl SubjectsApi {
             only_cameras: only_cameras(principal),
             cursor: cursor.0,
             limit,
+            order: Some(order_or(order.0, Order::Desc)),
         };
         let (rows, next_cursor) = list_alerts(app.pool(), &query)
             .await

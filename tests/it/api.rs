@@ -1032,3 +1032,224 @@ async fn media_serves_ranges_and_signed_expiring_urls() {
     .await;
     server.stop().await;
 }
+
+/// The `$ref`'d schema a property or item stands for (bare or wrapped in `allOf`).
+fn schema_ref(schema: &Value) -> Option<&str> {
+    schema["$ref"]
+        .as_str()
+        .or_else(|| schema["allOf"][0]["$ref"].as_str())
+        .and_then(|r| r.strip_prefix("#/components/schemas/"))
+}
+
+/// Every optional property of `schema` as `(JSON pointer of its object in the body, name)`,
+/// and of the objects `example` holds under it (nested objects, first items of arrays).
+fn optional_properties(
+    doc: &Value,
+    schema: &str,
+    example: &Value,
+    at: &str,
+    out: &mut Vec<(String, String)>,
+) {
+    let schema = &doc["components"]["schemas"][schema];
+    let required: Vec<&str> = schema["required"]
+        .as_array()
+        .map(|r| r.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    for (name, property) in schema["properties"].as_object().into_iter().flatten() {
+        if !required.contains(&name.as_str()) {
+            assert_eq!(
+                property["nullable"], true,
+                "the document marks optional `{at}/{name}` nullable"
+            );
+            out.push((at.to_string(), name.clone()));
+        }
+        let Some(value) = example.get(name) else {
+            continue;
+        };
+        if let Some(inner) = schema_ref(property)
+            && value.is_object()
+        {
+            optional_properties(doc, inner, value, &format!("{at}/{name}"), out);
+        } else if let Some(items) = schema_ref(&property["items"])
+            && let Some(first) = value.get(0).filter(|v| v.is_object())
+        {
+            optional_properties(doc, items, first, &format!("{at}/{name}/0"), out);
+        }
+    }
+}
+
+/// Every JSON request body of the document, with each optional field (top level and nested)
+/// sent as `null`, is parsed as if the field were left out: never 400 or 422
+/// `VALIDATION_FAILED`. A required field sent as `null` is 422 naming the field.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn null_is_absent_for_every_optional_field_of_every_json_body() {
+    let (server, db) = server(Which::Sqlite).await;
+    // What the bodies address: a push camera, a key, an incident.
+    let resp = create(
+        &server,
+        json!({"id": "base", "name": "Base", "source": "push"}),
+    )
+    .await;
+    assert_eq!(resp.status(), StatusCode::CREATED);
+    let key: Value = server
+        .req(Method::POST, "/api/v1/api-keys")
+        .json(&json!({"name": "viewer", "scopes": ["read:cameras"]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let key_id = key["key"]["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{key}"))
+        .to_string();
+    let alerts: Value = server
+        .req(Method::POST, "/api/v1/webhooks/alerts")
+        .json(
+            &json!({"alerts": [{"status": "firing", "startsAt": "2026-11-23T10:00:00Z",
+                                  "labels": {"alertname": "Base"}}]}),
+        )
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let incident_id = alerts["opened"][0].as_str().unwrap().to_string();
+
+    // A valid body per operation (each answers without a validation error).
+    let example = |op: &str| -> (String, Value) {
+        let (path, body) = match op {
+            "execute_action" => (
+                "/api/v1/actions/execute".into(),
+                json!({"action": "alert_security"}),
+            ),
+            "analyze_frame" => (
+                "/api/v1/analyze".into(),
+                json!({"image": "bm90IGEgcGljdHVyZQ==", "camera_id": "base"}),
+            ),
+            "create_api_key" => (
+                "/api/v1/api-keys".into(),
+                json!({"name": "k", "scopes": ["read:cameras"], "rate_limits": {"standard": 100}}),
+            ),
+            "update_api_key" => (
+                format!("/api/v1/api-keys/{key_id}"),
+                json!({"name": "viewer", "enabled": true, "rate_limits": {"standard": 100}}),
+            ),
+            "patch_calibration" => (
+                "/api/v1/calibration".into(),
+                json!({"global": {"crowd_threshold": 5, "loitering_seconds": 60.0}}),
+            ),
+            "put_calibration" => (
+                "/api/v1/calibration".into(),
+                json!({"global": {"crowd_threshold": 5}}),
+            ),
+            "create_camera" => (
+                "/api/v1/cameras".into(),
+                json!({"name": "Nulls", "source": "push", "features": {"crowd": true},
+                       "zones": [{"name": "z", "polygon": [{"x": 0, "y": 0}, {"x": 1, "y": 0}, {"x": 1, "y": 1}]}]}),
+            ),
+            "test_camera" => (
+                "/api/v1/cameras/test".into(),
+                json!({"url": "http://127.0.0.1:9/", "timeout_ms": 200}),
+            ),
+            "update_camera" => (
+                "/api/v1/cameras/base".into(),
+                json!({"name": "Base", "prompt": "the door", "features": {"crowd": true, "intrusion": false}}),
+            ),
+            "update_incident" => (
+                format!("/api/v1/incidents/{incident_id}"),
+                json!({"is_read": true, "notes": "seen"}),
+            ),
+            "update_subject" => (
+                "/api/v1/subjects/nobody".into(),
+                json!({"name": "Nobody", "notes": "none"}),
+            ),
+            "alertmanager_webhook" => (
+                "/api/v1/webhooks/alerts".into(),
+                json!({"version": "4", "alerts": [{"status": "firing", "startsAt": "2026-11-23T10:00:00Z",
+                        "labels": {"alertname": "Nulls"}, "fingerprint": "fpnulls"}]}),
+            ),
+            other => panic!("no example body for `{other}`: add one"),
+        };
+        (path, body)
+    };
+
+    let doc: Value = server
+        .client
+        .get(server.url("/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mut covered = 0;
+    for (doc_path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            let Some(schema) =
+                schema_ref(&op["requestBody"]["content"]["application/json"]["schema"])
+            else {
+                continue;
+            };
+            let op_id = op["operationId"].as_str().unwrap();
+            let (path, body) = example(op_id);
+            let method = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
+            let send = |body: Value| {
+                let (server, path, method) = (&server, path.clone(), method.clone());
+                async move {
+                    let resp = server.req(method, &path).json(&body).send().await.unwrap();
+                    let status = resp.status();
+                    let answer: Value = resp.json().await.unwrap_or(Value::Null);
+                    (status, answer)
+                }
+            };
+            let (status, answer) = send(body.clone()).await;
+            assert!(
+                status.is_success() || answer["error"]["code"] != "VALIDATION_FAILED",
+                "{op_id} ({doc_path}): the example is valid: {answer}"
+            );
+            let mut optional = vec![];
+            optional_properties(&doc, schema, &body, "", &mut optional);
+            assert!(!optional.is_empty(), "{op_id} has optional fields");
+            for (at, name) in optional {
+                let mut with_null = body.clone();
+                let parent = if at.is_empty() {
+                    &mut with_null
+                } else {
+                    with_null.pointer_mut(&at).unwrap()
+                };
+                parent[name.as_str()] = Value::Null;
+                let (status, answer) = send(with_null.clone()).await;
+                assert!(
+                    status != StatusCode::BAD_REQUEST
+                        && !status.is_server_error()
+                        && answer["error"]["code"] != "VALIDATION_FAILED",
+                    "{op_id}: `{at}/{name}` sent as null is refused: {status} {answer}"
+                );
+            }
+            let required = doc["components"]["schemas"][schema]["required"].clone();
+            for name in required.as_array().into_iter().flatten() {
+                let name = name.as_str().unwrap();
+                let mut with_null = body.clone();
+                with_null[name] = Value::Null;
+                let (status, answer) = send(with_null).await;
+                assert_eq!(
+                    status,
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "{op_id}: {answer}"
+                );
+                assert_eq!(answer["error"]["code"], "VALIDATION_FAILED", "{answer}");
+                assert_eq!(
+                    answer["error"]["details"]["field"], name,
+                    "{op_id}: {answer}"
+                );
+            }
+            covered += 1;
+        }
+    }
+    assert!(covered >= 12, "every JSON body is covered ({covered})");
+    server.stop().await;
+    db.cleanup().await;
+}

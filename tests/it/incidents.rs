@@ -1096,3 +1096,60 @@ async fn a_delivery_in_flight_when_the_node_stops_is_delivered_after_restart() {
     second.stop().await;
     db.cleanup().await;
 }
+
+/// An Alertmanager alert that started an hour ago opens an incident whose times are the
+/// alert's (`opened_at` = `last_seen_at` = `startsAt`), recorded now, readable at once; a
+/// repeat does not move its times backwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_old_alert_opens_an_incident_at_its_start() {
+    for which in [Which::Sqlite, Which::Postgres] {
+        let db = TestDb::new(which).await;
+        let server = TestServer::start(db.config()).await;
+        let started = (Utc::now() - chrono::Duration::hours(1))
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        let payload = json!({"alerts": [{
+            "status": "firing", "labels": {"alertname": "DoorForced", "severity": "high"},
+            "startsAt": started, "endsAt": null, "generatorURL": null, "fingerprint": "fpold"
+        }], "version": null, "receiver": null});
+        for round in 0..2 {
+            let res = server
+                .req(Method::POST, "/api/v1/webhooks/alerts")
+                .json(&payload)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(res.status(), 200);
+            assert!(res.headers().contains_key("x-vigil-position"));
+            let body: Value = res.json().await.unwrap();
+            let id = if round == 0 {
+                body["opened"][0].as_str()
+            } else {
+                body["extended"][0].as_str()
+            }
+            .unwrap_or_else(|| panic!("{body}"))
+            .to_string();
+            let (status, detail) = call(
+                &server,
+                Method::GET,
+                &format!("/api/v1/incidents/{id}"),
+                None,
+            )
+            .await;
+            assert_eq!(status, 200, "readable at once: {detail}");
+            let incident = &detail["incident"];
+            let time = |name: &str| {
+                chrono::DateTime::parse_from_rfc3339(incident[name].as_str().unwrap()).unwrap()
+            };
+            let start = chrono::DateTime::parse_from_rfc3339(&started).unwrap();
+            assert_eq!(time("opened_at"), start, "{incident}");
+            assert_eq!(time("last_seen_at"), start, "{incident}");
+            assert!(
+                time("recorded_at") > start + chrono::Duration::minutes(59),
+                "{incident}"
+            );
+        }
+        server.stop().await;
+        assert_rebuilds_equal(&db, &["incidents"]).await;
+        db.cleanup().await;
+    }
+}

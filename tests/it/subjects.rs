@@ -729,7 +729,11 @@ async fn poi_endpoints_are_the_watch_list() {
     .await;
     assert_eq!(status, 200);
     let (_, page) = call(&server, Method::GET, "/api/v1/poi", None).await;
-    assert_eq!(ids(&page), [leo_id.as_str(), staff_id.as_str()]);
+    assert_eq!(
+        ids(&page),
+        [staff_id.as_str(), leo_id.as_str()],
+        "newest enrolment first"
+    );
 
     let (status, _) = call(
         &server,
@@ -1146,6 +1150,84 @@ async fn face_search_refuses_what_it_cannot_search_by_and_stores_nothing() {
         before,
         "a search stores nothing"
     );
+    server.stop().await;
+    db.cleanup().await;
+}
+
+/// `GET /api/v1/poi` lists the newest enrolment first, `order=asc` the oldest, and pages keep
+/// the order; `GET /api/v1/subjects` keeps id order unless asked; a bad `order` is 422.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lists_take_an_order_and_poi_is_newest_first() {
+    let db = TestDb::new(Which::Sqlite).await;
+    let server = start(&db).await;
+    for id in ["p-1", "p-2", "p-3"] {
+        seed_subject(&server, id, id).await;
+    }
+    let subjects = server.app.projection_status("subjects").unwrap();
+    assert!(
+        subjects
+            .wait_for(server.head().await, std::time::Duration::from_secs(10))
+            .await
+    );
+    let list = |path: &'static str| {
+        let server = &server;
+        async move {
+            let (status, page) = call(server, Method::GET, path, None).await;
+            assert_eq!(status, 200, "{path}: {page}");
+            page
+        }
+    };
+    assert_eq!(ids(&list("/api/v1/poi").await), ["p-3", "p-2", "p-1"]);
+    assert_eq!(
+        ids(&list("/api/v1/poi?order=desc").await),
+        ["p-3", "p-2", "p-1"]
+    );
+    assert_eq!(
+        ids(&list("/api/v1/poi?order=asc").await),
+        ["p-1", "p-2", "p-3"]
+    );
+    assert_eq!(ids(&list("/api/v1/subjects").await), ["p-1", "p-2", "p-3"]);
+    assert_eq!(
+        ids(&list("/api/v1/subjects?order=desc").await),
+        ["p-3", "p-2", "p-1"]
+    );
+
+    // Pages keep the order.
+    let first = list("/api/v1/poi?limit=2").await;
+    assert_eq!(ids(&first), ["p-3", "p-2"]);
+    let cursor = first["next_cursor"].as_str().unwrap();
+    let (_, rest) = call(
+        &server,
+        Method::GET,
+        &format!("/api/v1/poi?limit=2&cursor={cursor}"),
+        None,
+    )
+    .await;
+    assert_eq!(ids(&rest), ["p-1"]);
+    assert!(rest.get("next_cursor").is_none(), "{rest}");
+    let first = list("/api/v1/poi?limit=2&order=asc").await;
+    let cursor = first["next_cursor"].as_str().unwrap();
+    let (_, rest) = call(
+        &server,
+        Method::GET,
+        &format!("/api/v1/poi?limit=2&order=asc&cursor={cursor}"),
+        None,
+    )
+    .await;
+    assert_eq!(ids(&rest), ["p-3"]);
+
+    for path in [
+        "/api/v1/poi?order=newest",
+        "/api/v1/subjects?order=ASC",
+        "/api/v1/alerts?order=up",
+        "/api/v1/incidents?order=1",
+        "/api/v1/cameras?order=sideways",
+    ] {
+        let (status, body) = call(&server, Method::GET, path, None).await;
+        assert_error(status, &body, 422, "VALIDATION_FAILED");
+        assert_eq!(body["error"]["details"]["field"], "order", "{path}: {body}");
+        assert!(body["request_id"].is_string(), "{body}");
+    }
     server.stop().await;
     db.cleanup().await;
 }
