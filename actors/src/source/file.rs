@@ -333,7 +333,11 @@ fn play_once(
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             return Err(SourceError::Connect(format!("`{shown}` does not exist")));
         }
-        Err(e) => return Err(SourceError::Connect(format!("`{shown}` cannot be read: {e}"))),
+        Err(e) => {
+            return Err(SourceError::Connect(format!(
+                "`{shown}` cannot be read: {e}"
+            )));
+        }
     }
     let mut input =
         ffmpeg_next::format::input_with_dictionary(&job.path, options).map_err(|e| {
@@ -595,7 +599,11 @@ mod tests {
         assert!(matches!(end, Some(SourceError::Finished(_))), "{end:?}");
         assert_eq!(frames.len(), 10);
         // The last frame is 0.9 s into the file.
-        assert!(began.elapsed() >= Duration::from_millis(850), "{:?}", began.elapsed());
+        assert!(
+            began.elapsed() >= Duration::from_millis(850),
+            "{:?}",
+            began.elapsed()
+        );
         let span = frames[9].captured_at - frames[0].captured_at;
         assert_eq!(span, chrono::Duration::milliseconds(900));
         assert!(frames[0].captured_at >= before - chrono::Duration::seconds(1));
@@ -606,7 +614,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = clip(dir.path(), 1);
         let mut source = FileSource::new(
-            &url(&path, "?loop=true&realtime=false&start=2026-01-02T03:04:05Z"),
+            &url(
+                &path,
+                "?loop=true&realtime=false&start=2026-01-02T03:04:05Z",
+            ),
             5.0,
             Arc::default(),
             &[dir.path().to_path_buf()],
@@ -639,8 +650,7 @@ mod tests {
             (&missing, "does not exist"),
         ] {
             let mut source =
-                FileSource::new(&url(file, ""), 5.0, Arc::default(), &[dir.path().into()])
-                    .unwrap();
+                FileSource::new(&url(file, ""), 5.0, Arc::default(), &[dir.path().into()]).unwrap();
             let (frames, end) = read(&mut source, 10).await;
             assert!(frames.is_empty());
             let end = end.expect("refused");
@@ -654,8 +664,10 @@ mod tests {
 
     #[test]
     fn urls_parse_with_their_options() {
-        let u = parse_url("file:///v/a%20b.mp4?loop=true&realtime=false&start=2026-01-02T04:04:05%2B01:00")
-            .unwrap();
+        let u = parse_url(
+            "file:///v/a%20b.mp4?loop=true&realtime=false&start=2026-01-02T04:04:05%2B01:00",
+        )
+        .unwrap();
         assert_eq!(u.path, PathBuf::from("/v/a b.mp4"));
         assert!(u.looping && !u.realtime);
         assert_eq!(u.start, Some(start()));
@@ -705,7 +717,10 @@ mod tests {
             );
         }
         let err = resolve_allowed(&other.join("secret.mp4"), &dirs).unwrap_err();
-        assert!(err.contains(&videos.canonicalize().unwrap().display().to_string()), "{err}");
+        assert!(
+            err.contains(&videos.canonicalize().unwrap().display().to_string()),
+            "{err}"
+        );
         assert!(resolve_allowed(&videos.join("a.mp4"), &[]).is_err());
     }
 }
