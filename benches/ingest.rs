@@ -196,6 +196,7 @@ async fn pipeline(n: usize, workers: usize, mjpeg: &str, window: Duration) -> St
 async fn rtsp_share(url: &str, fps: f64, window: Duration) -> (f64, f64) {
     let sources = Transports {
         push: Arc::new(PushRegistry::default()),
+        video_dirs: vec![],
     };
     let counters = Arc::new(CameraCounters::default());
     let mut source = sources.open("bench", url, fps, counters.clone()).unwrap();

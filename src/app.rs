@@ -226,7 +226,10 @@ impl App {
             handler.clone(),
             inference,
             BlobStore::new(config.data_dir.join("blobs")),
-            Arc::new(Transports { push: push.clone() }),
+            Arc::new(Transports {
+                push: push.clone(),
+                video_dirs: config.video_dirs_allowed(),
+            }),
             Backoff {
                 initial: Duration::from_millis(config.camera_backoff_initial_ms),
                 max: Duration::from_millis(config.camera_backoff_max_ms),

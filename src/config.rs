@@ -122,6 +122,9 @@ pub struct Config {
     /// Candidates re-ranked by exact distance per indexed query, as a multiple of k
     /// (`VIGIL_SEARCH_REFINE`).
     pub search_refine: u32,
+    /// Folders whose video files `file://` cameras may read, besides `{data_dir}/videos` and
+    /// the assets folder's `images/` (`VIGIL_VIDEO_DIRS`, comma separated).
+    pub video_dirs: Vec<String>,
     /// Cameras declared in the file (TOML array of tables `[[cameras]]`, the API's fields:
     /// `id`, `name`, `source`, `enabled`, `sample_fps`, `features`, `prompt`, `zones`). At start
     /// they are reconciled into camera events with the file as actor (new: registered,
@@ -249,6 +252,7 @@ impl Default for Config {
             search_ann_min_rows: vigil_projections::vectors::VectorConfig::default().ann_min_rows,
             search_nprobes: vigil_projections::vectors::VectorConfig::default().nprobes,
             search_refine: vigil_projections::vectors::VectorConfig::default().refine,
+            video_dirs: Vec::new(),
             cameras: Vec::new(),
             file: None,
         }
@@ -331,14 +335,19 @@ impl Config {
             figment = figment.merge(Toml::file_exact(path));
         }
         figment = figment.merge(Env::prefixed("VIGIL_").only(ENV_KEYS));
-        if let Ok(origins) = std::env::var("VIGIL_CORS_ALLOWED_ORIGINS") {
-            let list: Vec<String> = origins
-                .split(',')
-                .map(str::trim)
-                .filter(|o| !o.is_empty())
-                .map(String::from)
-                .collect();
-            figment = figment.merge(Serialized::default("cors_allowed_origins", list));
+        for (var, key) in [
+            ("VIGIL_CORS_ALLOWED_ORIGINS", "cors_allowed_origins"),
+            ("VIGIL_VIDEO_DIRS", "video_dirs"),
+        ] {
+            if let Ok(text) = std::env::var(var) {
+                let list: Vec<String> = text
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|o| !o.is_empty())
+                    .map(String::from)
+                    .collect();
+                figment = figment.merge(Serialized::default(key, list));
+            }
         }
         let mut config: Config = figment.extract().map_err(Box::new)?;
         config.file = file;
@@ -468,6 +477,19 @@ impl Config {
         }
     }
 
+    /// The folders `file://` cameras may read: `{data_dir}/videos`, the assets folder's
+    /// `images/` (the demo clip) and each of `video_dirs`, made absolute.
+    pub fn video_dirs_allowed(&self) -> Vec<PathBuf> {
+        let mut dirs = vec![
+            self.data_dir.join("videos"),
+            self.effective_assets_dir().join("images"),
+        ];
+        dirs.extend(self.video_dirs.iter().map(PathBuf::from));
+        dirs.into_iter()
+            .map(|d| std::path::absolute(&d).unwrap_or(d))
+            .collect()
+    }
+
     /// The config as TOML with secrets masked, for `vigil config`.
     pub fn to_masked_toml(&self) -> String {
         let mut shown = self.clone();
@@ -506,6 +528,14 @@ mod tests {
             assert_eq!(config.listen, "0.0.0.0:9000".parse().unwrap());
             assert_eq!(config.log, "warn");
             assert_eq!(config.max_body_bytes, 1 << 20);
+            jail.set_env("VIGIL_VIDEO_DIRS", "/srv/clips, /mnt/cctv");
+            let config = Config::load(Some(Path::new("custom.toml"))).expect("loads");
+            assert_eq!(config.video_dirs, ["/srv/clips", "/mnt/cctv"]);
+            assert!(
+                config
+                    .video_dirs_allowed()
+                    .contains(&PathBuf::from("/mnt/cctv"))
+            );
             let shown = config.to_masked_toml();
             assert!(shown.contains("admin_key = \"****\""), "{shown}");
             assert!(!shown.contains("from-file"));

@@ -202,9 +202,13 @@ fn validate_name(name: &str) -> Result<(), CameraError> {
     Ok(())
 }
 
-/// Checks a source: `push`, or an `rtsp://`, `rtsps://`, `http://` or `https://` URL with a
-/// host, no whitespace or control characters, at most 2048 characters. This is the pattern the
-/// OpenAPI document publishes for the field.
+/// Checks a source: `push`, an `rtsp://`, `rtsps://`, `http://` or `https://` URL with a
+/// host, or a `file://` URL of an absolute path (no host, or `localhost`) with only the query
+/// parameters `loop`, `realtime` and `start` ([`crate::source::file::parse_url`]); no
+/// whitespace or control characters, at most 2048 characters. This is the pattern the OpenAPI
+/// document publishes for the field, except that the pattern cannot check a file URL's query
+/// values and percent-encoding. Whether a file lies in a folder this node may read is the
+/// transports' check (`SourceFactory::check_source`), not the aggregate's.
 pub fn validate_source(source: &str) -> Result<(), CameraError> {
     if source == "push" {
         return Ok(());
@@ -215,13 +219,18 @@ pub fn validate_source(source: &str) -> Result<(), CameraError> {
             format!("must be at most {MAX_SOURCE_CHARS} characters"),
         ));
     }
+    if source.starts_with("file://") {
+        return crate::source::file::parse_url(source)
+            .map(|_| ())
+            .map_err(|reason| invalid("source", reason));
+    }
     let rest = ["rtsp://", "rtsps://", "http://", "https://"]
         .iter()
         .find_map(|scheme| source.strip_prefix(scheme))
         .ok_or_else(|| {
             invalid(
                 "source",
-                "must be `push` or a rtsp://, rtsps://, http:// or https:// URL",
+                "must be `push` or a rtsp://, rtsps://, http://, https:// or file:// URL",
             )
         })?;
     if source.chars().any(|c| c <= ' ' || c == '\u{7f}') {
@@ -636,13 +645,29 @@ mod tests {
             "http://h/mjpg",
             "https://h",
             "http://h?x#y",
+            "file:///videos/clip.mp4",
+            "file://localhost/videos/a%20clip.mkv",
+            "file:///v/clip.avi?loop=true&realtime=false&start=2026-01-02T03:04:05Z",
+            "file:///v/clip.avi?start=2026-01-02T04:04:05%2B01:00&loop=false",
         ] {
             assert_eq!(validate_source(ok), Ok(()), "{ok}");
         }
         for bad in [
             "",
             "h/x",
-            "file:///etc/passwd",
+            "file://host/etc/passwd",
+            "file://relative/clip.mp4",
+            "file:clip.mp4",
+            "FILE:///v/clip.mp4",
+            "file:///v/",
+            "file:///v/clip.mp4?loop=1",
+            "file:///v/clip.mp4?rate=2",
+            "file:///v/clip.mp4?start=now",
+            "file:///v/clip.mp4?loop=true&loop=true",
+            "file:///v/clip.mp4#t=1",
+            "file:///v/a clip.mp4",
+            "file:///v/%00.mp4",
+            "file:///v/%FF.mp4",
             "http://",
             "http://:80/x",
             "rtsp://h /x",
@@ -653,6 +678,13 @@ mod tests {
         ] {
             assert!(validate_source(bad).is_err(), "{bad}");
         }
+        // A file URL's refusal says what is wrong with it.
+        let err = validate_source("file:///v/clip.mp4?speed=2").unwrap_err();
+        assert!(
+            matches!(&err, CameraError::Invalid { field, reason }
+                if field == "source" && reason.contains("unknown query parameter `speed`")),
+            "{err}"
+        );
     }
 
     #[test]

@@ -89,6 +89,9 @@ pub struct CameraRuntime {
     pub source: Mutex<String>,
     /// Whether an actor is running for it now.
     pub running: std::sync::atomic::AtomicBool,
+    /// Set by the actor when its source (a video file) ended, with how far it got; the
+    /// supervisor then records `ended` instead of restarting it, and clears it at each start.
+    pub finished: Mutex<Option<String>>,
 }
 
 /// The settings an actor runs with (from the camera's events).
@@ -111,7 +114,8 @@ pub struct CameraSpec {
 pub enum CameraMsg {
     /// A frame waits in the slot.
     FrameReady,
-    /// The source stopped with an error: the actor fails, its supervisor restarts it.
+    /// The source stopped with an error: the actor fails, its supervisor restarts it. A
+    /// video file's end ([`SourceError::Finished`]) ends the actor instead.
     SourceFailed(SourceError),
     /// A test hook: panic while handling a message (the supervision tests' failure).
     #[doc(hidden)]
@@ -289,7 +293,7 @@ impl Actor for CameraActor {
 
     async fn handle(
         &self,
-        _myself: ActorRef<CameraMsg>,
+        myself: ActorRef<CameraMsg>,
         message: CameraMsg,
         state: &mut CameraState,
     ) -> Result<(), ActorProcessingErr> {
@@ -299,6 +303,14 @@ impl Actor for CameraActor {
                     return Ok(());
                 };
                 state.process(frame).await
+            }
+            CameraMsg::SourceFailed(SourceError::Finished(why)) => {
+                // Every frame before the end was handed over (and, with `realtime=false`,
+                // analysed) before this message: nothing is left behind.
+                state.end_all("ended").await;
+                *state.runtime.finished.lock().expect("lock") = Some(why);
+                myself.stop(Some("the video file ended".into()));
+                Ok(())
             }
             CameraMsg::SourceFailed(e) => {
                 state.end_all("lost").await;
@@ -775,7 +787,7 @@ impl CameraState {
             match self
                 .ingest
                 .handler
-                .execute::<Incident>(&id, added, &meta, None)
+                .execute_at::<Incident>(&id, added, &meta, None, Some(at))
                 .await
             {
                 Ok(done) => {
@@ -813,10 +825,12 @@ impl CameraState {
             source: format!("rule:{}", finding.kind.as_str()),
             observed_at: at,
         });
+        // The incident happened when its frame was captured (a file camera's `start` plus the
+        // frame's offset), not when it was analysed.
         let done = self
             .ingest
             .handler
-            .execute::<Incident>(&id, opened, &meta, None)
+            .execute_at::<Incident>(&id, opened, &meta, None, Some(at))
             .await?;
         self.appended_at(done.position);
         tracing::info!(camera = %self.spec.id, incident = %id, key = %key, "incident opened");

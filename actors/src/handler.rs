@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use vigil_schemas::{
     DomainEvent, EventDecodeError, EventMeta, EventStore, ExpectedVersion, StoreError,
 };
@@ -113,6 +113,21 @@ impl CommandHandler {
         meta: &EventMeta,
         if_version: Option<u64>,
     ) -> Result<Executed<A::State>, CommandError<A::Error>> {
+        self.execute_at::<A>(id, command, meta, if_version, None)
+            .await
+    }
+
+    /// [`execute`](Self::execute), with the events' `occurred_at` given: the time the fact
+    /// happened in the world when it is not now (a camera's finding happened at its frame's
+    /// capture time). `None`: now.
+    pub async fn execute_at<A: Aggregate>(
+        &self,
+        id: &str,
+        command: A::Command,
+        meta: &EventMeta,
+        if_version: Option<u64>,
+        occurred_at: Option<DateTime<Utc>>,
+    ) -> Result<Executed<A::State>, CommandError<A::Error>> {
         let stream = A::stream(id);
         for _ in 0..MAX_ATTEMPTS {
             let (state, version) = self.load::<A>(id).await?;
@@ -134,7 +149,7 @@ impl CommandHandler {
                     position: None,
                 });
             }
-            let now = Utc::now();
+            let now = occurred_at.unwrap_or_else(Utc::now);
             let new_events: Vec<_> = events.iter().map(|e| e.to_new_event(now, meta)).collect();
             match self
                 .store

@@ -3,7 +3,8 @@
 //! supervisor folds every camera event from the start of `$all`, then follows it live, so a
 //! restarted process runs the same set. A camera actor that fails is reported (`offline` when
 //! it had been receiving frames, else `error`) and restarted after a capped exponential
-//! backoff; the others keep running.
+//! backoff; the others keep running. A camera whose video file was read to its end is
+//! reported `ended` and left stopped until its settings change (also across a restart).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -235,6 +236,8 @@ struct Entry {
     /// It was receiving frames before its latest failure: reconnect failures report
     /// `offline`, not `error`, until it receives again.
     lost: bool,
+    /// Its video file was read to the end: not restarted until its settings change.
+    ended: bool,
 }
 
 /// The camera supervisor.
@@ -258,6 +261,9 @@ impl Drop for SupervisorState {
 #[derive(Default)]
 struct Desired {
     cameras: HashMap<String, (bool, CameraSpec)>,
+    /// Cameras whose video file ended after their latest registration or change: a restarted
+    /// node does not read them again.
+    ended: std::collections::HashSet<String>,
 }
 
 impl Desired {
@@ -298,13 +304,19 @@ impl Desired {
                     reason: "camera removed".into(),
                 });
             }
-            CameraEvent::StatusChanged(_) => return None,
+            CameraEvent::StatusChanged(e) => {
+                if e.status == CameraStatus::Ended {
+                    self.ended.insert(e.camera_id.clone());
+                }
+                return None;
+            }
         }
         let id = match event {
             CameraEvent::Registered(e) => &e.camera_id,
             CameraEvent::Updated(e) => &e.camera_id,
             _ => return None,
         };
+        self.ended.remove(id);
         Some(self.change_of(id))
     }
 
@@ -389,6 +401,10 @@ async fn follow(ingest: Arc<Ingest>, supervisor: ActorRef<SupervisorMsg>) {
     let mut ids: Vec<_> = desired.cameras.keys().cloned().collect();
     ids.sort();
     for id in ids {
+        if desired.ended.contains(&id) {
+            tracing::info!(camera = %id, "its video file was read to the end; not started");
+            continue;
+        }
         if let CameraChange::Run(spec) = desired.change_of(&id)
             && supervisor
                 .cast(SupervisorMsg::Apply(CameraChange::Run(spec)))
@@ -431,7 +447,10 @@ impl CameraSupervisor {
             return Ok(());
         };
         // Nothing received yet by this start (how a later failure tells `offline` from `error`).
-        *state.ingest.runtime(id).source.lock().expect("lock") = String::new();
+        let runtime = state.ingest.runtime(id);
+        *runtime.source.lock().expect("lock") = String::new();
+        *runtime.finished.lock().expect("lock") = None;
+        entry.ended = false;
         let args = (state.ingest.clone(), entry.spec.clone(), myself.clone());
         match Actor::spawn_linked(None, CameraActor, args, myself.get_cell()).await {
             Ok((actor, _)) => entry.actor = Some(actor),
@@ -485,6 +504,24 @@ impl CameraSupervisor {
         Ok(())
     }
 
+    /// Records that a camera's video file ended; it is not restarted.
+    async fn ended(state: &mut SupervisorState, id: &str, reason: String) {
+        let Some(entry) = state.cameras.get_mut(id) else {
+            return;
+        };
+        entry.actor = None;
+        entry.ended = true;
+        entry.attempts = 0;
+        entry.generation += 1;
+        if let Err(e) = state
+            .ingest
+            .report_status(id, CameraStatus::Ended, reason)
+            .await
+        {
+            tracing::error!(camera = id, error = %e, "could not record a camera status");
+        }
+    }
+
     async fn stop_camera(state: &mut SupervisorState, id: &str, reason: &str) {
         let Some(entry) = state.cameras.remove(id) else {
             return;
@@ -534,7 +571,8 @@ impl Actor for CameraSupervisor {
             SupervisorMsg::Apply(CameraChange::Run(spec)) => {
                 let id = spec.id.clone();
                 if let Some(entry) = state.cameras.get(&id) {
-                    if entry.spec == spec {
+                    // Any change of an ended camera reads its file again.
+                    if entry.spec == spec && !entry.ended {
                         return Ok(());
                     }
                     // New settings: stop the old actor, start afresh.
@@ -556,6 +594,7 @@ impl Actor for CameraSupervisor {
                         attempts: 0,
                         generation,
                         lost: false,
+                        ended: false,
                     },
                 );
                 Self::start_camera(&myself, state, &id).await?;
@@ -631,8 +670,17 @@ impl Actor for CameraSupervisor {
             })
             .map(|(id, _)| id.clone());
         // Actors the supervisor stopped itself are no longer in the table.
-        if let Some(id) = id {
-            Self::failed(&myself, state, &id, reason, source_failed).await?;
+        let Some(id) = id else { return Ok(()) };
+        let finished = state
+            .ingest
+            .runtime(&id)
+            .finished
+            .lock()
+            .expect("lock")
+            .take();
+        match finished {
+            Some(why) => Self::ended(state, &id, why).await,
+            None => Self::failed(&myself, state, &id, reason, source_failed).await?,
         }
         Ok(())
     }
@@ -761,7 +809,9 @@ impl Supervision {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use vigil_schemas::events::{CameraFeatures, CameraRegistered, CameraRemoved, CameraUpdated};
+    use vigil_schemas::events::{
+        CameraFeatures, CameraRegistered, CameraRemoved, CameraStatusChanged, CameraUpdated,
+    };
 
     #[test]
     fn backoff_doubles_up_to_its_cap() {
@@ -808,5 +858,41 @@ mod tests {
             matches!(desired.apply(&removed), Some(CameraChange::Stop { reason, .. }) if reason == "camera removed")
         );
         assert!(desired.cameras.is_empty());
+    }
+
+    #[test]
+    fn an_ended_file_camera_stays_ended_until_its_settings_change() {
+        let mut desired = Desired::default();
+        let registered = CameraEvent::Registered(CameraRegistered {
+            camera_id: "clip".into(),
+            name: "Clip".into(),
+            source: "file:///videos/clip.mp4".into(),
+            enabled: true,
+            sample_fps: 2.0,
+            features: CameraFeatures::default(),
+            prompt: String::new(),
+            zones: vec![],
+        });
+        assert!(matches!(
+            desired.apply(&registered),
+            Some(CameraChange::Run(_))
+        ));
+        let ended = CameraEvent::StatusChanged(CameraStatusChanged {
+            camera_id: "clip".into(),
+            status: CameraStatus::Ended,
+            reason: "end of the file".into(),
+        });
+        assert_eq!(desired.apply(&ended), None);
+        assert!(desired.ended.contains("clip"), "a restart leaves it alone");
+        let renamed = CameraEvent::Updated(CameraUpdated {
+            camera_id: "clip".into(),
+            name: Some("Clip 2".into()),
+            ..Default::default()
+        });
+        assert!(matches!(
+            desired.apply(&renamed),
+            Some(CameraChange::Run(_))
+        ));
+        assert!(desired.ended.is_empty(), "a change reads the file again");
     }
 }

@@ -13,10 +13,11 @@ use crate::format_time;
 use crate::runner::{Projection, ProjectionError};
 
 /// Camera statuses the read model can hold. An enabled camera is `pending` until its actor
-/// reports (`camera.status_changed`): `online`, `offline`, `error`, or `stopped` (the server
-/// shut down). A disabled camera is `disabled`.
+/// reports (`camera.status_changed`): `online`, `offline`, `error`, `stopped` (the server
+/// shut down) or `ended` (its video file was read to the end). A disabled camera is
+/// `disabled`.
 pub const STATUSES: &[&str] = &[
-    "pending", "online", "offline", "error", "stopped", "disabled",
+    "pending", "online", "offline", "error", "stopped", "ended", "disabled",
 ];
 
 /// A camera as the read model holds it.

@@ -313,6 +313,9 @@ pub enum CameraStatus {
     Error,
     /// Ingest was stopped (the camera was stopped, disabled or removed, or the server shut down).
     Stopped,
+    /// The source, a video file that does not loop, was read to its end; the camera is not
+    /// restarted until its settings change.
+    Ended,
 }
 
 impl CameraStatus {
@@ -323,6 +326,7 @@ impl CameraStatus {
             Self::Offline => "offline",
             Self::Error => "error",
             Self::Stopped => "stopped",
+            Self::Ended => "ended",
         }
     }
 }
@@ -442,7 +446,8 @@ pub struct AppearanceEnded {
     pub zones: Vec<ZoneVisit>,
     /// The clearest face, when one was seen.
     pub best_face: Option<BestFace>,
-    /// Why it ended: `lost` (not seen for a while) or `stopped` (ingest stopped).
+    /// Why it ended: `lost` (not seen for a while, or the source was lost), `stopped` (ingest
+    /// stopped) or `ended` (the camera's video file ended).
     pub reason: String,
 }
 

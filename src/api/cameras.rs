@@ -13,6 +13,7 @@ use vigil_actors::CommandError;
 use vigil_actors::camera::{
     Camera, CameraAggregate, CameraCommand, CameraError, CameraPatch, FeaturesPatch, RegisterCamera,
 };
+use vigil_actors::source::SourceError;
 use vigil_projections::cameras::{CameraQuery, CameraRow, get_camera, list_cameras};
 use vigil_schemas::EventMeta;
 use vigil_schemas::events::{CameraFeatures, Point, Zone};
@@ -114,10 +115,12 @@ pub struct CameraCreate {
     /// Human-readable name (1–200 characters, not blank).
     #[oai(validator(min_length = 1, max_length = 200, pattern = r"\S"))]
     pub name: String,
-    /// `rtsp://…`, `rtsps://…`, `http(s)://…` (MJPEG stream or snapshot URL), or `push`.
+    /// `rtsp://…`, `rtsps://…`, `http(s)://…` (MJPEG stream or snapshot URL),
+    /// `file:///path/clip.mp4` (a video file in a folder the node allows; query parameters
+    /// `loop`, `realtime`, `start`), or `push`.
     #[oai(validator(
         max_length = 2048,
-        pattern = r"^(push|(rtsp|rtsps|http|https)://([^\x00-\x20\x7f/?#@]*@)?[^\x00-\x20\x7f/?#@:][^\x00-\x20\x7f/?#@]*([/?#][^\x00-\x20\x7f]*)?)$"
+        pattern = r"^(push|(rtsp|rtsps|http|https)://([^\x00-\x20\x7f/?#@]*@)?[^\x00-\x20\x7f/?#@:][^\x00-\x20\x7f/?#@]*([/?#][^\x00-\x20\x7f]*)?|file://(localhost)?/[^\x00-\x20\x7f?#]*[^\x00-\x20\x7f?#/](\?[^\x00-\x20\x7f#]*)?)$"
     ))]
     pub source: String,
     /// Whether frames are ingested (default true).
@@ -157,10 +160,10 @@ pub struct CameraPatchBody {
     /// New name.
     #[oai(validator(min_length = 1, max_length = 200, pattern = r"\S"))]
     pub name: Option<String>,
-    /// New source.
+    /// New source (as in registration; an ended file camera starts again).
     #[oai(validator(
         max_length = 2048,
-        pattern = r"^(push|(rtsp|rtsps|http|https)://([^\x00-\x20\x7f/?#@]*@)?[^\x00-\x20\x7f/?#@:][^\x00-\x20\x7f/?#@]*([/?#][^\x00-\x20\x7f]*)?)$"
+        pattern = r"^(push|(rtsp|rtsps|http|https)://([^\x00-\x20\x7f/?#@]*@)?[^\x00-\x20\x7f/?#@:][^\x00-\x20\x7f/?#@]*([/?#][^\x00-\x20\x7f]*)?|file://(localhost)?/[^\x00-\x20\x7f?#]*[^\x00-\x20\x7f?#/](\?[^\x00-\x20\x7f#]*)?)$"
     ))]
     pub source: Option<String>,
     /// New enabled flag.
@@ -199,7 +202,8 @@ pub struct CameraDto {
     /// Zones.
     pub zones: Vec<ZoneDto>,
     /// `pending` (enabled, no report from its actor yet), `online`, `offline`, `error`,
-    /// `stopped` (the server shut down) or `disabled`.
+    /// `stopped` (the server shut down), `ended` (its video file was read to the end) or
+    /// `disabled`.
     pub status: String,
     /// Why, as the camera's actor last reported it (empty before its first report).
     pub status_reason: String,
@@ -221,7 +225,8 @@ pub struct CameraDto {
 pub struct IngestDto {
     /// Whether its actor runs now.
     pub running: bool,
-    /// What is connected (`rtsp h264 768x576`, `mjpeg 640x480`, `snapshot …`, `push`).
+    /// What is connected (`rtsp h264 768x576`, `mjpeg 640x480`, `snapshot …`,
+    /// `file h264 768x576`, `push`).
     pub source: String,
     /// Frames decoded or uploaded, sampled or not.
     pub frames_in: u64,
@@ -269,6 +274,8 @@ pub enum CameraStatus {
     Error,
     /// Ingest stopped with the server.
     Stopped,
+    /// Its video file was read to the end (not restarted until its settings change).
+    Ended,
     /// Not ingested.
     Disabled,
 }
@@ -282,6 +289,7 @@ impl CameraStatus {
             Self::Offline => "offline",
             Self::Error => "error",
             Self::Stopped => "stopped",
+            Self::Ended => "ended",
             Self::Disabled => "disabled",
         }
     }
@@ -416,6 +424,22 @@ fn command_error(err: CommandError<CameraError>, id: &str) -> ApiError {
     })
 }
 
+/// Refuses a source this node may not open — a video file outside the allowed folders — with
+/// 422 on `source`, before anything is stored. A malformed source is left to the aggregate,
+/// which says what is wrong with it.
+fn check_source(app: &App, source: &str) -> Result<(), ApiError> {
+    if vigil_actors::camera::validate_source(source).is_err() {
+        return Ok(());
+    }
+    app.ingest()
+        .sources
+        .check_source(source)
+        .map_err(|e| match e {
+            SourceError::InvalidUrl(reason) => ApiError::validation("source", reason),
+            other => ApiError::validation("source", other.to_string()),
+        })
+}
+
 /// The camera as the read model shows it once it has caught up with `position` (waiting a
 /// little), else as the write side knows it.
 async fn visible_camera(
@@ -529,7 +553,8 @@ impl CamerasApi {
     /// Register a camera.
     ///
     /// Appends `camera.registered` and answers once it is stored. 409 `CAMERA_EXISTS` when the
-    /// id is taken; 422 `VALIDATION_FAILED` names the offending field.
+    /// id is taken; 422 `VALIDATION_FAILED` names the offending field (a `file://` source
+    /// outside the folders this node allows included).
     #[oai(path = "/", method = "post", operation_id = "create_camera")]
     async fn create(
         &self,
@@ -547,6 +572,7 @@ impl CamerasApi {
             ));
         }
         let body = body.0;
+        check_source(&app, &body.source)?;
         let id = body.id.unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
         let command = CameraCommand::Register(RegisterCamera {
             id: id.clone(),
@@ -588,7 +614,8 @@ impl CamerasApi {
     /// List cameras.
     ///
     /// By id, ascending unless `order=desc`; `limit` per page (1–500, default 50); pass
-    /// `next_cursor` back as `cursor` (with the same `order`). Filters: `status` (`pending`, `online`, `offline`, `error`, `stopped`, `disabled`) and
+    /// `next_cursor` back as `cursor` (with the same `order`). Filters: `status` (`pending`,
+    /// `online`, `offline`, `error`, `stopped`, `ended`, `disabled`) and
     /// `enabled`.
     /// With `min_position` (from a write's `X-Vigil-Position`) the read waits until the read
     /// model has applied that event.
@@ -677,6 +704,9 @@ impl CamerasApi {
         visible_to(principal, &id.0)?;
         let expected = parse_if_match(if_match.0)?;
         let body = body.0;
+        if let Some(source) = &body.source {
+            check_source(&app, source)?;
+        }
         let patch = CameraPatch {
             name: body.name,
             source: body.source,

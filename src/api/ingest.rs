@@ -46,11 +46,12 @@ fn default_probe_ms() -> u32 {
 #[oai(deny_unknown_fields)]
 #[serde(deny_unknown_fields)]
 pub struct CameraTestRequest {
-    /// `rtsp://…`, `rtsps://…` or `http(s)://…` (MJPEG stream or snapshot URL); credentials
-    /// may be given in the URL.
+    /// `rtsp://…`, `rtsps://…`, `http(s)://…` (MJPEG stream or snapshot URL) or
+    /// `file:///path/clip.mp4` (a video file in a folder the node allows); credentials may be
+    /// given in the URL.
     #[oai(validator(
         max_length = 2048,
-        pattern = r"^(rtsp|rtsps|http|https)://([^\x00-\x20\x7f/?#@]*@)?[^\x00-\x20\x7f/?#@:][^\x00-\x20\x7f/?#@]*([/?#][^\x00-\x20\x7f]*)?$"
+        pattern = r"^((rtsp|rtsps|http|https)://([^\x00-\x20\x7f/?#@]*@)?[^\x00-\x20\x7f/?#@:][^\x00-\x20\x7f/?#@]*([/?#][^\x00-\x20\x7f]*)?|file://(localhost)?/[^\x00-\x20\x7f?#]*[^\x00-\x20\x7f?#/](\?[^\x00-\x20\x7f#]*)?)$"
     ))]
     pub url: String,
     /// How long to wait for the first frame, in milliseconds (100–30000, default 10000).
@@ -69,9 +70,9 @@ impl BodyLimits for CameraTestRequest {
 /// What probing found.
 #[derive(Debug, Clone, Object)]
 pub struct CameraTestResult {
-    /// `rtsp`, `mjpeg` or `snapshot`.
+    /// `rtsp`, `mjpeg`, `snapshot` or `file`.
     pub kind: String,
-    /// The video codec (`h264`, `h265`) for RTSP, `jpeg` or `png` otherwise.
+    /// The video codec (`h264`, `h265`, or any FFmpeg name for a file), `jpeg` otherwise.
     pub codec: String,
     /// Columns of the first frame.
     pub width: u32,
@@ -520,7 +521,7 @@ fn probe_error(e: SourceError) -> ApiError {
         SourceError::Unsupported(_) => "unsupported",
         SourceError::Decode(_) => "decode",
         SourceError::Timeout(_) => "timeout",
-        SourceError::Ended => "ended",
+        SourceError::Ended | SourceError::Finished(_) => "ended",
     };
     ApiError::new(
         StatusCode::UNPROCESSABLE_ENTITY,
@@ -577,7 +578,9 @@ impl IngestApi {
     ///
     /// Connects, decodes one frame and reports the codec, resolution and time to first frame.
     /// 422 `CAMERA_UNREACHABLE` (the URL does not lead to a working camera) says what failed in `details.kind` (`connect`, `protocol`,
-    /// `unsupported`, `decode`, `timeout`, `ended`) and `details.reason`. Nothing is stored.
+    /// `unsupported`, `decode`, `timeout`, `ended`) and `details.reason`; a `file://` URL
+    /// outside the folders this node allows is 422 `VALIDATION_FAILED` on `url`. Nothing is
+    /// stored.
     #[oai(
         path = "/api/v1/cameras/test",
         method = "post",
@@ -598,7 +601,7 @@ impl IngestApi {
         drop(frame);
         let mut words = found.source.split_whitespace();
         let kind = words.next().unwrap_or_default().to_string();
-        let codec = if kind == "rtsp" {
+        let codec = if kind == "rtsp" || kind == "file" {
             words.next().unwrap_or_default().to_string()
         } else {
             "jpeg".into()

@@ -1,6 +1,6 @@
 //! Camera ingest end to end: real RTSP (GStreamer), MJPEG and snapshot (a Python HTTP
-//! server) cameras and pushed frames of OpenCV's pedestrian clip go through the camera
-//! actors, the inference pool (real models on the CPU) and the tracker into track events;
+//! server) cameras, video files and pushed frames of OpenCV's pedestrian clip go through the
+//! camera actors, the inference pool (real models on the CPU) and the tracker into track events;
 //! supervision restarts failed actors with backoff; bad uploads store nothing.
 //!
 //! The servers live in `tests/servers/`; `scripts/setup` installs what they need and fetches
@@ -18,7 +18,8 @@ use vigil::config::Config;
 use vigil_schemas::RecordedEvent;
 
 use crate::support::{
-    TestDb, TestServer, Which, assert_rebuild_equals_live, blob_count, repo_file, until,
+    TestDb, TestServer, Which, assert_error, assert_rebuild_equals_live, blob_count, repo_file,
+    until,
 };
 
 /// One camera test at a time.
@@ -1578,4 +1579,264 @@ async fn what_a_write_answers_with_is_readable_at_once() {
         server.stop().await;
         db.cleanup().await;
     }
+}
+
+/// The first `frames` frames (10 fps) of the pedestrian clip, re-encoded to H.264 in MP4 as
+/// `dir/{name}`.
+fn cut_clip(dir: &Path, name: &str, frames: u32) -> PathBuf {
+    let path = dir.join(name);
+    let status = std::process::Command::new("ffmpeg")
+        .args(["-loglevel", "error", "-y", "-i"])
+        .arg(clip())
+        .args(["-frames:v", &frames.to_string(), "-an", "-c:v", "libx264"])
+        .args(["-preset", "ultrafast", "-pix_fmt", "yuv420p"])
+        .arg(&path)
+        .status()
+        .expect("ffmpeg runs (scripts/setup installs it)");
+    assert!(status.success(), "ffmpeg could not cut the clip");
+    path
+}
+
+/// A server whose file cameras may read `videos`.
+async fn file_server(db: &TestDb, videos: &Path, ingest: bool) -> TestServer {
+    TestServer::start(Config {
+        ingest,
+        models_backend: vigil_models::BackendPreference::Cpu,
+        camera_backoff_initial_ms: 200,
+        camera_backoff_max_ms: 2000,
+        video_dirs: vec![videos.display().to_string()],
+        ..db.config()
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_camera_reads_its_clip_from_the_given_start_and_ends() {
+    let _serial = SERIAL.lock().await;
+    let db = TestDb::new(Which::Sqlite).await;
+    let videos = tempfile::tempdir().unwrap();
+    // 6 s of the clip at 10 fps; sampled at 5 fps: 30 frames, one each 200 ms.
+    let path = cut_clip(videos.path(), "plaza.mp4", 60);
+    let server = file_server(&db, videos.path(), true).await;
+    let res = server
+        .req(Method::PATCH, "/api/v1/calibration")
+        .json(&json!({"cameras": {"clip": {"crowd_threshold": 3, "crowd_min_seconds": 1.0}}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200, "{}", res.text().await.unwrap());
+    let start: chrono::DateTime<chrono::Utc> = "2026-01-02T03:04:05Z".parse().unwrap();
+    let end = start + chrono::Duration::seconds(6);
+    register(
+        &server,
+        json!({"id": "clip", "name": "Clip", "sample_fps": 5, "features": {"crowd": true},
+               "source": format!("file://{}?realtime=false&start=2026-01-02T03:04:05Z",
+                                 path.display())}),
+    )
+    .await;
+    wait_status(&server, "clip", "ended", 1, 300).await;
+
+    let seen = statuses(&server, "clip").await;
+    assert_eq!(seen, ["online", "ended"], "read once, then ended");
+    let status = camera_events(&server, "clip", "camera.status_changed").await;
+    let reason = status[1].payload["reason"].as_str().unwrap();
+    assert!(reason.contains("file h264 768x576"), "{reason}");
+    let body = camera(&server, "clip").await;
+    assert_eq!(body["status"], "ended", "{body}");
+    let ingest = &body["ingest"];
+    assert_eq!(ingest["running"], false, "{body}");
+    assert_eq!(ingest["sampled"], 30, "{body}");
+    // Not real time: every sampled frame was analysed, none replaced in the hand-off.
+    assert_eq!(ingest["analysed"], 30, "{body}");
+    assert_eq!(ingest["dropped"], 0, "{body}");
+    assert_eq!(
+        time_of(&ingest["last_frame_at"]),
+        start + chrono::Duration::milliseconds(5800),
+        "the last sampled frame is 5.8 s into the file"
+    );
+
+    let within = |t: chrono::DateTime<chrono::Utc>, what: &str| {
+        assert!(
+            start <= t && t <= end,
+            "{what} at {t}, not within {start}..{end}"
+        );
+    };
+    let started = camera_events(&server, "clip", "appearance.started").await;
+    assert!(!started.is_empty(), "people walk through the clip");
+    for e in &started {
+        check_track_started(e, "clip");
+        within(time_of(&e.payload["started_at"]), "a track start");
+    }
+    let ended = camera_events(&server, "clip", "appearance.ended").await;
+    let mut started_ids: Vec<&str> = started
+        .iter()
+        .map(|e| e.payload["track_id"].as_str().unwrap())
+        .collect();
+    let mut ended_ids: Vec<&str> = ended
+        .iter()
+        .map(|e| e.payload["track_id"].as_str().unwrap())
+        .collect();
+    started_ids.sort();
+    ended_ids.sort();
+    assert_eq!(started_ids, ended_ids, "every track started has ended");
+    for e in &ended {
+        within(time_of(&e.payload["ended_at"]), "a track end");
+        let reason = e.payload["reason"].as_str().unwrap();
+        assert!(reason == "lost" || reason == "ended", "{reason}");
+    }
+    assert!(
+        ended.iter().any(|e| e.payload["reason"] == "ended"),
+        "tracks still open at the end of the file end with it"
+    );
+
+    let crowd = incidents(&server, "clip", "crowd").await;
+    assert!(!crowd.is_empty(), "the clip has groups of people");
+    for i in &crowd {
+        within(time_of(&i["opened_at"]), "a crowd incident");
+        within(time_of(&i["last_seen_at"]), "a crowd's last sighting");
+    }
+
+    // It stays ended (no restart after the backoff)...
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_eq!(statuses(&server, "clip").await.len(), 2);
+    // ...until its settings change: a new file is read, to its end again.
+    let short = cut_clip(videos.path(), "short.mp4", 5);
+    let res = server
+        .req(Method::PATCH, "/api/v1/cameras/clip")
+        .json(&json!({"source": format!("file://{}?realtime=false", short.display())}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200, "{}", res.text().await.unwrap());
+    wait_status(&server, "clip", "ended", 2, 60).await;
+    assert_eq!(
+        statuses(&server, "clip").await,
+        ["online", "ended", "online", "ended"]
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn file_sources_are_probed_and_kept_inside_the_allowed_folders() {
+    let _serial = SERIAL.lock().await;
+    let db = TestDb::new(Which::Sqlite).await;
+    let videos = tempfile::tempdir().unwrap();
+    let outside = tempfile::tempdir().unwrap();
+    let good = cut_clip(videos.path(), "good.mp4", 10);
+    let truncated = videos.path().join("truncated.mp4");
+    std::fs::write(&truncated, &std::fs::read(&good).unwrap()[..4096]).unwrap();
+    let text = videos.path().join("notes.txt");
+    std::fs::write(&text, "not a video at all\n".repeat(50)).unwrap();
+    let elsewhere = cut_clip(outside.path(), "elsewhere.mp4", 10);
+    let server = file_server(&db, videos.path(), false).await;
+    let probe = |url: String| {
+        let server = &server;
+        async move {
+            crate::support::answer(
+                server
+                    .req(Method::POST, "/api/v1/cameras/test")
+                    .json(&json!({"url": url}))
+                    .send()
+                    .await
+                    .unwrap(),
+            )
+            .await
+        }
+    };
+    let url = |p: &Path| format!("file://{}", p.display());
+
+    let (status, body) = probe(url(&good)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        (
+            &body["kind"],
+            &body["codec"],
+            &body["width"],
+            &body["height"]
+        ),
+        (&json!("file"), &json!("h264"), &json!(768), &json!(576)),
+        "{body}"
+    );
+    // The assets' demo clip is allowed without configuration.
+    let (status, body) = probe(url(&clip())).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        (&body["width"], &body["height"]),
+        (&json!(768), &json!(576))
+    );
+
+    for (file, why) in [(&truncated, "truncated"), (&text, "not a video")] {
+        let (status, body) = probe(url(file)).await;
+        assert_error(status, &body, 422, "CAMERA_UNREACHABLE");
+        let reason = body["error"]["details"]["reason"].as_str().unwrap();
+        assert!(reason.contains(why), "{file:?}: {reason}");
+        assert!(reason.contains(&file.display().to_string()), "{reason}");
+    }
+    let (status, body) = probe(url(&elsewhere)).await;
+    assert_error(status, &body, 422, "VALIDATION_FAILED");
+    assert_eq!(body["error"]["details"]["field"], "url");
+
+    // Registering or changing a camera to read outside the folders stores nothing.
+    let head = server.head().await;
+    let res = server
+        .req(Method::POST, "/api/v1/cameras")
+        .json(&json!({"id": "out", "name": "Out", "source": url(&elsewhere)}))
+        .send()
+        .await
+        .unwrap();
+    let (status, body) = crate::support::answer(res).await;
+    assert_error(status, &body, 422, "VALIDATION_FAILED");
+    assert_eq!(body["error"]["details"]["field"], "source");
+    let reason = body["error"]["details"]["reason"].as_str().unwrap();
+    assert!(reason.contains("outside the folders"), "{reason}");
+    let allowed = videos.path().canonicalize().unwrap();
+    assert!(reason.contains(&allowed.display().to_string()), "{reason}");
+    // A `..` out of an allowed folder is no way around it.
+    let escape = format!(
+        "file://{}/../{}/elsewhere.mp4",
+        videos.path().display(),
+        outside.path().file_name().unwrap().to_string_lossy()
+    );
+    let res = server
+        .req(Method::POST, "/api/v1/cameras")
+        .json(&json!({"id": "out", "name": "Out", "source": escape}))
+        .send()
+        .await
+        .unwrap();
+    let (status, body) = crate::support::answer(res).await;
+    assert_error(status, &body, 422, "VALIDATION_FAILED");
+    assert_eq!(server.head().await, head, "nothing stored");
+
+    register(
+        &server,
+        json!({"id": "inside", "name": "Inside", "source": url(&good)}),
+    )
+    .await;
+    let res = server
+        .req(Method::PATCH, "/api/v1/cameras/inside")
+        .json(&json!({"source": url(&elsewhere)}))
+        .send()
+        .await
+        .unwrap();
+    let (status, body) = crate::support::answer(res).await;
+    assert_error(status, &body, 422, "VALIDATION_FAILED");
+    assert_eq!(body["error"]["details"]["field"], "source");
+    assert_eq!(camera(&server, "inside").await["source"], url(&good));
+    // A bad query parameter is refused by the camera's own check.
+    let res = server
+        .req(Method::PATCH, "/api/v1/cameras/inside")
+        .json(&json!({"source": format!("{}?speed=2", url(&good))}))
+        .send()
+        .await
+        .unwrap();
+    let (status, body) = crate::support::answer(res).await;
+    assert_error(status, &body, 422, "VALIDATION_FAILED");
+    assert!(
+        body["error"]["details"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("speed"),
+        "{body}"
+    );
+    server.stop().await;
 }

@@ -1,14 +1,18 @@
 //! Frame sources behind one trait: RTSP ([`rtsp`]), MJPEG and snapshot polling over HTTP
-//! ([`http`]), and push ([`push`]: frames uploaded through the API). A source decodes, samples
-//! at the camera's rate by frame timestamp, and yields only sampled frames as RGB.
+//! ([`http`]), video files ([`file`]) and push ([`push`]: frames uploaded through the API). A
+//! source decodes, samples at the camera's rate by frame timestamp, and yields only sampled
+//! frames as RGB.
 //!
 //! Between a source and its camera actor sits a [`FrameSlot`]: one frame, newest wins, older
 //! ones dropped and counted, so a slow model never backs up a live stream.
 
+pub mod convert;
+pub mod file;
 pub mod http;
 pub mod push;
 pub mod rtsp;
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
@@ -42,6 +46,10 @@ pub enum SourceError {
     /// The stream ended.
     #[error("stream ended")]
     Ended,
+    /// A video file was read to its end (and does not loop): the camera ends, it is not
+    /// restarted. Says how far it got.
+    #[error("{0}")]
+    Finished(String),
 }
 
 impl From<ImageError> for SourceError {
@@ -179,17 +187,25 @@ pub trait SourceFactory: Send + Sync + 'static {
         sample_fps: f64,
         counters: Arc<CameraCounters>,
     ) -> Result<Box<dyn FrameSource>, SourceError>;
+
+    /// Whether this node may open `source` at all, checked when a camera is registered or
+    /// changed (a file outside the allowed folders is refused). Connecting is not tried.
+    fn check_source(&self, _source: &str) -> Result<(), SourceError> {
+        Ok(())
+    }
 }
 
 /// How long a live source may stay silent before it counts as lost.
 pub const STALL_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The real transports: `rtsp://`, `http(s)://` (MJPEG when the server streams
-/// `multipart/x-mixed-replace`, else snapshot polling) and `push` (frames from the API, through
-/// `push`'s registry).
+/// `multipart/x-mixed-replace`, else snapshot polling), `file://` (video files inside
+/// `video_dirs`) and `push` (frames from the API, through `push`'s registry).
 pub struct Transports {
     /// Where push cameras' senders are registered for the API.
     pub push: Arc<push::PushRegistry>,
+    /// The folders `file://` cameras may read.
+    pub video_dirs: Vec<PathBuf>,
 }
 
 impl SourceFactory for Transports {
@@ -215,10 +231,23 @@ impl SourceFactory for Transports {
             "http" | "https" => Ok(Box::new(http::HttpSource::new(
                 source, sample_fps, counters,
             )?)),
+            "file" => Ok(Box::new(file::FileSource::new(
+                source,
+                sample_fps,
+                counters,
+                &self.video_dirs,
+            )?)),
             _ => Err(SourceError::InvalidUrl(format!(
-                "`{scheme}` is not a camera source scheme (rtsp, http, https or push)"
+                "`{scheme}` is not a camera source scheme (rtsp, http, https, file or push)"
             ))),
         }
+    }
+
+    fn check_source(&self, source: &str) -> Result<(), SourceError> {
+        if source.starts_with("file://") {
+            file::check(source, &self.video_dirs)?;
+        }
+        Ok(())
     }
 }
 

@@ -13,8 +13,9 @@ use retina::client::{SessionOptions, SetupOptions, TcpTransportOptions, Transpor
 use retina::codec::{CodecItem, FrameFormat};
 use tokio::sync::mpsc;
 
+use super::convert::RgbConverter;
 use super::{CameraCounters, FrameSource, STALL_TIMEOUT, Sampler, SourceError, SourceFrame};
-use crate::frame::{Frame, RgbImage};
+use crate::frame::Frame;
 
 /// Access units that may wait for the decoder before the newest are dropped.
 const PACKET_QUEUE: usize = 120;
@@ -234,10 +235,7 @@ fn decode_loop(
         }
     };
     let mut sampler = Sampler::new(sample_fps);
-    let mut scaler: Option<(
-        ffmpeg_next::software::scaling::Context,
-        (u32, u32, ffmpeg_next::format::Pixel),
-    )> = None;
+    let mut rgb = RgbConverter::default();
     let mut need_keyframe = true;
     let mut decoded = ffmpeg_next::frame::Video::empty();
     // Timestamps travel through the decoder as microseconds in pts.
@@ -271,44 +269,20 @@ fn decode_loop(
                 continue;
             }
             counters.sampled.fetch_add(1, Ordering::Relaxed);
-            let (w, h, format) = (decoded.width(), decoded.height(), decoded.format());
-            if scaler.as_ref().map(|(_, key)| *key) != Some((w, h, format)) {
-                match ffmpeg_next::software::scaling::Context::get(
-                    format,
-                    w,
-                    h,
-                    ffmpeg_next::format::Pixel::RGB24,
-                    w,
-                    h,
-                    ffmpeg_next::software::scaling::Flags::BILINEAR,
-                ) {
-                    Ok(ctx) => scaler = Some((ctx, (w, h, format))),
-                    Err(e) => {
-                        return fail(SourceError::Decode(format!(
-                            "no {format:?} → RGB conversion: {e}"
-                        )));
-                    }
-                }
-                *label.lock().expect("describe lock") = format!("rtsp {} {w}x{h}", described.name);
+            if rgb.is_new_geometry(&decoded) {
+                *label.lock().expect("describe lock") = format!(
+                    "rtsp {} {}x{}",
+                    described.name,
+                    decoded.width(),
+                    decoded.height()
+                );
             }
-            let (ctx, _) = scaler.as_mut().expect("set above");
-            let mut rgb = ffmpeg_next::frame::Video::empty();
-            if let Err(e) = ctx.run(&decoded, &mut rgb) {
-                return fail(SourceError::Decode(format!("RGB conversion: {e}")));
-            }
-            let stride = rgb.stride(0);
-            let plane = rgb.data(0);
-            let row = w as usize * 3;
-            let mut data = Vec::with_capacity(row * h as usize);
-            for y in 0..h as usize {
-                data.extend_from_slice(&plane[y * stride..y * stride + row]);
-            }
+            let image = match rgb.convert(&decoded) {
+                Ok(image) => image,
+                Err(e) => return fail(e),
+            };
             let frame = Frame {
-                image: Arc::new(RgbImage {
-                    width: w,
-                    height: h,
-                    data,
-                }),
+                image: Arc::new(image),
                 captured_at: started_at + chrono::Duration::microseconds((t * 1e6) as i64),
             };
             if frames.blocking_send(Ok(frame)).is_err() {
