@@ -87,6 +87,10 @@ fn backticked(text: &str) -> Vec<&str> {
 /// Whether `path` (`/api/v1/cameras/lobby`, `/api/v1/cameras/{id}`) is one of the document's
 /// path templates, a `{…}` segment matching any segment.
 fn documented(path: &str, templates: &[String]) -> bool {
+    if path.ends_with('/') {
+        // A prefix (`/api/v1/media/…`): some path lies under it.
+        return templates.iter().any(|t| t.starts_with(path));
+    }
     let segments: Vec<&str> = path.trim_end_matches('/').split('/').collect();
     templates.iter().any(|t| {
         let template: Vec<&str> = t.split('/').collect();
