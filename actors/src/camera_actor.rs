@@ -348,7 +348,11 @@ impl CameraState {
     async fn process(&mut self, taken: SourceFrame) -> Result<(), ActorProcessingErr> {
         let started = Instant::now();
         self.appended = None;
-        let SourceFrame { frame, reply } = taken;
+        let SourceFrame {
+            frame,
+            reply,
+            uploaded,
+        } = taken;
         if !self.online {
             self.online = true;
             let reason = format!(
@@ -368,7 +372,7 @@ impl CameraState {
         }
         let want = Want {
             faces: true,
-            always_faces: reply.is_some(),
+            always_faces: uploaded,
             embeddings: true,
         };
         let analysis = match self.ingest.pool.analyze(frame.image.clone(), want).await {

@@ -221,19 +221,30 @@ fn mark_nullable_optionals(doc: &mut Value) {
             continue;
         };
         for (property, definition) in properties.iter_mut() {
-            if required.iter().any(|r| r.as_str() == Some(property)) {
-                continue;
-            }
             let Some(definition) = definition.as_object_mut() else {
                 continue;
             };
-            // OpenAPI 3.0 ignores the siblings of a bare `$ref`: wrap it.
-            if let Some(reference) = definition.remove("$ref") {
-                definition.insert("allOf".into(), json!([{"$ref": reference}]));
+            // A map's entries are members too: a `null` entry counts as left out.
+            if let Some(entries) = definition
+                .get_mut("additionalProperties")
+                .and_then(Value::as_object_mut)
+            {
+                make_nullable(entries);
             }
-            definition.insert("nullable".into(), json!(true));
+            if !required.iter().any(|r| r.as_str() == Some(property)) {
+                make_nullable(definition);
+            }
         }
     }
+}
+
+/// Adds `nullable: true` to a schema (OpenAPI 3.0 ignores the siblings of a bare `$ref`, so
+/// one is wrapped in `allOf` first).
+fn make_nullable(definition: &mut serde_json::Map<String, Value>) {
+    if let Some(reference) = definition.remove("$ref") {
+        definition.insert("allOf".into(), json!([{"$ref": reference}]));
+    }
+    definition.insert("nullable".into(), json!(true));
 }
 
 #[handler]

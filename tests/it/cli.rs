@@ -214,35 +214,40 @@ fn bench_search_compares_lance_with_faiss_on_the_same_vectors() {
 /// weights it starts, `/health/ready` says they are verified, and the models are preloaded.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn serve_checks_the_weights_at_start_and_reports_the_models_when_ready() {
-    let empty = tempfile::tempdir().unwrap();
-    let data = tempfile::tempdir().unwrap();
-    let out = tokio::time::timeout(
-        std::time::Duration::from_secs(60),
-        tokio::process::Command::new(env!("CARGO_BIN_EXE_vigil"))
-            .arg("serve")
-            .env("VIGIL_DATA_DIR", data.path())
-            .env("VIGIL_LISTEN", "127.0.0.1:0")
-            .env("VIGIL_ASSETS_DIR", empty.path())
-            .env("VIGIL_LOG", "warn")
-            .output(),
-    )
-    .await
-    .expect("vigil serve stops by itself")
-    .unwrap();
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains("face-api/ssd_mobilenetv1_model-weights_manifest.json"),
-        "{stderr}"
-    );
-    assert!(
-        stderr.contains("scripts/fetch-assets --weights"),
-        "{stderr}"
-    );
-    assert!(
-        !data.path().join("vigil.db").exists(),
-        "nothing was created before refusing"
-    );
+    // The folder comes from the config (VIGIL_ASSETS_DIR) or, as for scripts/fetch-assets,
+    // from VIGIL_ASSETS.
+    for variable in ["VIGIL_ASSETS_DIR", "VIGIL_ASSETS"] {
+        let empty = tempfile::tempdir().unwrap();
+        let data = tempfile::tempdir().unwrap();
+        let out = tokio::time::timeout(
+            std::time::Duration::from_secs(60),
+            tokio::process::Command::new(env!("CARGO_BIN_EXE_vigil"))
+                .arg("serve")
+                .env("VIGIL_DATA_DIR", data.path())
+                .env("VIGIL_LISTEN", "127.0.0.1:0")
+                .env(variable, empty.path())
+                .env("VIGIL_LOG", "warn")
+                .output(),
+        )
+        .await
+        .expect("vigil serve stops by itself")
+        .unwrap();
+        assert!(!out.status.success(), "{variable}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let missing = format!(
+            "{}/face-api/ssd_mobilenetv1_model-weights_manifest.json",
+            empty.path().display()
+        );
+        assert!(stderr.contains(&missing), "{variable}: {stderr}");
+        assert!(
+            stderr.contains("scripts/fetch-assets --weights"),
+            "{stderr}"
+        );
+        assert!(
+            !data.path().join("vigil.db").exists(),
+            "nothing was created before refusing"
+        );
+    }
 
     let db = TestDb::new(Which::Sqlite).await;
     let dir = tempfile::tempdir().unwrap();

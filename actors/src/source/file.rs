@@ -479,7 +479,11 @@ impl FrameSource for FileSource {
                     self.pending = Some(rx);
                     tx
                 });
-                Ok(SourceFrame { frame, reply })
+                Ok(SourceFrame {
+                    frame,
+                    reply,
+                    uploaded: false,
+                })
             }
             Some(Err(e)) => Err(e),
             None => Err(SourceError::Ended),

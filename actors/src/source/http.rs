@@ -292,7 +292,11 @@ impl FrameSource for HttpSource {
             };
             self.counters.sampled.fetch_add(1, Ordering::Relaxed);
             if let Some(frame) = self.decode(picture).await? {
-                return Ok(SourceFrame { frame, reply: None });
+                return Ok(SourceFrame {
+                    frame,
+                    reply: None,
+                    uploaded: false,
+                });
             }
         }
     }

@@ -63,8 +63,12 @@ impl From<ImageError> for SourceError {
 pub struct SourceFrame {
     /// The frame.
     pub frame: Frame,
-    /// For pushed frames: where to send the outcome of processing it.
+    /// For pushed frames and files read as fast as analysis goes: where to send the outcome
+    /// of processing it.
     pub reply: Option<oneshot::Sender<crate::camera_actor::FrameOutcome>>,
+    /// An uploaded picture (a face photo or crop may show no person): faces are looked for
+    /// even where no person was found.
+    pub uploaded: bool,
 }
 
 /// A camera's frame source. `next_frame` yields sampled frames until an error ends the
@@ -349,6 +353,7 @@ mod tests {
                 captured_at: Utc::now(),
             },
             reply: None,
+            uploaded: false,
         };
         assert!(slot.put(frame(1)).is_none());
         let replaced = slot.put(frame(2)).expect("the first frame is replaced");

@@ -99,6 +99,7 @@ impl FrameSource for PushSource {
                 return Ok(SourceFrame {
                     frame,
                     reply: Some(reply),
+                    uploaded: true,
                 });
             }
             let _ = reply.send(FrameOutcome::not_sampled());
