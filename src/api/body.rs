@@ -78,7 +78,8 @@ fn check_shape(
         ));
     }
     match value {
-        // A `null` member was taken out before (it means "not set"); one left is an array item.
+        // A `null` member means "not set" (it is taken out after this check, so it still counts
+        // against the member cap); a `null` reached here is an array item.
         Value::Null => Err(ApiError::validation(
             here(),
             "null is not accepted here: leave the item out",
@@ -105,14 +106,16 @@ fn check_shape(
                     format!("objects hold at most {MAX_OBJECT_KEYS} members"),
                 ));
             }
-            map.iter().try_for_each(|(k, v)| {
-                let child = if path.is_empty() {
-                    k.clone()
-                } else {
-                    format!("{path}.{k}")
-                };
-                check_shape(v, &child, depth + 1, max_string)
-            })
+            map.iter()
+                .filter(|(_, v)| !v.is_null())
+                .try_for_each(|(k, v)| {
+                    let child = if path.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{path}.{k}")
+                    };
+                    check_shape(v, &child, depth + 1, max_string)
+                })
         }
         _ => Ok(()),
     }
@@ -121,16 +124,63 @@ fn check_shape(
 /// Takes every `null` member out of the objects in `value`: many clients send `null` for
 /// "not set", which is what leaving a member out means in every request body of this API. An
 /// optional field then takes its default; a required one is reported missing, by name.
-fn drop_null_members(value: &mut serde_json::Value) {
-    use serde_json::Value;
-    match value {
-        Value::Object(map) => {
-            map.retain(|_, v| !v.is_null());
-            map.values_mut().for_each(drop_null_members);
+/// Answers the JSON Pointers of the members it took out.
+fn drop_null_members(value: &mut serde_json::Value) -> Vec<String> {
+    fn walk(value: &mut serde_json::Value, at: &str, out: &mut Vec<String>) {
+        use serde_json::Value;
+        let escape = |key: &str| key.replace('~', "~0").replace('/', "~1");
+        match value {
+            Value::Object(map) => {
+                map.retain(|k, v| {
+                    if v.is_null() {
+                        out.push(format!("{at}/{}", escape(k)));
+                    }
+                    !v.is_null()
+                });
+                for (k, v) in map.iter_mut() {
+                    walk(v, &format!("{at}/{}", escape(k)), out);
+                }
+            }
+            Value::Array(items) => {
+                for (i, v) in items.iter_mut().enumerate() {
+                    walk(v, &format!("{at}/{i}"), out);
+                }
+            }
+            _ => {}
         }
-        Value::Array(items) => items.iter_mut().for_each(drop_null_members),
-        _ => {}
     }
+    let mut dropped = Vec::new();
+    walk(value, "", &mut dropped);
+    dropped
+}
+
+/// A `null` member stands for "not set" only where the member could be set: one that names no
+/// field (`{"colour": null}`) is refused as unknown, like any unknown member. Each dropped
+/// member is put back alone and the body deserialised again; serde refuses an unknown member
+/// whatever its value.
+fn refuse_unknown_nulls<T: DeserializeOwned>(
+    stripped: &serde_json::Value,
+    dropped: &[String],
+) -> Result<(), ApiError> {
+    for pointer in dropped {
+        let Some((parent, key)) = pointer.rsplit_once('/') else {
+            continue;
+        };
+        let mut probe = stripped.clone();
+        let Some(map) = probe.pointer_mut(parent).and_then(|v| v.as_object_mut()) else {
+            continue;
+        };
+        map.insert(
+            key.replace("~1", "/").replace("~0", "~"),
+            serde_json::Value::Null,
+        );
+        if let Err(err) = serde_path_to_error::deserialize::<_, T>(probe.clone())
+            && err.inner().to_string().starts_with("unknown field")
+        {
+            return deserialize::<T>(probe).map(drop);
+        }
+    }
+    Ok(())
 }
 
 /// Bytes of an oversized picture upload read (and thrown away) before answering 413, so that
@@ -227,8 +277,9 @@ impl<T: Type + ParseFromJSON + DeserializeOwned + BodyLimits + Send> ParsePayloa
         )
         .await?;
         let max_string = if T::MEDIA { limit } else { MAX_STRING_BYTES };
-        let value = json_object(&bytes, max_string)?;
+        let (value, dropped) = json_object(&bytes, max_string)?;
         let parsed = deserialize(value.clone())?;
+        refuse_unknown_nulls::<T>(&value, &dropped)?;
         if T::CHECK_DECLARED {
             check_declared::<T>(value)?;
         }
@@ -265,11 +316,18 @@ pub fn parse_json_with<T: DeserializeOwned>(
     bytes: &[u8],
     max_string: usize,
 ) -> Result<T, ApiError> {
-    deserialize(json_object(bytes, max_string)?)
+    let (value, dropped) = json_object(bytes, max_string)?;
+    let parsed = deserialize(value.clone())?;
+    refuse_unknown_nulls::<T>(&value, &dropped)?;
+    Ok(parsed)
 }
 
-/// Parses `bytes` as a JSON object within the shape caps, its `null` members taken out.
-fn json_object(bytes: &[u8], max_string: usize) -> Result<serde_json::Value, ApiError> {
+/// Parses `bytes` as a JSON object within the shape caps, its `null` members taken out (their
+/// JSON Pointers answered beside it).
+fn json_object(
+    bytes: &[u8],
+    max_string: usize,
+) -> Result<(serde_json::Value, Vec<String>), ApiError> {
     let mut value: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| {
         ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -281,9 +339,9 @@ fn json_object(bytes: &[u8], max_string: usize) -> Result<serde_json::Value, Api
     if !value.is_object() {
         return Err(ApiError::validation("body", "must be a JSON object"));
     }
-    drop_null_members(&mut value);
     check_shape(&value, "", 0, max_string)?;
-    Ok(value)
+    let dropped = drop_null_members(&mut value);
+    Ok((value, dropped))
 }
 
 /// Deserialises a checked body, naming the offending field on failure.
@@ -350,6 +408,28 @@ mod tests {
         assert_eq!(field_of(err), (422, "features.crowd".into()));
         let err = parse_json::<Outer>(br#"{"name": "a", "colour": "red"}"#).unwrap_err();
         assert_eq!(field_of(err), (422, "colour".into()));
+        // Null members count against the member cap like any other.
+        let crowded = format!(
+            "{{\"name\": \"a\", {}}}",
+            (0..MAX_OBJECT_KEYS)
+                .map(|i| format!("\"x{i}\": null"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        assert_eq!(
+            field_of(parse_json::<Outer>(crowded.as_bytes()).unwrap_err()),
+            (422, "body".into())
+        );
+        // A null member that names no field is unknown, like any unknown member.
+        for body in [
+            &br#"{"name": "a", "colour": null}"#[..],
+            br#"{"name": "a", "features": {"crowd": true, "glitter": null}}"#,
+        ] {
+            let err = parse_json::<Outer>(body).unwrap_err();
+            let (status, field) = field_of(err);
+            assert_eq!(status, 422);
+            assert!(field == "colour" || field == "features.glitter", "{field}");
+        }
         let err = parse_json::<Outer>(br#"{"name": null, "features": null}"#).unwrap_err();
         assert_eq!(
             field_of(err),
