@@ -350,6 +350,11 @@ impl App {
         })
     }
 
+    /// The weights check, when one was made (no I/O).
+    pub fn weights_if_checked(&self) -> Option<&Result<(), String>> {
+        self.inner.weights.get()
+    }
+
     /// Records a weights check made before the app opened (so it is not repeated); false when
     /// one was already recorded.
     pub fn weights_checked(&self, result: Result<(), String>) -> bool {

@@ -12,10 +12,9 @@
 //! `CAMERA_DECLARED_IN_CONFIG`); a camera the file dropped is the API's again.
 
 use vigil_actors::camera::{
-    CameraAggregate, CameraCommand, CameraError, CameraPatch, FeaturesPatch, RegisterCamera,
+    CameraAggregate, CameraCommand, CameraError, CameraPatch, RegisterCamera,
 };
 use vigil_actors::{CommandError, CommandHandler};
-use vigil_schemas::events::CameraFeatures;
 use vigil_schemas::{Direction, EventMeta, EventStore};
 
 use crate::config::{Config, DeclaredCamera};
@@ -52,18 +51,6 @@ pub enum ReconcileError {
     /// The store failed while listing cameras.
     #[error("reading the cameras: {0}")]
     Store(#[from] vigil_schemas::StoreError),
-}
-
-fn features_patch(f: CameraFeatures) -> FeaturesPatch {
-    FeaturesPatch {
-        crowd: Some(f.crowd),
-        authorised: Some(f.authorised),
-        critical: Some(f.critical),
-        sleep: Some(f.sleep),
-        theft: Some(f.theft),
-        intrusion: Some(f.intrusion),
-        loitering: Some(f.loitering),
-    }
 }
 
 /// The actor of the newest `camera.registered` or `camera.updated` event of a camera's stream.
@@ -142,7 +129,7 @@ pub async fn reconcile(
                 source: Some(source),
                 enabled: Some(enabled),
                 sample_fps: Some(sample_fps),
-                features: Some(features_patch(features)),
+                features: Some(features.into()),
                 prompt: Some(prompt),
                 zones: Some(zones),
             })

@@ -110,6 +110,21 @@ impl FeaturesPatch {
     }
 }
 
+impl From<CameraFeatures> for FeaturesPatch {
+    /// Every flag set to the value `features` holds.
+    fn from(f: CameraFeatures) -> Self {
+        Self {
+            crowd: Some(f.crowd),
+            authorised: Some(f.authorised),
+            critical: Some(f.critical),
+            sleep: Some(f.sleep),
+            theft: Some(f.theft),
+            intrusion: Some(f.intrusion),
+            loitering: Some(f.loitering),
+        }
+    }
+}
+
 /// A partial update: only the present fields change.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct CameraPatch {

@@ -68,13 +68,17 @@ pub struct Ready {
     pub models: ModelsHealth,
 }
 
-/// The models' health: weights checked once (on a blocking thread), load state from the pool.
+/// The models' health: weights checked once (on a blocking thread, the first time only),
+/// load state from the pool.
 async fn models_health(app: &App) -> (bool, ModelsHealth) {
-    let weights = {
-        let app = app.clone();
-        tokio::task::spawn_blocking(move || app.weights().clone())
-            .await
-            .unwrap_or_else(|e| Err(format!("weights check failed: {e}")))
+    let weights = match app.weights_if_checked() {
+        Some(checked) => checked.clone(),
+        None => {
+            let app = app.clone();
+            tokio::task::spawn_blocking(move || app.weights().clone())
+                .await
+                .unwrap_or_else(|e| Err(format!("weights check failed: {e}")))
+        }
     };
     let (state, workers_loaded, error) = match app.ingest().pool.metrics().models_state() {
         ModelsState::NotLoaded => ("not_loaded", 0, None),

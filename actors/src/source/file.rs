@@ -480,9 +480,8 @@ impl FrameSource for FileSource {
                     tx
                 });
                 Ok(SourceFrame {
-                    frame,
                     reply,
-                    uploaded: false,
+                    ..SourceFrame::new(frame)
                 })
             }
             Some(Err(e)) => Err(e),

@@ -292,11 +292,7 @@ impl FrameSource for HttpSource {
             };
             self.counters.sampled.fetch_add(1, Ordering::Relaxed);
             if let Some(frame) = self.decode(picture).await? {
-                return Ok(SourceFrame {
-                    frame,
-                    reply: None,
-                    uploaded: false,
-                });
+                return Ok(SourceFrame::new(frame));
             }
         }
     }

@@ -71,6 +71,18 @@ pub struct SourceFrame {
     pub uploaded: bool,
 }
 
+impl SourceFrame {
+    /// A frame from a live source: nobody waits for its outcome, and faces are looked for only
+    /// where persons are.
+    pub fn new(frame: Frame) -> Self {
+        Self {
+            frame,
+            reply: None,
+            uploaded: false,
+        }
+    }
+}
+
 /// A camera's frame source. `next_frame` yields sampled frames until an error ends the
 /// source; the camera actor then fails and its supervisor reopens it with backoff.
 #[async_trait::async_trait]
@@ -343,17 +355,15 @@ mod tests {
     #[tokio::test]
     async fn the_slot_keeps_the_newest_frame() {
         let slot = FrameSlot::default();
-        let frame = |n: u8| SourceFrame {
-            frame: Frame {
+        let frame = |n: u8| {
+            SourceFrame::new(Frame {
                 image: Arc::new(crate::frame::RgbImage {
                     width: 1,
                     height: 1,
                     data: vec![n; 3],
                 }),
                 captured_at: Utc::now(),
-            },
-            reply: None,
-            uploaded: false,
+            })
         };
         assert!(slot.put(frame(1)).is_none());
         let replaced = slot.put(frame(2)).expect("the first frame is replaced");

@@ -300,11 +300,7 @@ impl FrameSource for RtspSource {
         }
         let frames = self.frames.as_mut().expect("opened above");
         match frames.recv().await {
-            Some(Ok(frame)) => Ok(SourceFrame {
-                frame,
-                reply: None,
-                uploaded: false,
-            }),
+            Some(Ok(frame)) => Ok(SourceFrame::new(frame)),
             Some(Err(e)) => Err(e),
             None => Err(SourceError::Ended),
         }
