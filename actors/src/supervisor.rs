@@ -824,19 +824,24 @@ mod tests {
         assert_eq!(b.delay(u32::MAX), Duration::from_secs(1));
     }
 
-    #[test]
-    fn camera_events_fold_into_what_should_run() {
-        let mut desired = Desired::default();
-        let registered = CameraEvent::Registered(CameraRegistered {
-            camera_id: "a".into(),
-            name: "A".into(),
-            source: "push".into(),
-            enabled: false,
+    /// `camera.registered` of camera `id` on `source`, at 2 fps with no feature.
+    fn registered(id: &str, source: &str, enabled: bool) -> CameraEvent {
+        CameraEvent::Registered(CameraRegistered {
+            camera_id: id.into(),
+            name: id.to_uppercase(),
+            source: source.into(),
+            enabled,
             sample_fps: 2.0,
             features: CameraFeatures::default(),
             prompt: String::new(),
             zones: vec![],
-        });
+        })
+    }
+
+    #[test]
+    fn camera_events_fold_into_what_should_run() {
+        let mut desired = Desired::default();
+        let registered = registered("a", "push", false);
         assert!(matches!(
             desired.apply(&registered),
             Some(CameraChange::Stop { .. })
@@ -863,16 +868,7 @@ mod tests {
     #[test]
     fn an_ended_file_camera_stays_ended_until_its_settings_change() {
         let mut desired = Desired::default();
-        let registered = CameraEvent::Registered(CameraRegistered {
-            camera_id: "clip".into(),
-            name: "Clip".into(),
-            source: "file:///videos/clip.mp4".into(),
-            enabled: true,
-            sample_fps: 2.0,
-            features: CameraFeatures::default(),
-            prompt: String::new(),
-            zones: vec![],
-        });
+        let registered = registered("clip", "file:///videos/clip.mp4", true);
         assert!(matches!(
             desired.apply(&registered),
             Some(CameraChange::Run(_))

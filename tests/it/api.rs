@@ -3,7 +3,7 @@
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::support::{TestDb, TestServer, Which};
+use crate::support::{TestDb, TestServer, Which, call};
 use vigil::config::Config;
 
 async fn server(which: Which) -> (TestServer, TestDb) {
@@ -879,14 +879,8 @@ async fn gpu_endpoint_reports_the_models_device() {
         ..db.config()
     })
     .await;
-    let forced: Value = wgpu
-        .req(Method::GET, "/api/v1/system/gpu")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (status, forced) = call(&wgpu, Method::GET, "/api/v1/system/gpu", None).await;
+    assert_eq!(status, 200, "{forced}");
     assert_eq!(
         forced["backend"], "wgpu",
         "setup installs a software Vulkan adapter, which `wgpu` takes: {forced}"

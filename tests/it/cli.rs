@@ -5,7 +5,7 @@ use std::process::Output;
 use serde_json::json;
 
 use crate::durability::{spawn_server, spawn_server_with};
-use crate::support::{KEY, TestDb, Which};
+use crate::support::{KEY, TestDb, Which, answer, assert_error};
 
 fn vigil(args: &[&str], envs: &[(&str, &str)]) -> Output {
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_vigil"));
@@ -366,9 +366,8 @@ async fn cameras_declared_in_the_config_file_are_reconciled_at_each_start() {
                     .send()
                     .await
                     .unwrap();
-                assert_eq!(patch.status(), 409);
-                let body: serde_json::Value = patch.json().await.unwrap();
-                assert_eq!(body["error"]["code"], "CAMERA_DECLARED_IN_CONFIG", "{body}");
+                let (status, body) = answer(patch).await;
+                assert_error(status, &body, 409, "CAMERA_DECLARED_IN_CONFIG");
                 assert!(
                     body["error"]["message"]
                         .as_str()
@@ -382,16 +381,18 @@ async fn cameras_declared_in_the_config_file_are_reconciled_at_each_start() {
                     .send()
                     .await
                     .unwrap();
-                assert_eq!(delete.status(), 409);
-                let listed: serde_json::Value = client
-                    .get(format!("{base}/api/v1/cameras"))
-                    .header("x-api-key", KEY)
-                    .send()
-                    .await
-                    .unwrap()
-                    .json()
-                    .await
-                    .unwrap();
+                let (status, body) = answer(delete).await;
+                assert_error(status, &body, 409, "CAMERA_DECLARED_IN_CONFIG");
+                let (status, listed) = answer(
+                    client
+                        .get(format!("{base}/api/v1/cameras"))
+                        .header("x-api-key", KEY)
+                        .send()
+                        .await
+                        .unwrap(),
+                )
+                .await;
+                assert_eq!(status, 200, "{listed}");
                 assert_eq!(listed["items"].as_array().unwrap().len(), 2, "{listed}");
             }
             child.start_kill().unwrap();
