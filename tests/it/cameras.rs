@@ -215,6 +215,16 @@ async fn camera(server: &TestServer, id: &str) -> Value {
         .unwrap()
 }
 
+/// The camera's read model once it shows `status`: the status event is in the store before
+/// the projection has applied it, so a read right after [`wait_status`] may still be behind.
+async fn camera_in(server: &TestServer, id: &str, status: &str) -> Value {
+    until(30, &format!("camera `{id}`'s read model to show `{status}`"), || async {
+        let body = camera(server, id).await;
+        (body["status"] == status).then_some(body)
+    })
+    .await
+}
+
 /// Waits for camera `id` to report `status` for the `nth` time (1-based).
 async fn wait_status(server: &TestServer, id: &str, status: &str, nth: usize, secs: u64) {
     until(
@@ -306,8 +316,7 @@ async fn rtsp_camera_makes_tracks_goes_offline_when_the_server_dies_and_recovers
     let blob = started[0].payload["entry_frame"]["blob"].as_str().unwrap();
     assert_eq!(media_is_jpeg(&server, blob).await, (768, 576));
 
-    let dto = camera(&server, "gate").await;
-    assert_eq!(dto["status"], "online", "{dto}");
+    let dto = camera_in(&server, "gate", "online").await;
     let ingest = &dto["ingest"];
     assert_eq!(ingest["running"], true);
     assert!(
@@ -906,8 +915,7 @@ async fn failed_camera_actors_restart_with_backoff_while_the_others_keep_running
         (accepts.load(std::sync::atomic::Ordering::SeqCst) >= 2).then_some(())
     })
     .await;
-    let dto = camera(&server, "mute").await;
-    assert_eq!(dto["status"], "error");
+    let dto = camera_in(&server, "mute", "error").await;
     assert!(
         dto["status_reason"].as_str().unwrap().contains("no frame"),
         "{dto}"
@@ -1641,8 +1649,7 @@ async fn a_file_camera_reads_its_clip_from_the_given_start_and_ends() {
     let status = camera_events(&server, "clip", "camera.status_changed").await;
     let reason = status[1].payload["reason"].as_str().unwrap();
     assert!(reason.contains("file h264 768x576"), "{reason}");
-    let body = camera(&server, "clip").await;
-    assert_eq!(body["status"], "ended", "{body}");
+    let body = camera_in(&server, "clip", "ended").await;
     let ingest = &body["ingest"];
     assert_eq!(ingest["running"], false, "{body}");
     assert_eq!(ingest["sampled"], 30, "{body}");
