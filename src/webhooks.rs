@@ -10,7 +10,11 @@
 //! - `X-Vigil-Timestamp`: the attempt's time in unix seconds;
 //! - `X-Vigil-Signature`: `sha256=` and the hex HMAC-SHA256 of `{timestamp}.{body}` keyed
 //!   with the target's secret (only when it has one), signed again on every attempt;
-//! - `User-Agent: vigil/{version}`.
+//! - `User-Agent: vigil/{version}`;
+//! - the [Standard Webhooks](https://www.standardwebhooks.com/) headers, so receivers can use
+//!   its stock verifiers: `webhook-id` (the delivery id), `webhook-timestamp` (the attempt's unix
+//!   seconds) and, when the target has a secret, `webhook-signature`: `v1,` and the base64
+//!   HMAC-SHA256 of `{webhook-id}.{webhook-timestamp}.{body}` keyed with [`standard_key`].
 //!
 //! A 2xx is delivered. A 4xx other than 408 and 429 (and a redirect, which is not followed) is
 //! permanent. A 5xx, 408, 429, connection error or timeout is tried again, up to the target's
@@ -46,6 +50,15 @@ pub const HEADER_TIMESTAMP: &str = "X-Vigil-Timestamp";
 /// The header carrying the signature (`sha256=…`), when the target has a secret.
 pub const HEADER_SIGNATURE: &str = "X-Vigil-Signature";
 
+/// Standard Webhooks: the message id (the delivery id, the same on every attempt).
+pub const HEADER_WEBHOOK_ID: &str = "webhook-id";
+/// Standard Webhooks: the attempt's unix time in seconds.
+pub const HEADER_WEBHOOK_TIMESTAMP: &str = "webhook-timestamp";
+/// Standard Webhooks: `v1,` and the base64 signature, when the target has a secret.
+pub const HEADER_WEBHOOK_SIGNATURE: &str = "webhook-signature";
+/// The prefix of a secret in Standard Webhooks' format (base64 of the key after it).
+pub const STANDARD_SECRET_PREFIX: &str = "whsec_";
+
 const SIGNATURE_PREFIX: &str = "sha256=";
 const NAME_MAX_LEN: usize = 64;
 
@@ -73,7 +86,10 @@ pub struct WebhookTarget {
     pub name: String,
     /// Where deliveries are posted: an `http://` or `https://` URL.
     pub url: String,
-    /// The HMAC-SHA256 key deliveries are signed with; empty sends them unsigned.
+    /// The HMAC-SHA256 key deliveries are signed with; empty sends them unsigned. A
+    /// `whsec_`-prefixed secret is in Standard Webhooks' format (base64 of the key after the
+    /// prefix) and is given as it is to a Standard Webhooks verifier; any other secret is
+    /// given to one as [`standard_secret`] (`whsec_` and its base64).
     #[serde(default)]
     pub secret: String,
     /// The action names it receives (`alert_security`, …); empty receives every action.
@@ -138,6 +154,18 @@ impl WebhookTarget {
             return Err(format!(
                 "webhook `{name}`: action `{action}` must be 1 to {NAME_MAX_LEN} of a-z, 0-9 and `_`"
             ));
+        }
+        if let Some(encoded) = self.secret.strip_prefix(STANDARD_SECRET_PREFIX) {
+            use base64::Engine;
+            match base64::engine::general_purpose::STANDARD.decode(encoded) {
+                Ok(key) if !key.is_empty() => {}
+                _ => {
+                    return Err(format!(
+                        "webhook `{name}`: a secret starting with `{STANDARD_SECRET_PREFIX}` \
+                         must be followed by a non-empty base64 key (Standard Webhooks' format)"
+                    ));
+                }
+            }
         }
         if self.timeout_ms == 0 {
             return Err(format!("webhook `{name}`: timeout_ms must be at least 1"));
@@ -221,6 +249,47 @@ pub fn verify(
         return false;
     };
     mac(secret, timestamp, body).verify_slice(&digest).is_ok()
+}
+
+/// The HMAC key of a target's Standard Webhooks signature: the base64-decoded part of a
+/// `whsec_` secret, else the secret's bytes.
+pub fn standard_key(secret: &str) -> Vec<u8> {
+    use base64::Engine;
+    secret
+        .strip_prefix(STANDARD_SECRET_PREFIX)
+        .and_then(|encoded| {
+            base64::engine::general_purpose::STANDARD
+                .decode(encoded)
+                .ok()
+        })
+        .unwrap_or_else(|| secret.as_bytes().to_vec())
+}
+
+/// A target's secret as a Standard Webhooks verifier takes it: a `whsec_` secret as it is,
+/// any other as `whsec_` and the base64 of its bytes.
+pub fn standard_secret(secret: &str) -> String {
+    use base64::Engine;
+    if secret.starts_with(STANDARD_SECRET_PREFIX) {
+        return secret.to_string();
+    }
+    format!(
+        "{STANDARD_SECRET_PREFIX}{}",
+        base64::engine::general_purpose::STANDARD.encode(secret.as_bytes())
+    )
+}
+
+/// The Standard Webhooks signature of a delivery: `v1,` and the base64 HMAC-SHA256, keyed
+/// with [`standard_key`], of `{id}.{timestamp}.{body}`.
+pub fn sign_standard(secret: &str, id: &str, timestamp: i64, body: &[u8]) -> String {
+    use base64::Engine;
+    let mut mac =
+        Hmac::<Sha256>::new_from_slice(&standard_key(secret)).expect("HMAC takes any key length");
+    mac.update(format!("{id}.{timestamp}.").as_bytes());
+    mac.update(body);
+    format!(
+        "v1,{}",
+        base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
+    )
 }
 
 /// The backoff before retry number `attempt` (1-based: 1 is the retry after the first
@@ -415,9 +484,16 @@ async fn attempt_once(
         .header(HEADER_DELIVERY, delivery.delivery_id)
         .header(HEADER_EVENT, delivery.event)
         .header(HEADER_TIMESTAMP, timestamp.to_string())
+        .header(HEADER_WEBHOOK_ID, delivery.delivery_id)
+        .header(HEADER_WEBHOOK_TIMESTAMP, timestamp.to_string())
         .body(body.clone());
     if !target.secret.is_empty() {
-        request = request.header(HEADER_SIGNATURE, sign(&target.secret, timestamp, body));
+        request = request
+            .header(HEADER_SIGNATURE, sign(&target.secret, timestamp, body))
+            .header(
+                HEADER_WEBHOOK_SIGNATURE,
+                sign_standard(&target.secret, delivery.delivery_id, timestamp, body),
+            );
     }
     let timeout = Duration::from_millis(target.timeout_ms.max(1));
     let response = match tokio::time::timeout(timeout, request.send()).await {
@@ -710,6 +786,126 @@ mod tests {
             now,
             60
         ));
+    }
+
+    /// Verifies each `(secret, request)` with the Standard Webhooks reference library from
+    /// PyPI (`standardwebhooks`, installed into the venv by scripts/setup); one line per
+    /// request: `ok` or why it was refused.
+    fn verify_with_reference_library(cases: &[(String, &Received)]) -> Vec<String> {
+        let venv = std::env::var("VIGIL_VENV").unwrap_or_else(|_| {
+            format!("{}/.cache/vigil/venv", std::env::var("HOME").expect("HOME"))
+        });
+        let input: Vec<serde_json::Value> = cases
+            .iter()
+            .map(|(secret, r)| {
+                serde_json::json!({
+                    "secret": secret,
+                    "body": String::from_utf8(r.body.clone()).unwrap(),
+                    "headers": r.headers,
+                })
+            })
+            .collect();
+        let script = r#"
+import json, sys
+from standardwebhooks.webhooks import Webhook, WebhookVerificationError
+for case in json.load(sys.stdin):
+    try:
+        Webhook(case["secret"]).verify(case["body"], case["headers"])
+        print("ok")
+    except WebhookVerificationError as e:
+        print("refused: " + str(e))
+"#;
+        let mut child = std::process::Command::new(format!("{venv}/bin/python"))
+            .args(["-c", script])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{venv}/bin/python: {e} (run scripts/setup)"));
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(&serde_json::to_vec(&input).unwrap())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "the standardwebhooks library did not run (scripts/setup installs it): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn the_standard_webhooks_reference_library_verifies_deliveries() {
+        let (url, log) = receiver(Script::ok()).await;
+        // A plain secret (given to verifiers as `whsec_` + base64) and one in Standard
+        // Webhooks' own format.
+        let plain = target(&url);
+        let standard = WebhookTarget {
+            secret: "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into(),
+            ..target(&url)
+        };
+        standard.validate().unwrap();
+        send(&plain, "dlv-sw-1").await;
+        send(&standard, "dlv-sw-2").await;
+        let got = received(&log);
+        assert_eq!(got.len(), 2);
+        for (request, id) in got.iter().zip(["dlv-sw-1", "dlv-sw-2"]) {
+            assert_eq!(request.header(HEADER_WEBHOOK_ID), id);
+            assert_eq!(
+                request.header(HEADER_WEBHOOK_TIMESTAMP),
+                request.header(HEADER_TIMESTAMP)
+            );
+            assert!(request.header(HEADER_WEBHOOK_SIGNATURE).starts_with("v1,"));
+        }
+        // Vigil's own signature still verifies, keyed with the secret as written.
+        let now = chrono::Utc::now().timestamp();
+        let ts: i64 = got[1].header(HEADER_TIMESTAMP).parse().unwrap();
+        assert!(verify(
+            &standard.secret,
+            ts,
+            &got[1].body,
+            got[1].header(HEADER_SIGNATURE),
+            now,
+            60
+        ));
+
+        let mut tampered = got[0].clone();
+        tampered.body.push(b' ');
+        let verdicts = verify_with_reference_library(&[
+            (standard_secret(&plain.secret), &got[0]),
+            (standard.secret.clone(), &got[1]),
+            // The wrong secret, and a body changed on the way: refused.
+            (standard_secret("other"), &got[0]),
+            (standard_secret(&plain.secret), &tampered),
+        ]);
+        assert_eq!(verdicts.len(), 4, "{verdicts:?}");
+        assert_eq!(verdicts[0], "ok", "{verdicts:?}");
+        assert_eq!(verdicts[1], "ok", "{verdicts:?}");
+        assert!(verdicts[2].starts_with("refused"), "{verdicts:?}");
+        assert!(verdicts[3].starts_with("refused"), "{verdicts:?}");
+    }
+
+    #[test]
+    fn a_malformed_standard_secret_is_refused_by_the_config() {
+        for secret in ["whsec_", "whsec_not base64!"] {
+            let t = WebhookTarget {
+                secret: secret.into(),
+                ..WebhookTarget::new("door", "http://127.0.0.1:9/hook")
+            };
+            let err = t.validate().unwrap_err();
+            assert!(err.contains("whsec_"), "{err}");
+        }
+        assert_eq!(standard_secret("whsec_AAAA"), "whsec_AAAA");
+        assert_eq!(standard_secret("s3cret"), "whsec_czNjcmV0");
+        assert_eq!(standard_key("whsec_czNjcmV0"), b"s3cret");
     }
 
     #[tokio::test]

@@ -287,25 +287,31 @@ fn validate_prompt(prompt: &str) -> Result<(), CameraError> {
 
 /// Checks zones: unique non-blank names, 3–64 points each, coordinates within [0, 1].
 pub fn validate_zones(zones: &[Zone]) -> Result<(), CameraError> {
-    if zones.len() > MAX_ZONES {
-        return Err(invalid("zones", format!("at most {MAX_ZONES} zones")));
+    validate_polygons("zones", MAX_ZONES, zones)
+}
+
+/// Checks a list of named polygons (zones, motion masks) called `field`: at most `max`,
+/// names 1–100 characters and unique, 3 to [`MAX_ZONE_POINTS`] normalised points each.
+pub fn validate_polygons(field: &str, max: usize, zones: &[Zone]) -> Result<(), CameraError> {
+    if zones.len() > max {
+        return Err(invalid(field, format!("at most {max} polygons")));
     }
     for (i, zone) in zones.iter().enumerate() {
         if zone.name.trim().is_empty() || zone.name.chars().count() > 100 {
             return Err(invalid(
-                format!("zones[{i}].name"),
+                format!("{field}[{i}].name"),
                 "must be 1 to 100 characters",
             ));
         }
         if zones[..i].iter().any(|z| z.name == zone.name) {
             return Err(invalid(
-                format!("zones[{i}].name"),
-                "zone names must be unique",
+                format!("{field}[{i}].name"),
+                "names must be unique",
             ));
         }
         if zone.polygon.len() < 3 || zone.polygon.len() > MAX_ZONE_POINTS {
             return Err(invalid(
-                format!("zones[{i}].polygon"),
+                format!("{field}[{i}].polygon"),
                 format!("must have 3 to {MAX_ZONE_POINTS} points"),
             ));
         }
@@ -313,7 +319,7 @@ pub fn validate_zones(zones: &[Zone]) -> Result<(), CameraError> {
             let inside = |v: f64| v.is_finite() && (0.0..=1.0).contains(&v);
             if !inside(p.x) || !inside(p.y) {
                 return Err(invalid(
-                    format!("zones[{i}].polygon[{j}]"),
+                    format!("{field}[{i}].polygon[{j}]"),
                     "coordinates are normalised: 0 ≤ x, y ≤ 1",
                 ));
             }

@@ -21,6 +21,7 @@ use vigil_schemas::{AppearanceEvent, DomainEvent, EventMeta, ExpectedVersion};
 use crate::frame::{Frame, RgbImage, encode_jpeg};
 use crate::gallery::Identity;
 use crate::incident::{Incident, IncidentCommand, IncidentError};
+use crate::motion::{Motion, MotionDetector};
 use crate::pool::{Analysis, PoolError, Scored, Want};
 use crate::rules::{Finding, Observation, PersonObs, RuleEngine};
 use crate::source::{CameraCounters, FrameSlot, SourceError, SourceFrame};
@@ -82,8 +83,10 @@ impl FrameOutcome {
 pub struct CameraRuntime {
     /// Ingest counters.
     pub counters: Arc<CameraCounters>,
-    /// The newest analysed frame.
+    /// The newest sampled frame it handled (analysed, or found still).
     pub latest: Mutex<Option<Frame>>,
+    /// What the motion detector saw in that frame.
+    pub motion: Mutex<Option<MotionSeen>>,
     /// What is connected (`rtsp h264 768x576`), set by the source task at each frame; empty
     /// before the first frame of the current actor (the supervisor clears it at each start).
     pub source: Mutex<String>,
@@ -92,6 +95,18 @@ pub struct CameraRuntime {
     /// Set by the actor when its source (a video file) ended, with how far it got; the
     /// supervisor then records `ended` instead of restarting it, and clears it at each start.
     pub finished: Mutex<Option<String>>,
+}
+
+/// What the motion detector saw in a camera's newest handled frame.
+#[derive(Debug, Clone, Serialize)]
+pub struct MotionSeen {
+    /// The frame's capture time.
+    pub at: DateTime<Utc>,
+    /// What moved.
+    pub motion: Motion,
+    /// Whether the frame went to the models (motion, a live track, a due full analysis,
+    /// gating off, or an upload) or was found still.
+    pub analysed: bool,
 }
 
 /// The settings an actor runs with (from the camera's events).
@@ -183,6 +198,10 @@ pub struct CameraState {
     incidents: HashMap<String, OpenIncident>,
     /// Global position of the last event appended while handling the current frame.
     appended: Option<u64>,
+    /// Finds what moves, before any model runs.
+    motion: MotionDetector,
+    /// Capture time of the last frame the models analysed.
+    last_analysed: Option<DateTime<Utc>>,
 }
 
 impl Drop for CameraState {
@@ -288,6 +307,8 @@ impl Actor for CameraActor {
             rules: RuleEngine::new(),
             incidents: HashMap::new(),
             appended: None,
+            motion: MotionDetector::new(),
+            last_analysed: None,
         })
     }
 
@@ -370,6 +391,24 @@ impl CameraState {
                 .supervisor
                 .cast(SupervisorMsg::Online(self.spec.id.clone()));
         }
+        let settings = self.ingest.calibration_for(&self.spec.id);
+        if !self.worth_analysing(&frame, uploaded, &settings).await? {
+            let counters = &self.runtime.counters;
+            counters.still.fetch_add(1, Ordering::Relaxed);
+            counters
+                .last_frame_ms
+                .store(frame.captured_at.timestamp_millis(), Ordering::Relaxed);
+            *self.runtime.latest.lock().expect("lock") = Some(frame);
+            if let Some(reply) = reply {
+                let _ = reply.send(FrameOutcome {
+                    sampled: true,
+                    processing_ms: started.elapsed().as_secs_f64() * 1e3,
+                    ..FrameOutcome::default()
+                });
+            }
+            return Ok(());
+        }
+        self.last_analysed = Some(frame.captured_at);
         let want = Want {
             faces: true,
             always_faces: uploaded,
@@ -564,7 +603,6 @@ impl CameraState {
                 .collect(),
             camera_zones: self.spec.zones.iter().map(|z| z.name.clone()).collect(),
         };
-        let settings = self.ingest.calibration_for(&self.spec.id);
         let mut findings = self
             .rules
             .observe(&self.spec.features, &settings, &observation);
@@ -651,6 +689,50 @@ impl CameraState {
             let _ = reply.send(outcome);
         }
         Ok(())
+    }
+
+    /// Runs the motion detector on `frame` and says whether the models should see it: always
+    /// with gating off and for uploads; otherwise when something moved, a track (even a
+    /// tentative one) is alive, the background was just (re)started, or the last analysis is
+    /// `motion_refresh_seconds` old. Records what it saw for the API and the metrics.
+    async fn worth_analysing(
+        &mut self,
+        frame: &Frame,
+        uploaded: bool,
+        settings: &vigil_schemas::events::CalibrationSettings,
+    ) -> Result<bool, ActorProcessingErr> {
+        let mut detector = std::mem::take(&mut self.motion);
+        let (image, motion_settings) =
+            (frame.image.clone(), crate::rules::motion_settings(settings));
+        let t = frame.captured_at.timestamp_micros() as f64 / 1e6;
+        let (detector, motion) = tokio::task::spawn_blocking(move || {
+            let motion = detector.observe(&image, t, &motion_settings);
+            (detector, motion)
+        })
+        .await?;
+        self.motion = detector;
+        let refresh_due = self.last_analysed.is_none_or(|last| {
+            settings.motion_refresh_seconds > 0.0
+                && (frame.captured_at - last).as_seconds_f64() >= settings.motion_refresh_seconds
+        });
+        let analyse = !settings.motion_gating
+            || uploaded
+            || motion.moving()
+            || motion.reseeded
+            || !self.tracker.is_empty()
+            || refresh_due;
+        if motion.moving() {
+            self.runtime
+                .counters
+                .with_motion
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        *self.runtime.motion.lock().expect("lock") = Some(MotionSeen {
+            at: frame.captured_at,
+            motion,
+            analysed: analyse,
+        });
+        Ok(analyse)
     }
 
     /// Compares the face of track `id` with the gallery: a first match with a subject is

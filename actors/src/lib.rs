@@ -24,6 +24,7 @@ pub mod frame;
 pub mod gallery;
 pub mod handler;
 pub mod incident;
+pub mod motion;
 pub mod pool;
 pub mod rules;
 pub mod source;

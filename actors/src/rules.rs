@@ -831,7 +831,54 @@ pub fn validate_settings(settings: &CalibrationSettings) -> Result<(), String> {
             "min_person_score must be between 0 and 1 (got {min_score})"
         ));
     }
+    let threshold = settings.motion_threshold;
+    if !(1.0..=255.0).contains(&threshold) {
+        return Err(format!(
+            "motion_threshold must be between 1 and 255 (got {threshold})"
+        ));
+    }
+    let area = settings.motion_min_area;
+    if !(area > 0.0 && area <= 1.0) {
+        return Err(format!(
+            "motion_min_area must be above 0 and at most 1 (got {area})"
+        ));
+    }
+    for (field, value) in [
+        (
+            "motion_background_seconds",
+            settings.motion_background_seconds,
+        ),
+        ("motion_refresh_seconds", settings.motion_refresh_seconds),
+    ] {
+        if !(value.is_finite() && (0.0..=86_400.0).contains(&value)) {
+            return Err(format!(
+                "{field} must be between 0 and 86400 seconds (got {value})"
+            ));
+        }
+    }
+    crate::camera::validate_polygons("motion_masks", MAX_MOTION_MASKS, &settings.motion_masks)
+        .map_err(|e| match e {
+            crate::camera::CameraError::Invalid { field, reason } => format!("{field} {reason}"),
+            other => other.to_string(),
+        })?;
     validate_schedule("intrusion_schedule", &settings.intrusion_schedule)
+}
+
+/// Most motion masks per calibration level.
+pub const MAX_MOTION_MASKS: usize = 32;
+
+/// The motion detector's settings from a camera's calibration.
+pub fn motion_settings(settings: &CalibrationSettings) -> crate::motion::MotionSettings {
+    crate::motion::MotionSettings {
+        threshold: settings.motion_threshold as f32,
+        min_area: settings.motion_min_area as f32,
+        background_seconds: settings.motion_background_seconds as f32,
+        masks: settings
+            .motion_masks
+            .iter()
+            .map(|m| m.polygon.clone())
+            .collect(),
+    }
 }
 
 /// Validates a list of schedule windows; `field` names the list in the error.

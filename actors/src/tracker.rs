@@ -407,6 +407,11 @@ impl Tracker {
             .collect()
     }
 
+    /// Whether it holds no track at all, confirmed or tentative.
+    pub fn is_empty(&self) -> bool {
+        self.tracks.is_empty()
+    }
+
     /// Confirmed tracks currently alive.
     pub fn active(&self) -> usize {
         self.tracks.iter().filter(|t| t.id.is_some()).count()

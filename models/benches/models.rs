@@ -4,7 +4,8 @@
 //! Prints images per second, GFLOP per image (2 × multiply-accumulates of the convolutions and
 //! linear layers) and the achieved GFLOP/s as a share of the device's peak: for wgpu the peak
 //! f32 rate cubecl measures with its own probe kernel; for the CPU no peak is known, so the
-//! share column is blank. Set `VIGIL_BENCH_BATCHES=1,8` or `VIGIL_BENCH_SECONDS=2` to shorten.
+//! share column is blank. Set `VIGIL_BENCH_BATCHES=1,8`, `VIGIL_BENCH_SECONDS=2` or
+//! `VIGIL_BENCH_BACKENDS=cpu` (default `cpu,wgpu`) to shorten.
 #![allow(clippy::print_stdout)]
 
 use std::time::{Duration, Instant};
@@ -86,10 +87,16 @@ fn main() {
             .and_then(|s| s.parse().ok())
             .unwrap_or(3.0),
     );
-    let mut backends = vec![Compute::cpu()];
-    match Compute::wgpu() {
-        Ok(c) => backends.push(c),
-        Err(e) => println!("wgpu: not available ({e})"),
+    let wanted = std::env::var("VIGIL_BENCH_BACKENDS").unwrap_or_else(|_| "cpu,wgpu".into());
+    let mut backends = vec![];
+    if wanted.split(',').any(|b| b.trim() == "cpu") {
+        backends.push(Compute::cpu());
+    }
+    if wanted.split(',').any(|b| b.trim() == "wgpu") {
+        match Compute::wgpu() {
+            Ok(c) => backends.push(c),
+            Err(e) => println!("wgpu: not available ({e})"),
+        }
     }
     println!(
         "| backend | adapter | model | input | batch | images/s | GFLOP/image | GFLOP/s | share of peak |"

@@ -892,6 +892,23 @@ pub struct CalibrationSettings {
     /// A finding extends an open incident with the same rule, camera, zone and track when the
     /// incident's last evidence is at most this many seconds old; otherwise it opens a new one.
     pub incident_merge_seconds: f64,
+    /// Motion gating: a sampled frame goes to the models only when something moved in it, a
+    /// track is live, or a full analysis is due (`motion_refresh_seconds`); `false` analyses
+    /// every sampled frame. Pushed frames are always analysed.
+    pub motion_gating: bool,
+    /// Motion: grey-level difference from the background (1–255) above which a spot moves.
+    pub motion_threshold: f64,
+    /// Motion: the smallest moving region, as a share of the frame's area (0–1).
+    pub motion_min_area: f64,
+    /// Motion: seconds for a change to sink into the background (what stops moving stops
+    /// being motion after about this long).
+    pub motion_background_seconds: f64,
+    /// Motion: named polygons (normalised coordinates) where movement is ignored, such as a
+    /// tree or an on-screen clock.
+    pub motion_masks: Vec<Zone>,
+    /// Motion gating: a frame is analysed at least this often even when nothing moves, so a
+    /// person who entered unseen is still found; 0 never.
+    pub motion_refresh_seconds: f64,
 }
 
 impl Default for CalibrationSettings {
@@ -911,6 +928,12 @@ impl Default for CalibrationSettings {
             face_match_margin: 0.05,
             min_person_score: 0.5,
             incident_merge_seconds: 300.0,
+            motion_gating: true,
+            motion_threshold: 20.0,
+            motion_min_area: 0.001,
+            motion_background_seconds: 5.0,
+            motion_masks: vec![],
+            motion_refresh_seconds: 60.0,
         }
     }
 }
@@ -961,6 +984,24 @@ pub struct CalibrationOverrides {
     /// See [`CalibrationSettings::incident_merge_seconds`].
     #[serde(skip_serializing_if = "Option::is_none")]
     pub incident_merge_seconds: Option<f64>,
+    /// See [`CalibrationSettings::motion_gating`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub motion_gating: Option<bool>,
+    /// See [`CalibrationSettings::motion_threshold`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub motion_threshold: Option<f64>,
+    /// See [`CalibrationSettings::motion_min_area`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub motion_min_area: Option<f64>,
+    /// See [`CalibrationSettings::motion_background_seconds`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub motion_background_seconds: Option<f64>,
+    /// See [`CalibrationSettings::motion_masks`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub motion_masks: Option<Vec<Zone>>,
+    /// See [`CalibrationSettings::motion_refresh_seconds`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub motion_refresh_seconds: Option<f64>,
 }
 
 macro_rules! overlay {
@@ -993,7 +1034,13 @@ impl CalibrationOverrides {
             face_match_distance,
             face_match_margin,
             min_person_score,
-            incident_merge_seconds
+            incident_merge_seconds,
+            motion_gating,
+            motion_threshold,
+            motion_min_area,
+            motion_background_seconds,
+            motion_masks,
+            motion_refresh_seconds
         );
         base
     }
@@ -1017,7 +1064,13 @@ impl CalibrationOverrides {
             face_match_distance,
             face_match_margin,
             min_person_score,
-            incident_merge_seconds
+            incident_merge_seconds,
+            motion_gating,
+            motion_threshold,
+            motion_min_area,
+            motion_background_seconds,
+            motion_masks,
+            motion_refresh_seconds
         );
         self
     }

@@ -15,7 +15,7 @@ use vigil_schemas::events::{Calibration, CalibrationOverrides, CalibrationSettin
 use super::ApiTags;
 use super::auth::Auth;
 use super::body::{BodyLimits, JsonBody};
-use super::cameras::request_meta;
+use super::cameras::{ZoneDto, request_meta};
 use super::error::ApiError;
 use super::visibility::wait_visible;
 use crate::app::App;
@@ -90,6 +90,20 @@ pub struct SettingsDto {
     /// A finding extends an open incident of the same rule, camera, zone and track whose last
     /// finding is at most this many seconds old.
     pub incident_merge_seconds: f64,
+    /// Motion gating: a sampled frame goes to the models only when something moved, a track
+    /// is live, or a full analysis is due; `false` analyses every sampled frame (pushed
+    /// frames always are).
+    pub motion_gating: bool,
+    /// Motion: grey-level difference from the background above which a spot moves.
+    pub motion_threshold: f64,
+    /// Motion: smallest moving region, as a share of the frame's area.
+    pub motion_min_area: f64,
+    /// Motion: seconds for a change to sink into the background.
+    pub motion_background_seconds: f64,
+    /// Motion: named polygons where movement is ignored (a tree, an on-screen clock).
+    pub motion_masks: Vec<ZoneDto>,
+    /// Motion gating: a full analysis at least this often even when nothing moves; 0 never.
+    pub motion_refresh_seconds: f64,
 }
 
 /// Thresholds to change; absent fields are left alone (or, in a `PUT`, take the default).
@@ -153,6 +167,30 @@ pub struct OverridesDto {
     #[oai(validator(minimum(value = "0"), maximum(value = "604800")))]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub incident_merge_seconds: Option<f64>,
+    /// `true` (default): analyse a sampled frame only when something moved, a track is live
+    /// or a full analysis is due; `false`: every sampled frame.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub motion_gating: Option<bool>,
+    /// 1 to 255 grey levels.
+    #[oai(validator(minimum(value = "1"), maximum(value = "255")))]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub motion_threshold: Option<f64>,
+    /// Above 0, at most 1 (the whole frame).
+    #[oai(validator(minimum(value = "0", exclusive), maximum(value = "1")))]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub motion_min_area: Option<f64>,
+    /// Seconds, 0 to 86400.
+    #[oai(validator(minimum(value = "0"), maximum(value = "86400")))]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub motion_background_seconds: Option<f64>,
+    /// Up to 32 named polygons (names unique) where movement is ignored.
+    #[oai(validator(max_items = 32))]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub motion_masks: Option<Vec<ZoneDto>>,
+    /// Seconds, 0 (never) to 86400.
+    #[oai(validator(minimum(value = "0"), maximum(value = "86400")))]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub motion_refresh_seconds: Option<f64>,
 }
 
 /// The calibration.

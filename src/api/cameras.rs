@@ -7,7 +7,7 @@ use poem::web::Data;
 use poem_openapi::param::{Header, Path, Query};
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object, OpenApi};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 use vigil_actors::CommandError;
 use vigil_actors::camera::{
@@ -31,7 +31,7 @@ use crate::app::Principal;
 const READ_WAIT: Duration = Duration::from_secs(5);
 
 /// A point in normalised image coordinates (0–1).
-#[derive(Debug, Clone, Object, Deserialize)]
+#[derive(Debug, Clone, Object, Serialize, Deserialize)]
 #[oai(deny_unknown_fields)]
 #[serde(deny_unknown_fields)]
 pub struct PointDto {
@@ -44,7 +44,7 @@ pub struct PointDto {
 }
 
 /// A named polygon.
-#[derive(Debug, Clone, Object, Deserialize)]
+#[derive(Debug, Clone, Object, Serialize, Deserialize)]
 #[oai(deny_unknown_fields)]
 #[serde(deny_unknown_fields)]
 pub struct ZoneDto {
@@ -239,8 +239,33 @@ pub struct IngestDto {
     pub analysed: u64,
     /// Frames lost in transport or skipped until the next keyframe.
     pub damaged: u64,
-    /// Capture time of the newest analysed frame.
+    /// Sampled frames the models did not see because nothing moved and no track was alive
+    /// (motion gating, see the calibration's `motion_*` settings).
+    pub still: u64,
+    /// Sampled frames in which the motion detector found movement.
+    pub with_motion: u64,
+    /// Capture time of the newest sampled frame handled (analysed or still).
     pub last_frame_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// What the motion detector saw in that frame; absent before the first.
+    pub motion: Option<MotionDto>,
+}
+
+/// What the motion detector saw in a camera's newest handled frame.
+#[derive(Debug, Clone, Object)]
+pub struct MotionDto {
+    /// The frame's capture time.
+    pub at: chrono::DateTime<chrono::Utc>,
+    /// Whether anything moved.
+    pub moving: bool,
+    /// Moving regions (normalised), largest first.
+    pub boxes: Vec<super::ingest::BoxDto>,
+    /// Share of the picture (outside the motion masks) that changed.
+    pub changed: f32,
+    /// The background was (re)started with this frame (the first frame, a new frame size or
+    /// masks, or a lighting jump): no motion is reported then.
+    pub reseeded: bool,
+    /// Whether the frame went to the models.
+    pub analysed: bool,
 }
 
 /// The ingest counters of camera `id` on this node.
@@ -256,7 +281,29 @@ pub fn ingest_of(app: &App, id: &str) -> Option<IngestDto> {
         dropped: c.dropped.load(Relaxed),
         analysed: c.analysed.load(Relaxed),
         damaged: c.damaged.load(Relaxed),
+        still: c.still.load(Relaxed),
+        with_motion: c.with_motion.load(Relaxed),
         last_frame_at: c.last_frame_at(),
+        motion: runtime.motion.lock().ok().and_then(|m| {
+            m.as_ref().map(|seen| MotionDto {
+                at: seen.at,
+                moving: seen.motion.moving(),
+                boxes: seen
+                    .motion
+                    .boxes
+                    .iter()
+                    .map(|b| super::ingest::BoxDto {
+                        x1: b.x1,
+                        y1: b.y1,
+                        x2: b.x2,
+                        y2: b.y2,
+                    })
+                    .collect(),
+                changed: seen.motion.changed,
+                reseeded: seen.motion.reseeded,
+                analysed: seen.analysed,
+            })
+        }),
     })
 }
 

@@ -290,6 +290,16 @@ pub async fn metrics(app: Data<&App>) -> poem::Response {
             "Frames lost in transport or skipped until a keyframe per camera.",
             "counter",
         ),
+        (
+            "still",
+            "Sampled frames not analysed because nothing moved and no track was alive, per camera.",
+            "counter",
+        ),
+        (
+            "motion_frames",
+            "Sampled frames in which the motion detector found movement, per camera.",
+            "counter",
+        ),
     ] {
         let _ = writeln!(
             out,
@@ -302,6 +312,8 @@ pub async fn metrics(app: Data<&App>) -> poem::Response {
                 "sampled" => &c.sampled,
                 "dropped" => &c.dropped,
                 "analysed" => &c.analysed,
+                "still" => &c.still,
+                "motion_frames" => &c.with_motion,
                 _ => &c.damaged,
             };
             let _ = writeln!(
@@ -310,6 +322,21 @@ pub async fn metrics(app: Data<&App>) -> poem::Response {
                 value.load(Ordering::Relaxed)
             );
         }
+    }
+    out += "# HELP vigil_camera_moving Whether the camera's newest handled frame had motion (1) or not (0).\n";
+    out += "# TYPE vigil_camera_moving gauge\n";
+    for (id, runtime) in &cameras {
+        let moving = runtime
+            .motion
+            .lock()
+            .ok()
+            .and_then(|m| m.as_ref().map(|seen| seen.motion.moving()))
+            .unwrap_or(false);
+        let _ = writeln!(
+            out,
+            "vigil_camera_moving{{camera=\"{id}\"}} {}",
+            u8::from(moving)
+        );
     }
     out += "# HELP vigil_http_responses_total HTTP responses by status class.\n";
     out += "# TYPE vigil_http_responses_total counter\n";

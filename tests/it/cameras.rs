@@ -218,10 +218,14 @@ async fn camera(server: &TestServer, id: &str) -> Value {
 /// The camera's read model once it shows `status`: the status event is in the store before
 /// the projection has applied it, so a read right after [`wait_status`] may still be behind.
 async fn camera_in(server: &TestServer, id: &str, status: &str) -> Value {
-    until(30, &format!("camera `{id}`'s read model to show `{status}`"), || async {
-        let body = camera(server, id).await;
-        (body["status"] == status).then_some(body)
-    })
+    until(
+        30,
+        &format!("camera `{id}`'s read model to show `{status}`"),
+        || async {
+            let body = camera(server, id).await;
+            (body["status"] == status).then_some(body)
+        },
+    )
     .await
 }
 
@@ -1653,8 +1657,14 @@ async fn a_file_camera_reads_its_clip_from_the_given_start_and_ends() {
     let ingest = &body["ingest"];
     assert_eq!(ingest["running"], false, "{body}");
     assert_eq!(ingest["sampled"], 30, "{body}");
-    // Not real time: every sampled frame was analysed, none replaced in the hand-off.
-    assert_eq!(ingest["analysed"], 30, "{body}");
+    // Not real time: every sampled frame was handled (people walk all through the clip, so
+    // motion gating lets nearly all through to the models), none replaced in the hand-off.
+    let (analysed, still) = (
+        ingest["analysed"].as_u64().unwrap(),
+        ingest["still"].as_u64().unwrap(),
+    );
+    assert_eq!(analysed + still, 30, "{body}");
+    assert!(analysed >= 25, "{body}");
     assert_eq!(ingest["dropped"], 0, "{body}");
     assert_eq!(
         time_of(&ingest["last_frame_at"]),
@@ -1720,6 +1730,119 @@ async fn a_file_camera_reads_its_clip_from_the_given_start_and_ends() {
         statuses(&server, "clip").await,
         ["online", "ended", "online", "ended"]
     );
+    server.stop().await;
+}
+
+/// `quiet` seconds of a still grey scene with sensor noise and a slow brightness drift, then
+/// the first `people` frames of the pedestrian clip (10 fps, 768×576, H.264).
+fn quiet_then_people(dir: &Path, name: &str, quiet: u32, people: u32) -> PathBuf {
+    let path = dir.join(name);
+    let graph = format!(
+        "[0]noise=alls=10:allf=t,eq=brightness='0.002*t':eval=frame,setsar=1,format=yuv420p[q];\
+         [1]trim=end_frame={people},setpts=PTS-STARTPTS,fps=10,setsar=1,format=yuv420p[p];\
+         [q][p]concat=n=2:v=1[v]"
+    );
+    let status = std::process::Command::new("ffmpeg")
+        .args(["-loglevel", "error", "-y", "-f", "lavfi", "-i"])
+        .arg(format!("color=c=0x707070:s=768x576:r=10:d={quiet}"))
+        .arg("-i")
+        .arg(clip())
+        .args([
+            "-filter_complex",
+            &graph,
+            "-map",
+            "[v]",
+            "-an",
+            "-c:v",
+            "libx264",
+        ])
+        .args(["-preset", "ultrafast"])
+        .arg(&path)
+        .status()
+        .expect("ffmpeg runs (scripts/setup installs it)");
+    assert!(status.success(), "ffmpeg could not make the quiet clip");
+    path
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quiet_camera_makes_no_model_call_until_someone_moves() {
+    let _serial = SERIAL.lock().await;
+    let db = TestDb::new(Which::Sqlite).await;
+    let videos = tempfile::tempdir().unwrap();
+    // 30 s of nothing but sensor noise and a drifting exposure, then 8 s of pedestrians;
+    // sampled at 5 fps: 150 quiet frames, then 40.
+    let path = quiet_then_people(videos.path(), "yard.mp4", 30, 80);
+    let server = file_server(&db, videos.path(), true).await;
+    register(
+        &server,
+        json!({"id": "yard", "name": "Yard", "sample_fps": 5,
+               "source": format!("file://{}?realtime=false&start=2026-01-02T03:04:05Z",
+                                 path.display())}),
+    )
+    .await;
+    wait_status(&server, "yard", "ended", 1, 300).await;
+    let body = camera_in(&server, "yard", "ended").await;
+    let ingest = &body["ingest"];
+    let count = |field: &str| ingest[field].as_u64().unwrap();
+    assert_eq!(count("sampled"), 190, "{body}");
+    assert_eq!(count("analysed") + count("still"), 190, "{body}");
+    // The first frame is analysed (someone could be standing there); the other 149 quiet
+    // frames never reach the models.
+    assert!(count("still") >= 149, "{body}");
+    assert!(count("with_motion") >= 20, "the pedestrians move: {body}");
+    let motion = &ingest["motion"];
+    assert_eq!(
+        motion["analysed"], true,
+        "the last frame has people: {body}"
+    );
+
+    // Then people appear, and their tracks start — all after the quiet part.
+    let start: chrono::DateTime<chrono::Utc> = "2026-01-02T03:04:05Z".parse().unwrap();
+    let started = camera_events(&server, "yard", "appearance.started").await;
+    assert!(!started.is_empty(), "pedestrians are tracked");
+    for e in &started {
+        let at = time_of(&e.payload["started_at"]);
+        assert!(
+            at >= start + chrono::Duration::seconds(30),
+            "a track at {at}"
+        );
+    }
+    let metrics = server.metrics().await;
+    let still = format!(
+        "vigil_camera_still_total{{camera=\"yard\"}} {}",
+        count("still")
+    );
+    assert!(metrics.contains(&still), "{metrics}");
+    assert!(
+        metrics.contains("vigil_camera_moving{camera=\"yard\"}"),
+        "{metrics}"
+    );
+
+    // With gating off, the same clip sends every sampled frame to the models.
+    let res = server
+        .req(Method::PATCH, "/api/v1/calibration")
+        .json(&json!({"cameras": {"yard": {"motion_gating": false}}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200, "{}", res.text().await.unwrap());
+    let short = quiet_then_people(videos.path(), "short.mp4", 4, 10);
+    let res = server
+        .req(Method::PATCH, "/api/v1/cameras/yard")
+        .json(&json!({"source": format!("file://{}?realtime=false", short.display())}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200, "{}", res.text().await.unwrap());
+    wait_status(&server, "yard", "ended", 2, 120).await;
+    // The counters run on across the camera's restarts: 25 more sampled, all analysed.
+    let body = until(30, "the second run's counters", || async {
+        let body = camera(&server, "yard").await;
+        (body["ingest"]["sampled"] == 190 + 25).then_some(body)
+    })
+    .await;
+    assert_eq!(body["ingest"]["analysed"], count("analysed") + 25, "{body}");
+    assert_eq!(body["ingest"]["still"], count("still"), "{body}");
     server.stop().await;
 }
 

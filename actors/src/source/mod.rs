@@ -105,14 +105,20 @@ pub struct CameraCounters {
     pub dropped: AtomicU64,
     /// Frames analysed.
     pub analysed: AtomicU64,
-    /// Capture time of the newest analysed frame, milliseconds since the epoch (0: none).
+    /// Sampled frames the models did not see: nothing moved and no track was alive (motion
+    /// gating).
+    pub still: AtomicU64,
+    /// Sampled frames in which the motion detector found movement.
+    pub with_motion: AtomicU64,
+    /// Capture time of the newest sampled frame handled (analysed or still), milliseconds
+    /// since the epoch (0: none).
     pub last_frame_ms: AtomicI64,
     /// Frames lost in transport (RTSP sequence gaps) or skipped until the next keyframe.
     pub damaged: AtomicU64,
 }
 
 impl CameraCounters {
-    /// The newest analysed frame's capture time.
+    /// The newest handled frame's capture time.
     pub fn last_frame_at(&self) -> Option<DateTime<Utc>> {
         match self.last_frame_ms.load(Ordering::Relaxed) {
             0 => None,
