@@ -257,7 +257,7 @@ impl MotionDetector {
                 ));
             }
         }
-        found.sort_by(|a, b| b.0.cmp(&a.0));
+        found.sort_by_key(|f| std::cmp::Reverse(f.0));
         found.into_iter().take(MAX_BOXES).map(|(_, b)| b).collect()
     }
 }
