@@ -215,31 +215,37 @@ async fn camera(server: &TestServer, id: &str) -> Value {
         .unwrap()
 }
 
-/// The camera's read model once it shows `status`: the status event is in the store before
-/// the projection has applied it, so a read right after [`wait_status`] may still be behind.
-async fn camera_in(server: &TestServer, id: &str, status: &str) -> Value {
-    until(
-        30,
-        &format!("camera `{id}`'s read model to show `{status}`"),
-        || async {
-            let body = camera(server, id).await;
-            (body["status"] == status).then_some(body)
-        },
-    )
-    .await
+/// Camera `id` as its read model shows it once it has applied the event at `position` (the
+/// API's `min_position`): a status event is in the store before the projection applied it.
+async fn camera_at(server: &TestServer, id: &str, position: u64) -> Value {
+    let res = server
+        .req(
+            Method::GET,
+            &format!("/api/v1/cameras/{id}?min_position={position}"),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    res.json().await.unwrap()
 }
 
-/// Waits for camera `id` to report `status` for the `nth` time (1-based).
-async fn wait_status(server: &TestServer, id: &str, status: &str, nth: usize, secs: u64) {
+/// Waits for camera `id` to report `status` for the `nth` time (1-based); returns that
+/// event's global position.
+async fn wait_status(server: &TestServer, id: &str, status: &str, nth: usize, secs: u64) -> u64 {
     until(
         secs,
         &format!("camera `{id}` to report `{status}` (#{nth})"),
         || async {
-            let seen = statuses(server, id).await;
-            (seen.iter().filter(|s| *s == status).count() >= nth).then_some(())
+            camera_events(server, id, "camera.status_changed")
+                .await
+                .iter()
+                .filter(|e| e.payload["status"] == status)
+                .nth(nth - 1)
+                .map(|e| e.position)
         },
     )
-    .await;
+    .await
 }
 
 /// Waits for `n` tracks of camera `id` to start.
@@ -314,13 +320,14 @@ async fn rtsp_camera_makes_tracks_goes_offline_when_the_server_dies_and_recovers
         json!({"id": "gate", "name": "Gate", "source": rtsp.url, "sample_fps": 2}),
     )
     .await;
-    wait_status(&server, "gate", "online", 1, 60).await;
+    let online = wait_status(&server, "gate", "online", 1, 60).await;
     let started = wait_tracks(&server, "gate", 1, 120).await;
     check_track_started(&started[0], "gate");
     let blob = started[0].payload["entry_frame"]["blob"].as_str().unwrap();
     assert_eq!(media_is_jpeg(&server, blob).await, (768, 576));
 
-    let dto = camera_in(&server, "gate", "online").await;
+    let dto = camera_at(&server, "gate", online).await;
+    assert_eq!(dto["status"], "online", "{dto}");
     let ingest = &dto["ingest"];
     assert_eq!(ingest["running"], true);
     assert!(
@@ -914,12 +921,13 @@ async fn failed_camera_actors_restart_with_backoff_while_the_others_keep_running
     );
 
     // The mute camera times out, reports error, and is retried with backoff.
-    wait_status(&server, "mute", "error", 1, 60).await;
+    let error = wait_status(&server, "mute", "error", 1, 60).await;
     until(60, "a second connection attempt", || async {
         (accepts.load(std::sync::atomic::Ordering::SeqCst) >= 2).then_some(())
     })
     .await;
-    let dto = camera_in(&server, "mute", "error").await;
+    let dto = camera_at(&server, "mute", error).await;
+    assert_eq!(dto["status"], "error");
     assert!(
         dto["status_reason"].as_str().unwrap().contains("no frame"),
         "{dto}"
@@ -1646,14 +1654,15 @@ async fn a_file_camera_reads_its_clip_from_the_given_start_and_ends() {
                                  path.display())}),
     )
     .await;
-    wait_status(&server, "clip", "ended", 1, 300).await;
+    let end_position = wait_status(&server, "clip", "ended", 1, 300).await;
 
     let seen = statuses(&server, "clip").await;
     assert_eq!(seen, ["online", "ended"], "read once, then ended");
     let status = camera_events(&server, "clip", "camera.status_changed").await;
     let reason = status[1].payload["reason"].as_str().unwrap();
     assert!(reason.contains("file h264 768x576"), "{reason}");
-    let body = camera_in(&server, "clip", "ended").await;
+    let body = camera_at(&server, "clip", end_position).await;
+    assert_eq!(body["status"], "ended", "{body}");
     let ingest = &body["ingest"];
     assert_eq!(ingest["running"], false, "{body}");
     assert_eq!(ingest["sampled"], 30, "{body}");
@@ -1780,8 +1789,9 @@ async fn a_quiet_camera_makes_no_model_call_until_someone_moves() {
                                  path.display())}),
     )
     .await;
-    wait_status(&server, "yard", "ended", 1, 300).await;
-    let body = camera_in(&server, "yard", "ended").await;
+    let end_position = wait_status(&server, "yard", "ended", 1, 300).await;
+    let body = camera_at(&server, "yard", end_position).await;
+    assert_eq!(body["status"], "ended", "{body}");
     let ingest = &body["ingest"];
     let count = |field: &str| ingest[field].as_u64().unwrap();
     assert_eq!(count("sampled"), 190, "{body}");
