@@ -97,6 +97,17 @@ pub struct CameraRuntime {
     pub finished: Mutex<Option<String>>,
 }
 
+impl CameraRuntime {
+    /// Records `frame` as the newest handled (analysed or still): its time for
+    /// `last_frame_at`, the frame itself for the snapshot.
+    fn handled(&self, frame: Frame) {
+        self.counters
+            .last_frame_ms
+            .store(frame.captured_at.timestamp_millis(), Ordering::Relaxed);
+        *self.latest.lock().expect("lock") = Some(frame);
+    }
+}
+
 /// What the motion detector saw in a camera's newest handled frame.
 #[derive(Debug, Clone, Serialize)]
 pub struct MotionSeen {
@@ -393,12 +404,8 @@ impl CameraState {
         }
         let settings = self.ingest.calibration_for(&self.spec.id);
         if !self.worth_analysing(&frame, uploaded, &settings).await? {
-            let counters = &self.runtime.counters;
-            counters.still.fetch_add(1, Ordering::Relaxed);
-            counters
-                .last_frame_ms
-                .store(frame.captured_at.timestamp_millis(), Ordering::Relaxed);
-            *self.runtime.latest.lock().expect("lock") = Some(frame);
+            self.runtime.counters.still.fetch_add(1, Ordering::Relaxed);
+            self.runtime.handled(frame);
             if let Some(reply) = reply {
                 let _ = reply.send(FrameOutcome {
                     sampled: true,
@@ -676,12 +683,11 @@ impl CameraState {
             }
         }
 
-        let counters = &self.runtime.counters;
-        counters.analysed.fetch_add(1, Ordering::Relaxed);
-        counters
-            .last_frame_ms
-            .store(frame.captured_at.timestamp_millis(), Ordering::Relaxed);
-        *self.runtime.latest.lock().expect("lock") = Some(frame);
+        self.runtime
+            .counters
+            .analysed
+            .fetch_add(1, Ordering::Relaxed);
+        self.runtime.handled(frame);
         if let Some(reply) = reply {
             outcome.analysis = Some(analysis);
             outcome.position = self.appended;
