@@ -124,6 +124,7 @@ struct Inner {
     /// The Lance tables the `vectors` projection writes and face search reads.
     vectors: Arc<vigil_projections::vectors::VectorStore>,
     pepper: Vec<u8>,
+    links: crate::links::MediaLinks,
     config_key_hash: Option<String>,
     limiters: KeyLimiters,
     failures: FailureGuard,
@@ -236,6 +237,11 @@ impl App {
             },
             vigil_actors::tracker::TrackerConfig::default(),
         ));
+        let links = crate::links::MediaLinks::new(
+            &pepper,
+            &config.public_base_url,
+            config.media_link_ttl_secs,
+        );
         let app = Self {
             inner: Arc::new(Inner {
                 failures: FailureGuard::new(config.auth_failures_per_minute),
@@ -246,6 +252,7 @@ impl App {
                 handler,
                 runners,
                 vectors,
+                links,
                 pepper,
                 config_key_hash,
                 limiters: KeyLimiters::default(),
@@ -262,7 +269,7 @@ impl App {
     }
 
     /// Starts every projection runner, the Kafka relay (when brokers are configured), the
-    /// action dispatcher, camera ingest (when on) and the usage flusher as background tasks.
+    /// MQTT relay and live state (when a broker is configured), the action dispatcher, camera ingest (when on) and the usage flusher as background tasks.
     pub fn spawn_background(&self) -> Vec<tokio::task::JoinHandle<()>> {
         let mut tasks: Vec<_> = self
             .inner
@@ -280,12 +287,30 @@ impl App {
                 Err(err) => tracing::error!(error = %err, "the Kafka relay cannot start"),
             }
         }
+        if !self.inner.config.mqtt_url.is_empty() {
+            match crate::mqtt::MqttRelay::new(
+                &self.inner.config,
+                self.inner.store.clone(),
+                self.inner.pool.clone(),
+                self.inner.links.clone(),
+            ) {
+                Ok(relay) => tasks.push(tokio::spawn(relay.run())),
+                Err(err) => tracing::error!(error = %err, "the MQTT relay cannot start"),
+            }
+            if self.inner.config.ingest {
+                match crate::mqtt::LiveState::new(&self.inner.config, self.inner.ingest.clone()) {
+                    Ok(live) => tasks.push(tokio::spawn(live.run())),
+                    Err(err) => tracing::error!(error = %err, "MQTT live state cannot start"),
+                }
+            }
+        }
         tasks.push(tokio::spawn(
             crate::dispatch::Dispatcher::new(
                 self.inner.store.clone(),
                 self.inner.pool.clone(),
                 self.inner.config.webhooks.clone(),
                 self.inner.config.auto_actions.clone(),
+                self.inner.links.clone(),
             )
             .run(),
         ));
@@ -431,6 +456,11 @@ impl App {
     /// Usage counters not yet written.
     pub fn usage(&self) -> &UsageCounter {
         &self.inner.usage
+    }
+
+    /// Signs media URLs (the API's signed URLs and outbound messages' links).
+    pub fn links(&self) -> &crate::links::MediaLinks {
+        &self.inner.links
     }
 
     /// The keyed hash of a secret under this node's pepper.

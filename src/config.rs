@@ -72,6 +72,29 @@ pub struct Config {
     /// How long the producer keeps trying one message before the relay restarts from its
     /// checkpoint, in milliseconds (`VIGIL_KAFKA_MESSAGE_TIMEOUT_MS`).
     pub kafka_message_timeout_ms: u64,
+    /// The address clients reach this node at, e.g. `https://vigil.example.com`
+    /// (`VIGIL_PUBLIC_BASE_URL`). Set, every outbound message that names media (webhook bodies,
+    /// MQTT) carries an absolute signed URL that opens without a key until it expires, and
+    /// CloudEvents' `source` is this URL. Empty: media links stay relative paths.
+    pub public_base_url: String,
+    /// How long the signed media links of outbound messages work, in seconds (1 to 604800;
+    /// `VIGIL_MEDIA_LINK_TTL_SECS`).
+    pub media_link_ttl_secs: u64,
+    /// MQTT broker, `mqtt://[user:password@]host[:port]` (`VIGIL_MQTT_URL`). Empty: the MQTT
+    /// relay is off.
+    pub mqtt_url: String,
+    /// Topic prefix: everything goes under `{prefix}/` (`VIGIL_MQTT_TOPIC_PREFIX`).
+    pub mqtt_topic_prefix: String,
+    /// MQTT client id (`VIGIL_MQTT_CLIENT_ID`); empty: `vigil-{host name}`. The relay connects
+    /// as `{id}-relay`, each ingest node's live state as `{id}-live`.
+    pub mqtt_client_id: String,
+    /// Publish Home Assistant MQTT discovery configs for every camera (`VIGIL_MQTT_DISCOVERY`).
+    pub mqtt_discovery: bool,
+    /// Home Assistant's discovery prefix (`VIGIL_MQTT_DISCOVERY_PREFIX`).
+    pub mqtt_discovery_prefix: String,
+    /// Publish the evidence JPEG of every new incident on `{prefix}/cameras/{id}/evidence`
+    /// (retained; also the picture of Home Assistant's camera entity) (`VIGIL_MQTT_EVIDENCE_JPEG`).
+    pub mqtt_evidence_jpeg: bool,
     /// Where the models run (`VIGIL_MODELS_BACKEND`): `auto` (a wgpu adapter when one exists,
     /// else the CPU), `wgpu` (fail without an adapter) or `cpu`.
     pub models_backend: vigil_models::BackendPreference,
@@ -223,6 +246,14 @@ impl Default for Config {
             kafka_partitions: 3,
             kafka_replication: 1,
             kafka_message_timeout_ms: 30_000,
+            public_base_url: String::new(),
+            media_link_ttl_secs: 86_400,
+            mqtt_url: String::new(),
+            mqtt_topic_prefix: "vigil".into(),
+            mqtt_client_id: String::new(),
+            mqtt_discovery: false,
+            mqtt_discovery_prefix: "homeassistant".into(),
+            mqtt_evidence_jpeg: false,
             ws_heartbeat_secs: 5,
             models_backend: vigil_models::BackendPreference::Auto,
             assets_dir: String::new(),
@@ -283,6 +314,14 @@ const ENV_KEYS: &[&str] = &[
     "kafka_partitions",
     "kafka_replication",
     "kafka_message_timeout_ms",
+    "public_base_url",
+    "media_link_ttl_secs",
+    "mqtt_url",
+    "mqtt_topic_prefix",
+    "mqtt_client_id",
+    "mqtt_discovery",
+    "mqtt_discovery_prefix",
+    "mqtt_evidence_jpeg",
     "ws_heartbeat_secs",
     "max_upload_bytes",
     "ingest",
@@ -400,6 +439,15 @@ impl Config {
             return Err("request_timeout_secs must be at least 1".into());
         }
         crate::webhooks::validate_targets(&self.webhooks).map_err(|e| format!("webhooks: {e}"))?;
+        crate::links::validate_base_url(&self.public_base_url)
+            .map_err(|e| format!("public_base_url: {e}"))?;
+        if !(1..=crate::links::MAX_TTL_SECS).contains(&self.media_link_ttl_secs) {
+            return Err(format!(
+                "media_link_ttl_secs must be between 1 and {}",
+                crate::links::MAX_TTL_SECS
+            ));
+        }
+        crate::mqtt::validate(self).map_err(|e| format!("mqtt: {e}"))?;
         for (i, auto) in self.auto_actions.iter().enumerate() {
             if Severity::parse(&auto.min_severity).is_none() {
                 return Err(format!(
@@ -506,6 +554,7 @@ impl Config {
         }
         shown.database_url = crate::store::mask_url(&self.effective_database_url());
         shown.kurrentdb_url = crate::store::mask_url(&self.kurrentdb_url);
+        shown.mqtt_url = crate::store::mask_url(&self.mqtt_url);
         toml::to_string_pretty(&shown).expect("config serialises")
     }
 }

@@ -151,6 +151,7 @@ pub struct Dispatcher {
     targets: Arc<Vec<WebhookTarget>>,
     auto: Arc<Vec<AutoAction>>,
     client: reqwest::Client,
+    links: crate::links::MediaLinks,
 }
 
 fn system_meta(causation: Option<uuid::Uuid>) -> EventMeta {
@@ -168,8 +169,10 @@ impl Dispatcher {
         pool: AnyPool,
         targets: Vec<WebhookTarget>,
         auto: Vec<AutoAction>,
+        links: crate::links::MediaLinks,
     ) -> Self {
         Self {
+            links,
             handler: CommandHandler::new(store.clone()),
             store,
             pool,
@@ -284,6 +287,7 @@ impl Dispatcher {
                         "reasoning": row.reasoning,
                         "opened_at": row.opened_at,
                         "evidence": row.evidence.iter().map(|f| format!("/api/v1/media/{}", f.blob)).collect::<Vec<_>>(),
+                        "evidence_media": row.evidence.iter().map(|f| self.links.describe(&f.blob)).collect::<Vec<_>>(),
                     })
                 }),
             None => None,

@@ -13,6 +13,8 @@ pub mod cmds;
 pub mod config;
 pub mod declared;
 pub mod dispatch;
+pub mod links;
+pub mod mqtt;
 pub mod relay;
 pub mod store;
 pub mod webhooks;

@@ -8,6 +8,13 @@
 //! de-duplicate. Topics are `{prefix}.{category}s` (`vigil.cameras`, `vigil.apikeys`, …); the
 //! key is the stream id, so one stream's events stay ordered in one partition; the payload is
 //! the event envelope as `schemas/json/envelope.v1.json` describes it.
+//!
+//! Every message is also a CloudEvent in Kafka binary mode (CloudEvents 1.0, Kafka protocol
+//! binding): `ce_specversion`, `ce_id` (the event id), `ce_source` (`public_base_url`, else
+//! `urn:vigil`), `ce_type` (the event type), `ce_time` (when it happened), `ce_subject` (the
+//! stream), `ce_dataschema` (the `$id` of the JSON Schema of the envelope's `payload`,
+//! `https://vigil.dev/schemas/{type}.v{version}.json`, shipped in `schemas/json/`) and
+//! `content-type: application/json`.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -46,6 +53,34 @@ pub enum RelayError {
     CheckpointMoved(u64),
 }
 
+/// CloudEvents' `source` when no `public_base_url` is set.
+pub const DEFAULT_SOURCE: &str = "urn:vigil";
+
+/// The CloudEvents attributes of one stored event, as `(header, value)` pairs of the Kafka
+/// binary content mode.
+pub fn cloudevent_headers(source: &str, e: &RecordedEvent) -> Vec<(&'static str, String)> {
+    vec![
+        ("ce_specversion", "1.0".into()),
+        ("ce_id", e.event_id.to_string()),
+        ("ce_source", source.into()),
+        ("ce_type", e.event_type.clone()),
+        (
+            "ce_time",
+            e.occurred_at
+                .to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+        ),
+        ("ce_subject", e.stream.clone()),
+        (
+            "ce_dataschema",
+            format!(
+                "https://vigil.dev/schemas/{}.v{}.json",
+                e.event_type, e.schema_version
+            ),
+        ),
+        ("content-type", "application/json".into()),
+    ]
+}
+
 /// The topic an event goes to: `{prefix}.{category}s`, category being the part of the event
 /// type before the first dot.
 pub fn topic_for(prefix: &str, event_type: &str) -> String {
@@ -60,6 +95,7 @@ pub struct KafkaRelay {
     producer: FutureProducer,
     admin: AdminClient<DefaultClientContext>,
     prefix: String,
+    source: String,
     partitions: i32,
     replication: i32,
     timeout: Duration,
@@ -93,6 +129,10 @@ impl KafkaRelay {
             producer,
             admin,
             prefix: config.kafka_topic_prefix.clone(),
+            source: match config.public_base_url.trim_end_matches('/') {
+                "" => DEFAULT_SOURCE.to_string(),
+                base => base.to_string(),
+            },
             partitions: config.kafka_partitions,
             replication: config.kafka_replication,
             timeout: Duration::from_millis(config.kafka_message_timeout_ms),
@@ -164,7 +204,8 @@ impl KafkaRelay {
                 let position = e.position.to_string();
                 let version = e.schema_version.to_string();
                 let correlation = e.correlation_id.to_string();
-                let headers = OwnedHeaders::new()
+                let cloudevent = cloudevent_headers(&self.source, e);
+                let mut headers = OwnedHeaders::new()
                     .insert(Header {
                         key: "event_id",
                         value: Some(event_id.as_str()),
@@ -185,6 +226,12 @@ impl KafkaRelay {
                         key: "correlation_id",
                         value: Some(correlation.as_str()),
                     });
+                for (key, value) in &cloudevent {
+                    headers = headers.insert(Header {
+                        key,
+                        value: Some(value.as_str()),
+                    });
+                }
                 let record = FutureRecord::to(topic)
                     .key(e.stream.as_str())
                     .payload(payload.as_str())
@@ -261,5 +308,48 @@ impl KafkaRelay {
             self.follow()
         })
         .await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_message_carries_the_cloudevents_attributes_of_its_event() {
+        let event = RecordedEvent {
+            event_id: uuid::Uuid::now_v7(),
+            stream: "incident-42".into(),
+            stream_version: 1,
+            position: 7,
+            event_type: "incident.opened".into(),
+            schema_version: 1,
+            occurred_at: "2026-12-05T08:00:00.25Z".parse().unwrap(),
+            recorded_at: chrono::Utc::now(),
+            correlation_id: uuid::Uuid::now_v7(),
+            causation_id: None,
+            actor: "rule".into(),
+            payload: serde_json::json!({}),
+        };
+        let headers: std::collections::HashMap<_, _> = cloudevent_headers(DEFAULT_SOURCE, &event)
+            .into_iter()
+            .collect();
+        assert_eq!(headers["ce_specversion"], "1.0");
+        assert_eq!(headers["ce_id"], event.event_id.to_string());
+        assert_eq!(headers["ce_source"], "urn:vigil");
+        assert_eq!(headers["ce_type"], "incident.opened");
+        assert_eq!(headers["ce_time"], "2026-12-05T08:00:00.250000Z");
+        assert_eq!(headers["ce_subject"], "incident-42");
+        assert_eq!(
+            headers["ce_dataschema"],
+            "https://vigil.dev/schemas/incident.opened.v1.json"
+        );
+        assert_eq!(headers["content-type"], "application/json");
+        assert!(
+            vigil_schemas::json_schema::all()
+                .iter()
+                .any(|(_, schema)| schema["$id"] == headers["ce_dataschema"].as_str()),
+            "the schema's $id"
+        );
     }
 }

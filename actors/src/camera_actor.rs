@@ -219,6 +219,7 @@ impl Drop for CameraState {
     fn drop(&mut self) {
         self.pump.abort();
         self.runtime.running.store(false, Ordering::Relaxed);
+        self.runtime.counters.persons.store(0, Ordering::Relaxed);
     }
 }
 
@@ -457,6 +458,10 @@ impl CameraState {
             })
             .collect();
         let update = self.tracker.update(t, &boxes);
+        self.runtime
+            .counters
+            .persons
+            .store(self.tracker.active() as u64, Ordering::Relaxed);
         let mut outcome = FrameOutcome {
             sampled: true,
             tracks: vec![None; boxes.len()],
@@ -1030,6 +1035,7 @@ impl CameraState {
                 tracing::warn!(camera = %self.spec.id, error = %e, "could not record a track's end");
             }
         }
+        self.runtime.counters.persons.store(0, Ordering::Relaxed);
     }
 }
 

@@ -19,7 +19,7 @@ use super::error::ApiError;
 use crate::app::App;
 
 /// Longest a signed URL may live.
-pub const MAX_TTL_SECS: u64 = 7 * 24 * 3600;
+pub const MAX_TTL_SECS: u64 = crate::links::MAX_TTL_SECS;
 const CACHE_FOREVER: &str = "public, max-age=31536000, immutable";
 
 /// Which bytes of a body of `len` bytes a `Range` header asks for.
@@ -131,11 +131,6 @@ pub fn serve(bytes: Vec<u8>, range: Option<&str>) -> MediaResponse {
     }
 }
 
-/// The signature of a media URL.
-pub fn signature(app: &App, sha256: &str, exp: i64) -> String {
-    app.hash_secret(&format!("media:{sha256}:{exp}"))
-}
-
 fn same(a: &str, b: &str) -> bool {
     a.len() == b.len()
         && a.bytes()
@@ -206,16 +201,8 @@ impl MediaApi {
                 format!("no media `{}`", sha256.0),
             ));
         }
-        let expires_at = Utc::now() + chrono::Duration::seconds(ttl as i64);
-        let exp = expires_at.timestamp();
-        Ok(Json(SignedUrl {
-            url: format!(
-                "/api/v1/media/{}/signed?exp={exp}&sig={}",
-                sha256.0,
-                signature(&app, &sha256.0, exp)
-            ),
-            expires_at,
-        }))
+        let (url, expires_at) = app.links().signed_path(&sha256.0, ttl);
+        Ok(Json(SignedUrl { url, expires_at }))
     }
 
     /// Media through a signed URL.
@@ -236,7 +223,7 @@ impl MediaApi {
         #[oai(validator(pattern = "^[0-9a-f]{64}$"))] sig: Query<String>,
         #[oai(name = "Range", validator(max_length = 200))] range: Header<Option<String>>,
     ) -> Result<MediaResponse, ApiError> {
-        if !same(&signature(&app, &sha256.0, exp.0), &sig.0) {
+        if !same(&app.links().signature(&sha256.0, exp.0), &sig.0) {
             return Err(ApiError::new(
                 StatusCode::FORBIDDEN,
                 "SIGNATURE_INVALID",

@@ -270,6 +270,17 @@ pub async fn metrics(app: Data<&App>) -> poem::Response {
             head.saturating_sub(relayed)
         );
     }
+    if !app.config().mqtt_url.is_empty()
+        && let (Some(head), Ok(relayed)) = (
+            head,
+            vigil_projections::runner::read_checkpoint(app.pool(), crate::mqtt::CHECKPOINT).await,
+        )
+    {
+        out +=
+            "# HELP vigil_mqtt_relay_lag Stored events the MQTT broker has not acknowledged yet.\n";
+        out += "# TYPE vigil_mqtt_relay_lag gauge\n";
+        let _ = writeln!(out, "vigil_mqtt_relay_lag {}", head.saturating_sub(relayed));
+    }
     app.ingest().pool.metrics().render(&mut out);
     let cameras = app.ingest().runtimes();
     for (name, help, kind) in [
@@ -336,6 +347,15 @@ pub async fn metrics(app: Data<&App>) -> poem::Response {
             out,
             "vigil_camera_moving{{camera=\"{id}\"}} {}",
             u8::from(moving)
+        );
+    }
+    out += "# HELP vigil_camera_persons Persons in view per camera (confirmed tracks after the newest analysed frame).\n";
+    out += "# TYPE vigil_camera_persons gauge\n";
+    for (id, runtime) in &cameras {
+        let _ = writeln!(
+            out,
+            "vigil_camera_persons{{camera=\"{id}\"}} {}",
+            runtime.counters.persons.load(Ordering::Relaxed)
         );
     }
     out += "# HELP vigil_http_responses_total HTTP responses by status class.\n";

@@ -102,6 +102,7 @@ pub async fn checks(config: &Config) -> Vec<Check> {
     let (database, newest) = database_check(config).await;
     out.push(database);
     out.push(kafka_check(config).await);
+    out.push(mqtt_check(config).await);
     out.push(webhooks_check(config).await);
     out.push(disk_check("data", &config.data_dir));
     out.push(disk_check("media", &config.data_dir.join("blobs")));
@@ -313,6 +314,21 @@ async fn kafka_check(config: &Config) -> Check {
                 "{}: {e} → start the broker or fix kafka_brokers",
                 config.kafka_brokers
             ),
+        ),
+    }
+}
+
+async fn mqtt_check(config: &Config) -> Check {
+    if config.mqtt_url.is_empty() {
+        return Check::new("mqtt", Verdict::Skip, "no mqtt_url configured; MQTT is off");
+    }
+    let shown = crate::store::mask_url(&config.mqtt_url);
+    match crate::mqtt::probe(config).await {
+        Ok(()) => Check::new("mqtt", Verdict::Ok, format!("{shown} accepts a connection")),
+        Err(e) => Check::new(
+            "mqtt",
+            Verdict::Fail,
+            format!("{shown}: {e} → start the broker or fix mqtt_url"),
         ),
     }
 }

@@ -991,7 +991,7 @@ async fn media_serves_ranges_and_signed_expiring_urls() {
     let past = exp - 7200;
     let expired = format!(
         "/api/v1/media/{sha}/signed?exp={past}&sig={}",
-        vigil::api::media::signature(&server.app, &sha, past)
+        server.app.links().signature(&sha, past)
     );
     expect_error(
         anonymous.get(server.url(&expired)).send().await.unwrap(),

@@ -15,8 +15,8 @@ use vigil_schemas::events::{FrameRef, IncidentOpened, IncidentSubjects, incident
 use vigil_schemas::{DomainEvent, EventMeta, ExpectedVersion, IncidentEvent};
 
 use crate::support::{
-    KEY, TestDb, TestServer, Which, assert_error, assert_rebuild_equals_live, call, stream_events,
-    until,
+    KEY, TestDb, TestServer, Which, answer, assert_error, assert_rebuild_equals_live, call,
+    stream_events, until,
 };
 
 /// Opens an `external` incident through the Alertmanager webhook; returns its id.
@@ -1152,4 +1152,94 @@ async fn an_old_alert_opens_an_incident_at_its_start() {
         assert_rebuilds_equal(&db, &["incidents"]).await;
         db.cleanup().await;
     }
+}
+
+/// With `public_base_url` set, a webhook body names each evidence frame by hash and by an
+/// absolute signed URL that a phone opens without a key until it expires, and not after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhook_bodies_carry_signed_media_links_that_work_until_they_expire() {
+    let db = TestDb::new(Which::Sqlite).await;
+    let (desk, desk_url) = Receiver::start(0, false).await;
+    let server = TestServer::start_public(Config {
+        webhooks: vec![target("desk", &desk_url, &["alert_security"])],
+        media_link_ttl_secs: 3,
+        ..db.config()
+    })
+    .await;
+    let jpeg = b"\xff\xd8 the bytes of an evidence frame \xff\xd9".to_vec();
+    let sha = server.app.ingest().blobs.put(&jpeg).await.unwrap();
+    let at = Utc::now();
+    let id = uuid::Uuid::now_v7().to_string();
+    seed(
+        &server,
+        &id,
+        "intrusion",
+        "high",
+        "gate",
+        "a person in the yard after hours",
+        at,
+        vec![FrameRef {
+            blob: sha.clone(),
+            frame_number: 7,
+            at,
+        }],
+    )
+    .await;
+    until(10, "the incident in the read model", || async {
+        let (status, _) = call(
+            &server,
+            Method::GET,
+            &format!("/api/v1/incidents/{id}"),
+            None,
+        )
+        .await;
+        (status == 200).then_some(())
+    })
+    .await;
+    let (status, body) = call(
+        &server,
+        Method::POST,
+        "/api/v1/actions/execute",
+        Some(json!({"action": "alert_security", "incident_id": id})),
+    )
+    .await;
+    assert_eq!(status, 202, "{body}");
+    let action_id = body["action_id"].as_str().unwrap().to_string();
+    delivery_status(&server, &action_id, "delivered").await;
+    let requests = desk.requests();
+    let sent: Value = serde_json::from_slice(&requests[0].1).unwrap();
+    let media = &sent["incident"]["evidence_media"][0];
+    assert_eq!(media["sha256"], sha.as_str());
+    assert_eq!(media["path"], format!("/api/v1/media/{sha}"));
+    assert_eq!(
+        sent["incident"]["evidence"][0],
+        format!("/api/v1/media/{sha}")
+    );
+    let url = media["url"].as_str().expect("an absolute URL").to_string();
+    assert!(
+        url.starts_with(&format!("{}/api/v1/media/{sha}/signed?", server.base)),
+        "{url}"
+    );
+
+    // No key: the URL is the authorisation.
+    let plain = reqwest::Client::new();
+    let opened = plain.get(&url).send().await.unwrap();
+    assert_eq!(opened.status(), 200);
+    assert_eq!(opened.bytes().await.unwrap().as_ref(), jpeg.as_slice());
+    let last = url.chars().last().unwrap();
+    let tampered = format!(
+        "{}{}",
+        &url[..url.len() - 1],
+        if last == '0' { '1' } else { '0' }
+    );
+    let (status, body) = answer(plain.get(&tampered).send().await.unwrap()).await;
+    assert_error(status, &body, 403, "SIGNATURE_INVALID");
+
+    let expires: chrono::DateTime<Utc> = media["expires_at"].as_str().unwrap().parse().unwrap();
+    let wait = (expires - Utc::now()).to_std().unwrap_or_default() + Duration::from_millis(1100);
+    tokio::time::sleep(wait).await;
+    let (status, body) = answer(plain.get(&url).send().await.unwrap()).await;
+    assert_error(status, &body, 403, "URL_EXPIRED");
+    server.stop().await;
+    db.cleanup().await;
 }

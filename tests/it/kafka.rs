@@ -310,6 +310,35 @@ async fn every_stored_event_reaches_its_topic_once_in_stream_order() {
         "one line per event"
     );
     assert_eq!(printed_ids, camera_ids);
+    // Read through the CloudEvents SDK, each message has the id, type and stream the audit
+    // API shows for that position.
+    let (status, audit) = crate::support::call(
+        &server,
+        reqwest::Method::GET,
+        "/api/v1/audit/events?after=0&limit=1000",
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{audit}");
+    let audited: HashSet<String> = audit["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["stream"].as_str().unwrap().starts_with("camera-"))
+        .map(|e| {
+            format!(
+                "{} {} {} {}",
+                e["position"],
+                e["event_type"].as_str().unwrap(),
+                e["stream"].as_str().unwrap(),
+                e["event_id"].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert_eq!(
+        printed.lines().map(String::from).collect::<HashSet<_>>(),
+        audited
+    );
 
     // `vigil replay --to-kafka` re-publishes the whole log to a new broker.
     let fresh = Broker::start(free_port()).await;

@@ -106,11 +106,25 @@ pub struct TestServer {
 
 impl TestServer {
     pub async fn start(config: Config) -> Self {
-        let (app, _) = App::open(config).await.expect("app opens");
-        let tasks = app.spawn_background();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
+        Self::start_on(config, listener).await
+    }
+
+    /// A server whose `public_base_url` is its own address, so outbound messages carry
+    /// absolute links to it.
+    pub async fn start_public(mut config: Config) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        config.public_base_url = format!("http://{}", listener.local_addr().expect("addr"));
+        Self::start_on(config, listener).await
+    }
+
+    async fn start_on(config: Config, listener: tokio::net::TcpListener) -> Self {
+        let (app, _) = App::open(config).await.expect("app opens");
+        let tasks = app.spawn_background();
         let base = format!("http://{}", listener.local_addr().expect("addr"));
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let served = app.clone();

@@ -115,6 +115,9 @@ pub struct CameraCounters {
     pub last_frame_ms: AtomicI64,
     /// Frames lost in transport (RTSP sequence gaps) or skipped until the next keyframe.
     pub damaged: AtomicU64,
+    /// Persons in view now: the tracker's confirmed tracks after the newest analysed frame
+    /// (0 while the actor is not running).
+    pub persons: AtomicU64,
 }
 
 impl CameraCounters {
