@@ -2,7 +2,6 @@
 //! background work, and resolves API keys.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use chrono::Utc;
@@ -44,25 +43,6 @@ pub enum StartError {
     /// The admin key or the key pepper could not be set up.
     #[error("key setup: {0}")]
     Keys(String),
-}
-
-/// HTTP counters for `/metrics`.
-#[derive(Debug, Default)]
-pub struct HttpMetrics {
-    /// Responses by status class: 2xx, 3xx, 4xx, 5xx.
-    pub responses: [AtomicU64; 4],
-}
-
-impl HttpMetrics {
-    /// Counts one response.
-    pub fn record(&self, status: u16) {
-        if let Some(slot) = (status / 100)
-            .checked_sub(2)
-            .and_then(|i| self.responses.get(i as usize))
-        {
-            slot.fetch_add(1, Ordering::Relaxed);
-        }
-    }
 }
 
 /// Who a valid key belongs to and what it may do.
@@ -129,7 +109,7 @@ struct Inner {
     limiters: KeyLimiters,
     failures: FailureGuard,
     usage: UsageCounter,
-    metrics: HttpMetrics,
+    telemetry: crate::telemetry::Telemetry,
     /// The models' device, chosen on first use (opening a wgpu adapter takes a moment).
     compute: Arc<std::sync::OnceLock<Result<vigil_models::Compute, String>>>,
     /// What camera actors share: the inference pool, the blob store, the sources.
@@ -222,6 +202,11 @@ impl App {
                 })
             },
         );
+        let telemetry = crate::telemetry::Telemetry::new();
+        inference.metrics().attach(
+            telemetry.histogram("vigil_inference_latency_seconds"),
+            telemetry.histogram("vigil_inference_batch_size"),
+        );
         let push = Arc::new(PushRegistry::default());
         let ingest = Arc::new(Ingest::new(
             handler.clone(),
@@ -257,7 +242,7 @@ impl App {
                 config_key_hash,
                 limiters: KeyLimiters::default(),
                 usage: UsageCounter::default(),
-                metrics: HttpMetrics::default(),
+                telemetry,
                 compute,
                 ingest,
                 push,
@@ -438,9 +423,9 @@ impl App {
         self.runner(name).map(ProjectionRunner::status)
     }
 
-    /// HTTP counters.
-    pub fn metrics(&self) -> &HttpMetrics {
-        &self.inner.metrics
+    /// This node's metrics (`/metrics`).
+    pub fn telemetry(&self) -> &crate::telemetry::Telemetry {
+        &self.inner.telemetry
     }
 
     /// Per-key rate limiters.

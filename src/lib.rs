@@ -17,4 +17,5 @@ pub mod links;
 pub mod mqtt;
 pub mod relay;
 pub mod store;
+pub mod telemetry;
 pub mod webhooks;

@@ -95,6 +95,39 @@ pub struct CameraRuntime {
     /// Set by the actor when its source (a video file) ended, with how far it got; the
     /// supervisor then records `ended` instead of restarting it, and clears it at each start.
     pub finished: Mutex<Option<String>>,
+    /// How fast it handles sampled frames.
+    rate: Mutex<RateMeter>,
+}
+
+/// Frames per second from the intervals between them: an exponential moving average of the
+/// interval; past the average without a frame, the rate falls as if the next came now.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct RateMeter {
+    last: Option<std::time::Instant>,
+    interval: Option<f64>,
+}
+
+impl RateMeter {
+    /// Notes a frame at `now`.
+    pub fn tick(&mut self, now: std::time::Instant) {
+        if let Some(last) = self.last {
+            let dt = now.saturating_duration_since(last).as_secs_f64();
+            self.interval = Some(self.interval.map_or(dt, |i| 0.8 * i + 0.2 * dt));
+        }
+        self.last = Some(now);
+    }
+
+    /// Frames per second at `now` (0 before two frames).
+    pub fn per_second(&self, now: std::time::Instant) -> f64 {
+        match (self.last, self.interval) {
+            (Some(last), Some(interval)) => {
+                let since = now.saturating_duration_since(last).as_secs_f64();
+                let interval = interval.max(since);
+                if interval > 0.0 { 1.0 / interval } else { 0.0 }
+            }
+            _ => 0.0,
+        }
+    }
 }
 
 impl CameraRuntime {
@@ -105,6 +138,18 @@ impl CameraRuntime {
             .last_frame_ms
             .store(frame.captured_at.timestamp_millis(), Ordering::Relaxed);
         *self.latest.lock().expect("lock") = Some(frame);
+        self.rate
+            .lock()
+            .expect("rate lock")
+            .tick(std::time::Instant::now());
+    }
+
+    /// Sampled frames handled per second now (smoothed; 0 when it is not running).
+    pub fn fps(&self, now: std::time::Instant) -> f64 {
+        if !self.running.load(Ordering::Relaxed) {
+            return 0.0;
+        }
+        self.rate.lock().expect("rate lock").per_second(now)
     }
 }
 
@@ -1043,6 +1088,23 @@ impl CameraState {
 mod tests {
     use super::*;
     use vigil_schemas::events::Point;
+
+    #[test]
+    fn the_rate_follows_the_frames_and_falls_when_they_stop() {
+        let start = std::time::Instant::now();
+        let mut meter = RateMeter::default();
+        assert_eq!(meter.per_second(start), 0.0);
+        for i in 0..20 {
+            meter.tick(start + std::time::Duration::from_millis(200 * i));
+        }
+        let last = start + std::time::Duration::from_millis(200 * 19);
+        assert!((meter.per_second(last) - 5.0).abs() < 1e-6);
+        let later = last + std::time::Duration::from_secs(10);
+        assert!(
+            (meter.per_second(later) - 0.1).abs() < 1e-6,
+            "no frame for 10 s"
+        );
+    }
 
     #[test]
     fn points_inside_and_outside_a_concave_zone() {

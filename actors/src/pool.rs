@@ -190,10 +190,7 @@ impl Analyzer for Vision {
 /// Largest batch a pool runs.
 pub const MAX_BATCH: usize = 32;
 
-/// Upper bounds of the latency histogram, in seconds.
-const LATENCY_BUCKETS: [f64; 10] = [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
-
-/// The pool's counters, rendered at `/metrics`.
+/// The pool's counters (read at `/metrics`) and the histograms it records into.
 #[derive(Debug, Default)]
 pub struct PoolMetrics {
     /// Frames waiting in the queue now.
@@ -208,8 +205,9 @@ pub struct PoolMetrics {
     pub batches: AtomicU64,
     /// Batches by size: index `n - 1` counts batches of `n` frames.
     pub batch_sizes: [AtomicU64; MAX_BATCH],
-    latency_buckets: [AtomicU64; LATENCY_BUCKETS.len()],
-    latency_micros_sum: AtomicU64,
+    /// Where latencies (seconds from queueing to result) and batch sizes are recorded, once
+    /// [`PoolMetrics::attach`] named them.
+    histograms: std::sync::OnceLock<(metrics::Histogram, metrics::Histogram)>,
     /// Workers whose models are loaded.
     pub loaded_workers: AtomicU64,
     /// Why the latest model load failed (cleared by a later successful load).
@@ -250,84 +248,23 @@ impl PoolMetrics {
         }
     }
 
-    fn observe_latency(&self, seconds: f64) {
-        for (bound, count) in LATENCY_BUCKETS.iter().zip(&self.latency_buckets) {
-            if seconds <= *bound {
-                count.fetch_add(1, Ordering::Relaxed);
-            }
-        }
-        self.latency_micros_sum
-            .fetch_add((seconds * 1e6) as u64, Ordering::Relaxed);
+    /// Records latencies and batch sizes into these histograms from now on (once).
+    pub fn attach(&self, latency_seconds: metrics::Histogram, batch_size: metrics::Histogram) {
+        let _ = self.histograms.set((latency_seconds, batch_size));
     }
 
-    /// Prometheus text for these counters.
-    pub fn render(&self, out: &mut String) {
-        use std::fmt::Write;
-        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        let _ = writeln!(
-            out,
-            "# HELP vigil_inference_queue_depth Frames waiting for the inference pool.\n\
-             # TYPE vigil_inference_queue_depth gauge\nvigil_inference_queue_depth {}",
-            get(&self.queue_depth)
-        );
-        for (name, help, value) in [
-            ("frames", "Frames analysed.", &self.frames),
-            (
-                "dropped",
-                "Frames dropped because the inference queue was full.",
-                &self.dropped,
-            ),
-            ("failed", "Frames whose analysis failed.", &self.failed),
-        ] {
-            let _ = writeln!(
-                out,
-                "# HELP vigil_inference_{name}_total {help}\n\
-                 # TYPE vigil_inference_{name}_total counter\nvigil_inference_{name}_total {}",
-                get(value)
-            );
+    fn observe_latency(&self, seconds: f64) {
+        if let Some((latency, _)) = self.histograms.get() {
+            latency.record(seconds);
         }
-        let _ = writeln!(
-            out,
-            "# HELP vigil_inference_batch_size Frames per batch.\n# TYPE vigil_inference_batch_size histogram"
-        );
-        let mut cumulative = 0;
-        let mut sum = 0;
-        for (i, count) in self.batch_sizes.iter().enumerate() {
-            let n = get(count);
-            cumulative += n;
-            sum += n * (i as u64 + 1);
-            if [1, 2, 4, 8, 16, 32].contains(&(i + 1)) {
-                let _ = writeln!(
-                    out,
-                    "vigil_inference_batch_size_bucket{{le=\"{}\"}} {cumulative}",
-                    i + 1
-                );
-            }
+    }
+
+    fn observe_batch(&self, size: usize) {
+        self.batches.fetch_add(1, Ordering::Relaxed);
+        self.batch_sizes[size.clamp(1, MAX_BATCH) - 1].fetch_add(1, Ordering::Relaxed);
+        if let Some((_, batch)) = self.histograms.get() {
+            batch.record(size as f64);
         }
-        let _ = writeln!(
-            out,
-            "vigil_inference_batch_size_bucket{{le=\"+Inf\"}} {cumulative}\n\
-             vigil_inference_batch_size_sum {sum}\nvigil_inference_batch_size_count {cumulative}"
-        );
-        let _ = writeln!(
-            out,
-            "# HELP vigil_inference_latency_seconds Time from queueing a frame to its result.\n\
-             # TYPE vigil_inference_latency_seconds histogram"
-        );
-        for (bound, count) in LATENCY_BUCKETS.iter().zip(&self.latency_buckets) {
-            let _ = writeln!(
-                out,
-                "vigil_inference_latency_seconds_bucket{{le=\"{bound}\"}} {}",
-                get(count)
-            );
-        }
-        let total = get(&self.frames) + get(&self.failed);
-        let _ = writeln!(
-            out,
-            "vigil_inference_latency_seconds_bucket{{le=\"+Inf\"}} {total}\n\
-             vigil_inference_latency_seconds_sum {}\nvigil_inference_latency_seconds_count {total}",
-            get(&self.latency_micros_sum) as f64 / 1e6
-        );
     }
 }
 
@@ -532,8 +469,7 @@ fn worker(
             }
             Err(e) => Err(e.clone()),
         };
-        metrics.batches.fetch_add(1, Ordering::Relaxed);
-        metrics.batch_sizes[size.min(MAX_BATCH) - 1].fetch_add(1, Ordering::Relaxed);
+        metrics.observe_batch(size);
         match result {
             Ok(analyses) => {
                 for (job, mut analysis) in batch.into_iter().zip(analyses) {
@@ -682,13 +618,6 @@ mod tests {
         assert_eq!(*sizes.lock().unwrap(), vec![4]);
         assert_eq!(pool.metrics().frames.load(Ordering::Relaxed), 4);
         assert_eq!(pool.metrics().batch_sizes[3].load(Ordering::Relaxed), 1);
-        let mut text = String::new();
-        pool.metrics().render(&mut text);
-        assert!(
-            text.contains("vigil_inference_batch_size_bucket{le=\"4\"} 1"),
-            "{text}"
-        );
-        assert!(text.contains("vigil_inference_frames_total 4"), "{text}");
     }
 
     #[tokio::test]

@@ -302,6 +302,23 @@ pub async fn dlq_ids(pool: &AnyPool) -> Result<Vec<(String, String)>, QueryError
         .collect()
 }
 
+/// Deliveries by target and status (`pending`, `delivered`, `dead`, `discarded`), as
+/// `(target, status, count)`.
+pub async fn delivery_counts(pool: &AnyPool) -> Result<Vec<(String, String, u64)>, QueryError> {
+    let rows = sqlx::query(
+        "SELECT target, status, COUNT(*) AS n FROM action_deliveries \
+         GROUP BY target, status ORDER BY target, status",
+    )
+    .fetch_all(pool)
+    .await?;
+    rows.iter()
+        .map(|row| {
+            let n: i64 = row.try_get("n")?;
+            Ok((row.try_get("target")?, row.try_get("status")?, n as u64))
+        })
+        .collect()
+}
+
 /// Projects action events into `actions` and `action_deliveries`.
 pub struct ActionProjection;
 

@@ -456,7 +456,32 @@ async fn request_middleware<E: Endpoint>(ep: Arc<E>, req: Request) -> poem::Resu
     }
     let status = resp.status().as_u16();
     if let Some(app) = &app {
-        app.metrics().record(status);
+        let route = crate::access::route_label(method.as_str(), &path);
+        let route = route
+            .split_once(' ')
+            .map_or(route.as_str(), |(_, r)| r)
+            .to_string();
+        let seconds = started.elapsed().as_secs_f64();
+        app.telemetry().record(|| {
+            if let Some(class) =
+                ["2xx", "3xx", "4xx", "5xx"].get(usize::from(status / 100).wrapping_sub(2))
+            {
+                metrics::counter!("vigil_http_responses_total", "class" => *class).increment(1);
+            }
+            metrics::counter!(
+                "vigil_http_requests_total",
+                "method" => method.to_string(),
+                "route" => route.clone(),
+                "status" => status.to_string()
+            )
+            .increment(1);
+            metrics::histogram!(
+                "vigil_http_request_duration_seconds",
+                "method" => method.to_string(),
+                "route" => route
+            )
+            .record(seconds);
+        });
         if let Some(key_id) = access.key_id.lock().expect("access lock").as_deref() {
             app.usage()
                 .record(key_id, &route_label(method.as_str(), &path), status == 429);

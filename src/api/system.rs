@@ -1,6 +1,5 @@
 //! Health, projection status and metrics.
 
-use std::fmt::Write;
 use std::sync::atomic::Ordering;
 
 use poem::handler;
@@ -224,147 +223,120 @@ impl SystemApi {
 /// Prometheus text metrics. No key needed.
 #[handler]
 pub async fn metrics(app: Data<&App>) -> poem::Response {
-    let mut out = String::new();
+    use ::metrics::{counter, gauge};
+    // What lives in the database or in other tasks is read first (async), then set.
     let head = app.store().head_position().await.ok();
-    out += "# HELP vigil_event_log_head Position of the newest stored event.\n";
-    out += "# TYPE vigil_event_log_head gauge\n";
-    if let Some(head) = head {
-        let _ = writeln!(out, "vigil_event_log_head {head}");
-    }
     let mut checkpoints = Vec::new();
     for runner in app.runners() {
         if let Ok(checkpoint) = runner.checkpoint().await {
-            checkpoints.push((runner.name(), checkpoint));
+            checkpoints.push((runner.name().to_string(), checkpoint));
         }
     }
-    out += "# HELP vigil_projection_checkpoint Last position a projection applied.\n";
-    out += "# TYPE vigil_projection_checkpoint gauge\n";
-    for (name, checkpoint) in &checkpoints {
-        let _ = writeln!(
-            out,
-            "vigil_projection_checkpoint{{projection=\"{name}\"}} {checkpoint}"
-        );
-    }
-    if let Some(head) = head {
-        out += "# HELP vigil_projection_lag Events a projection has not applied yet.\n";
-        out += "# TYPE vigil_projection_lag gauge\n";
-        for (name, checkpoint) in &checkpoints {
-            let _ = writeln!(
-                out,
-                "vigil_projection_lag{{projection=\"{name}\"}} {}",
-                head.saturating_sub(*checkpoint)
-            );
-        }
-    }
-    if !app.config().kafka_brokers.is_empty()
-        && let (Some(head), Ok(relayed)) = (
-            head,
-            vigil_projections::runner::read_checkpoint(app.pool(), crate::relay::CHECKPOINT).await,
-        )
-    {
-        out += "# HELP vigil_kafka_relay_lag Stored events the broker has not acknowledged yet.\n";
-        out += "# TYPE vigil_kafka_relay_lag gauge\n";
-        let _ = writeln!(
-            out,
-            "vigil_kafka_relay_lag {}",
-            head.saturating_sub(relayed)
-        );
-    }
-    if !app.config().mqtt_url.is_empty()
-        && let (Some(head), Ok(relayed)) = (
-            head,
-            vigil_projections::runner::read_checkpoint(app.pool(), crate::mqtt::CHECKPOINT).await,
-        )
-    {
-        out +=
-            "# HELP vigil_mqtt_relay_lag Stored events the MQTT broker has not acknowledged yet.\n";
-        out += "# TYPE vigil_mqtt_relay_lag gauge\n";
-        let _ = writeln!(out, "vigil_mqtt_relay_lag {}", head.saturating_sub(relayed));
-    }
-    app.ingest().pool.metrics().render(&mut out);
-    let cameras = app.ingest().runtimes();
-    for (name, help, kind) in [
+    let mut relays = Vec::new();
+    for (sink, configured, name) in [
         (
-            "frames_in",
-            "Frames decoded or uploaded per camera.",
-            "counter",
-        ),
-        ("sampled", "Frames kept by sampling per camera.", "counter"),
-        (
-            "dropped",
-            "Sampled frames dropped before analysis per camera.",
-            "counter",
-        ),
-        ("analysed", "Frames analysed per camera.", "counter"),
-        (
-            "damaged",
-            "Frames lost in transport or skipped until a keyframe per camera.",
-            "counter",
+            "kafka",
+            !app.config().kafka_brokers.is_empty(),
+            crate::relay::CHECKPOINT,
         ),
         (
-            "still",
-            "Sampled frames not analysed because nothing moved and no track was alive, per camera.",
-            "counter",
-        ),
-        (
-            "motion_frames",
-            "Sampled frames in which the motion detector found movement, per camera.",
-            "counter",
+            "mqtt",
+            !app.config().mqtt_url.is_empty(),
+            crate::mqtt::CHECKPOINT,
         ),
     ] {
-        let _ = writeln!(
-            out,
-            "# HELP vigil_camera_{name}_total {help}\n# TYPE vigil_camera_{name}_total {kind}"
-        );
-        for (id, runtime) in &cameras {
-            let c = &runtime.counters;
-            let value = match name {
-                "frames_in" => &c.frames_in,
-                "sampled" => &c.sampled,
-                "dropped" => &c.dropped,
-                "analysed" => &c.analysed,
-                "still" => &c.still,
-                "motion_frames" => &c.with_motion,
-                _ => &c.damaged,
-            };
-            let _ = writeln!(
-                out,
-                "vigil_camera_{name}_total{{camera=\"{id}\"}} {}",
-                value.load(Ordering::Relaxed)
-            );
+        if configured
+            && let Ok(relayed) = vigil_projections::runner::read_checkpoint(app.pool(), name).await
+        {
+            relays.push((sink, relayed));
         }
     }
-    out += "# HELP vigil_camera_moving Whether the camera's newest handled frame had motion (1) or not (0).\n";
-    out += "# TYPE vigil_camera_moving gauge\n";
-    for (id, runtime) in &cameras {
-        let moving = runtime
-            .motion
-            .lock()
-            .ok()
-            .and_then(|m| m.as_ref().map(|seen| seen.motion.moving()))
-            .unwrap_or(false);
-        let _ = writeln!(
-            out,
-            "vigil_camera_moving{{camera=\"{id}\"}} {}",
-            u8::from(moving)
-        );
-    }
-    out += "# HELP vigil_camera_persons Persons in view per camera (confirmed tracks after the newest analysed frame).\n";
-    out += "# TYPE vigil_camera_persons gauge\n";
-    for (id, runtime) in &cameras {
-        let _ = writeln!(
-            out,
-            "vigil_camera_persons{{camera=\"{id}\"}} {}",
-            runtime.counters.persons.load(Ordering::Relaxed)
-        );
-    }
-    out += "# HELP vigil_http_responses_total HTTP responses by status class.\n";
-    out += "# TYPE vigil_http_responses_total counter\n";
-    for (i, class) in ["2xx", "3xx", "4xx", "5xx"].iter().enumerate() {
-        let n = app.metrics().responses[i].load(Ordering::Relaxed);
-        let _ = writeln!(out, "vigil_http_responses_total{{class=\"{class}\"}} {n}");
-    }
+    let deliveries = vigil_projections::actions::delivery_counts(app.pool())
+        .await
+        .unwrap_or_default();
+    let cameras = app.ingest().runtimes();
+    let pool = app.ingest().pool.metrics();
+    app.telemetry().record(|| {
+        if let Some(head) = head {
+            gauge!("vigil_event_log_head").set(head as f64);
+        }
+        for (name, checkpoint) in &checkpoints {
+            gauge!("vigil_projection_checkpoint", "projection" => name.clone())
+                .set(*checkpoint as f64);
+            if let Some(head) = head {
+                gauge!("vigil_projection_lag", "projection" => name.clone())
+                    .set(head.saturating_sub(*checkpoint) as f64);
+            }
+        }
+        if let Some(head) = head {
+            for (sink, relayed) in &relays {
+                let lag = head.saturating_sub(*relayed) as f64;
+                gauge!("vigil_relay_lag", "sink" => *sink).set(lag);
+                match *sink {
+                    "kafka" => gauge!("vigil_kafka_relay_lag").set(lag),
+                    _ => gauge!("vigil_mqtt_relay_lag").set(lag),
+                }
+            }
+        }
+        let get = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+        gauge!("vigil_inference_queue_depth").set(get(&pool.queue_depth) as f64);
+        counter!("vigil_inference_frames_total").absolute(get(&pool.frames));
+        counter!("vigil_inference_dropped_total").absolute(get(&pool.dropped));
+        counter!("vigil_inference_failed_total").absolute(get(&pool.failed));
+        let now = std::time::Instant::now();
+        for (id, runtime) in &cameras {
+            let c = &runtime.counters;
+            for (name, value) in [
+                ("vigil_camera_frames_in_total", &c.frames_in),
+                ("vigil_camera_sampled_total", &c.sampled),
+                ("vigil_camera_dropped_total", &c.dropped),
+                ("vigil_camera_analysed_total", &c.analysed),
+                ("vigil_camera_damaged_total", &c.damaged),
+                ("vigil_camera_still_total", &c.still),
+                ("vigil_camera_motion_frames_total", &c.with_motion),
+            ] {
+                counter!(name, "camera" => id.clone()).absolute(get(value));
+            }
+            let moving = runtime
+                .motion
+                .lock()
+                .ok()
+                .and_then(|m| m.as_ref().map(|seen| seen.motion.moving()))
+                .unwrap_or(false);
+            gauge!("vigil_camera_moving", "camera" => id.clone()).set(f64::from(u8::from(moving)));
+            gauge!("vigil_camera_persons", "camera" => id.clone()).set(get(&c.persons) as f64);
+            gauge!("vigil_camera_fps", "camera" => id.clone()).set(runtime.fps(now));
+            gauge!("vigil_camera_running", "camera" => id.clone())
+                .set(f64::from(u8::from(runtime.running.load(Ordering::Relaxed))));
+        }
+        // Every configured target shows every status, 0 included, so a drained queue reads 0.
+        let mut targets: Vec<String> = app
+            .config()
+            .webhooks
+            .iter()
+            .map(|t| t.name.clone())
+            .collect();
+        targets.extend(deliveries.iter().map(|(t, _, _)| t.clone()));
+        targets.sort();
+        targets.dedup();
+        for target in &targets {
+            for status in ["pending", "delivered", "dead", "discarded"] {
+                let n = deliveries
+                    .iter()
+                    .find(|(t, s, _)| t == target && s == status)
+                    .map_or(0, |(_, _, n)| *n);
+                gauge!("vigil_webhook_deliveries", "target" => target.clone(), "status" => status)
+                    .set(n as f64);
+            }
+        }
+        let dead: u64 = deliveries
+            .iter()
+            .filter(|(_, s, _)| s == "dead")
+            .map(|(_, _, n)| n)
+            .sum();
+        gauge!("vigil_webhook_dlq_size").set(dead as f64);
+    });
     poem::Response::builder()
         .content_type("text/plain; version=0.0.4")
-        .body(out)
+        .body(app.telemetry().render())
 }

@@ -41,13 +41,13 @@ fn tansu_bin() -> String {
 }
 
 /// A tansu broker with in-memory storage on a loopback port.
-struct Broker {
+pub(crate) struct Broker {
     child: tokio::process::Child,
     port: u16,
 }
 
 impl Broker {
-    async fn start(port: u16) -> Self {
+    pub(crate) async fn start(port: u16) -> Self {
         let url = format!("tcp://127.0.0.1:{port}");
         let child = tokio::process::Command::new(tansu_bin())
             .args([
@@ -75,17 +75,17 @@ impl Broker {
         Self { child, port }
     }
 
-    fn addr(&self) -> String {
+    pub(crate) fn addr(&self) -> String {
         format!("127.0.0.1:{}", self.port)
     }
 
-    async fn stop(mut self) {
+    pub(crate) async fn stop(mut self) {
         self.child.start_kill().unwrap();
         self.child.wait().await.unwrap();
     }
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -371,7 +371,7 @@ async fn every_stored_event_reaches_its_topic_once_in_stream_order() {
     db.cleanup().await;
 }
 
-fn venv_python() -> String {
+pub(crate) fn venv_python() -> String {
     let venv = std::env::var("VIGIL_VENV")
         .unwrap_or_else(|_| format!("{}/.cache/vigil/venv", std::env::var("HOME").expect("HOME")));
     format!("{venv}/bin/python")

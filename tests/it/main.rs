@@ -11,6 +11,7 @@ mod cli;
 mod durability;
 mod incidents;
 mod kafka;
+mod metrics;
 mod mqtt;
 mod projections;
 mod readme;

@@ -21,6 +21,7 @@ use vigil_schemas::{
     CameraEvent, DomainEvent, EventMeta, ExpectedVersion, IncidentEvent, SubjectEvent,
 };
 
+use crate::kafka::free_port;
 use crate::support::{TestDb, TestServer, Which, call, until};
 
 fn mosquitto_bin() -> String {
@@ -38,14 +39,14 @@ fn mosquitto_bin() -> String {
 
 /// A Mosquitto broker on a loopback port that keeps its retained messages and sessions in a
 /// folder across restarts.
-struct Mosquitto {
+pub(crate) struct Mosquitto {
     child: Option<tokio::process::Child>,
     port: u16,
     conf: std::path::PathBuf,
 }
 
 impl Mosquitto {
-    async fn start(port: u16, dir: &std::path::Path) -> Self {
+    pub(crate) async fn start(port: u16, dir: &std::path::Path) -> Self {
         let conf = dir.join("mosquitto.conf");
         std::fs::write(
             &conf,
@@ -89,7 +90,7 @@ impl Mosquitto {
     }
 
     /// Stops it the way a service manager does (SIGTERM: it saves its state and exits).
-    async fn stop(&mut self) {
+    pub(crate) async fn stop(&mut self) {
         let mut child = self.child.take().expect("running");
         let pid = child.id().expect("pid");
         let killed = std::process::Command::new("kill")
@@ -99,14 +100,6 @@ impl Mosquitto {
         assert!(killed.success());
         child.wait().await.unwrap();
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// One received message: topic, payload, whether it came as retained.
