@@ -268,7 +268,9 @@ impl App {
                 self.inner.store.clone(),
                 self.inner.pool.clone(),
             ) {
-                Ok(relay) => tasks.push(tokio::spawn(relay.run())),
+                Ok(relay) => tasks.push(tokio::spawn(
+                    relay.with_links(self.inner.links.clone()).run(),
+                )),
                 Err(err) => tracing::error!(error = %err, "the Kafka relay cannot start"),
             }
         }

@@ -74,7 +74,7 @@ pub struct Config {
     pub kafka_message_timeout_ms: u64,
     /// The address clients reach this node at, e.g. `https://vigil.example.com`
     /// (`VIGIL_PUBLIC_BASE_URL`). Set, every outbound message that names media (webhook bodies,
-    /// MQTT) carries an absolute signed URL that opens without a key until it expires, and
+    /// MQTT, Kafka) carries an absolute signed URL that opens without a key until it expires, and
     /// CloudEvents' `source` is this URL. Empty: media links stay relative paths.
     pub public_base_url: String,
     /// How long the signed media links of outbound messages work, in seconds (1 to 604800;

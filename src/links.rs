@@ -107,11 +107,53 @@ impl MediaLinks {
     }
 }
 
+/// The media an event's payload names: every `blob` (a frame) and `crop` (a face crop) that is a
+/// SHA-256, each once.
+pub fn media_in(payload: &Value) -> Vec<String> {
+    fn walk(value: &Value, out: &mut Vec<String>) {
+        match value {
+            Value::Object(map) => {
+                for (key, v) in map {
+                    match v {
+                        Value::String(s)
+                            if matches!(key.as_str(), "blob" | "crop")
+                                && vigil_actors::blob::is_blob_id(s)
+                                && !out.contains(s) =>
+                        {
+                            out.push(s.clone());
+                        }
+                        _ => walk(v, out),
+                    }
+                }
+            }
+            Value::Array(items) => items.iter().for_each(|v| walk(v, out)),
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    walk(payload, &mut out);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     const SHA: &str = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
+
+    #[test]
+    fn the_media_of_a_payload_are_its_frames_and_crops() {
+        let other = "a".repeat(64);
+        let payload = json!({
+            "evidence": [{"blob": SHA, "at": "…"}, {"blob": SHA}],
+            "crop": other,
+            "key_hash": "b".repeat(64),
+            "blob": "not a hash",
+        });
+        let mut found = media_in(&payload);
+        found.sort();
+        assert_eq!(found, vec![SHA.to_string(), other]);
+    }
 
     #[test]
     fn base_urls_are_checked() {

@@ -14,7 +14,9 @@
 //! `urn:vigil`), `ce_type` (the event type), `ce_time` (when it happened), `ce_subject` (the
 //! stream), `ce_dataschema` (the `$id` of the JSON Schema of the envelope's `payload`,
 //! `https://vigil.dev/schemas/{type}.v{version}.json`, shipped in `schemas/json/`) and
-//! `content-type: application/json`.
+//! `content-type: application/json`. With `public_base_url` set, an event that names media
+//! (frames, face crops) also carries the extension `ce_vigilmedia`: a JSON array of
+//! `{sha256, path, url, expires_at}`, the absolute signed links of `crate::links`.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -100,6 +102,7 @@ pub struct KafkaRelay {
     replication: i32,
     timeout: Duration,
     position: watch::Sender<u64>,
+    links: Option<crate::links::MediaLinks>,
 }
 
 impl KafkaRelay {
@@ -137,6 +140,24 @@ impl KafkaRelay {
             replication: config.kafka_replication,
             timeout: Duration::from_millis(config.kafka_message_timeout_ms),
             position: watch::Sender::new(0),
+            links: None,
+        })
+    }
+
+    /// Adds `ce_vigilmedia` (absolute signed links of the media an event names) to the messages
+    /// of events that name media, when `links` has a public base URL.
+    pub fn with_links(mut self, links: crate::links::MediaLinks) -> Self {
+        self.links = links.base().is_some().then_some(links);
+        self
+    }
+
+    /// The `ce_vigilmedia` value of an event: its media as links, when it names any.
+    fn media_header(&self, e: &RecordedEvent) -> Option<String> {
+        let links = self.links.as_ref()?;
+        let media = crate::links::media_in(&e.payload);
+        (!media.is_empty()).then(|| {
+            serde_json::Value::Array(media.iter().map(|sha| links.describe(sha)).collect())
+                .to_string()
         })
     }
 
@@ -204,7 +225,10 @@ impl KafkaRelay {
                 let position = e.position.to_string();
                 let version = e.schema_version.to_string();
                 let correlation = e.correlation_id.to_string();
-                let cloudevent = cloudevent_headers(&self.source, e);
+                let mut cloudevent = cloudevent_headers(&self.source, e);
+                if let Some(media) = self.media_header(e) {
+                    cloudevent.push(("ce_vigilmedia", media));
+                }
                 let mut headers = OwnedHeaders::new()
                     .insert(Header {
                         key: "event_id",

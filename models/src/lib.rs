@@ -15,9 +15,9 @@
 //! golden outputs of the original implementations in `models/reference/`.
 #![deny(missing_docs)]
 
+pub mod bench;
 pub mod faces;
-#[cfg(test)]
-mod golden_tests;
+pub mod golden;
 pub mod graph;
 pub mod image;
 pub mod landmarks;

@@ -99,6 +99,7 @@ struct Received {
     key: String,
     event_id: String,
     envelope: Value,
+    headers: HashMap<String, String>,
 }
 
 /// Reads every message of `topics` (all partitions, from the beginning) until `enough` holds or
@@ -141,9 +142,19 @@ async fn consume(
                 .and_then(|h| h.value)
                 .map(|v| String::from_utf8_lossy(v).into_owned())
                 .expect("event_id header");
+            let all = headers
+                .iter()
+                .map(|h| {
+                    (
+                        h.key.to_string(),
+                        String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned(),
+                    )
+                })
+                .collect();
             out.push(Received {
                 key: String::from_utf8_lossy(message.key().expect("key")).into_owned(),
                 event_id,
+                headers: all,
                 envelope: serde_json::from_slice(message.payload().expect("payload"))
                     .expect("JSON envelope"),
             });
@@ -584,6 +595,84 @@ async fn two_nodes_run_one_relay_and_fail_over() {
     .await;
     assert_eq!(check_order(&received), all);
     node_b.stop().await;
+    broker.stop().await;
+    db.cleanup().await;
+}
+
+/// With `public_base_url` set, a relayed event that names media carries `ce_vigilmedia`: links
+/// that open the media without a key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn events_that_name_media_carry_signed_links() {
+    let broker = Broker::start(free_port()).await;
+    let db = TestDb::new(Which::Sqlite).await;
+    let mut config = db.config();
+    config.kafka_brokers = broker.addr();
+    config.kafka_partitions = 1;
+    config.kafka_message_timeout_ms = 5000;
+    let server = TestServer::start_public(config).await;
+    let jpeg = b"\xff\xd8 a frame \xff\xd9".to_vec();
+    let sha = server.app.ingest().blobs.put(&jpeg).await.unwrap();
+    let id = uuid::Uuid::now_v7().to_string();
+    let now = chrono::Utc::now();
+    let opened = vigil_schemas::IncidentEvent::Opened(vigil_schemas::events::IncidentOpened {
+        incident_id: id.clone(),
+        kind: vigil_schemas::events::IncidentKind::Intrusion,
+        severity: vigil_schemas::events::Severity::High,
+        confidence: 0.7,
+        camera_id: Some("gate".into()),
+        zone: None,
+        reasoning: "a person at the gate".into(),
+        subjects: Default::default(),
+        recommended_actions: vec![],
+        evidence: vec![vigil_schemas::events::FrameRef {
+            blob: sha.clone(),
+            frame_number: 1,
+            at: now,
+        }],
+        dedup_key: "gate:intrusion".into(),
+        source: "rule:intrusion".into(),
+        observed_at: now,
+    });
+    server
+        .app
+        .store()
+        .append(
+            &vigil_schemas::events::incident_stream(&id),
+            ExpectedVersion::NoStream,
+            vec![opened.to_new_event(now, &EventMeta::system())],
+        )
+        .await
+        .unwrap();
+    let received = consume(&broker.addr(), &["vigil.incidents"], 1, |r| !r.is_empty()).await;
+    let media: Value = serde_json::from_str(
+        received[0]
+            .headers
+            .get("ce_vigilmedia")
+            .expect("the media extension"),
+    )
+    .unwrap();
+    assert_eq!(media[0]["sha256"], sha.as_str());
+    let url = media[0]["url"].as_str().unwrap();
+    assert!(url.starts_with(&server.base), "{url}");
+    let fetched = reqwest::get(url).await.unwrap();
+    assert_eq!(fetched.status(), 200);
+    assert_eq!(fetched.bytes().await.unwrap().as_ref(), jpeg.as_slice());
+    // Events without media carry none.
+    let created = server
+        .req(reqwest::Method::POST, "/api/v1/cameras")
+        .json(&json!({"id": "gate", "name": "Gate", "source": "push", "enabled": false}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    let registered = consume(&broker.addr(), &["vigil.cameras"], 1, |r| !r.is_empty()).await;
+    assert_eq!(registered[0].headers["ce_type"], "camera.registered");
+    assert!(
+        registered
+            .iter()
+            .all(|r| !r.headers.contains_key("ce_vigilmedia"))
+    );
+    server.stop().await;
     broker.stop().await;
     db.cleanup().await;
 }

@@ -1,6 +1,7 @@
-//! The Burn models against golden outputs of the original implementation (face-api on TF.js,
-//! `models/reference/golden/astronaut.json`), on the CPU backend and on wgpu (CI has Mesa's
-//! software Vulkan adapter; a machine with neither fails here rather than skipping).
+//! The Burn models against golden outputs of the original implementation (face-api and the
+//! TF.js graphs, `models/reference/golden/`), on the CPU backend and on wgpu (CI has Mesa's
+//! software Vulkan adapter; a machine with neither fails here rather than skipping). The checks
+//! are also [`run_all`] for `vigil-gpu-check` on a machine with a real GPU.
 
 use std::sync::OnceLock;
 
@@ -11,10 +12,29 @@ use crate::image::Image;
 use crate::recognition::distance;
 use crate::{Compute, default_assets_dir, tfjs};
 
+/// The test images the checks read, under the assets folder.
+pub const IMAGES: [&str; 4] = [
+    "images/astronaut.png",
+    "images/vtest-100.png",
+    "images/230501201_1.png",
+    "images/messi5.png",
+];
+
+/// Where the golden files are: `$VIGIL_GOLDEN_DIR`, else `models/reference/golden/` of the
+/// source tree this was built from.
+pub fn golden_dir() -> std::path::PathBuf {
+    std::env::var_os("VIGIL_GOLDEN_DIR").map_or_else(
+        || std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("reference/golden"),
+        std::path::PathBuf::from,
+    )
+}
+
 /// A committed golden file of `models/reference/golden/`.
 fn read_golden(name: &str) -> Value {
-    let path = format!("{}/reference/golden/{name}", env!("CARGO_MANIFEST_DIR"));
-    serde_json::from_slice(&std::fs::read(path).expect("golden file")).expect("golden JSON")
+    let path = golden_dir().join(name);
+    let bytes = std::fs::read(&path)
+        .unwrap_or_else(|e| panic!("golden file {}: {e} (set VIGIL_GOLDEN_DIR)", path.display()));
+    serde_json::from_slice(&bytes).expect("golden JSON")
 }
 
 fn golden() -> &'static Value {
@@ -28,23 +48,6 @@ fn floats(v: &Value) -> Vec<f32> {
         .iter()
         .map(|x| x.as_f64().expect("number") as f32)
         .collect()
-}
-
-fn cpu() -> &'static FaceModels {
-    static MODELS: OnceLock<FaceModels> = OnceLock::new();
-    MODELS.get_or_init(|| {
-        FaceModels::load(&default_assets_dir(), Compute::cpu())
-            .expect("models load (run scripts/fetch-assets)")
-    })
-}
-
-fn wgpu() -> &'static FaceModels {
-    static MODELS: OnceLock<FaceModels> = OnceLock::new();
-    MODELS.get_or_init(|| {
-        let compute = Compute::wgpu()
-            .expect("a wgpu adapter (scripts/setup installs Mesa's software Vulkan driver)");
-        FaceModels::load(&default_assets_dir(), compute).expect("models load")
-    })
 }
 
 /// The reference's deterministic test pattern.
@@ -375,67 +378,6 @@ fn aligned_descriptors_keep_identity(models: &FaceModels) {
     }
 }
 
-#[test]
-fn cpu_aligned_descriptors_keep_identity() {
-    aligned_descriptors_keep_identity(cpu());
-}
-
-#[test]
-fn wgpu_aligned_descriptors_keep_identity() {
-    aligned_descriptors_keep_identity(wgpu());
-}
-
-#[test]
-fn cpu_different_people_are_beyond_the_match_threshold() {
-    different_people_are_apart(cpu());
-}
-
-#[test]
-fn wgpu_different_people_are_beyond_the_match_threshold() {
-    different_people_are_apart(wgpu());
-}
-
-#[test]
-fn cpu_raw_networks_match_face_api() {
-    raw_networks_match(cpu());
-}
-
-#[test]
-fn cpu_astronaut_face_landmarks_and_descriptor_match_face_api() {
-    astronaut_matches(cpu());
-}
-
-#[test]
-fn cpu_descriptors_are_stable_under_flip_scale_and_brightness() {
-    identity_is_stable(cpu());
-}
-
-#[test]
-fn wgpu_raw_networks_match_face_api() {
-    raw_networks_match(wgpu());
-}
-
-#[test]
-fn wgpu_astronaut_face_landmarks_and_descriptor_match_face_api() {
-    astronaut_matches(wgpu());
-}
-
-#[test]
-fn wgpu_descriptors_are_stable_under_flip_scale_and_brightness() {
-    identity_is_stable(wgpu());
-}
-
-#[test]
-fn wgpu_reports_its_adapter() {
-    let compute = &wgpu().compute;
-    assert_eq!(compute.backend, "wgpu");
-    assert!(!compute.adapter.is_empty());
-    eprintln!(
-        "wgpu adapter: {} (physical: {})",
-        compute.adapter, compute.physical
-    );
-}
-
 // ---- person detection (NanoDet) and pose (MoveNet), against `golden/persons.json` ----
 
 use crate::persons::{PERSON, PersonDetector};
@@ -620,26 +562,167 @@ fn movenet_matches(estimator: &PoseEstimator, backend: &str) {
     }
 }
 
-#[test]
-fn cpu_nanodet_heads_match_the_graph_in_tfjs() {
-    nanodet_heads_match(&person_detector(Compute::cpu()), "cpu");
+/// Every golden check on `compute`, each with its outcome (the first mismatch's description).
+pub fn run_all(compute: &Compute) -> Vec<(&'static str, Result<(), String>)> {
+    fn outcome(f: impl FnOnce()) -> Result<(), String> {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(|panic| {
+            panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_string()))
+                .unwrap_or_else(|| "failed".into())
+        })
+    }
+    let backend = compute.backend;
+    let faces = match FaceModels::load(&default_assets_dir(), compute.clone()) {
+        Ok(models) => models,
+        Err(e) => return vec![("face models load", Err(e.to_string()))],
+    };
+    let mut out = vec![
+        (
+            "face networks' raw outputs (SSD, landmarks, descriptor)",
+            outcome(|| raw_networks_match(&faces)),
+        ),
+        (
+            "astronaut: face, landmarks, descriptor",
+            outcome(|| astronaut_matches(&faces)),
+        ),
+        (
+            "descriptors stable under flip, scale, brightness",
+            outcome(|| identity_is_stable(&faces)),
+        ),
+        (
+            "different people beyond the match threshold",
+            outcome(|| different_people_are_apart(&faces)),
+        ),
+        (
+            "aligned descriptors keep identity",
+            outcome(|| aligned_descriptors_keep_identity(&faces)),
+        ),
+    ];
+    match std::panic::catch_unwind(|| person_detector(compute.clone())) {
+        Ok(detector) => {
+            out.push((
+                "NanoDet heads",
+                outcome(|| nanodet_heads_match(&detector, backend)),
+            ));
+            out.push((
+                "persons in a vtest frame",
+                outcome(|| vtest_persons_are_found(&detector, backend)),
+            ));
+        }
+        Err(_) => out.push(("NanoDet loads", Err("NanoDet did not load".into()))),
+    }
+    out.push((
+        "MoveNet keypoints",
+        outcome(|| movenet_matches(&pose_estimator(compute.clone()), backend)),
+    ));
+    out
 }
 
-#[test]
-fn cpu_persons_are_found_in_a_vtest_frame() {
-    vtest_persons_are_found(&person_detector(Compute::cpu()), "cpu");
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-#[test]
-fn cpu_movenet_keypoints_match() {
-    movenet_matches(&pose_estimator(Compute::cpu()), "cpu");
-}
+    fn cpu() -> &'static FaceModels {
+        static MODELS: OnceLock<FaceModels> = OnceLock::new();
+        MODELS.get_or_init(|| {
+            FaceModels::load(&default_assets_dir(), Compute::cpu())
+                .expect("models load (run scripts/fetch-assets)")
+        })
+    }
 
-#[test]
-fn wgpu_nanodet_and_movenet_match() {
-    let compute = wgpu().compute.clone();
-    let detector = person_detector(compute.clone());
-    nanodet_heads_match(&detector, "wgpu");
-    vtest_persons_are_found(&detector, "wgpu");
-    movenet_matches(&pose_estimator(compute), "wgpu");
+    fn wgpu() -> &'static FaceModels {
+        static MODELS: OnceLock<FaceModels> = OnceLock::new();
+        MODELS.get_or_init(|| {
+            let compute = Compute::wgpu()
+                .expect("a wgpu adapter (scripts/setup installs Mesa's software Vulkan driver)");
+            FaceModels::load(&default_assets_dir(), compute).expect("models load")
+        })
+    }
+
+    #[test]
+    fn cpu_aligned_descriptors_keep_identity() {
+        aligned_descriptors_keep_identity(cpu());
+    }
+
+    #[test]
+    fn wgpu_aligned_descriptors_keep_identity() {
+        aligned_descriptors_keep_identity(wgpu());
+    }
+
+    #[test]
+    fn cpu_different_people_are_beyond_the_match_threshold() {
+        different_people_are_apart(cpu());
+    }
+
+    #[test]
+    fn wgpu_different_people_are_beyond_the_match_threshold() {
+        different_people_are_apart(wgpu());
+    }
+
+    #[test]
+    fn cpu_raw_networks_match_face_api() {
+        raw_networks_match(cpu());
+    }
+
+    #[test]
+    fn cpu_astronaut_face_landmarks_and_descriptor_match_face_api() {
+        astronaut_matches(cpu());
+    }
+
+    #[test]
+    fn cpu_descriptors_are_stable_under_flip_scale_and_brightness() {
+        identity_is_stable(cpu());
+    }
+
+    #[test]
+    fn wgpu_raw_networks_match_face_api() {
+        raw_networks_match(wgpu());
+    }
+
+    #[test]
+    fn wgpu_astronaut_face_landmarks_and_descriptor_match_face_api() {
+        astronaut_matches(wgpu());
+    }
+
+    #[test]
+    fn wgpu_descriptors_are_stable_under_flip_scale_and_brightness() {
+        identity_is_stable(wgpu());
+    }
+
+    #[test]
+    fn wgpu_reports_its_adapter() {
+        let compute = &wgpu().compute;
+        assert_eq!(compute.backend, "wgpu");
+        assert!(!compute.adapter.is_empty());
+        eprintln!(
+            "wgpu adapter: {} (physical: {})",
+            compute.adapter, compute.physical
+        );
+    }
+
+    #[test]
+    fn cpu_nanodet_heads_match_the_graph_in_tfjs() {
+        nanodet_heads_match(&person_detector(Compute::cpu()), "cpu");
+    }
+
+    #[test]
+    fn cpu_persons_are_found_in_a_vtest_frame() {
+        vtest_persons_are_found(&person_detector(Compute::cpu()), "cpu");
+    }
+
+    #[test]
+    fn cpu_movenet_keypoints_match() {
+        movenet_matches(&pose_estimator(Compute::cpu()), "cpu");
+    }
+
+    #[test]
+    fn wgpu_nanodet_and_movenet_match() {
+        let compute = wgpu().compute.clone();
+        let detector = person_detector(compute.clone());
+        nanodet_heads_match(&detector, "wgpu");
+        vtest_persons_are_found(&detector, "wgpu");
+        movenet_matches(&pose_estimator(compute), "wgpu");
+    }
 }
