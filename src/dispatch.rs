@@ -372,16 +372,7 @@ impl Dispatcher {
     }
 
     async fn move_checkpoint(&self, from: u64, to: u64) -> Result<(), sqlx::Error> {
-        let moved = sqlx::query(
-            "UPDATE projection_checkpoints SET position = $1, updated_at = $2 WHERE name = $3 AND position = $4",
-        )
-        .bind(to as i64)
-        .bind(vigil_projections::format_time(chrono::Utc::now()))
-        .bind(CHECKPOINT)
-        .bind(from as i64)
-        .execute(&self.pool)
-        .await?;
-        if moved.rows_affected() != 1 {
+        if !vigil_projections::runner::move_checkpoint(&self.pool, CHECKPOINT, from, to).await? {
             return Err(sqlx::Error::Protocol(format!(
                 "the dispatcher checkpoint moved away from {from}"
             )));
@@ -390,13 +381,7 @@ impl Dispatcher {
     }
 
     async fn follow(&self) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-        sqlx::query(
-            "INSERT INTO projection_checkpoints (name, position, updated_at) VALUES ($1, 0, $2) ON CONFLICT (name) DO NOTHING",
-        )
-        .bind(CHECKPOINT)
-        .bind(vigil_projections::format_time(chrono::Utc::now()))
-        .execute(&self.pool)
-        .await?;
+        vigil_projections::runner::ensure_checkpoint(&self.pool, CHECKPOINT).await?;
         let mut checkpoint = self.checkpoint().await?;
         let mut seen = checkpoint;
         // Position → deliveries of that event still in flight.

@@ -741,17 +741,10 @@ impl MqttRelay {
     }
 
     async fn move_checkpoint(&self, from: u64, to: u64) -> Result<(), MqttError> {
-        let moved = sqlx::query(
-            "UPDATE projection_checkpoints SET position = $1, updated_at = $2 WHERE name = $3 AND position = $4",
-        )
-        .bind(to as i64)
-        .bind(vigil_projections::format_time(chrono::Utc::now()))
-        .bind(CHECKPOINT)
-        .bind(from as i64)
-        .execute(&self.pool)
-        .await
-        .map_err(|e| MqttError::Database(e.to_string()))?;
-        if moved.rows_affected() != 1 {
+        let moved = vigil_projections::runner::move_checkpoint(&self.pool, CHECKPOINT, from, to)
+            .await
+            .map_err(|e| MqttError::Database(e.to_string()))?;
+        if !moved {
             return Err(MqttError::CheckpointMoved(from));
         }
         self.position.send_replace(to);
@@ -759,14 +752,9 @@ impl MqttRelay {
     }
 
     async fn follow(&self) -> Result<(), MqttError> {
-        sqlx::query(
-            "INSERT INTO projection_checkpoints (name, position, updated_at) VALUES ($1, 0, $2) ON CONFLICT (name) DO NOTHING",
-        )
-        .bind(CHECKPOINT)
-        .bind(vigil_projections::format_time(chrono::Utc::now()))
-        .execute(&self.pool)
-        .await
-        .map_err(|e| MqttError::Database(e.to_string()))?;
+        vigil_projections::runner::ensure_checkpoint(&self.pool, CHECKPOINT)
+            .await
+            .map_err(|e| MqttError::Database(e.to_string()))?;
         let topics = &self.mapper.topics;
         let will = LastWill::new(topics.available(), "offline", QoS::AtLeastOnce, true);
         let mut connection = Connection::open(

@@ -279,16 +279,14 @@ impl KafkaRelay {
             return Ok(checkpoint);
         };
         self.send_batch(batch).await?;
-        let moved = sqlx::query(
-            "UPDATE projection_checkpoints SET position = $1, updated_at = $2 WHERE name = $3 AND position = $4",
+        if !vigil_projections::runner::move_checkpoint(
+            &self.pool,
+            CHECKPOINT,
+            checkpoint,
+            last.position,
         )
-        .bind(last.position as i64)
-        .bind(vigil_projections::format_time(chrono::Utc::now()))
-        .bind(CHECKPOINT)
-        .bind(checkpoint as i64)
-        .execute(&self.pool)
-        .await?;
-        if moved.rows_affected() != 1 {
+        .await?
+        {
             return Err(RelayError::CheckpointMoved(checkpoint));
         }
         self.position.send_replace(last.position);
@@ -296,13 +294,7 @@ impl KafkaRelay {
     }
 
     async fn follow(&self) -> Result<(), RelayError> {
-        sqlx::query(
-            "INSERT INTO projection_checkpoints (name, position, updated_at) VALUES ($1, 0, $2) ON CONFLICT (name) DO NOTHING",
-        )
-        .bind(CHECKPOINT)
-        .bind(vigil_projections::format_time(chrono::Utc::now()))
-        .execute(&self.pool)
-        .await?;
+        vigil_projections::runner::ensure_checkpoint(&self.pool, CHECKPOINT).await?;
         self.ensure_topics(&[]).await?;
         let mut known: HashSet<String> = HashSet::new();
         let mut checkpoint = self.checkpoint().await?;

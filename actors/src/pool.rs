@@ -210,6 +210,9 @@ pub struct PoolMetrics {
     histograms: std::sync::OnceLock<(metrics::Histogram, metrics::Histogram)>,
     /// Workers whose models are loaded.
     pub loaded_workers: AtomicU64,
+    /// The largest batch the workers run: `inference_max_batch`, or less once the device refused
+    /// a batch that size.
+    pub batch_cap: AtomicU64,
     /// Why the latest model load failed (cleared by a later successful load).
     load_error: std::sync::Mutex<Option<String>>,
 }
@@ -309,6 +312,9 @@ impl InferencePool {
         let (tx, rx) = crossbeam_channel::bounded::<Job>(config.queue_capacity);
         let mut loads = Vec::new();
         let metrics = Arc::new(PoolMetrics::default());
+        metrics
+            .batch_cap
+            .store(config.max_batch as u64, Ordering::Relaxed);
         for n in 0..config.workers {
             let rx = rx.clone();
             let loader = loader.clone();
@@ -417,6 +423,8 @@ fn worker(
             *analyzer = Some(loaded);
         }
     };
+    // The largest batch this worker runs: the setting, lowered when the device refuses one.
+    let mut cap = config.max_batch;
     loop {
         let first = crossbeam_channel::select! {
             recv(rx) -> job => match job {
@@ -436,7 +444,7 @@ fn worker(
         let analyzer = analyzer.as_mut().expect("loaded above");
         let mut batch = vec![first];
         let deadline = Instant::now() + config.max_wait;
-        while batch.len() < config.max_batch {
+        while batch.len() < cap {
             match rx.recv_deadline(deadline) {
                 Ok(job) => batch.push(job),
                 Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => break,
@@ -453,42 +461,87 @@ fn worker(
         let size = batch.len();
         let span = tracing::debug_span!("inference_batch", worker = n, size);
         let _enter = span.enter();
-        let result = match analyzer {
+        let results = match analyzer {
             Ok(a) => {
                 let inputs: Vec<(&RgbImage, Want)> =
                     batch.iter().map(|j| (&*j.image, j.want)).collect();
-                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| a.analyze(&inputs)))
-                    .unwrap_or_else(|_| Err("the models panicked".to_string()))
-                    .and_then(|out| {
-                        if out.len() == size {
-                            Ok(out)
-                        } else {
-                            Err(format!("{} results for {size} frames", out.len()))
-                        }
-                    })
+                let (results, fits) = analyze_splitting(a.as_mut(), &inputs);
+                if let Some(fits) = fits.filter(|&f| f < cap) {
+                    tracing::warn!(
+                        worker = n,
+                        refused = size,
+                        cap = fits,
+                        "the device refused a batch; batches are capped from now on"
+                    );
+                    cap = fits;
+                    metrics.batch_cap.store(cap as u64, Ordering::Relaxed);
+                }
+                results
             }
-            Err(e) => Err(e.clone()),
+            Err(e) => vec![Err(e.clone()); size],
         };
         metrics.observe_batch(size);
-        match result {
-            Ok(analyses) => {
-                for (job, mut analysis) in batch.into_iter().zip(analyses) {
-                    let latency = job.queued.elapsed().as_secs_f64();
-                    metrics.observe_latency(latency);
+        for (job, result) in batch.into_iter().zip(results) {
+            let latency = job.queued.elapsed().as_secs_f64();
+            metrics.observe_latency(latency);
+            match result {
+                Ok(mut analysis) => {
                     metrics.frames.fetch_add(1, Ordering::Relaxed);
-                    analysis.batch_size = size;
                     analysis.latency_ms = latency * 1e3;
                     let _ = job.reply.send(Ok(analysis));
                 }
-            }
-            Err(e) => {
-                tracing::warn!(worker = n, error = %e, "inference batch failed");
-                for job in batch {
-                    metrics.observe_latency(job.queued.elapsed().as_secs_f64());
+                Err(e) => {
+                    tracing::warn!(worker = n, error = %e, "inference failed");
                     metrics.failed.fetch_add(1, Ordering::Relaxed);
-                    let _ = job.reply.send(Err(PoolError::Models(e.clone())));
+                    let _ = job.reply.send(Err(PoolError::Models(e)));
                 }
             }
+        }
+    }
+}
+
+/// Runs `inputs` as one batch; when that fails, as two halves, and so on down to single frames,
+/// so a batch the device cannot hold (a wgpu adapter caps one buffer) still gets its results.
+/// Returns one result per input and, when halves succeeded where their whole failed, the
+/// largest batch size that ran.
+fn analyze_splitting(
+    analyzer: &mut dyn Analyzer,
+    inputs: &[(&RgbImage, Want)],
+) -> (Vec<Result<Analysis, String>>, Option<usize>) {
+    let size = inputs.len();
+    let whole = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| analyzer.analyze(inputs)))
+        .unwrap_or_else(|_| Err("the models panicked".to_string()))
+        .and_then(|out| {
+            if out.len() == size {
+                Ok(out)
+            } else {
+                Err(format!("{} results for {size} frames", out.len()))
+            }
+        });
+    match whole {
+        Ok(out) => (
+            out.into_iter()
+                .map(|mut a| {
+                    a.batch_size = size;
+                    Ok(a)
+                })
+                .collect(),
+            None,
+        ),
+        Err(e) if size == 1 => (vec![Err(e)], None),
+        Err(_) => {
+            let (left, right) = inputs.split_at(size / 2);
+            let (mut results, fits_left) = analyze_splitting(analyzer, left);
+            let (more, fits_right) = analyze_splitting(analyzer, right);
+            results.extend(more);
+            let all_ran = results.iter().all(Result::is_ok);
+            let fits = match (fits_left, fits_right) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (Some(a), None) | (None, Some(a)) => Some(a),
+                (None, None) if all_ran => Some(left.len().max(right.len())),
+                (None, None) => None,
+            };
+            (results, fits)
         }
     }
 }
@@ -502,11 +555,17 @@ mod tests {
     struct Recorder {
         sizes: Arc<std::sync::Mutex<Vec<usize>>>,
         delay: Duration,
+        /// Batches larger than this panic, as Burn does when a buffer exceeds the device's limit.
+        refuse_above: usize,
     }
 
     impl Analyzer for Recorder {
         fn analyze(&mut self, inputs: &[(&RgbImage, Want)]) -> Result<Vec<Analysis>, String> {
             self.sizes.lock().unwrap().push(inputs.len());
+            assert!(
+                inputs.len() <= self.refuse_above,
+                "buffer too large for the device"
+            );
             std::thread::sleep(self.delay);
             Ok(inputs
                 .iter()
@@ -536,6 +595,14 @@ mod tests {
         config: PoolConfig,
         delay: Duration,
     ) -> (InferencePool, Arc<std::sync::Mutex<Vec<usize>>>) {
+        refusing_pool(config, delay, usize::MAX)
+    }
+
+    fn refusing_pool(
+        config: PoolConfig,
+        delay: Duration,
+        refuse_above: usize,
+    ) -> (InferencePool, Arc<std::sync::Mutex<Vec<usize>>>) {
         let sizes = Arc::new(std::sync::Mutex::new(Vec::new()));
         let s = sizes.clone();
         let pool = InferencePool::start(
@@ -544,10 +611,45 @@ mod tests {
                 Ok(Box::new(Recorder {
                     sizes: s.clone(),
                     delay,
+                    refuse_above,
                 }) as Box<dyn Analyzer>)
             }),
         );
         (pool, sizes)
+    }
+
+    #[tokio::test]
+    async fn a_batch_the_device_refuses_is_split_and_later_batches_are_capped() {
+        let config = PoolConfig {
+            max_batch: 8,
+            max_wait: Duration::from_millis(200),
+            ..PoolConfig::default()
+        };
+        let (pool, sizes) = refusing_pool(config, Duration::ZERO, 2);
+        assert_eq!(pool.metrics().batch_cap.load(Ordering::Relaxed), 8);
+        let results = futures::future::join_all(
+            (0..8u8).map(|i| pool.analyze(image(i * 30), Want::default())),
+        )
+        .await;
+        for (i, r) in results.into_iter().enumerate() {
+            let r = r.expect("every frame gets its analysis");
+            assert_eq!(r.persons[0].score, (i as f32 * 30.0) / 255.0, "frame {i}");
+            assert_eq!(r.batch_size, 2);
+        }
+        // 8 refused, then 4 and 4 refused, then four batches of 2.
+        assert_eq!(*sizes.lock().unwrap(), vec![8, 4, 2, 2, 4, 2, 2]);
+        assert_eq!(pool.metrics().batch_cap.load(Ordering::Relaxed), 2);
+        assert_eq!(pool.metrics().failed.load(Ordering::Relaxed), 0);
+        sizes.lock().unwrap().clear();
+        let again =
+            futures::future::join_all((0..4u8).map(|i| pool.analyze(image(i), Want::default())))
+                .await;
+        assert!(again.iter().all(Result::is_ok));
+        assert!(
+            sizes.lock().unwrap().iter().all(|&n| n <= 2),
+            "no batch over the cap: {:?}",
+            sizes.lock().unwrap()
+        );
     }
 
     #[tokio::test]

@@ -24,7 +24,7 @@ fn the_gpu_check_bundle_runs_and_reports_on_the_software_adapter() {
         "bundle: {}",
         String::from_utf8_lossy(&packed.stderr)
     );
-    for file in ["run", "bin/vigil-gpu-check", "golden/astronaut.json"] {
+    for file in ["run", "bin/vigil-gpu-check.gz", "golden/astronaut.json"] {
         assert!(bundle.join(file).exists(), "{file} is in the bundle");
     }
     assert!(

@@ -186,15 +186,7 @@ impl ProjectionRunner {
     }
 
     async fn ensure_checkpoint_row(&self) -> Result<(), ProjectionError> {
-        sqlx::query(
-            "INSERT INTO projection_checkpoints (name, position, updated_at) VALUES ($1, 0, $2) \
-             ON CONFLICT (name) DO NOTHING",
-        )
-        .bind(self.name())
-        .bind(format_time(chrono::Utc::now()))
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        Ok(ensure_checkpoint(&self.pool, self.name()).await?)
     }
 
     /// Applies one contiguous batch that must start right after `checkpoint`, committing rows
@@ -217,17 +209,7 @@ impl ProjectionRunner {
         let mut tx = self.pool.begin().await?;
         // The checkpoint moves first: it takes the write lock at once (SQLite) and refuses to
         // run if another runner moved the checkpoint since we read it.
-        let moved = sqlx::query(
-            "UPDATE projection_checkpoints SET position = $1, updated_at = $2 \
-             WHERE name = $3 AND position = $4",
-        )
-        .bind(last.position as i64)
-        .bind(format_time(chrono::Utc::now()))
-        .bind(self.name())
-        .bind(checkpoint as i64)
-        .execute(&mut *tx)
-        .await?;
-        if moved.rows_affected() != 1 {
+        if !move_checkpoint(&mut *tx, self.name(), checkpoint, last.position).await? {
             return Err(ProjectionError::CheckpointMoved {
                 name: self.name().into(),
                 expected: checkpoint,
@@ -340,6 +322,45 @@ impl ProjectionRunner {
         }
         Ok(())
     }
+}
+
+/// Creates `name`'s checkpoint row at 0 unless it exists. The runner does it for projections;
+/// the other checkpointed subscribers of `$all` (the relays, the dispatcher) call it first.
+pub async fn ensure_checkpoint(pool: &AnyPool, name: &str) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO projection_checkpoints (name, position, updated_at) VALUES ($1, 0, $2) \
+         ON CONFLICT (name) DO NOTHING",
+    )
+    .bind(name)
+    .bind(format_time(chrono::Utc::now()))
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// Moves `name`'s checkpoint from `from` to `to` by compare-and-set, on a pool or inside a
+/// transaction. `Ok(false)` when it was not at `from`: another runner moved it, and the
+/// caller must not go on as if it had.
+pub async fn move_checkpoint<'e, E>(
+    executor: E,
+    name: &str,
+    from: u64,
+    to: u64,
+) -> Result<bool, sqlx::Error>
+where
+    E: sqlx::Executor<'e, Database = sqlx::Any>,
+{
+    let moved = sqlx::query(
+        "UPDATE projection_checkpoints SET position = $1, updated_at = $2 \
+         WHERE name = $3 AND position = $4",
+    )
+    .bind(to as i64)
+    .bind(format_time(chrono::Utc::now()))
+    .bind(name)
+    .bind(from as i64)
+    .execute(executor)
+    .await?;
+    Ok(moved.rows_affected() == 1)
 }
 
 /// Reads a projection's committed checkpoint (0 when it never ran).
