@@ -848,14 +848,10 @@ impl LiveState {
             .into_iter()
             .map(|(id, runtime)| {
                 let state = runtime.running.load(Ordering::Relaxed).then(|| {
-                    let persons = runtime.counters.persons.load(Ordering::Relaxed);
-                    let moving = runtime
-                        .motion
-                        .lock()
-                        .ok()
-                        .and_then(|m| m.as_ref().map(|seen| seen.motion.moving()))
-                        .unwrap_or(false);
-                    (persons, moving)
+                    (
+                        runtime.counters.persons.load(Ordering::Relaxed),
+                        runtime.moving(),
+                    )
                 });
                 (id, state)
             })

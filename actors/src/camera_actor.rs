@@ -144,6 +144,15 @@ impl CameraRuntime {
             .tick(std::time::Instant::now());
     }
 
+    /// Whether its newest handled frame had motion.
+    pub fn moving(&self) -> bool {
+        self.motion
+            .lock()
+            .ok()
+            .and_then(|m| m.as_ref().map(|seen| seen.motion.moving()))
+            .unwrap_or(false)
+    }
+
     /// Sampled frames handled per second now (smoothed; 0 when it is not running).
     pub fn fps(&self, now: std::time::Instant) -> f64 {
         if !self.running.load(Ordering::Relaxed) {

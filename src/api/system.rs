@@ -298,13 +298,8 @@ pub async fn metrics(app: Data<&App>) -> poem::Response {
             ] {
                 counter!(name, "camera" => id.clone()).absolute(get(value));
             }
-            let moving = runtime
-                .motion
-                .lock()
-                .ok()
-                .and_then(|m| m.as_ref().map(|seen| seen.motion.moving()))
-                .unwrap_or(false);
-            gauge!("vigil_camera_moving", "camera" => id.clone()).set(f64::from(u8::from(moving)));
+            gauge!("vigil_camera_moving", "camera" => id.clone())
+                .set(f64::from(u8::from(runtime.moving())));
             gauge!("vigil_camera_persons", "camera" => id.clone()).set(get(&c.persons) as f64);
             gauge!("vigil_camera_fps", "camera" => id.clone()).set(runtime.fps(now));
             gauge!("vigil_camera_running", "camera" => id.clone())

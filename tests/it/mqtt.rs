@@ -162,6 +162,16 @@ impl Subscriber {
         until(20, what, || async { self.last(topic) }).await
     }
 
+    /// The first message on `vigil/incidents` of an event of `event_type`.
+    fn incident_message(&self, event_type: &str) -> Value {
+        self.all()
+            .iter()
+            .filter(|(t, _, _)| t == "vigil/incidents")
+            .map(|(_, p, _)| serde_json::from_slice::<Value>(p).unwrap())
+            .find(|m| m["event_type"] == event_type)
+            .unwrap_or_else(|| panic!("no {event_type} on vigil/incidents"))
+    }
+
     fn stop(self) {
         self.task.abort();
     }
@@ -452,13 +462,7 @@ async fn events_reach_mqtt_in_order_through_a_broker_outage_and_home_assistant_f
         2,
         "opened, status changed"
     );
-    let opened: Value = watcher
-        .all()
-        .iter()
-        .filter(|(t, _, _)| t == "vigil/incidents")
-        .map(|(_, p, _)| serde_json::from_slice::<Value>(p).unwrap())
-        .find(|m| m["event_type"] == "incident.opened")
-        .unwrap();
+    let opened: Value = watcher.incident_message("incident.opened");
     assert_eq!(opened["incident"]["kind"], "intrusion");
     assert_eq!(opened["incident"]["severity"], "high");
     assert_eq!(opened["incident"]["reasoning"], "1 person in zone porch");
@@ -474,13 +478,7 @@ async fn events_reach_mqtt_in_order_through_a_broker_outage_and_home_assistant_f
         jpeg,
         "the evidence JPEG"
     );
-    let changed: Value = watcher
-        .all()
-        .iter()
-        .filter(|(t, _, _)| t == "vigil/incidents")
-        .map(|(_, p, _)| serde_json::from_slice::<Value>(p).unwrap())
-        .find(|m| m["event_type"] == "incident.status_changed")
-        .unwrap();
+    let changed: Value = watcher.incident_message("incident.status_changed");
     assert_eq!(changed["incident"]["status"], "investigating");
     assert_eq!(changed["incident"]["camera_id"], "door");
     assert_eq!(changed["change"]["to"], "investigating");
