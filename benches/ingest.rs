@@ -1,6 +1,7 @@
-//! Ingest benchmarks: frames per second through decode → sample → inference pool → tracker
-//! for 1, 4 and 16 cameras, and the CPU share of receiving and decoding one 720p25 RTSP
-//! camera.
+//! Ingest benchmarks: a camera fleet through decode → sample → motion gating → inference
+//! pool → tracker — busy cameras playing the pedestrian clip and quiet ones (sensor noise and
+//! a drifting exposure; every other one with people crossing for 5 s a minute) — and the CPU
+//! share of receiving and decoding one 720p25 RTSP camera.
 //!
 //! `cargo bench --bench ingest` (needs what scripts/setup installs: the clip, ffmpeg, the
 //! GStreamer RTSP server for Python). `VIGIL_BENCH_BACKEND=cpu|wgpu|auto` (default `cpu`)
@@ -66,6 +67,10 @@ struct Served {
     url: String,
 }
 
+async fn serve_owned(program: &'static str, args: Vec<String>) -> Served {
+    serve(program, &args).await
+}
+
 async fn serve(program: &str, args: &[String]) -> Served {
     let mut child = tokio::process::Command::new(program)
         .args(args)
@@ -87,23 +92,32 @@ async fn serve(program: &str, args: &[String]) -> Served {
 }
 
 #[derive(Default, Clone, Copy)]
-struct Totals {
-    frames_in: u64,
+struct Counts {
     sampled: u64,
     dropped: u64,
     analysed: u64,
+    with_motion: u64,
+    described: u64,
+}
+
+#[derive(Default, Clone, Copy)]
+struct Totals {
+    busy: Counts,
+    quiet: Counts,
     batches: u64,
     batch_frames: u64,
 }
 
-fn totals(app: &App, ids: &[String]) -> Totals {
+fn totals(app: &App, ids: &[(String, bool)]) -> Totals {
     let mut t = Totals::default();
-    for id in ids {
+    for (id, busy) in ids {
         if let Some(r) = app.ingest().runtime_of(id) {
-            t.frames_in += r.counters.frames_in.load(Relaxed);
-            t.sampled += r.counters.sampled.load(Relaxed);
-            t.dropped += r.counters.dropped.load(Relaxed);
-            t.analysed += r.counters.analysed.load(Relaxed);
+            let c = if *busy { &mut t.busy } else { &mut t.quiet };
+            c.sampled += r.counters.sampled.load(Relaxed);
+            c.dropped += r.counters.dropped.load(Relaxed);
+            c.analysed += r.counters.analysed.load(Relaxed);
+            c.with_motion += r.counters.with_motion.load(Relaxed);
+            c.described += r.counters.faces_described.load(Relaxed);
         }
     }
     let m = app.ingest().pool.metrics();
@@ -117,9 +131,15 @@ fn totals(app: &App, ids: &[String]) -> Totals {
     t
 }
 
-/// `n` MJPEG cameras (10 fps each, sampled at 5 fps) through the whole pipeline, with
-/// `workers` inference threads.
-async fn pipeline(n: usize, workers: usize, mjpeg: &str, window: Duration) -> String {
+/// `busy` cameras on the pedestrian clip and `quiet` ones (10 fps each, sampled at 5 fps)
+/// through the whole pipeline, with `workers` inference threads.
+async fn fleet(
+    busy: usize,
+    quiet: usize,
+    workers: usize,
+    urls: &FleetUrls,
+    window: Duration,
+) -> String {
     let dir = tempfile::tempdir().unwrap();
     let config = Config {
         data_dir: dir.path().join("data"),
@@ -134,12 +154,20 @@ async fn pipeline(n: usize, workers: usize, mjpeg: &str, window: Duration) -> St
     let (app, _) = App::open(config).await.unwrap();
     let _tasks = app.spawn_background();
     let handler = app.handler().clone();
-    let ids: Vec<String> = (0..n).map(|i| format!("cam{i}")).collect();
-    for id in &ids {
+    let ids: Vec<(String, bool)> = (0..busy)
+        .map(|i| (format!("busy{i}"), true))
+        .chain((0..quiet).map(|i| (format!("quiet{i}"), false)))
+        .collect();
+    for (i, (id, is_busy)) in ids.iter().enumerate() {
+        let url = match (is_busy, i % 2) {
+            (true, _) => &urls.busy,
+            (false, 0) => &urls.quiet,
+            (false, _) => &urls.crossing,
+        };
         let register = vigil_actors::camera::RegisterCamera {
             id: id.clone(),
             name: id.clone(),
-            source: format!("{mjpeg}/stream.mjpg"),
+            source: format!("{url}/stream.mjpg"),
             enabled: true,
             sample_fps: 5.0,
             features: Default::default(),
@@ -156,14 +184,14 @@ async fn pipeline(n: usize, workers: usize, mjpeg: &str, window: Duration) -> St
             .await
             .unwrap();
     }
-    // Warm up: every camera analysed a frame (the models are loaded).
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while ids.iter().any(|id| {
+    // Warm up: every camera handled a frame (the models are loaded).
+    let deadline = Instant::now() + Duration::from_secs(180);
+    while ids.iter().any(|(id, _)| {
         app.ingest()
             .runtime_of(id)
             .is_none_or(|r| r.counters.analysed.load(Relaxed) == 0)
     }) {
-        assert!(Instant::now() < deadline, "cameras did not start in 120 s");
+        assert!(Instant::now() < deadline, "cameras did not start in 180 s");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -176,19 +204,87 @@ async fn pipeline(n: usize, workers: usize, mjpeg: &str, window: Duration) -> St
     );
     app.stop_ingest().await;
     let per_s = |a: u64, b: u64| (b - a) as f64 / wall;
-    let sampled = t1.sampled - t0.sampled;
-    let dropped = t1.dropped - t0.dropped;
+    let share = |part: u64, whole: u64| {
+        if whole == 0 {
+            "–".to_string()
+        } else {
+            format!("{:.0} %", 100.0 * part as f64 / whole as f64)
+        }
+    };
+    let (b, q) = (
+        |f: fn(&Counts) -> u64| f(&t1.busy) - f(&t0.busy),
+        |f: fn(&Counts) -> u64| f(&t1.quiet) - f(&t0.quiet),
+    );
+    let sampled = b(|c| c.sampled) + q(|c| c.sampled);
+    let dropped = b(|c| c.dropped) + q(|c| c.dropped);
     let mean_batch =
         (t1.batch_frames - t0.batch_frames) as f64 / (t1.batches - t0.batches).max(1) as f64;
     format!(
-        "| {n:>2} | {workers} | {:>8.1} | {:>8.1} | {:>8.2} | {:>5.1} % | {:>4.2} | {:>4.2} |",
-        per_s(t0.frames_in, t1.frames_in),
-        per_s(t0.sampled, t1.sampled),
-        per_s(t0.analysed, t1.analysed),
-        100.0 * dropped as f64 / sampled.max(1) as f64,
+        "| {busy} + {quiet} | {workers} | {:.1} | {:.2} | {} | {:.2} | {:.2} | {} | {} | {:.2} | {:.2} | {:.2} |",
+        per_s(0, sampled),
+        per_s(0, b(|c| c.analysed) + q(|c| c.analysed)),
+        share(b(|c| c.analysed), b(|c| c.sampled)),
+        per_s(0, q(|c| c.with_motion)),
+        per_s(0, q(|c| c.analysed)),
+        share(
+            q(|c| c.analysed).min(q(|c| c.with_motion)),
+            q(|c| c.with_motion)
+        ),
+        share(dropped, sampled),
+        per_s(0, b(|c| c.described) + q(|c| c.described)),
         mean_batch,
         (cpu1 - cpu0) / wall,
     )
+}
+
+/// The three MJPEG servers a fleet draws on.
+struct FleetUrls {
+    busy: String,
+    quiet: String,
+    crossing: String,
+}
+
+/// Frames of a quiet scene (grey wall, sensor noise, exposure drifting up and back) for
+/// `quiet` seconds, then `people` seconds of the pedestrian clip, at 10 fps, into `dir`.
+fn quiet_frames(dir: &Path, clip: &Path, quiet: u32, people: u32) {
+    std::fs::create_dir_all(dir).unwrap();
+    let out = dir.join("%05d.jpg");
+    let quiet_part = format!(
+        "color=c=0x707070:s=768x576:r=10:d={quiet},noise=alls=10:allf=t,\
+         eq=brightness='0.04*sin(t/10)':eval=frame,setsar=1,format=yuv420p"
+    );
+    if people == 0 {
+        ffmpeg(&[
+            "-f",
+            "lavfi",
+            "-i",
+            &quiet_part,
+            "-q:v",
+            "4",
+            out.to_str().unwrap(),
+        ]);
+        return;
+    }
+    let graph = format!(
+        "[0]setsar=1,format=yuv420p[q];\
+         [1]trim=duration={people},setpts=PTS-STARTPTS,fps=10,setsar=1,format=yuv420p[p];\
+         [q][p]concat=n=2:v=1[v]"
+    );
+    ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        &quiet_part,
+        "-i",
+        clip.to_str().unwrap(),
+        "-filter_complex",
+        &graph,
+        "-map",
+        "[v]",
+        "-q:v",
+        "4",
+        out.to_str().unwrap(),
+    ]);
 }
 
 /// One 720p25 RTSP camera received and decoded (every frame), sampled at `fps` and converted
@@ -238,35 +334,50 @@ async fn main() {
         "4",
         frames.join("%04d.jpg").to_str().unwrap(),
     ]);
-    let mjpeg = serve(
-        "python3",
-        &[
-            repo("tests/servers/mjpeg_server.py").display().to_string(),
-            "--port".into(),
-            "0".into(),
-            "--frames".into(),
-            frames.display().to_string(),
-            "--fps".into(),
-            "10".into(),
-        ],
-    )
-    .await;
+    let mjpeg = |frames: PathBuf| {
+        serve_owned(
+            "python3",
+            vec![
+                repo("tests/servers/mjpeg_server.py").display().to_string(),
+                "--port".into(),
+                "0".into(),
+                "--frames".into(),
+                frames.display().to_string(),
+                "--fps".into(),
+                "10".into(),
+            ],
+        )
+    };
+    let (quiet_dir, crossing_dir) = (work.path().join("quiet"), work.path().join("crossing"));
+    quiet_frames(&quiet_dir, &clip, 60, 0);
+    quiet_frames(&crossing_dir, &clip, 55, 5);
+    let servers = [
+        mjpeg(frames.clone()).await,
+        mjpeg(quiet_dir).await,
+        mjpeg(crossing_dir).await,
+    ];
+    let urls = FleetUrls {
+        busy: servers[0].url.clone(),
+        quiet: servers[1].url.clone(),
+        crossing: servers[2].url.clone(),
+    };
     let machine = std::thread::available_parallelism().map_or(0, |n| n.get());
     println!(
-        "\nPipeline: MJPEG cameras (768x576, 10 fps each, sampled at 5 fps) → pool → tracker; \
-         models on `{:?}`, {machine} CPU cores, {} s per row; `received` counts MJPEG parts \
-         (a part is decoded only when sampled)\n",
+        "\nFleet: MJPEG cameras (768x576, 10 fps each, sampled at 5 fps) → motion gating → pool → \
+         tracker; busy cameras play the pedestrian clip, quiet ones a grey wall with sensor noise \
+         and a drifting exposure (every other one with 5 s of pedestrians a minute); models on \
+         `{:?}`, {machine} CPU cores, {} s per row\n",
         backend(),
         window.as_secs()
     );
     println!(
-        "| cameras | workers | received/s | sampled/s | analysed/s | dropped | mean batch | CPU cores |"
+        "| busy + quiet | workers | sampled/s | analysed/s | busy analysed | quiet motion frames/s | quiet analysed/s | quiet motion analysed | dropped | faces described/s | mean batch | CPU cores |"
     );
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
-    for (n, workers) in [(1, 1), (4, 1), (16, 1), (16, 2)] {
-        println!("{}", pipeline(n, workers, &mjpeg.url, window).await);
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for (busy, quiet) in [(1, 0), (4, 0), (2, 2), (2, 14), (2, 30)] {
+        println!("{}", fleet(busy, quiet, 1, &urls, window).await);
     }
-    drop(mjpeg);
+    drop(servers);
 
     let hd = work.path().join("clip720.mp4");
     ffmpeg(&[

@@ -74,6 +74,12 @@ pub const SERIES: &[(&str, &str, Option<Unit>, &str)] = &[
         "Frames analysed.",
     ),
     (
+        "vigil_inference_faces_described_total",
+        "counter",
+        None,
+        "Face descriptors computed for cameras' tracks (only where a track's face improved).",
+    ),
+    (
         "vigil_inference_dropped_total",
         "counter",
         None,

@@ -22,7 +22,7 @@ use crate::frame::{Frame, RgbImage, encode_jpeg};
 use crate::gallery::Identity;
 use crate::incident::{Incident, IncidentCommand, IncidentError};
 use crate::motion::{Motion, MotionDetector};
-use crate::pool::{Analysis, PoolError, Scored, Want};
+use crate::pool::{Analysis, FoundFace, PoolError, Scored, Want};
 use crate::rules::{Finding, Observation, PersonObs, RuleEngine};
 use crate::source::{CameraCounters, FrameSlot, SourceError, SourceFrame};
 use crate::subject::{Subject, SubjectCommand, SubjectError};
@@ -217,8 +217,12 @@ struct Live {
     zones: Vec<ZoneVisit>,
     inside: Vec<String>,
     best_face: Option<FaceCandidate>,
-    /// Frames whose face of this person was compared with the gallery.
+    /// Descriptors of this person's face compared with the gallery.
     face_checks: u32,
+    /// Descriptors computed of its face.
+    descriptors: u32,
+    /// Frame number of its latest descriptor.
+    last_described: Option<u64>,
     /// Subjects this track's face matched (each recorded once).
     matched: Vec<String>,
     /// Its face matched an authorised subject.
@@ -275,6 +279,33 @@ impl Drop for CameraState {
         self.runtime.running.store(false, Ordering::Relaxed);
         self.runtime.counters.persons.store(0, Ordering::Relaxed);
     }
+}
+
+/// How good a face is to describe: detector score × size (full at 80 pixels tall) × how
+/// squarely it faces the camera ([`vigil_models::faces::frontalness`]).
+fn face_quality(face: &FoundFace, frame_height: u32) -> f32 {
+    let height_px = (face.bbox.y2 - face.bbox.y1) * frame_height as f32;
+    face.bbox.score
+        * (height_px / 80.0).min(1.0)
+        * vigil_models::faces::frontalness(&face.landmarks)
+}
+
+/// Whether a track's face seen in frame `frame` with `quality` is worth a descriptor: never
+/// within `every` frames of the track's last one; otherwise for its first two (two looks
+/// before the `authorised` rule decides) and then only when it is clearer than the track's
+/// best so far. A person standing in view for a minute is described a handful of times.
+pub fn describe_due(
+    described: u32,
+    last: Option<u64>,
+    best: Option<f32>,
+    quality: f32,
+    frame: u64,
+    every: u32,
+) -> bool {
+    if last.is_some_and(|last| frame.saturating_sub(last) < u64::from(every.max(1))) {
+        return false;
+    }
+    described < 2 || best.is_none_or(|best| quality > best)
 }
 
 fn norm(b: &Scored) -> NormBox {
@@ -471,10 +502,13 @@ impl CameraState {
             return Ok(());
         }
         self.last_analysed = Some(frame.captured_at);
+        // A pushed frame's caller gets every face with its descriptor; a camera's own frames
+        // have faces sought in persons' heads and described per track below.
         let want = Want {
             faces: true,
             always_faces: uploaded,
-            embeddings: true,
+            embeddings: uploaded,
+            face_min_pixels: settings.face_min_person_pixels,
         };
         let analysis = match self.ingest.pool.analyze(frame.image.clone(), want).await {
             Ok(a) => a,
@@ -583,6 +617,8 @@ impl CameraState {
                     inside: zones,
                     best_face: None,
                     face_checks: 0,
+                    descriptors: 0,
+                    last_described: None,
                     matched: vec![],
                     authorised: false,
                     unauthorised_raised: false,
@@ -591,7 +627,7 @@ impl CameraState {
         }
 
         // Every confirmed track seen in this frame, with the clearest face in its box.
-        let mut faces_seen: HashMap<TrackId, (f32, Scored, Vec<f32>)> = HashMap::new();
+        let mut faces_seen: HashMap<TrackId, (f32, FoundFace)> = HashMap::new();
         for (det, assigned) in update.assigned.iter().enumerate() {
             let Some(id) = assigned else { continue };
             let person = analysis.persons[det];
@@ -632,26 +668,15 @@ impl CameraState {
                 if cx < person.x1 || cx > person.x2 || cy < person.y1 || cy > head_bottom {
                     continue;
                 }
-                let Some(embedding) = &face.embedding else {
-                    continue;
-                };
-                let height_px = (face.bbox.y2 - face.bbox.y1) * frame.image.height as f32;
-                let quality = face.bbox.score * (height_px / 80.0).min(1.0);
-                if faces_seen.get(id).is_none_or(|(q, _, _)| quality > *q) {
-                    faces_seen.insert(*id, (quality, face.bbox, embedding.clone()));
-                }
-                if live.best_face.as_ref().is_none_or(|b| quality > b.quality) {
-                    live.best_face = Some(FaceCandidate {
-                        quality,
-                        image: frame.image.clone(),
-                        bbox: face.bbox,
-                        at: frame.captured_at,
-                        embedding: embedding.clone(),
-                    });
+                let quality = face_quality(face, frame.image.height);
+                if faces_seen.get(id).is_none_or(|(q, _)| quality > *q) {
+                    faces_seen.insert(*id, (quality, face.clone()));
                 }
             }
         }
-
+        let described = self
+            .describe_faces(&frame, &mut faces_seen, &settings)
+            .await;
         let observation = Observation {
             at: frame.captured_at,
             width: frame.image.width,
@@ -673,7 +698,7 @@ impl CameraState {
             .rules
             .observe(&self.spec.features, &settings, &observation);
         let mut matches = vec![];
-        for (id, (_, bbox, embedding)) in faces_seen {
+        for (id, bbox, embedding) in described {
             let (face_findings, face_matches) = self.identify_face(id, &embedding, &settings);
             findings.extend(face_findings);
             matches.extend(face_matches.into_iter().map(|m| (m, bbox)));
@@ -754,6 +779,73 @@ impl CameraState {
             let _ = reply.send(outcome);
         }
         Ok(())
+    }
+
+    /// Descriptors for the tracks whose face is worth one now (see [`describe_due`]): one call
+    /// to the pool for all of them (faces of a pushed frame came described). Each described
+    /// face becomes its track's best when it is; returns `(track, box, descriptor)` for the
+    /// gallery. A busy pool or a failure leaves them for a later frame.
+    async fn describe_faces(
+        &mut self,
+        frame: &Frame,
+        faces_seen: &mut HashMap<TrackId, (f32, FoundFace)>,
+        settings: &vigil_schemas::events::CalibrationSettings,
+    ) -> Vec<(TrackId, Scored, Vec<f32>)> {
+        let due: Vec<TrackId> = faces_seen
+            .iter()
+            .filter(|(id, (quality, face))| {
+                face.embedding.is_none()
+                    && self.live.get(id).is_some_and(|live| {
+                        describe_due(
+                            live.descriptors,
+                            live.last_described,
+                            live.best_face.as_ref().map(|b| b.quality),
+                            *quality,
+                            self.frame_number,
+                            settings.face_descriptor_every_frames,
+                        )
+                    })
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        if !due.is_empty() {
+            let faces = due.iter().map(|id| faces_seen[id].1.clone()).collect();
+            match self.ingest.pool.describe(frame.image.clone(), faces).await {
+                Ok(descriptors) => {
+                    self.runtime
+                        .counters
+                        .faces_described
+                        .fetch_add(descriptors.len() as u64, Ordering::Relaxed);
+                    for (id, descriptor) in due.iter().zip(descriptors) {
+                        if let Some((_, face)) = faces_seen.get_mut(id) {
+                            face.embedding = Some(descriptor);
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::debug!(camera = %self.spec.id, error = %e, "no face descriptors this frame")
+                }
+            }
+        }
+        let mut described = Vec::new();
+        for (id, (quality, face)) in faces_seen.drain() {
+            let (Some(embedding), Some(live)) = (face.embedding, self.live.get_mut(&id)) else {
+                continue;
+            };
+            live.last_described = Some(self.frame_number);
+            live.descriptors += 1;
+            if live.best_face.as_ref().is_none_or(|b| quality > b.quality) {
+                live.best_face = Some(FaceCandidate {
+                    quality,
+                    image: frame.image.clone(),
+                    bbox: face.bbox,
+                    at: frame.captured_at,
+                    embedding: embedding.clone(),
+                });
+            }
+            described.push((id, face.bbox, embedding));
+        }
+        described
     }
 
     /// Runs the motion detector on `frame` and says whether the models should see it: always
@@ -1113,6 +1205,29 @@ mod tests {
             (meter.per_second(later) - 0.1).abs() < 1e-6,
             "no frame for 10 s"
         );
+    }
+
+    #[test]
+    fn a_track_is_described_twice_then_only_when_its_face_is_clearer_and_never_too_often() {
+        // The first look, at once.
+        assert!(describe_due(0, None, None, 0.3, 7, 10));
+        // The second look, not before `every` frames.
+        assert!(!describe_due(1, Some(7), Some(0.3), 0.2, 16, 10));
+        assert!(describe_due(1, Some(7), Some(0.3), 0.2, 17, 10));
+        // Then only a clearer face.
+        assert!(!describe_due(2, Some(17), Some(0.3), 0.3, 40, 10));
+        assert!(describe_due(2, Some(17), Some(0.3), 0.35, 40, 10));
+        assert!(!describe_due(2, Some(35), Some(0.3), 0.9, 40, 10));
+        // A person standing in view for a minute at 5 fps whose face never gets clearer: two.
+        let (mut described, mut last, mut best) = (0, None, None::<f32>);
+        for frame in 0..300 {
+            if describe_due(described, last, best, 0.5, frame, 10) {
+                described += 1;
+                last = Some(frame);
+                best = Some(best.map_or(0.5, |b: f32| b.max(0.5)));
+            }
+        }
+        assert_eq!(described, 2);
     }
 
     #[test]

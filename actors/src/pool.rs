@@ -41,12 +41,37 @@ impl Default for PoolConfig {
 /// What to look for in a frame.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Want {
-    /// Faces (in frames where a person was found, or in every frame with `always_faces`).
+    /// Faces: inside the head of each person found (see [`head_region`]), or in the whole
+    /// frame with `always_faces`.
     pub faces: bool,
-    /// Look for faces even when no person was found (a face photo, a face crop).
+    /// Look for faces in the whole frame, person or not (a face photo, a face crop, a pushed
+    /// frame whose caller wants every face).
     pub always_faces: bool,
-    /// A 128-d descriptor per face.
+    /// A 128-d descriptor per face (a camera asks for its tracks' descriptors afterwards, with
+    /// [`InferencePool::describe`], only where the face improved).
     pub embeddings: bool,
+    /// Persons narrower than this many frame pixels are too small to hold a usable face and
+    /// are not searched for one.
+    pub face_min_pixels: u32,
+}
+
+/// Where a person's face can be, in frame pixels `(x, y, w, h)`: the top square of its box (the
+/// whole box when it is wider than tall), widened by 15 % of its width to each side and
+/// above. `None` when the box is narrower than `min_pixels`.
+pub fn head_region(person: &Scored, width: u32, height: u32, min_pixels: u32) -> Option<[f32; 4]> {
+    let (w, h) = (width as f32, height as f32);
+    let (x1, y1) = (person.x1 * w, person.y1 * h);
+    let (bw, bh) = ((person.x2 - person.x1) * w, (person.y2 - person.y1) * h);
+    if bw < min_pixels.max(1) as f32 || bh <= 0.0 {
+        return None;
+    }
+    let margin = 0.15 * bw;
+    Some([
+        x1 - margin,
+        y1 - margin,
+        bw + 2.0 * margin,
+        bw.min(bh) + 2.0 * margin,
+    ])
 }
 
 /// A box in normalised coordinates with its score.
@@ -71,6 +96,10 @@ pub struct FoundFace {
     pub bbox: Scored,
     /// The 128-d descriptor, when asked for.
     pub embedding: Option<Vec<f32>>,
+    /// Its 68 landmarks in frame pixels (what the descriptor's alignment and
+    /// [`vigil_models::faces::frontalness`] read).
+    #[serde(skip)]
+    pub landmarks: Vec<[f32; 2]>,
 }
 
 /// What the models saw in one frame.
@@ -104,6 +133,16 @@ pub enum PoolError {
 pub trait Analyzer: Send {
     /// One result per input, in order.
     fn analyze(&mut self, inputs: &[(&RgbImage, Want)]) -> Result<Vec<Analysis>, String>;
+
+    /// The 128-d descriptor of each face of each frame (faces [`Analyzer::analyze`] found),
+    /// one list per input, in order.
+    fn describe(
+        &mut self,
+        inputs: &[(&RgbImage, &[FoundFace])],
+    ) -> Result<Vec<Vec<Vec<f32>>>, String> {
+        let _ = inputs;
+        Err("these models compute no face descriptors".into())
+    }
 }
 
 /// Lowest person score reported.
@@ -142,21 +181,55 @@ impl Analyzer for Vision {
                 ..Analysis::default()
             })
             .collect();
-        // Faces only where they are wanted and can be: a frame with a person in it, or one
-        // that asked to be searched anyway.
-        let face_idx: Vec<usize> = (0..inputs.len())
-            .filter(|&i| {
-                let want = inputs[i].1;
-                want.faces && (want.always_faces || !out[i].persons.is_empty())
+        // Faces only where they can be: in the whole frame where asked, else in the head of
+        // each person large enough to show one, all heads of the batch on shared canvases.
+        let mut faces: Vec<Vec<vigil_models::Face>> = images.iter().map(|_| Vec::new()).collect();
+        let whole: Vec<usize> = (0..inputs.len())
+            .filter(|&i| inputs[i].1.faces && inputs[i].1.always_faces)
+            .collect();
+        if !whole.is_empty() {
+            let pictures: Vec<_> = whole.iter().map(|&i| images[i].clone()).collect();
+            for (&i, found) in whole
+                .iter()
+                .zip(self.detect_faces(&pictures, FACE_MIN_SCORE))
+            {
+                faces[i] = found;
+            }
+        }
+        let regions: Vec<vigil_models::mosaic::Region> = (0..inputs.len())
+            .filter(|&i| inputs[i].1.faces && !inputs[i].1.always_faces)
+            .flat_map(|i| {
+                let (frame, want) = inputs[i];
+                out[i].persons.iter().filter_map(move |p| {
+                    head_region(p, frame.width, frame.height, want.face_min_pixels).map(
+                        |[x, y, w, h]| vigil_models::mosaic::Region {
+                            image: i,
+                            x,
+                            y,
+                            w,
+                            h,
+                        },
+                    )
+                })
             })
             .collect();
-        if face_idx.is_empty() {
-            return Ok(out);
+        if !regions.is_empty() {
+            for (i, found) in self
+                .detect_faces_in(&images, &regions, FACE_MIN_SCORE)
+                .into_iter()
+                .enumerate()
+            {
+                if !found.is_empty() {
+                    faces[i] = found;
+                }
+            }
         }
-        let face_images: Vec<_> = face_idx.iter().map(|&i| images[i].clone()).collect();
-        let faces = self.detect_faces(&face_images, FACE_MIN_SCORE);
-        for ((&i, found), image) in face_idx.iter().zip(faces).zip(&face_images) {
-            let embeddings = if inputs[i].1.embeddings && !found.is_empty() {
+        for (i, found) in faces.into_iter().enumerate() {
+            if found.is_empty() {
+                continue;
+            }
+            let image = &images[i];
+            let embeddings = if inputs[i].1.embeddings {
                 self.embed_faces(image, &found)
                     .into_iter()
                     .map(Some)
@@ -166,7 +239,7 @@ impl Analyzer for Vision {
             };
             let (w, h) = (image.width as f32, image.height as f32);
             out[i].faces = found
-                .iter()
+                .into_iter()
                 .zip(embeddings)
                 .map(|(face, embedding)| {
                     let d = &face.detection;
@@ -179,11 +252,46 @@ impl Analyzer for Vision {
                             score: d.score,
                         },
                         embedding,
+                        landmarks: face.landmarks,
                     }
                 })
                 .collect();
         }
         Ok(out)
+    }
+
+    fn describe(
+        &mut self,
+        inputs: &[(&RgbImage, &[FoundFace])],
+    ) -> Result<Vec<Vec<Vec<f32>>>, String> {
+        inputs
+            .iter()
+            .map(|(frame, faces)| {
+                if faces.is_empty() {
+                    return Ok(Vec::new());
+                }
+                if faces.iter().any(|f| f.landmarks.len() != 68) {
+                    return Err("a face to describe came without its 68 landmarks".to_string());
+                }
+                let image = to_model_image(frame)?;
+                let (w, h) = (image.width as f32, image.height as f32);
+                let faces: Vec<vigil_models::Face> = faces
+                    .iter()
+                    .map(|f| vigil_models::Face {
+                        detection: vigil_models::ssd::FaceBox {
+                            score: f.bbox.score,
+                            x: f.bbox.x1 * w,
+                            y: f.bbox.y1 * h,
+                            width: (f.bbox.x2 - f.bbox.x1) * w,
+                            height: (f.bbox.y2 - f.bbox.y1) * h,
+                            anchor: 0,
+                        },
+                        landmarks: f.landmarks.clone(),
+                    })
+                    .collect();
+                Ok(self.embed_faces(&image, &faces))
+            })
+            .collect()
     }
 }
 
@@ -201,6 +309,8 @@ pub struct PoolMetrics {
     pub dropped: AtomicU64,
     /// Frames whose analysis failed.
     pub failed: AtomicU64,
+    /// Face descriptors computed for cameras' tracks ([`InferencePool::describe`]).
+    pub faces_described: AtomicU64,
     /// Batches run.
     pub batches: AtomicU64,
     /// Batches by size: index `n - 1` counts batches of `n` frames.
@@ -278,6 +388,13 @@ struct Job {
     reply: oneshot::Sender<Result<Analysis, PoolError>>,
 }
 
+/// Faces of an analysed frame to describe.
+struct DescribeJob {
+    image: Arc<RgbImage>,
+    faces: Vec<FoundFace>,
+    reply: oneshot::Sender<Result<Vec<Vec<f32>>, PoolError>>,
+}
+
 /// Builds a worker's models; called once on each worker thread.
 pub type Loader = Arc<dyn Fn() -> Result<Box<dyn Analyzer>, String> + Send + Sync>;
 
@@ -285,6 +402,9 @@ pub type Loader = Arc<dyn Fn() -> Result<Box<dyn Analyzer>, String> + Send + Syn
 #[derive(Clone)]
 pub struct InferencePool {
     tx: crossbeam_channel::Sender<Job>,
+    /// Descriptor requests: the workers take them before any frame, since they finish frames
+    /// already analysed.
+    describe_tx: crossbeam_channel::Sender<DescribeJob>,
     /// One per worker: a message asks it to load its models now (a node that serves analysis
     /// preloads, so its first frame does not wait for them).
     loads: Vec<crossbeam_channel::Sender<()>>,
@@ -310,24 +430,30 @@ impl InferencePool {
             ..config
         };
         let (tx, rx) = crossbeam_channel::bounded::<Job>(config.queue_capacity);
+        let (describe_tx, describe_rx) =
+            crossbeam_channel::bounded::<DescribeJob>(config.queue_capacity);
         let mut loads = Vec::new();
         let metrics = Arc::new(PoolMetrics::default());
         metrics
             .batch_cap
             .store(config.max_batch as u64, Ordering::Relaxed);
         for n in 0..config.workers {
-            let rx = rx.clone();
+            let queues = Queues {
+                frames: rx.clone(),
+                describe: describe_rx.clone(),
+            };
             let loader = loader.clone();
             let metrics = metrics.clone();
             let (load_tx, load_rx) = crossbeam_channel::bounded(1);
             loads.push(load_tx);
             std::thread::Builder::new()
                 .name(format!("vigil-infer-{n}"))
-                .spawn(move || worker(n, config, loader, rx, load_rx, metrics))
+                .spawn(move || worker(n, config, loader, queues, load_rx, metrics))
                 .expect("spawning an inference worker thread");
         }
         Self {
             tx,
+            describe_tx,
             loads,
             metrics,
             config,
@@ -392,13 +518,87 @@ impl InferencePool {
         }
         rx.await.unwrap_or(Err(PoolError::Stopped))
     }
+
+    /// The 128-d descriptor of each of `faces` (found in `image` by [`InferencePool::analyze`],
+    /// landmarks included), computed ahead of any waiting frame. A full queue refuses at once
+    /// ([`PoolError::Busy`]).
+    pub async fn describe(
+        &self,
+        image: Arc<RgbImage>,
+        faces: Vec<FoundFace>,
+    ) -> Result<Vec<Vec<f32>>, PoolError> {
+        if faces.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (reply, rx) = oneshot::channel();
+        match self.describe_tx.try_send(DescribeJob {
+            image,
+            faces,
+            reply,
+        }) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => return Err(PoolError::Busy(self.describe_tx.len())),
+            Err(TrySendError::Disconnected(_)) => return Err(PoolError::Stopped),
+        }
+        rx.await.unwrap_or(Err(PoolError::Stopped))
+    }
+}
+
+/// A worker's two queues.
+struct Queues {
+    frames: crossbeam_channel::Receiver<Job>,
+    describe: crossbeam_channel::Receiver<DescribeJob>,
+}
+
+/// Runs descriptor requests as one call and answers each.
+fn run_describe(
+    analyzer: &mut Result<Box<dyn Analyzer>, String>,
+    jobs: Vec<DescribeJob>,
+    metrics: &PoolMetrics,
+) {
+    let jobs: Vec<DescribeJob> = jobs.into_iter().filter(|j| !j.reply.is_closed()).collect();
+    if jobs.is_empty() {
+        return;
+    }
+    let results = match analyzer {
+        Ok(a) => {
+            let inputs: Vec<(&RgbImage, &[FoundFace])> =
+                jobs.iter().map(|j| (&*j.image, &j.faces[..])).collect();
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| a.describe(&inputs)))
+                .unwrap_or_else(|_| Err("the descriptor network panicked".to_string()))
+                .and_then(|out| {
+                    if out.len() == jobs.len() {
+                        Ok(out)
+                    } else {
+                        Err(format!("{} results for {} frames", out.len(), jobs.len()))
+                    }
+                })
+        }
+        Err(e) => Err(e.clone()),
+    };
+    match results {
+        Ok(results) => {
+            for (job, descriptors) in jobs.into_iter().zip(results) {
+                metrics
+                    .faces_described
+                    .fetch_add(descriptors.len() as u64, Ordering::Relaxed);
+                let _ = job.reply.send(Ok(descriptors));
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "face descriptors failed");
+            for job in jobs {
+                let _ = job.reply.send(Err(PoolError::Models(e.clone())));
+            }
+        }
+    }
 }
 
 fn worker(
     n: usize,
     config: PoolConfig,
     loader: Loader,
-    rx: crossbeam_channel::Receiver<Job>,
+    queues: Queues,
     load_requests: crossbeam_channel::Receiver<()>,
     metrics: Arc<PoolMetrics>,
 ) {
@@ -425,12 +625,27 @@ fn worker(
     };
     // The largest batch this worker runs: the setting, lowered when the device refuses one.
     let mut cap = config.max_batch;
+    let rx = &queues.frames;
     loop {
+        // Descriptors first: each finishes a frame that was already analysed.
+        let waiting: Vec<DescribeJob> = queues.describe.try_iter().take(MAX_BATCH).collect();
+        if !waiting.is_empty() {
+            load(&mut analyzer);
+            run_describe(analyzer.as_mut().expect("loaded above"), waiting, &metrics);
+            continue;
+        }
         let first = crossbeam_channel::select! {
             recv(rx) -> job => match job {
                 Ok(job) => job,
                 Err(_) => break,
             },
+            recv(queues.describe) -> job => {
+                if let Ok(job) = job {
+                    load(&mut analyzer);
+                    run_describe(analyzer.as_mut().expect("loaded above"), vec![job], &metrics);
+                }
+                continue;
+            }
             recv(load_requests) -> request => {
                 // Disconnected: every handle of the pool is gone.
                 if request.is_err() {
@@ -560,6 +775,18 @@ mod tests {
     }
 
     impl Analyzer for Recorder {
+        /// Records `usize::MAX` and gives each face a one-value descriptor: its box's left.
+        fn describe(
+            &mut self,
+            inputs: &[(&RgbImage, &[FoundFace])],
+        ) -> Result<Vec<Vec<Vec<f32>>>, String> {
+            self.sizes.lock().unwrap().push(usize::MAX);
+            Ok(inputs
+                .iter()
+                .map(|(_, faces)| faces.iter().map(|f| vec![f.bbox.x1]).collect())
+                .collect())
+        }
+
         fn analyze(&mut self, inputs: &[(&RgbImage, Want)]) -> Result<Vec<Analysis>, String> {
             self.sizes.lock().unwrap().push(inputs.len());
             assert!(
@@ -616,6 +843,86 @@ mod tests {
             }),
         );
         (pool, sizes)
+    }
+
+    #[test]
+    fn a_head_region_is_the_top_of_the_box_widened_and_small_persons_have_none() {
+        let standing = Scored {
+            x1: 0.5,
+            y1: 0.2,
+            x2: 0.6,
+            y2: 0.8,
+            score: 0.9,
+        };
+        // 64 × 216 pixels in a 640 × 360 frame: the top 64-pixel square, 9.6 pixels wider
+        // each side and higher.
+        let [x, y, w, h] = head_region(&standing, 640, 360, 32).unwrap();
+        for (got, want) in [(x, 310.4), (y, 62.4), (w, 83.2), (h, 83.2)] {
+            assert!((got - want).abs() < 1e-3, "{got} vs {want}");
+        }
+        assert_eq!(
+            head_region(&standing, 640, 360, 65),
+            None,
+            "narrower than asked"
+        );
+        // Wider than tall (sitting, lying): the whole box.
+        let lying = Scored {
+            x1: 0.0,
+            y1: 0.5,
+            x2: 0.5,
+            y2: 0.6,
+            score: 0.9,
+        };
+        let [_, _, w, h] = head_region(&lying, 640, 360, 32).unwrap();
+        assert!(
+            (w - 416.0).abs() < 1e-3 && (h - (36.0 + 96.0)).abs() < 1e-3,
+            "{w} {h}"
+        );
+    }
+
+    #[tokio::test]
+    async fn descriptor_requests_go_before_frames_already_waiting() {
+        let config = PoolConfig {
+            max_batch: 1,
+            max_wait: Duration::ZERO,
+            queue_capacity: 8,
+            workers: 1,
+        };
+        let (pool, sizes) = pool(config, Duration::from_millis(150));
+        let frames: Vec<_> = (0..3u8)
+            .map(|i| {
+                let pool = pool.clone();
+                tokio::spawn(async move { pool.analyze(image(i), Want::default()).await })
+            })
+            .collect();
+        // The first frame is being analysed, two wait.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let face = |x1: f32| FoundFace {
+            bbox: Scored {
+                x1,
+                y1: 0.0,
+                x2: 1.0,
+                y2: 1.0,
+                score: 0.9,
+            },
+            embedding: None,
+            landmarks: vec![],
+        };
+        let described = pool
+            .describe(image(9), vec![face(0.25), face(0.5)])
+            .await
+            .unwrap();
+        assert_eq!(described, vec![vec![0.25], vec![0.5]]);
+        assert_eq!(
+            sizes.lock().unwrap()[..2],
+            [1, usize::MAX],
+            "described right after the running frame"
+        );
+        for frame in frames {
+            frame.await.unwrap().unwrap();
+        }
+        assert_eq!(pool.metrics().faces_described.load(Ordering::Relaxed), 2);
+        assert_eq!(pool.describe(image(9), vec![]).await, Ok(vec![]));
     }
 
     #[tokio::test]

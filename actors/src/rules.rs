@@ -856,6 +856,18 @@ pub fn validate_settings(settings: &CalibrationSettings) -> Result<(), String> {
             ));
         }
     }
+    if settings.face_min_person_pixels > 10_000 {
+        return Err(format!(
+            "face_min_person_pixels must be at most 10000 (got {})",
+            settings.face_min_person_pixels
+        ));
+    }
+    if !(1..=10_000).contains(&settings.face_descriptor_every_frames) {
+        return Err(format!(
+            "face_descriptor_every_frames must be between 1 and 10000 (got {})",
+            settings.face_descriptor_every_frames
+        ));
+    }
     crate::camera::validate_polygons("motion_masks", MAX_MOTION_MASKS, &settings.motion_masks)
         .map_err(|e| match e {
             crate::camera::CameraError::Invalid { field, reason } => format!("{field} {reason}"),

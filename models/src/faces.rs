@@ -5,6 +5,7 @@ use std::path::Path;
 
 use crate::image::Image;
 use crate::landmarks::LandmarkNet;
+use crate::mosaic::{Mosaic, Region, cells_per_row};
 use crate::recognition::FaceEmbedder;
 use crate::ssd::{FaceBox, FaceDetector};
 use crate::{Compute, ModelError, tfjs};
@@ -51,6 +52,44 @@ fn clip(x: f32, y: f32, w: f32, h: f32, width: usize, height: usize) -> Option<[
     let h0 = (y + h - y0).min(height as f32 - y0);
     let r = [x0.floor(), y0.floor(), w0.floor(), h0.floor()];
     (r[2] >= 1.0 && r[3] >= 1.0).then(|| r.map(|v| v as usize))
+}
+
+/// Boxes of one image strongest first, without the weaker of two that overlap by IoU > 0.5
+/// (the same face seen through two overlapping regions).
+fn merge_overlapping(mut boxes: Vec<FaceBox>) -> Vec<FaceBox> {
+    boxes.sort_by(|a, b| b.score.total_cmp(&a.score));
+    let mut kept: Vec<FaceBox> = Vec::new();
+    for b in boxes {
+        if kept.iter().all(|k| box_iou(k, &b) <= 0.5) {
+            kept.push(b);
+        }
+    }
+    kept
+}
+
+fn box_iou(a: &FaceBox, b: &FaceBox) -> f32 {
+    let w = ((a.x + a.width).min(b.x + b.width) - a.x.max(b.x)).max(0.0);
+    let h = ((a.y + a.height).min(b.y + b.height) - a.y.max(b.y)).max(0.0);
+    let inter = w * h;
+    let union = a.width * a.height + b.width * b.height - inter;
+    if union > 0.0 { inter / union } else { 0.0 }
+}
+
+/// How squarely a face looks at the camera, from its landmarks: the nose tip's horizontal
+/// distances to the two outer eye corners, the shorter over the longer (1 frontal, towards 0
+/// in profile). 1 when the landmarks are not the 68 points.
+pub fn frontalness(landmarks: &[[f32; 2]]) -> f32 {
+    if landmarks.len() != 68 {
+        return 1.0;
+    }
+    let nose = landmarks[30][0];
+    let left = (nose - landmarks[36][0]).abs();
+    let right = (landmarks[45][0] - nose).abs();
+    let longer = left.max(right);
+    if longer <= f32::EPSILON {
+        return 0.0;
+    }
+    (left.min(right) / longer).clamp(0.0, 1.0)
 }
 
 impl FaceModels {
@@ -103,6 +142,60 @@ impl FaceModels {
                     .decode(raw, img.width, img.height, min_score, MAX_FACES)
             })
             .collect();
+        self.with_landmarks(images, boxes)
+    }
+
+    /// Faces inside `regions` of `images` (in image pixels; a person's head and shoulders, say):
+    /// every region of every image on [`Mosaic`] canvases of 512², the detector once per
+    /// canvas, the boxes mapped back to their images, merged where two regions of one image
+    /// overlap (greedy NMS at IoU 0.5), then the landmark net once for all. One image's faces
+    /// per entry, strongest first.
+    pub fn detect_faces_in(
+        &self,
+        images: &[Image],
+        regions: &[Region],
+        min_score: f32,
+    ) -> Vec<Vec<Face>> {
+        let mut boxes: Vec<Vec<FaceBox>> = images.iter().map(|_| Vec::new()).collect();
+        let mosaic = Mosaic::grid(
+            images,
+            regions,
+            crate::ssd::INPUT,
+            cells_per_row(regions.len()),
+        );
+        if !mosaic.canvases.is_empty() {
+            let device = &self.compute.device;
+            let side = crate::ssd::INPUT;
+            let x = crate::preprocess::preprocess(
+                &mosaic.canvases,
+                &FaceDetector::resize(side, side),
+                device,
+            );
+            for (canvas, raw) in self.detector.raw_tensor(x).iter().enumerate() {
+                for b in self.detector.decode(raw, side, side, min_score, MAX_FACES) {
+                    let on_canvas = [b.x, b.y, b.x + b.width, b.y + b.height];
+                    if let Some((p, [x1, y1, x2, y2])) = mosaic.to_source(canvas, on_canvas)
+                        && x2 > x1
+                        && y2 > y1
+                    {
+                        boxes[p.image].push(FaceBox {
+                            x: x1,
+                            y: y1,
+                            width: x2 - x1,
+                            height: y2 - y1,
+                            ..b
+                        });
+                    }
+                }
+            }
+        }
+        let boxes = boxes.into_iter().map(merge_overlapping).collect();
+        self.with_landmarks(images, boxes)
+    }
+
+    /// The 68 landmarks of every box of every image, in one batch through the landmark net.
+    fn with_landmarks(&self, images: &[Image], boxes: Vec<Vec<FaceBox>>) -> Vec<Vec<Face>> {
+        let device = &self.compute.device;
         // Every face of every image through the landmark net at once.
         let mut crops = Vec::new();
         let mut owners = Vec::new();
@@ -218,6 +311,22 @@ pub fn descriptor_crop(face: &Face, width: usize, height: usize) -> [usize; 4] {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn frontalness_is_one_facing_the_camera_and_falls_in_profile() {
+        let face = |nose: f32| {
+            let mut points = vec![[0.0, 0.0]; 68];
+            points[36] = [10.0, 0.0];
+            points[45] = [50.0, 0.0];
+            points[30] = [nose, 10.0];
+            points
+        };
+        assert_eq!(frontalness(&face(30.0)), 1.0);
+        assert_eq!(frontalness(&face(40.0)), 10.0 / 30.0);
+        assert_eq!(frontalness(&face(20.0)), 10.0 / 30.0);
+        assert_eq!(frontalness(&face(10.0)), 0.0);
+        assert_eq!(frontalness(&[]), 1.0, "no landmarks: no penalty");
+    }
 
     #[test]
     fn clipping_floors_and_keeps_inside() {

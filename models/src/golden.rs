@@ -7,7 +7,7 @@ use std::sync::OnceLock;
 
 use serde_json::Value;
 
-use crate::faces::{FaceModels, MATCH_THRESHOLD, MIN_SCORE, descriptor_crop};
+use crate::faces::{Face, FaceModels, MATCH_THRESHOLD, MIN_SCORE, descriptor_crop};
 use crate::image::Image;
 use crate::recognition::distance;
 use crate::{Compute, default_assets_dir, tfjs};
@@ -378,6 +378,87 @@ fn aligned_descriptors_keep_identity(models: &FaceModels) {
     }
 }
 
+/// Faces sought only inside regions (on mosaic canvases) are the faces the whole frames show:
+/// the astronaut and Messi, each through a region three faces wide, the astronaut twice more
+/// through shifted regions (merged into one face), and an empty corner (nothing) — five
+/// regions, so a 3×3 grid of 170-pixel cells. Boxes overlap the whole-frame ones by IoU ≥ 0.7
+/// and the astronaut's descriptor stays within 0.15.
+fn faces_in_regions_match_whole_frames(models: &FaceModels) {
+    use crate::mosaic::Region;
+    let backend = models.compute.backend;
+    let images = [astronaut(), asset_image("messi5.png")];
+    let whole = models.detect_faces(&images, MIN_SCORE);
+    let around = |image: usize, face: &Face, shift: f32| {
+        let d = &face.detection;
+        let side = 3.0 * d.width.max(d.height);
+        Region {
+            image,
+            x: d.x + d.width / 2.0 - side / 2.0 + shift,
+            y: d.y + d.height / 2.0 - side / 2.0 + shift,
+            w: side,
+            h: side,
+        }
+    };
+    assert_eq!(whole[0].len(), 1, "{backend}: the astronaut's face");
+    assert!(
+        whole[0][0].detection.height >= 80.0,
+        "{backend}: the astronaut's face is large enough for the descriptor check"
+    );
+    assert!(!whole[1].is_empty(), "{backend}: Messi's face");
+    let messi = &whole[1][0];
+    let regions = [
+        around(0, &whole[0][0], 0.0),
+        around(1, messi, 0.0),
+        Region {
+            image: 0,
+            x: 400.0,
+            y: 400.0,
+            w: 100.0,
+            h: 100.0,
+        },
+        around(0, &whole[0][0], -12.0),
+        around(0, &whole[0][0], 9.0),
+    ];
+    let found = models.detect_faces_in(&images, &regions, MIN_SCORE);
+    let iou = |a: &Face, b: &Face| {
+        let (a, b) = (&a.detection, &b.detection);
+        let w = ((a.x + a.width).min(b.x + b.width) - a.x.max(b.x)).max(0.0);
+        let h = ((a.y + a.height).min(b.y + b.height) - a.y.max(b.y)).max(0.0);
+        w * h / (a.width * a.height + b.width * b.height - w * h)
+    };
+    for (i, want) in [&whole[0][0], messi].into_iter().enumerate() {
+        let near: Vec<&Face> = found[i].iter().filter(|f| iou(f, want) > 0.3).collect();
+        assert_eq!(
+            near.len(),
+            1,
+            "{backend}: image {i}: one face where the whole frame has it: {:?}",
+            found[i].iter().map(|f| &f.detection).collect::<Vec<_>>()
+        );
+        let overlap = iou(near[0], want);
+        assert!(
+            overlap >= 0.7,
+            "{backend}: image {i}: box {:?} vs whole-frame {:?} (IoU {overlap})",
+            near[0].detection,
+            want.detection
+        );
+        // Descriptors are compared where the face is large enough to describe well: Messi's
+        // is 31 pixels wide, where a 3-pixel change of the box moves the landmarks, and so the
+        // descriptor, as far as another person's.
+        if want.detection.height >= 80.0 {
+            let d = distance(
+                &models.embed_faces_aligned(&images[i], &[near[0].clone()])[0],
+                &models.embed_faces_aligned(&images[i], &[want.clone()])[0],
+            );
+            assert!(d < 0.15, "{backend}: image {i}: descriptor moved {d}");
+        }
+    }
+    assert_eq!(
+        found[0].len(),
+        1,
+        "{backend}: the three astronaut regions merge"
+    );
+}
+
 // ---- person detection (NanoDet) and pose (MoveNet), against `golden/persons.json` ----
 
 use crate::persons::{PERSON, PersonDetector};
@@ -599,6 +680,10 @@ pub fn run_all(compute: &Compute) -> Vec<(&'static str, Result<(), String>)> {
             "aligned descriptors keep identity",
             outcome(|| aligned_descriptors_keep_identity(&faces)),
         ),
+        (
+            "faces in regions (mosaic) match whole frames",
+            outcome(|| faces_in_regions_match_whole_frames(&faces)),
+        ),
     ];
     match std::panic::catch_unwind(|| person_detector(compute.clone())) {
         Ok(detector) => {
@@ -669,6 +754,11 @@ mod tests {
     #[test]
     fn cpu_astronaut_face_landmarks_and_descriptor_match_face_api() {
         astronaut_matches(cpu());
+    }
+
+    #[test]
+    fn cpu_faces_in_regions_match_whole_frames() {
+        faces_in_regions_match_whole_frames(cpu());
     }
 
     #[test]

@@ -21,6 +21,7 @@ pub mod golden;
 pub mod graph;
 pub mod image;
 pub mod landmarks;
+pub mod mosaic;
 pub mod nn;
 pub mod persons;
 pub mod pose;
@@ -140,6 +141,17 @@ impl Vision {
     /// Faces (box, score, 68 landmarks) in each image.
     pub fn detect_faces(&self, images: &[Image], min_score: f32) -> Vec<Vec<Face>> {
         self.faces.detect_faces(images, min_score)
+    }
+
+    /// Faces inside `regions` of `images` (image pixels), all regions on shared 512² canvases
+    /// ([`FaceModels::detect_faces_in`]).
+    pub fn detect_faces_in(
+        &self,
+        images: &[Image],
+        regions: &[mosaic::Region],
+        min_score: f32,
+    ) -> Vec<Vec<Face>> {
+        self.faces.detect_faces_in(images, regions, min_score)
     }
 
     /// A 128-d descriptor per face of `image`, from chips turned so the eyes lie level

@@ -909,6 +909,13 @@ pub struct CalibrationSettings {
     /// Motion gating: a frame is analysed at least this often even when nothing moves, so a
     /// person who entered unseen is still found; 0 never.
     pub motion_refresh_seconds: f64,
+    /// Faces: persons narrower than this many frame pixels are too small to show a usable
+    /// face and are not searched for one.
+    pub face_min_person_pixels: u32,
+    /// Faces: a track's face is described (a 128-d descriptor compared with the gallery) at
+    /// most once in this many analysed frames, and after its first two only when it is
+    /// clearer than its best so far.
+    pub face_descriptor_every_frames: u32,
 }
 
 impl Default for CalibrationSettings {
@@ -934,6 +941,8 @@ impl Default for CalibrationSettings {
             motion_background_seconds: 5.0,
             motion_masks: vec![],
             motion_refresh_seconds: 60.0,
+            face_min_person_pixels: 32,
+            face_descriptor_every_frames: 10,
         }
     }
 }
@@ -1002,6 +1011,12 @@ pub struct CalibrationOverrides {
     /// See [`CalibrationSettings::motion_refresh_seconds`].
     #[serde(skip_serializing_if = "Option::is_none")]
     pub motion_refresh_seconds: Option<f64>,
+    /// See [`CalibrationSettings::face_min_person_pixels`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub face_min_person_pixels: Option<u32>,
+    /// See [`CalibrationSettings::face_descriptor_every_frames`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub face_descriptor_every_frames: Option<u32>,
 }
 
 macro_rules! overlay {
@@ -1040,7 +1055,9 @@ impl CalibrationOverrides {
             motion_min_area,
             motion_background_seconds,
             motion_masks,
-            motion_refresh_seconds
+            motion_refresh_seconds,
+            face_min_person_pixels,
+            face_descriptor_every_frames
         );
         base
     }
@@ -1070,7 +1087,9 @@ impl CalibrationOverrides {
             motion_min_area,
             motion_background_seconds,
             motion_masks,
-            motion_refresh_seconds
+            motion_refresh_seconds,
+            face_min_person_pixels,
+            face_descriptor_every_frames
         );
         self
     }

@@ -104,6 +104,11 @@ pub struct SettingsDto {
     pub motion_masks: Vec<ZoneDto>,
     /// Motion gating: a full analysis at least this often even when nothing moves; 0 never.
     pub motion_refresh_seconds: f64,
+    /// Faces: persons narrower than this many frame pixels are not searched for a face.
+    pub face_min_person_pixels: u32,
+    /// Faces: a track's face is described at most once in this many analysed frames (after
+    /// its first two, only when clearer than its best).
+    pub face_descriptor_every_frames: u32,
 }
 
 /// Thresholds to change; absent fields are left alone (or, in a `PUT`, take the default).
@@ -191,6 +196,14 @@ pub struct OverridesDto {
     #[oai(validator(minimum(value = "0"), maximum(value = "86400")))]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub motion_refresh_seconds: Option<f64>,
+    /// Frame pixels, 0 to 10000.
+    #[oai(validator(minimum(value = "0"), maximum(value = "10000")))]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub face_min_person_pixels: Option<u32>,
+    /// Analysed frames, 1 to 10000.
+    #[oai(validator(minimum(value = "1"), maximum(value = "10000")))]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub face_descriptor_every_frames: Option<u32>,
 }
 
 /// The calibration.

@@ -244,6 +244,9 @@ pub struct IngestDto {
     pub still: u64,
     /// Sampled frames in which the motion detector found movement.
     pub with_motion: u64,
+    /// Face descriptors computed for its tracks: a track's face is described where it became
+    /// clearer, at most every `face_descriptor_every_frames` analysed frames.
+    pub faces_described: u64,
     /// Capture time of the newest sampled frame handled (analysed or still).
     pub last_frame_at: Option<chrono::DateTime<chrono::Utc>>,
     /// What the motion detector saw in that frame; absent before the first.
@@ -283,6 +286,7 @@ pub fn ingest_of(app: &App, id: &str) -> Option<IngestDto> {
         damaged: c.damaged.load(Relaxed),
         still: c.still.load(Relaxed),
         with_motion: c.with_motion.load(Relaxed),
+        faces_described: c.faces_described.load(Relaxed),
         last_frame_at: c.last_frame_at(),
         motion: runtime.motion.lock().ok().and_then(|m| {
             m.as_ref().map(|seen| MotionDto {

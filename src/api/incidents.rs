@@ -1076,6 +1076,7 @@ impl IncidentsApi {
                         faces: true,
                         always_faces: true,
                         embeddings: false,
+                        face_min_pixels: 0,
                     },
                 )
                 .await

@@ -806,6 +806,7 @@ impl IngestApi {
                     faces: true,
                     always_faces: true,
                     embeddings: true,
+                    face_min_pixels: 0,
                 };
                 let a = app
                     .ingest()

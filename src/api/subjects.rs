@@ -728,6 +728,7 @@ pub(super) async fn find_faces(
         faces: true,
         always_faces: true,
         embeddings: true,
+        face_min_pixels: 0,
     };
     let mut found = Vec::with_capacity(images.len());
     let mut refused = Vec::new();

@@ -282,6 +282,7 @@ pub async fn metrics(app: Data<&App>) -> poem::Response {
         gauge!("vigil_inference_queue_depth").set(get(&pool.queue_depth) as f64);
         gauge!("vigil_inference_batch_cap").set(get(&pool.batch_cap) as f64);
         counter!("vigil_inference_frames_total").absolute(get(&pool.frames));
+        counter!("vigil_inference_faces_described_total").absolute(get(&pool.faces_described));
         counter!("vigil_inference_dropped_total").absolute(get(&pool.dropped));
         counter!("vigil_inference_failed_total").absolute(get(&pool.failed));
         let now = std::time::Instant::now();

@@ -1212,12 +1212,8 @@ async fn push_person(server: &TestServer, camera: &str, image: &str, n: usize) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn enrolled_faces_are_matched_and_other_faces_stay_unknown() {
-    let _serial = SERIAL.lock().await;
-    let db = TestDb::new(Which::Sqlite).await;
-    let server = ingest_server(&db).await;
-    // Enrol the astronaut's photo on the watch list, through the API.
+/// Enrols the astronaut's photo on the watch list (critical), through the API; her subject id.
+async fn enrol_astronaut(server: &TestServer) -> String {
     let photo = std::fs::read(assets().join("images/astronaut.png")).unwrap();
     let form = reqwest::multipart::Form::new()
         .part(
@@ -1238,7 +1234,15 @@ async fn enrolled_faces_are_matched_and_other_faces_stay_unknown() {
         .unwrap();
     assert_eq!(res.status(), 201, "{}", res.text().await.unwrap());
     let subject: Value = res.json().await.unwrap();
-    let subject_id = subject["id"].as_str().unwrap().to_string();
+    subject["id"].as_str().unwrap().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enrolled_faces_are_matched_and_other_faces_stay_unknown() {
+    let _serial = SERIAL.lock().await;
+    let db = TestDb::new(Which::Sqlite).await;
+    let server = ingest_server(&db).await;
+    let subject_id = enrol_astronaut(&server).await;
     for (id, image) in [("door", "astronaut.png"), ("hall", "230501201_1.png")] {
         register(
             &server,
@@ -1977,6 +1981,83 @@ async fn file_sources_are_probed_and_kept_inside_the_allowed_folders() {
             .unwrap()
             .contains("speed"),
         "{body}"
+    );
+    server.stop().await;
+}
+
+/// `secs` seconds at 10 fps of the astronaut (256 pixels wide) standing still in front of a
+/// grey wall with sensor noise.
+fn astronaut_standing(dir: &Path, name: &str, secs: u32) -> PathBuf {
+    let path = dir.join(name);
+    let status = std::process::Command::new("ffmpeg")
+        .args(["-loglevel", "error", "-y", "-f", "lavfi", "-i"])
+        .arg(format!("color=c=0x707070:s=768x576:r=10:d={secs}"))
+        .arg("-i")
+        .arg(assets().join("images/astronaut.png"))
+        .args([
+            "-filter_complex",
+            "[1]scale=256:-2[a];[0][a]overlay=x=250:y=150,noise=alls=6:allf=t,format=yuv420p[v]",
+            "-map",
+            "[v]",
+            "-an",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+        ])
+        .arg(&path)
+        .status()
+        .expect("ffmpeg runs (scripts/setup installs it)");
+    assert!(status.success(), "ffmpeg could not make the clip");
+    path
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_camera_describes_a_standing_face_a_handful_of_times_and_matches_it() {
+    let _serial = SERIAL.lock().await;
+    let db = TestDb::new(Which::Sqlite).await;
+    let videos = tempfile::tempdir().unwrap();
+    let path = astronaut_standing(videos.path(), "lobby.mp4", 8);
+    let server = file_server(&db, videos.path(), true).await;
+    let subject_id = enrol_astronaut(&server).await;
+    register(
+        &server,
+        json!({"id": "lobby", "name": "Lobby", "sample_fps": 5,
+               "source": format!("file://{}?realtime=false", path.display())}),
+    )
+    .await;
+    let end_position = wait_status(&server, "lobby", "ended", 1, 300).await;
+    let body = camera_at(&server, "lobby", end_position).await;
+    let ingest = &body["ingest"];
+    let count = |field: &str| ingest[field].as_u64().unwrap();
+    // She stays in view: every sampled frame is analysed (her track is alive)…
+    assert_eq!(count("sampled"), 40, "{body}");
+    assert!(count("analysed") >= 35, "{body}");
+    // …but her face, found in her head region on every frame, is described only a few times:
+    // twice, then only where it is clearer than before.
+    let described = count("faces_described");
+    assert!(
+        (1..=4).contains(&described),
+        "{described} descriptors: {body}"
+    );
+    // And she is matched once, on this camera, as the enrolled subject.
+    let matched: Vec<RecordedEvent> = all_events(&server)
+        .await
+        .into_iter()
+        .filter(|e| e.event_type == "subject.matched")
+        .collect();
+    assert_eq!(matched.len(), 1, "{matched:?}");
+    assert_eq!(matched[0].stream, format!("subject-{subject_id}"));
+    assert_eq!(matched[0].payload["camera_id"], "lobby");
+    assert!(matched[0].payload["distance"].as_f64().unwrap() < 0.5);
+    let metrics = server.metrics().await;
+    let line = metrics
+        .lines()
+        .find(|l| l.starts_with("vigil_inference_faces_described_total "))
+        .unwrap_or_else(|| panic!("{metrics}"));
+    assert_eq!(
+        line,
+        format!("vigil_inference_faces_described_total {described}")
     );
     server.stop().await;
 }

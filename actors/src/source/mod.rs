@@ -118,6 +118,9 @@ pub struct CameraCounters {
     /// Persons in view now: the tracker's confirmed tracks after the newest analysed frame
     /// (0 while the actor is not running).
     pub persons: AtomicU64,
+    /// Face descriptors computed for its tracks (each track's face is described only where it
+    /// improved, at most every `face_descriptor_every_frames` frames).
+    pub faces_described: AtomicU64,
 }
 
 impl CameraCounters {
