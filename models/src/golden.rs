@@ -447,7 +447,7 @@ fn faces_in_regions_match_whole_frames(models: &FaceModels) {
         if want.detection.height >= 80.0 {
             let d = distance(
                 &models.embed_faces_aligned(&images[i], &[near[0].clone()])[0],
-                &models.embed_faces_aligned(&images[i], &[want.clone()])[0],
+                &models.embed_faces_aligned(&images[i], std::slice::from_ref(want))[0],
             );
             assert!(d < 0.15, "{backend}: image {i}: descriptor moved {d}");
         }
