@@ -60,19 +60,14 @@ fn merge_overlapping(mut boxes: Vec<FaceBox>) -> Vec<FaceBox> {
     boxes.sort_by(|a, b| b.score.total_cmp(&a.score));
     let mut kept: Vec<FaceBox> = Vec::new();
     for b in boxes {
-        if kept.iter().all(|k| box_iou(k, &b) <= 0.5) {
+        if kept
+            .iter()
+            .all(|k| crate::ssd::iou(&k.corners(), &b.corners()) <= 0.5)
+        {
             kept.push(b);
         }
     }
     kept
-}
-
-fn box_iou(a: &FaceBox, b: &FaceBox) -> f32 {
-    let w = ((a.x + a.width).min(b.x + b.width) - a.x.max(b.x)).max(0.0);
-    let h = ((a.y + a.height).min(b.y + b.height) - a.y.max(b.y)).max(0.0);
-    let inter = w * h;
-    let union = a.width * a.height + b.width * b.height - inter;
-    if union > 0.0 { inter / union } else { 0.0 }
 }
 
 /// How squarely a face looks at the camera, from its landmarks: the nose tip's horizontal

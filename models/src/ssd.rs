@@ -326,6 +326,11 @@ impl FaceDetector {
 }
 
 impl FaceBox {
+    /// Its `[ymin, xmin, ymax, xmax]` in pixels, the order [`iou`] takes.
+    pub(crate) fn corners(&self) -> [f32; 4] {
+        [self.y, self.x, self.y + self.height, self.x + self.width]
+    }
+
     /// The box normalised to its image (0–1).
     pub fn normalised(&self, width: usize, height: usize) -> BoundingBox {
         BoundingBox {
@@ -357,7 +362,7 @@ fn decode_box(anchor: &[f32; 4], t: &[f32; 4]) -> [f32; 4] {
 }
 
 /// Intersection over union of two `[ymin, xmin, ymax, xmax]` boxes (0 for empty boxes).
-fn iou(a: &[f32; 4], b: &[f32; 4]) -> f32 {
+pub(crate) fn iou(a: &[f32; 4], b: &[f32; 4]) -> f32 {
     let norm = |b: &[f32; 4]| {
         [
             b[0].min(b[2]),
