@@ -643,6 +643,19 @@ fn movenet_matches(estimator: &PoseEstimator, backend: &str) {
     }
 }
 
+/// The name of every check [`run_all`] reports, in its order.
+pub const CHECKS: [&str; 9] = [
+    "face networks' raw outputs (SSD, landmarks, descriptor)",
+    "astronaut: face, landmarks, descriptor",
+    "descriptors stable under flip, scale, brightness",
+    "different people beyond the match threshold",
+    "aligned descriptors keep identity",
+    "faces in regions (mosaic) match whole frames",
+    "NanoDet heads",
+    "persons in a vtest frame",
+    "MoveNet keypoints",
+];
+
 /// Every golden check on `compute`, each with its outcome (the first mismatch's description).
 pub fn run_all(compute: &Compute) -> Vec<(&'static str, Result<(), String>)> {
     fn outcome(f: impl FnOnce()) -> Result<(), String> {
@@ -660,46 +673,34 @@ pub fn run_all(compute: &Compute) -> Vec<(&'static str, Result<(), String>)> {
         Err(e) => return vec![("face models load", Err(e.to_string()))],
     };
     let mut out = vec![
+        (CHECKS[0], outcome(|| raw_networks_match(&faces))),
+        (CHECKS[1], outcome(|| astronaut_matches(&faces))),
+        (CHECKS[2], outcome(|| identity_is_stable(&faces))),
+        (CHECKS[3], outcome(|| different_people_are_apart(&faces))),
         (
-            "face networks' raw outputs (SSD, landmarks, descriptor)",
-            outcome(|| raw_networks_match(&faces)),
-        ),
-        (
-            "astronaut: face, landmarks, descriptor",
-            outcome(|| astronaut_matches(&faces)),
-        ),
-        (
-            "descriptors stable under flip, scale, brightness",
-            outcome(|| identity_is_stable(&faces)),
-        ),
-        (
-            "different people beyond the match threshold",
-            outcome(|| different_people_are_apart(&faces)),
-        ),
-        (
-            "aligned descriptors keep identity",
+            CHECKS[4],
             outcome(|| aligned_descriptors_keep_identity(&faces)),
         ),
         (
-            "faces in regions (mosaic) match whole frames",
+            CHECKS[5],
             outcome(|| faces_in_regions_match_whole_frames(&faces)),
         ),
     ];
     match std::panic::catch_unwind(|| person_detector(compute.clone())) {
         Ok(detector) => {
             out.push((
-                "NanoDet heads",
+                CHECKS[6],
                 outcome(|| nanodet_heads_match(&detector, backend)),
             ));
             out.push((
-                "persons in a vtest frame",
+                CHECKS[7],
                 outcome(|| vtest_persons_are_found(&detector, backend)),
             ));
         }
         Err(_) => out.push(("NanoDet loads", Err("NanoDet did not load".into()))),
     }
     out.push((
-        "MoveNet keypoints",
+        CHECKS[8],
         outcome(|| movenet_matches(&pose_estimator(compute.clone()), backend)),
     ));
     out
