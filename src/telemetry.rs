@@ -80,6 +80,18 @@ pub const SERIES: &[(&str, &str, Option<Unit>, &str)] = &[
         "Face descriptors computed for cameras' tracks (only where a track's face improved).",
     ),
     (
+        "vigil_inference_person_passes_total",
+        "counter",
+        None,
+        "Person-detector passes: whole frames plus canvases of regions.",
+    ),
+    (
+        "vigil_inference_person_regions_total",
+        "counter",
+        None,
+        "Frame regions the person detector looked at instead of whole frames.",
+    ),
+    (
         "vigil_inference_dropped_total",
         "counter",
         None,
@@ -144,6 +156,18 @@ pub const SERIES: &[(&str, &str, Option<Unit>, &str)] = &[
         "counter",
         None,
         "Sampled frames in which the motion detector found movement, per camera.",
+    ),
+    (
+        "vigil_camera_region_frames_total",
+        "counter",
+        None,
+        "Analysed frames in which the person detector looked only at regions around motion, per camera.",
+    ),
+    (
+        "vigil_camera_held_total",
+        "counter",
+        None,
+        "Sampled frames not analysed while tracks were alive but nothing moved near them (tracks held), per camera.",
     ),
     (
         "vigil_camera_fps",

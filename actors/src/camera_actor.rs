@@ -169,10 +169,30 @@ pub struct MotionSeen {
     pub at: DateTime<Utc>,
     /// What moved.
     pub motion: Motion,
-    /// Whether the frame went to the models (motion, a live track, a due full analysis,
-    /// gating off, or an upload) or was found still.
+    /// Whether the frame went to the models (motion, a due whole-frame analysis, gating off,
+    /// or an upload) or was found still (or held: live tracks but nothing moving near them).
     pub analysed: bool,
+    /// Where the person detector looked, normalised; empty when it looked at the whole frame
+    /// (or at nothing).
+    pub regions: Vec<NormBox>,
 }
+
+/// Where the person detector looks in a sampled frame ([`CameraState::look`]).
+#[derive(Debug, Clone, PartialEq)]
+enum Look {
+    /// Nowhere: nothing moved and no track is alive.
+    Nowhere,
+    /// Nowhere, but live tracks are held where they are: nothing moved near any of them.
+    Hold,
+    /// The whole frame.
+    Whole,
+    /// These regions, in frame pixels `(x, y, w, h)`.
+    Regions(Vec<[f32; 4]>),
+}
+
+/// While a track is held without a detection, the whole frame is analysed at least this often
+/// (more often than `motion_refresh_seconds` when that is longer), so one who left unseen ends.
+pub const HOLD_CONFIRM_SECONDS: f64 = 10.0;
 
 /// The settings an actor runs with (from the camera's events).
 #[derive(Debug, Clone, PartialEq)]
@@ -213,6 +233,7 @@ struct Live {
     last_frame: Frame,
     last_frame_number: u64,
     last_box: NormBox,
+    last_score: f32,
     frames: u32,
     zones: Vec<ZoneVisit>,
     inside: Vec<String>,
@@ -269,8 +290,8 @@ pub struct CameraState {
     appended: Option<u64>,
     /// Finds what moves, before any model runs.
     motion: MotionDetector,
-    /// Capture time of the last frame the models analysed.
-    last_analysed: Option<DateTime<Utc>>,
+    /// Capture time of the last frame the models analysed whole.
+    last_whole: Option<DateTime<Utc>>,
 }
 
 impl Drop for CameraState {
@@ -405,7 +426,7 @@ impl Actor for CameraActor {
             incidents: HashMap::new(),
             appended: None,
             motion: MotionDetector::new(),
-            last_analysed: None,
+            last_whole: None,
         })
     }
 
@@ -489,7 +510,8 @@ impl CameraState {
                 .cast(SupervisorMsg::Online(self.spec.id.clone()));
         }
         let settings = self.ingest.calibration_for(&self.spec.id);
-        if !self.worth_analysing(&frame, uploaded, &settings).await? {
+        let look = self.look(&frame, uploaded, &settings).await?;
+        if look == Look::Nowhere {
             self.runtime.counters.still.fetch_add(1, Ordering::Relaxed);
             self.runtime.handled(frame);
             if let Some(reply) = reply {
@@ -501,7 +523,6 @@ impl CameraState {
             }
             return Ok(());
         }
-        self.last_analysed = Some(frame.captured_at);
         // A pushed frame's caller gets every face with its descriptor; a camera's own frames
         // have faces sought in persons' heads and described per track below.
         let want = Want {
@@ -509,29 +530,56 @@ impl CameraState {
             always_faces: uploaded,
             embeddings: uploaded,
             face_min_pixels: settings.face_min_person_pixels,
+            person_regions: match &look {
+                Look::Regions(regions) => Some(regions.clone()),
+                _ => None,
+            },
         };
-        let analysis = match self.ingest.pool.analyze(frame.image.clone(), want).await {
-            Ok(a) => a,
-            Err(PoolError::Busy(n)) => {
-                self.runtime
-                    .counters
-                    .dropped
-                    .fetch_add(1, Ordering::Relaxed);
-                if let Some(reply) = reply {
-                    let _ = reply.send(FrameOutcome::failed(format!(
-                        "the inference queue is full ({n} frames waiting)"
-                    )));
+        let (fw, fh) = (frame.image.width as f32, frame.image.height as f32);
+        let observed: Option<Vec<TrackBox>> = match &look {
+            Look::Hold => Some(Vec::new()),
+            Look::Regions(regions) => Some(
+                regions
+                    .iter()
+                    .map(|&[x, y, w, h]| TrackBox {
+                        x1: x / fw,
+                        y1: y / fh,
+                        x2: (x + w) / fw,
+                        y2: (y + h) / fh,
+                    })
+                    .collect(),
+            ),
+            _ => None,
+        };
+        let analysis = if look == Look::Hold {
+            Analysis::default()
+        } else {
+            match self.ingest.pool.analyze(frame.image.clone(), want).await {
+                Ok(a) => a,
+                Err(PoolError::Busy(n)) => {
+                    self.runtime
+                        .counters
+                        .dropped
+                        .fetch_add(1, Ordering::Relaxed);
+                    if let Some(reply) = reply {
+                        let _ = reply.send(FrameOutcome::failed(format!(
+                            "the inference queue is full ({n} frames waiting)"
+                        )));
+                    }
+                    return Ok(());
                 }
-                return Ok(());
-            }
-            Err(e) => {
-                if let Some(reply) = reply {
-                    let _ = reply.send(FrameOutcome::failed(e.to_string()));
+                Err(e) => {
+                    if let Some(reply) = reply {
+                        let _ = reply.send(FrameOutcome::failed(e.to_string()));
+                    }
+                    self.end_all("lost").await;
+                    return Err(Box::new(e));
                 }
-                self.end_all("lost").await;
-                return Err(Box::new(e));
             }
         };
+        if look == Look::Whole {
+            self.last_whole = Some(frame.captured_at);
+        }
         self.frame_number += 1;
         let t0 = *self.t0.get_or_insert(frame.captured_at);
         let t = (frame.captured_at - t0).num_microseconds().unwrap_or(0) as f64 / 1e6;
@@ -545,14 +593,29 @@ impl CameraState {
                 y2: p.y2,
             })
             .collect();
-        let update = self.tracker.update(t, &boxes);
+        let mut update = self.tracker.update_in(t, &boxes, observed.as_deref());
+        // Held tracks are still in view: the rules see them where they were.
+        let mut persons = analysis.persons.clone();
+        for (id, b) in std::mem::take(&mut update.held) {
+            let Some(live) = self.live.get(&id) else {
+                continue;
+            };
+            persons.push(Scored {
+                x1: b.x1,
+                y1: b.y1,
+                x2: b.x2,
+                y2: b.y2,
+                score: live.last_score,
+            });
+            update.assigned.push(Some(id));
+        }
         self.runtime
             .counters
             .persons
             .store(self.tracker.active() as u64, Ordering::Relaxed);
         let mut outcome = FrameOutcome {
             sampled: true,
-            tracks: vec![None; boxes.len()],
+            tracks: vec![None; persons.len()],
             ..FrameOutcome::default()
         };
 
@@ -568,7 +631,7 @@ impl CameraState {
                 }
             };
             let track_id = Uuid::now_v7().to_string();
-            let person = &analysis.persons[*det];
+            let person = &persons[*det];
             let zones = self.zones_at(person);
             let started_event = AppearanceEvent::Started(AppearanceStarted {
                 camera_id: self.spec.id.clone(),
@@ -605,6 +668,7 @@ impl CameraState {
                     last_frame: frame.clone(),
                     last_frame_number: self.frame_number,
                     last_box: norm(person),
+                    last_score: person.score,
                     frames: 0,
                     zones: zones
                         .iter()
@@ -630,17 +694,21 @@ impl CameraState {
         let mut faces_seen: HashMap<TrackId, (f32, FoundFace)> = HashMap::new();
         for (det, assigned) in update.assigned.iter().enumerate() {
             let Some(id) = assigned else { continue };
-            let person = analysis.persons[det];
+            let person = persons[det];
             let zones = self.zones_at(&person);
             let Some(live) = self.live.get_mut(id) else {
                 continue;
             };
             outcome.tracks[det] = Some(live.track_id.clone());
-            live.frames += 1;
+            // Held tracks (after the detections) were not detected in this frame.
+            if det < analysis.persons.len() {
+                live.frames += 1;
+            }
             live.last_seen = frame.captured_at;
             live.last_frame = frame.clone();
             live.last_frame_number = self.frame_number;
             live.last_box = norm(&person);
+            live.last_score = person.score;
             // A zone it stays in extends its latest visit there; a zone it enters opens one.
             for zone in &zones {
                 let open = live
@@ -681,8 +749,7 @@ impl CameraState {
             at: frame.captured_at,
             width: frame.image.width,
             height: frame.image.height,
-            persons: analysis
-                .persons
+            persons: persons
                 .iter()
                 .zip(&outcome.tracks)
                 .map(|(p, track)| PersonObs {
@@ -767,10 +834,15 @@ impl CameraState {
             }
         }
 
-        self.runtime
-            .counters
-            .analysed
-            .fetch_add(1, Ordering::Relaxed);
+        let counters = &self.runtime.counters;
+        match look {
+            Look::Hold => counters.held.fetch_add(1, Ordering::Relaxed),
+            Look::Regions(_) => {
+                counters.in_regions.fetch_add(1, Ordering::Relaxed);
+                counters.analysed.fetch_add(1, Ordering::Relaxed)
+            }
+            _ => counters.analysed.fetch_add(1, Ordering::Relaxed),
+        };
         self.runtime.handled(frame);
         if let Some(reply) = reply {
             outcome.analysis = Some(analysis);
@@ -848,16 +920,20 @@ impl CameraState {
         described
     }
 
-    /// Runs the motion detector on `frame` and says whether the models should see it: always
-    /// with gating off and for uploads; otherwise when something moved, a track (even a
-    /// tentative one) is alive, the background was just (re)started, or the last analysis is
-    /// `motion_refresh_seconds` old. Records what it saw for the API and the metrics.
-    async fn worth_analysing(
+    /// Runs the motion detector on `frame` and says where the person detector should look:
+    /// the whole frame with gating off, for uploads, when the background was (re)started and
+    /// when a whole-frame analysis is due (`motion_refresh_seconds`; every
+    /// [`HOLD_CONFIRM_SECONDS`] while tracks live); nowhere when nothing moved and no track
+    /// lives; otherwise around what moved, the tracks it overlaps and the tentative tracks
+    /// ([`crate::regions::plan`]; the whole frame when that is as cheap, or with
+    /// `person_regions` off), and nowhere but with the tracks held when nothing moved near
+    /// any. Records what it saw for the API and the metrics.
+    async fn look(
         &mut self,
         frame: &Frame,
         uploaded: bool,
         settings: &vigil_schemas::events::CalibrationSettings,
-    ) -> Result<bool, ActorProcessingErr> {
+    ) -> Result<Look, ActorProcessingErr> {
         let mut detector = std::mem::take(&mut self.motion);
         let (image, motion_settings) =
             (frame.image.clone(), crate::rules::motion_settings(settings));
@@ -868,28 +944,83 @@ impl CameraState {
         })
         .await?;
         self.motion = detector;
-        let refresh_due = self.last_analysed.is_none_or(|last| {
-            settings.motion_refresh_seconds > 0.0
-                && (frame.captured_at - last).as_seconds_f64() >= settings.motion_refresh_seconds
-        });
-        let analyse = !settings.motion_gating
-            || uploaded
-            || motion.moving()
-            || motion.reseeded
-            || !self.tracker.is_empty()
-            || refresh_due;
+        let refresh = if settings.motion_refresh_seconds > 0.0 {
+            settings.motion_refresh_seconds
+        } else {
+            f64::INFINITY
+        };
+        let every = if self.tracker.is_empty() {
+            refresh
+        } else {
+            refresh.min(HOLD_CONFIRM_SECONDS)
+        };
+        let whole_due = self
+            .last_whole
+            .is_none_or(|last| (frame.captured_at - last).as_seconds_f64() >= every);
+        let look = if !settings.motion_gating || uploaded || motion.reseeded || whole_due {
+            Look::Whole
+        } else if !motion.moving() && self.tracker.is_empty() {
+            Look::Nowhere
+        } else if !settings.person_regions {
+            Look::Whole
+        } else {
+            let since = self
+                .t0
+                .map_or(0.0, |t0| (frame.captured_at - t0).as_seconds_f64());
+            let touches = |a: &NormBox, b: &TrackBox| {
+                a.x1 < b.x2 && b.x1 < a.x2 && a.y1 < b.y2 && b.y1 < a.y2
+            };
+            // What moved, the tracks it touches, and every tentative track (a person who
+            // appeared standing still is confirmed by the next frame, not the next whole one).
+            let mut around: Vec<NormBox> = motion.boxes.clone();
+            around.extend(
+                self.tracker
+                    .predicted(since)
+                    .into_iter()
+                    .filter(|(confirmed, p)| {
+                        !confirmed || motion.boxes.iter().any(|m| touches(m, p))
+                    })
+                    .map(|(_, p)| NormBox {
+                        x1: p.x1,
+                        y1: p.y1,
+                        x2: p.x2,
+                        y2: p.y2,
+                    }),
+            );
+            if around.is_empty() {
+                Look::Hold
+            } else {
+                match crate::regions::plan(&around, frame.image.width, frame.image.height) {
+                    Some(regions) => Look::Regions(regions),
+                    None => Look::Whole,
+                }
+            }
+        };
         if motion.moving() {
             self.runtime
                 .counters
                 .with_motion
                 .fetch_add(1, Ordering::Relaxed);
         }
+        let (fw, fh) = (frame.image.width as f32, frame.image.height as f32);
         *self.runtime.motion.lock().expect("lock") = Some(MotionSeen {
             at: frame.captured_at,
             motion,
-            analysed: analyse,
+            analysed: matches!(look, Look::Whole | Look::Regions(_)),
+            regions: match &look {
+                Look::Regions(regions) => regions
+                    .iter()
+                    .map(|&[x, y, w, h]| NormBox {
+                        x1: x / fw,
+                        y1: y / fh,
+                        x2: (x + w) / fw,
+                        y2: (y + h) / fh,
+                    })
+                    .collect(),
+                _ => Vec::new(),
+            },
         });
-        Ok(analyse)
+        Ok(look)
     }
 
     /// Compares the face of track `id` with the gallery: a first match with a subject is

@@ -26,6 +26,7 @@ pub mod handler;
 pub mod incident;
 pub mod motion;
 pub mod pool;
+pub mod regions;
 pub mod rules;
 pub mod source;
 pub mod subject;

@@ -39,7 +39,7 @@ impl Default for PoolConfig {
 }
 
 /// What to look for in a frame.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Want {
     /// Faces: inside the head of each person found (see [`head_region`]), or in the whole
     /// frame with `always_faces`.
@@ -53,6 +53,9 @@ pub struct Want {
     /// Persons narrower than this many frame pixels are too small to hold a usable face and
     /// are not searched for one.
     pub face_min_pixels: u32,
+    /// Where to look for persons, in frame pixels `(x, y, w, h)` (see
+    /// [`crate::regions::plan`]); `None` looks at the whole frame.
+    pub person_regions: Option<Vec<[f32; 4]>>,
 }
 
 /// Where a person's face can be, in frame pixels `(x, y, w, h)`: the top square of its box (the
@@ -113,6 +116,13 @@ pub struct Analysis {
     pub batch_size: usize,
     /// Milliseconds from queueing to result.
     pub latency_ms: f64,
+    /// Regions the person detector looked at (0: the whole frame).
+    #[serde(skip)]
+    pub person_regions: usize,
+    /// Person-detector passes this frame took: 1 for the whole frame; for regions, its share
+    /// of the canvases its batch's regions were laid out on.
+    #[serde(skip)]
+    pub person_passes: f32,
 }
 
 /// Why a frame was not analysed.
@@ -155,19 +165,71 @@ fn to_model_image(image: &RgbImage) -> Result<vigil_models::image::Image, String
         .map_err(|e| e.to_string())
 }
 
+/// Persons in each input's frame: the whole frame through the detector for inputs without
+/// regions; the regions of all other inputs on shared canvases
+/// ([`Vision::detect_persons_in`]). Per input: its boxes in frame pixels, its regions and its
+/// share of the detector's passes.
+#[allow(clippy::type_complexity)]
+fn detect_persons(
+    vision: &Vision,
+    inputs: &[(&RgbImage, Want)],
+    images: &[vigil_models::image::Image],
+) -> Result<Vec<(Vec<vigil_models::persons::ObjectBox>, usize, f32)>, String> {
+    let mut out: Vec<_> = images.iter().map(|_| (Vec::new(), 0, 0.0)).collect();
+    let whole: Vec<usize> = (0..inputs.len())
+        .filter(|&i| inputs[i].1.person_regions.is_none())
+        .collect();
+    if !whole.is_empty() {
+        let pictures: Vec<_> = whole.iter().map(|&i| images[i].clone()).collect();
+        let found = vision
+            .detect_persons(&pictures, PERSON_MIN_SCORE)
+            .map_err(|e| e.to_string())?;
+        for (&i, boxes) in whole.iter().zip(found) {
+            out[i] = (boxes, 0, 1.0);
+        }
+    }
+    let regions: Vec<vigil_models::mosaic::Region> = inputs
+        .iter()
+        .enumerate()
+        .flat_map(|(i, (_, want))| {
+            want.person_regions
+                .iter()
+                .flatten()
+                .map(move |&[x, y, w, h]| vigil_models::mosaic::Region {
+                    image: i,
+                    x,
+                    y,
+                    w,
+                    h,
+                })
+        })
+        .collect();
+    if !regions.is_empty() {
+        let (found, canvases) = vision
+            .detect_persons_in(images, &regions, PERSON_MIN_SCORE)
+            .map_err(|e| e.to_string())?;
+        for (i, boxes) in found.into_iter().enumerate() {
+            let Some(mine) = inputs[i].1.person_regions.as_ref() else {
+                continue;
+            };
+            let share = canvases as f32 * mine.len() as f32 / regions.len() as f32;
+            out[i] = (boxes, mine.len(), share);
+        }
+    }
+    Ok(out)
+}
+
 impl Analyzer for Vision {
     fn analyze(&mut self, inputs: &[(&RgbImage, Want)]) -> Result<Vec<Analysis>, String> {
         let images = inputs
             .iter()
             .map(|(image, _)| to_model_image(image))
             .collect::<Result<Vec<_>, _>>()?;
-        let persons = self
-            .detect_persons(&images, PERSON_MIN_SCORE)
-            .map_err(|e| e.to_string())?;
+        let persons = detect_persons(self, inputs, &images)?;
         let mut out: Vec<Analysis> = persons
-            .iter()
+            .into_iter()
             .zip(&images)
-            .map(|(boxes, image)| Analysis {
+            .map(|((boxes, regions, passes), image)| Analysis {
                 persons: boxes
                     .iter()
                     .map(|b| Scored {
@@ -178,6 +240,8 @@ impl Analyzer for Vision {
                         score: b.score,
                     })
                     .collect(),
+                person_regions: regions,
+                person_passes: passes,
                 ..Analysis::default()
             })
             .collect();
@@ -199,17 +263,17 @@ impl Analyzer for Vision {
         let regions: Vec<vigil_models::mosaic::Region> = (0..inputs.len())
             .filter(|&i| inputs[i].1.faces && !inputs[i].1.always_faces)
             .flat_map(|i| {
-                let (frame, want) = inputs[i];
+                let (frame, min_pixels) = (inputs[i].0, inputs[i].1.face_min_pixels);
                 out[i].persons.iter().filter_map(move |p| {
-                    head_region(p, frame.width, frame.height, want.face_min_pixels).map(
-                        |[x, y, w, h]| vigil_models::mosaic::Region {
+                    head_region(p, frame.width, frame.height, min_pixels).map(|[x, y, w, h]| {
+                        vigil_models::mosaic::Region {
                             image: i,
                             x,
                             y,
                             w,
                             h,
-                        },
-                    )
+                        }
+                    })
                 })
             })
             .collect();
@@ -311,6 +375,10 @@ pub struct PoolMetrics {
     pub failed: AtomicU64,
     /// Face descriptors computed for cameras' tracks ([`InferencePool::describe`]).
     pub faces_described: AtomicU64,
+    /// Person-detector passes: whole frames plus canvases of regions.
+    pub person_passes: AtomicU64,
+    /// Regions of frames the person detector looked at instead of whole frames.
+    pub person_regions: AtomicU64,
     /// Batches run.
     pub batches: AtomicU64,
     /// Batches by size: index `n - 1` counts batches of `n` frames.
@@ -679,7 +747,7 @@ fn worker(
         let results = match analyzer {
             Ok(a) => {
                 let inputs: Vec<(&RgbImage, Want)> =
-                    batch.iter().map(|j| (&*j.image, j.want)).collect();
+                    batch.iter().map(|j| (&*j.image, j.want.clone())).collect();
                 let (results, fits) = analyze_splitting(a.as_mut(), &inputs);
                 if let Some(fits) = fits.filter(|&f| f < cap) {
                     tracing::warn!(
@@ -696,6 +764,13 @@ fn worker(
             Err(e) => vec![Err(e.clone()); size],
         };
         metrics.observe_batch(size);
+        let (passes, regions) = results.iter().flatten().fold((0.0f32, 0), |(p, r), a| {
+            (p + a.person_passes, r + a.person_regions as u64)
+        });
+        metrics
+            .person_passes
+            .fetch_add(passes.round() as u64, Ordering::Relaxed);
+        metrics.person_regions.fetch_add(regions, Ordering::Relaxed);
         for (job, result) in batch.into_iter().zip(results) {
             let latency = job.queued.elapsed().as_secs_f64();
             metrics.observe_latency(latency);

@@ -111,6 +111,9 @@ pub struct TrackUpdate {
     pub started: Vec<(TrackId, usize)>,
     /// Tracks that ended in this update (not matched for lost_after_secs).
     pub ended: Vec<EndedTrack>,
+    /// Confirmed tracks held in place because the detector did not look where they are
+    /// ([`Tracker::update_in`]), with their boxes.
+    pub held: Vec<(TrackId, TrackBox)>,
 }
 
 /// A confirmed track that has ended.
@@ -306,12 +309,44 @@ impl Tracker {
     /// Advances to time `t` (seconds, non-decreasing; a smaller t is treated as equal to the
     /// last, and so is a non-finite one) with this frame's detections.
     pub fn update(&mut self, t: f64, detections: &[TrackBox]) -> TrackUpdate {
+        self.update_in(t, detections, None)
+    }
+
+    /// Like [`Tracker::update`], for detections the detector found only inside `observed`
+    /// (`None`: the whole frame). A track whose predicted box lies less than half inside them
+    /// is held: kept where it was, velocity dropped, not matched and not missed.
+    pub fn update_in(
+        &mut self,
+        t: f64,
+        detections: &[TrackBox],
+        observed: Option<&[TrackBox]>,
+    ) -> TrackUpdate {
         let t = match self.last_t {
             Some(last) if !t.is_finite() || t < last => last,
             None if !t.is_finite() => 0.0,
             _ => t,
         };
         self.last_t = Some(t);
+        let mut held = Vec::new();
+        if let Some(observed) = observed {
+            let mut looked_at = Vec::with_capacity(self.tracks.len());
+            for mut track in std::mem::take(&mut self.tracks) {
+                let mut predicted = track.clone();
+                predicted.predict(t);
+                let b = predicted.estimate();
+                let inside: f32 = observed.iter().map(|o| overlap(&b, o)).sum();
+                if inside >= 0.5 * b.area() {
+                    looked_at.push(track);
+                } else {
+                    for f in &mut track.filters {
+                        f.v = 0.0;
+                    }
+                    track.time = t;
+                    held.push(track);
+                }
+            }
+            self.tracks = looked_at;
+        }
         for track in &mut self.tracks {
             track.predict(t);
         }
@@ -395,8 +430,26 @@ impl Tracker {
             }
             kept.push(track);
         }
+        out.held = held
+            .iter()
+            .filter_map(|track| track.id.map(|id| (id, track.estimate())))
+            .collect();
+        kept.extend(held);
         self.tracks = kept;
         out
+    }
+
+    /// Every track's box as the motion model predicts it at `t`, without advancing the
+    /// tracker, each with whether the track is confirmed (`false`: tentative).
+    pub fn predicted(&self, t: f64) -> Vec<(bool, TrackBox)> {
+        self.tracks
+            .iter()
+            .map(|track| {
+                let mut track = track.clone();
+                track.predict(t);
+                (track.id.is_some(), track.estimate())
+            })
+            .collect()
     }
 
     /// Ends every confirmed track now (camera stopped); tentative tracks are dropped silently.
@@ -431,6 +484,13 @@ impl Tracker {
         self.next_id += 1;
         id
     }
+}
+
+/// Area of the intersection of `a` and `b`.
+fn overlap(a: &TrackBox, b: &TrackBox) -> f32 {
+    let w = a.x2.min(b.x2) - a.x1.max(b.x1);
+    let h = a.y2.min(b.y2) - a.y1.max(b.y1);
+    if w > 0.0 && h > 0.0 { w * h } else { 0.0 }
 }
 
 /// Minimum-cost assignment of rows to columns (Kuhn–Munkres with potentials, O(n²·m)).
@@ -535,6 +595,49 @@ mod tests {
             min_hits,
             ..TrackerConfig::default()
         }
+    }
+
+    #[test]
+    fn a_track_outside_the_looked_at_regions_is_held_still_until_a_frame_looks_at_it() {
+        let mut tracker = Tracker::new(config(2));
+        // A person walks right, confirmed on the second frame.
+        tracker.update(0.0, &[person(0.3, 0.5)]);
+        let started = tracker.update(0.2, &[person(0.32, 0.5)]).started;
+        assert_eq!(started.len(), 1);
+        let id = started[0].0;
+        // Then the detector looks only at the far corner for half a minute: the track is held
+        // where it was (no drift from its old velocity), never ended.
+        let elsewhere = [bx(0.8, 0.0, 1.0, 0.3)];
+        let mut t = 0.2;
+        let mut last = None;
+        while t < 30.0 {
+            t += 0.2;
+            let update = tracker.update_in(t, &[], Some(&elsewhere));
+            assert!(update.ended.is_empty(), "ended at {t}");
+            assert_eq!(update.held.len(), 1);
+            let (held_id, b) = update.held[0];
+            assert_eq!(held_id, id);
+            if let Some(previous) = last {
+                assert_eq!(b, previous, "a held box stays put");
+            }
+            last = Some(b);
+        }
+        assert!((last.unwrap().x1 + 0.05 - 0.32).abs() < 0.02, "{last:?}");
+        // A region over it that finds it matches it again (same track)…
+        let here = [bx(0.1, 0.2, 0.6, 0.9)];
+        let update = tracker.update_in(t + 0.2, &[person(0.32, 0.5)], Some(&here));
+        assert_eq!(update.assigned, vec![Some(id)]);
+        assert!(update.held.is_empty());
+        // …and once a frame looks at it and it is gone for longer than lost_after_secs, it ends.
+        let mut ended = vec![];
+        let mut t = t + 0.2;
+        while ended.is_empty() && t < 40.0 {
+            t += 0.2;
+            ended = tracker.update_in(t, &[], Some(&here)).ended;
+        }
+        assert_eq!(ended.len(), 1);
+        assert!(t > 32.0, "{t}");
+        assert!(tracker.predicted(t).is_empty());
     }
 
     #[test]

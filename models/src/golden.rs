@@ -528,6 +528,63 @@ fn nanodet_heads_match(detector: &PersonDetector, backend: &str) {
     assert_eq!(checked, 3 * 20 + 3 * 10);
 }
 
+/// The reference's confident persons in the vtest frame are found again when the detector
+/// sees only regions around them (a square twice the box's longer side, at least 160 px), the
+/// regions of two copies of the frame sharing canvases: every person of each copy, in that
+/// copy's pixels, with fewer canvases than regions.
+fn persons_in_regions_match_the_reference(detector: &PersonDetector, backend: &str) {
+    let golden = &persons_golden()["nanodet"]["vtest"];
+    let frame = vtest_frame();
+    let expected: Vec<[f32; 4]> = golden["not_human_nms_on_corner_boxes"]["detections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|d| d["label"] == "person" && d["origin"]["raw_score"].as_f64().unwrap() >= 0.5)
+        .map(|d| {
+            let b = floats(&d["box"]);
+            [b[0], b[1], b[0] + b[2], b[1] + b[3]]
+        })
+        .collect();
+    let regions: Vec<crate::mosaic::Region> = (0..2)
+        .flat_map(|image| {
+            expected.iter().map(move |&[x1, y1, x2, y2]| {
+                let side = ((x2 - x1).max(y2 - y1) * 2.0).max(160.0);
+                crate::mosaic::Region {
+                    image,
+                    x: (x1 + x2) / 2.0 - side / 2.0,
+                    y: (y1 + y2) / 2.0 - side / 2.0,
+                    w: side,
+                    h: side,
+                }
+            })
+        })
+        .collect();
+    let (found, canvases) = detector
+        .detect_persons_in(&[frame.clone(), frame], &regions, 0.5)
+        .expect("runs");
+    assert!(
+        canvases < regions.len(),
+        "{backend}: {canvases} canvases for {} regions",
+        regions.len()
+    );
+    for (copy, boxes) in found.iter().enumerate() {
+        for &[x1, y1, x2, y2] in &expected {
+            let iou = |g: &crate::persons::ObjectBox| {
+                let w = (g.x2.min(x2) - g.x1.max(x1)).max(0.0);
+                let h = (g.y2.min(y2) - g.y1.max(y1)).max(0.0);
+                let inter = w * h;
+                inter / ((g.x2 - g.x1) * (g.y2 - g.y1) + (x2 - x1) * (y2 - y1) - inter)
+            };
+            let best = boxes.iter().map(iou).fold(0.0f32, f32::max);
+            assert!(
+                best >= 0.5,
+                "{backend}: copy {copy}: reference person {:?} not found in its region (best IoU {best}) in {boxes:?}",
+                [x1, y1, x2, y2]
+            );
+        }
+    }
+}
+
 /// NanoDet on frame 100 of OpenCV's pedestrian clip: the five people the reference scores at
 /// 0.5 or more are found, each from the same grid cell with the same box as NanoDet's own
 /// decoding gives (checked against the reference where it recorded it).
@@ -644,7 +701,7 @@ fn movenet_matches(estimator: &PoseEstimator, backend: &str) {
 }
 
 /// The name of every check [`run_all`] reports, in its order.
-pub const CHECKS: [&str; 9] = [
+pub const CHECKS: [&str; 10] = [
     "face networks' raw outputs (SSD, landmarks, descriptor)",
     "astronaut: face, landmarks, descriptor",
     "descriptors stable under flip, scale, brightness",
@@ -653,6 +710,7 @@ pub const CHECKS: [&str; 9] = [
     "faces in regions (mosaic) match whole frames",
     "NanoDet heads",
     "persons in a vtest frame",
+    "persons in regions around them (shelves)",
     "MoveNet keypoints",
 ];
 
@@ -696,11 +754,15 @@ pub fn run_all(compute: &Compute) -> Vec<(&'static str, Result<(), String>)> {
                 CHECKS[7],
                 outcome(|| vtest_persons_are_found(&detector, backend)),
             ));
+            out.push((
+                CHECKS[8],
+                outcome(|| persons_in_regions_match_the_reference(&detector, backend)),
+            ));
         }
         Err(_) => out.push(("NanoDet loads", Err("NanoDet did not load".into()))),
     }
     out.push((
-        CHECKS[8],
+        CHECKS[9],
         outcome(|| movenet_matches(&pose_estimator(compute.clone()), backend)),
     ));
     out
@@ -801,6 +863,11 @@ mod tests {
     #[test]
     fn cpu_persons_are_found_in_a_vtest_frame() {
         vtest_persons_are_found(&person_detector(Compute::cpu()), "cpu");
+    }
+
+    #[test]
+    fn cpu_persons_are_found_in_regions_around_them() {
+        persons_in_regions_match_the_reference(&person_detector(Compute::cpu()), "cpu");
     }
 
     #[test]

@@ -138,6 +138,17 @@ impl Vision {
         self.persons.detect_persons(images, min_score)
     }
 
+    /// Persons inside `regions` of `images` (image pixels), all regions on shared 416²
+    /// canvases, with how many canvases ran ([`persons::PersonDetector::detect_persons_in`]).
+    pub fn detect_persons_in(
+        &self,
+        images: &[Image],
+        regions: &[mosaic::Region],
+        min_score: f32,
+    ) -> Result<(Vec<Vec<persons::ObjectBox>>, usize), ModelError> {
+        self.persons.detect_persons_in(images, regions, min_score)
+    }
+
     /// Faces (box, score, 68 landmarks) in each image.
     pub fn detect_faces(&self, images: &[Image], min_score: f32) -> Vec<Vec<Face>> {
         self.faces.detect_faces(images, min_score)

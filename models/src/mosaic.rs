@@ -48,7 +48,7 @@ pub struct Placement {
 pub struct Mosaic {
     /// Side of every canvas.
     pub side: usize,
-    /// Cells per row (and per column).
+    /// Cells per row (and per column) of a grid; 0 for shelves.
     pub per_row: usize,
     /// The canvases; pixels outside every cut are 0.
     pub canvases: Vec<Image>,
@@ -84,55 +84,122 @@ impl Mosaic {
         let per_row = per_row.max(1);
         let cell = side / per_row;
         let per_canvas = per_row * per_row;
-        let mut canvases: Vec<Image> = Vec::new();
-        let mut placements = Vec::new();
+        let mut mosaic = Self::empty(side, per_row);
         for (r, region) in regions.iter().enumerate() {
             let image = &images[region.image];
             let Some(cut) = cut(region, image.width, image.height) else {
                 continue;
             };
-            let n = placements.len();
+            let n = mosaic.placements.len();
             let (canvas, slot) = (n / per_canvas, n % per_canvas);
-            if canvas == canvases.len() {
-                canvases.push(Image {
-                    width: side,
-                    height: side,
-                    data: vec![0.0; side * side * 3],
-                });
-            }
             let scale = cell as f32 / cut[2].max(cut[3]) as f32;
             let size = [
                 ((cut[2] as f32 * scale).round() as usize).clamp(1, cell),
                 ((cut[3] as f32 * scale).round() as usize).clamp(1, cell),
             ];
             let at = [(slot % per_row) * cell, (slot / per_row) * cell];
-            let pixels = image
-                .crop(cut[0], cut[1], cut[2], cut[3])
-                .resize_bilinear(size[0], size[1]);
-            let target = &mut canvases[canvas];
-            for row in 0..size[1] {
-                let src = row * size[0] * 3;
-                let dst = ((at[1] + row) * side + at[0]) * 3;
-                target.data[dst..dst + size[0] * 3]
-                    .copy_from_slice(&pixels.data[src..src + size[0] * 3]);
-            }
-            placements.push(Placement {
-                region: r,
-                image: region.image,
-                cut,
-                canvas,
-                cell: slot,
-                at,
-                size,
-                scale,
-            });
+            mosaic.paste(image, r, region.image, cut, canvas, slot, at, size, scale);
         }
+        mosaic
+    }
+
+    /// Lays `regions` of `images` out on canvases of `side²` at their own scale, shrunk only
+    /// when a region is larger than the canvas (never enlarged): tallest first, left to right
+    /// on shelves, a new shelf below when a row is full and a new canvas when the shelves are,
+    /// `gap` empty pixels between neighbours so one region's content does not bleed into the
+    /// next one's detections. `cell` is the placement's order on its canvas.
+    pub fn shelves(images: &[Image], regions: &[Region], side: usize, gap: usize) -> Self {
+        let mut mosaic = Self::empty(side, 0);
+        let mut sized: Vec<(usize, [usize; 4], f32, [usize; 2])> = regions
+            .iter()
+            .enumerate()
+            .filter_map(|(r, region)| {
+                let image = &images[region.image];
+                let cut = cut(region, image.width, image.height)?;
+                let scale = (side as f32 / cut[2].max(cut[3]) as f32).min(1.0);
+                let size = [
+                    ((cut[2] as f32 * scale).round() as usize).clamp(1, side),
+                    ((cut[3] as f32 * scale).round() as usize).clamp(1, side),
+                ];
+                Some((r, cut, scale, size))
+            })
+            .collect();
+        sized.sort_by(|a, b| b.3[1].cmp(&a.3[1]).then(a.0.cmp(&b.0)));
+        // The open canvas: its shelf's top and height, and the next free x on that shelf.
+        let (mut canvas, mut slot) = (0usize, 0usize);
+        let (mut shelf_top, mut shelf_height, mut x) = (0usize, 0usize, 0usize);
+        for (r, cut, scale, size) in sized {
+            if x > 0 && x + size[0] > side {
+                shelf_top += shelf_height + gap;
+                (shelf_height, x) = (0, 0);
+            }
+            if shelf_top + size[1] > side && (shelf_top > 0 || x > 0) {
+                canvas += 1;
+                (slot, shelf_top, shelf_height, x) = (0, 0, 0, 0);
+            }
+            let image = regions[r].image;
+            let at = [x, shelf_top];
+            mosaic.paste(&images[image], r, image, cut, canvas, slot, at, size, scale);
+            slot += 1;
+            x += size[0] + gap;
+            shelf_height = shelf_height.max(size[1]);
+        }
+        mosaic.placements.sort_by_key(|p| p.region);
+        mosaic
+    }
+
+    fn empty(side: usize, per_row: usize) -> Self {
         Self {
             side,
             per_row,
-            canvases,
-            placements,
+            canvases: Vec::new(),
+            placements: Vec::new(),
         }
+    }
+
+    /// Scales `cut` of `image` to `size` and copies it to `at` on canvas `canvas` (opened when
+    /// it is the next one).
+    #[allow(clippy::too_many_arguments)]
+    fn paste(
+        &mut self,
+        image: &Image,
+        region: usize,
+        image_index: usize,
+        cut: [usize; 4],
+        canvas: usize,
+        cell: usize,
+        at: [usize; 2],
+        size: [usize; 2],
+        scale: f32,
+    ) {
+        let side = self.side;
+        while self.canvases.len() <= canvas {
+            self.canvases.push(Image {
+                width: side,
+                height: side,
+                data: vec![0.0; side * side * 3],
+            });
+        }
+        let pixels = image
+            .crop(cut[0], cut[1], cut[2], cut[3])
+            .resize_bilinear(size[0], size[1]);
+        let target = &mut self.canvases[canvas];
+        for row in 0..size[1] {
+            let src = row * size[0] * 3;
+            let dst = ((at[1] + row) * side + at[0]) * 3;
+            target.data[dst..dst + size[0] * 3]
+                .copy_from_slice(&pixels.data[src..src + size[0] * 3]);
+        }
+        self.placements.push(Placement {
+            region,
+            image: image_index,
+            cut,
+            canvas,
+            cell,
+            at,
+            size,
+            scale,
+        });
     }
 
     /// A box `[x1, y1, x2, y2]` found on canvas `canvas`, in the pixels of the image its
@@ -242,5 +309,42 @@ mod tests {
         assert_eq!(cells_per_row(4), 2);
         assert_eq!(cells_per_row(9), 3);
         assert_eq!(cells_per_row(30), 3);
+    }
+
+    #[test]
+    fn shelves_keep_small_regions_at_their_scale_shrink_large_ones_and_spill_to_new_canvases() {
+        let images = [coords(1280, 720, 1.0), coords(640, 480, 2.0)];
+        let region = |image, x, y, w, h| Region { image, x, y, w, h };
+        let regions = [
+            region(0, 100.0, 100.0, 200.0, 300.0),
+            region(1, 0.0, 0.0, 200.0, 200.0),
+            region(0, 600.0, 0.0, 700.0, 720.0),
+            region(1, 300.0, 100.0, 150.0, 100.0),
+        ];
+        let m = Mosaic::shelves(&images, &regions, 416, 8);
+        assert_eq!(m.placements.len(), 4);
+        assert!(m.placements.iter().enumerate().all(|(i, p)| p.region == i));
+        // 680 × 720 (clipped at the frame's right edge) is shrunk to the canvas and fills one.
+        let large = m.placements[2];
+        assert_eq!(large.cut, [600, 0, 680, 720]);
+        assert_eq!(large.size, [393, 416]);
+        assert!((large.scale - 416.0 / 720.0).abs() < 1e-6);
+        // The others keep their pixels and share the next canvas on one shelf, tallest first,
+        // 8 pixels apart.
+        let (a, b, c) = (m.placements[0], m.placements[1], m.placements[3]);
+        assert_ne!(a.canvas, large.canvas);
+        assert!(a.canvas == b.canvas && b.canvas == c.canvas);
+        assert_eq!((a.scale, a.size, a.at), (1.0, [200, 300], [0, 0]));
+        assert_eq!((b.size, b.at), ([200, 200], [208, 0]));
+        // 150 does not fit beside them (416 - 416): a second shelf under the tallest.
+        assert_eq!((c.size, c.at), ([150, 100], [0, 308]));
+        assert_eq!(m.canvases.len(), 2);
+        let canvas = &m.canvases[b.canvas];
+        assert_eq!(canvas.at(208, 0, 2), 2.0, "region 1 is cut from image 1");
+        assert_eq!(canvas.at(204, 0, 2), 0.0, "the gap stays empty");
+        // A detection inside region 3 maps back to image 1 unscaled.
+        let (p, mapped) = m.to_source(c.canvas, [10.0, 318.0, 60.0, 378.0]).unwrap();
+        assert_eq!(p.region, 3);
+        assert_eq!(mapped, [310.0, 110.0, 360.0, 170.0]);
     }
 }

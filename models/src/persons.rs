@@ -9,6 +9,7 @@ use burn::tensor::{Device, Tensor, TensorData};
 
 use crate::graph::{Ft, GraphModel};
 use crate::image::{Image, nchw_batch};
+use crate::mosaic::{Mosaic, Region};
 use crate::{BoundingBox, ModelError};
 
 /// The graph, relative to the assets folder.
@@ -201,17 +202,7 @@ impl PersonDetector {
                 }
             }
         }
-        candidates.sort_by(|a, b| b.score.total_cmp(&a.score));
-        let mut kept: Vec<ObjectBox> = Vec::new();
-        for c in candidates {
-            if kept
-                .iter()
-                .all(|k| k.class != c.class || k.iou(&c) <= NMS_IOU)
-            {
-                kept.push(c);
-            }
-        }
-        kept
+        nms(candidates)
     }
 
     /// Persons in each image.
@@ -237,6 +228,69 @@ impl PersonDetector {
     }
 }
 
+impl PersonDetector {
+    /// Persons inside `regions` of `images` (image pixels): every region of every image laid
+    /// out on shared 416² canvases at its own scale, shrunk only when larger than the canvas
+    /// ([`Mosaic::shelves`]), one network pass per canvas. What each canvas shows is mapped
+    /// back to its image, and the boxes of one image from all its regions go through NMS
+    /// again in the image's pixels. Also returns how many canvases ran.
+    pub fn detect_persons_in(
+        &self,
+        images: &[Image],
+        regions: &[Region],
+        min_score: f32,
+    ) -> Result<(Vec<Vec<ObjectBox>>, usize), ModelError> {
+        let mut found: Vec<Vec<ObjectBox>> = images.iter().map(|_| Vec::new()).collect();
+        let mosaic = Mosaic::shelves(images, regions, INPUT, REGION_GAP);
+        if mosaic.canvases.is_empty() {
+            return Ok((found, 0));
+        }
+        let x = crate::preprocess::preprocess(
+            &mosaic.canvases,
+            &Self::resize(INPUT, INPUT),
+            &self.device,
+        );
+        for (canvas, raw) in self.raw_tensor(x)?.iter().enumerate() {
+            for b in Self::decode(raw, INPUT, INPUT, &[PERSON], min_score) {
+                if let Some((p, [x1, y1, x2, y2])) =
+                    mosaic.to_source(canvas, [b.x1, b.y1, b.x2, b.y2])
+                    && x2 > x1
+                    && y2 > y1
+                {
+                    found[p.image].push(ObjectBox {
+                        x1,
+                        y1,
+                        x2,
+                        y2,
+                        ..b
+                    });
+                }
+            }
+        }
+        Ok((found.into_iter().map(nms).collect(), mosaic.canvases.len()))
+    }
+}
+
+/// Empty canvas pixels between two regions ([`PersonDetector::detect_persons_in`]): one
+/// stride of NanoDet's coarsest head.
+pub const REGION_GAP: usize = 32;
+
+/// Strongest first, dropping a box that overlaps a stronger one of its class by more than
+/// [`NMS_IOU`].
+fn nms(mut candidates: Vec<ObjectBox>) -> Vec<ObjectBox> {
+    candidates.sort_by(|a, b| b.score.total_cmp(&a.score));
+    let mut kept: Vec<ObjectBox> = Vec::new();
+    for c in candidates {
+        if kept
+            .iter()
+            .all(|k| k.class != c.class || k.iou(&c) <= NMS_IOU)
+        {
+            kept.push(c);
+        }
+    }
+    kept
+}
+
 /// Distances (left, top, right, bottom) in input pixels: the expectation of each side's
 /// softmax over 11 bins, times the stride.
 fn distances(logits: &[f32], stride: f32) -> [f32; 4] {
@@ -260,6 +314,32 @@ fn distances(logits: &[f32], stride: f32) -> [f32; 4] {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn person(score: f32, x1: f32, y1: f32, x2: f32, y2: f32) -> ObjectBox {
+        ObjectBox {
+            class: PERSON,
+            score,
+            x1,
+            y1,
+            x2,
+            y2,
+            cell: (8, 0, 0),
+        }
+    }
+
+    #[test]
+    fn one_person_seen_from_two_regions_is_kept_once_and_neighbours_stay() {
+        // The same person from two adjacent regions (one cut a little shorter), and a second
+        // person beside them overlapping less than NMS_IOU.
+        let merged = nms(vec![
+            person(0.6, 100.0, 50.0, 160.0, 200.0),
+            person(0.8, 102.0, 52.0, 161.0, 210.0),
+            person(0.7, 150.0, 60.0, 210.0, 215.0),
+        ]);
+        assert_eq!(merged.len(), 2, "{merged:?}");
+        assert_eq!(merged[0].score, 0.8, "the stronger view wins");
+        assert_eq!(merged[1].score, 0.7);
+    }
 
     #[test]
     fn a_certain_bin_gives_its_distance() {

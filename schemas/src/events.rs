@@ -906,9 +906,16 @@ pub struct CalibrationSettings {
     /// Motion: named polygons (normalised coordinates) where movement is ignored, such as a
     /// tree or an on-screen clock.
     pub motion_masks: Vec<Zone>,
-    /// Motion gating: a frame is analysed at least this often even when nothing moves, so a
-    /// person who entered unseen is still found; 0 never.
+    /// Motion gating: the whole frame is analysed at least this often even when nothing
+    /// moves, so a person who entered unseen is still found (and every 10 s while a track is
+    /// held without motion, so one who left unseen ends); 0 never.
     pub motion_refresh_seconds: f64,
+    /// Motion gating: the person detector looks only at regions around what moved and the
+    /// live tracks that moved with it (the whole frame when they would cover most of it, on a
+    /// camera's first frame, after a lighting change and every `motion_refresh_seconds`);
+    /// tracks where nothing moves are held without a detection. `false`: the whole frame every
+    /// time a frame is analysed.
+    pub person_regions: bool,
     /// Faces: persons narrower than this many frame pixels are too small to show a usable
     /// face and are not searched for one.
     pub face_min_person_pixels: u32,
@@ -941,6 +948,7 @@ impl Default for CalibrationSettings {
             motion_background_seconds: 5.0,
             motion_masks: vec![],
             motion_refresh_seconds: 60.0,
+            person_regions: true,
             face_min_person_pixels: 32,
             face_descriptor_every_frames: 10,
         }
@@ -1011,6 +1019,9 @@ pub struct CalibrationOverrides {
     /// See [`CalibrationSettings::motion_refresh_seconds`].
     #[serde(skip_serializing_if = "Option::is_none")]
     pub motion_refresh_seconds: Option<f64>,
+    /// See [`CalibrationSettings::person_regions`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub person_regions: Option<bool>,
     /// See [`CalibrationSettings::face_min_person_pixels`].
     #[serde(skip_serializing_if = "Option::is_none")]
     pub face_min_person_pixels: Option<u32>,
@@ -1056,6 +1067,7 @@ impl CalibrationOverrides {
             motion_background_seconds,
             motion_masks,
             motion_refresh_seconds,
+            person_regions,
             face_min_person_pixels,
             face_descriptor_every_frames
         );
@@ -1088,6 +1100,7 @@ impl CalibrationOverrides {
             motion_background_seconds,
             motion_masks,
             motion_refresh_seconds,
+            person_regions,
             face_min_person_pixels,
             face_descriptor_every_frames
         );

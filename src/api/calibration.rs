@@ -102,8 +102,12 @@ pub struct SettingsDto {
     pub motion_background_seconds: f64,
     /// Motion: named polygons where movement is ignored (a tree, an on-screen clock).
     pub motion_masks: Vec<ZoneDto>,
-    /// Motion gating: a full analysis at least this often even when nothing moves; 0 never.
+    /// Motion gating: a whole-frame analysis at least this often even when nothing moves
+    /// (every 10 s while a track is held still); 0 never.
     pub motion_refresh_seconds: f64,
+    /// Motion gating: the person detector looks only at regions around what moved and the
+    /// tracks that moved with it, and holds still tracks; `false`: the whole frame each time.
+    pub person_regions: bool,
     /// Faces: persons narrower than this many frame pixels are not searched for a face.
     pub face_min_person_pixels: u32,
     /// Faces: a track's face is described at most once in this many analysed frames (after
@@ -196,6 +200,10 @@ pub struct OverridesDto {
     #[oai(validator(minimum(value = "0"), maximum(value = "86400")))]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub motion_refresh_seconds: Option<f64>,
+    /// `true` (default): persons are looked for in regions around what moved (and still
+    /// tracks are held); `false`: in the whole frame every time.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub person_regions: Option<bool>,
     /// Frame pixels, 0 to 10000.
     #[oai(validator(minimum(value = "0"), maximum(value = "10000")))]
     #[serde(skip_serializing_if = "Option::is_none")]

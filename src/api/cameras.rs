@@ -244,6 +244,12 @@ pub struct IngestDto {
     pub still: u64,
     /// Sampled frames in which the motion detector found movement.
     pub with_motion: u64,
+    /// Analysed frames in which the person detector looked only at regions around what moved
+    /// and the tracks moving with it (counted in `analysed` too; `person_regions`).
+    pub in_regions: u64,
+    /// Sampled frames the models did not see although tracks were alive: nothing moved near
+    /// them, so they were held in place for the rules.
+    pub held: u64,
     /// Face descriptors computed for its tracks: a track's face is described where it became
     /// clearer, at most every `face_descriptor_every_frames` analysed frames.
     pub faces_described: u64,
@@ -269,6 +275,9 @@ pub struct MotionDto {
     pub reseeded: bool,
     /// Whether the frame went to the models.
     pub analysed: bool,
+    /// Where the person detector looked (normalised); empty when it looked at the whole
+    /// frame or not at all.
+    pub regions: Vec<super::ingest::BoxDto>,
 }
 
 /// The ingest counters of camera `id` on this node.
@@ -286,6 +295,8 @@ pub fn ingest_of(app: &App, id: &str) -> Option<IngestDto> {
         damaged: c.damaged.load(Relaxed),
         still: c.still.load(Relaxed),
         with_motion: c.with_motion.load(Relaxed),
+        in_regions: c.in_regions.load(Relaxed),
+        held: c.held.load(Relaxed),
         faces_described: c.faces_described.load(Relaxed),
         last_frame_at: c.last_frame_at(),
         motion: runtime.motion.lock().ok().and_then(|m| {
@@ -306,6 +317,16 @@ pub fn ingest_of(app: &App, id: &str) -> Option<IngestDto> {
                 changed: seen.motion.changed,
                 reseeded: seen.motion.reseeded,
                 analysed: seen.analysed,
+                regions: seen
+                    .regions
+                    .iter()
+                    .map(|b| super::ingest::BoxDto {
+                        x1: b.x1,
+                        y1: b.y1,
+                        x2: b.x2,
+                        y2: b.y2,
+                    })
+                    .collect(),
             })
         }),
     })

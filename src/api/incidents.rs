@@ -1077,6 +1077,7 @@ impl IncidentsApi {
                         always_faces: true,
                         embeddings: false,
                         face_min_pixels: 0,
+                        person_regions: None,
                     },
                 )
                 .await

@@ -807,6 +807,7 @@ impl IngestApi {
                     always_faces: true,
                     embeddings: true,
                     face_min_pixels: 0,
+                    person_regions: None,
                 };
                 let a = app
                     .ingest()

@@ -729,6 +729,7 @@ pub(super) async fn find_faces(
         always_faces: true,
         embeddings: true,
         face_min_pixels: 0,
+        person_regions: None,
     };
     let mut found = Vec::with_capacity(images.len());
     let mut refused = Vec::new();
@@ -736,7 +737,7 @@ pub(super) async fn find_faces(
         let analysis = app
             .ingest()
             .pool
-            .analyze(image.clone(), want)
+            .analyze(image.clone(), want.clone())
             .await
             .map_err(pool_error)?;
         let faces = analysis.faces.len();

@@ -283,6 +283,8 @@ pub async fn metrics(app: Data<&App>) -> poem::Response {
         gauge!("vigil_inference_batch_cap").set(get(&pool.batch_cap) as f64);
         counter!("vigil_inference_frames_total").absolute(get(&pool.frames));
         counter!("vigil_inference_faces_described_total").absolute(get(&pool.faces_described));
+        counter!("vigil_inference_person_passes_total").absolute(get(&pool.person_passes));
+        counter!("vigil_inference_person_regions_total").absolute(get(&pool.person_regions));
         counter!("vigil_inference_dropped_total").absolute(get(&pool.dropped));
         counter!("vigil_inference_failed_total").absolute(get(&pool.failed));
         let now = std::time::Instant::now();
@@ -296,6 +298,8 @@ pub async fn metrics(app: Data<&App>) -> poem::Response {
                 ("vigil_camera_damaged_total", &c.damaged),
                 ("vigil_camera_still_total", &c.still),
                 ("vigil_camera_motion_frames_total", &c.with_motion),
+                ("vigil_camera_region_frames_total", &c.in_regions),
+                ("vigil_camera_held_total", &c.held),
             ] {
                 counter!(name, "camera" => id.clone()).absolute(get(value));
             }

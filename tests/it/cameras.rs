@@ -1799,11 +1799,18 @@ async fn a_quiet_camera_makes_no_model_call_until_someone_moves() {
     let ingest = &body["ingest"];
     let count = |field: &str| ingest[field].as_u64().unwrap();
     assert_eq!(count("sampled"), 190, "{body}");
-    assert_eq!(count("analysed") + count("still"), 190, "{body}");
+    assert_eq!(
+        count("analysed") + count("still") + count("held"),
+        190,
+        "{body}"
+    );
     // The first frame is analysed (someone could be standing there); the other 149 quiet
     // frames never reach the models.
     assert!(count("still") >= 149, "{body}");
     assert!(count("with_motion") >= 20, "the pedestrians move: {body}");
+    // Where they walk, the person detector looks at regions around them, not the whole frame.
+    assert!(count("in_regions") >= 10, "{body}");
+    assert!(count("in_regions") <= count("analysed"), "{body}");
     let motion = &ingest["motion"];
     assert_eq!(
         motion["analysed"], true,
@@ -1827,6 +1834,21 @@ async fn a_quiet_camera_makes_no_model_call_until_someone_moves() {
         count("still")
     );
     assert!(metrics.contains(&still), "{metrics}");
+    let regions = format!(
+        "vigil_camera_region_frames_total{{camera=\"yard\"}} {}",
+        count("in_regions")
+    );
+    assert!(metrics.contains(&regions), "{metrics}");
+    let passes = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("vigil_inference_person_passes_total "))
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or_else(|| panic!("{metrics}"));
+    assert!(
+        passes >= 1.0 && passes <= 2.0 * count("analysed") as f64,
+        "{passes} person-detector passes for {} analysed frames",
+        count("analysed")
+    );
     assert!(
         metrics.contains("vigil_camera_moving{camera=\"yard\"}"),
         "{metrics}"
@@ -2030,11 +2052,18 @@ async fn a_camera_describes_a_standing_face_a_handful_of_times_and_matches_it() 
     let body = camera_at(&server, "lobby", end_position).await;
     let ingest = &body["ingest"];
     let count = |field: &str| ingest[field].as_u64().unwrap();
-    // She stays in view: every sampled frame is analysed (her track is alive)…
+    // She stands still: the frames that find and confirm her are analysed, and then nothing
+    // moves near her track, which is held in place without a model call…
     assert_eq!(count("sampled"), 40, "{body}");
-    assert!(count("analysed") >= 35, "{body}");
-    // …but her face, found in her head region on every frame, is described only a few times:
-    // twice, then only where it is clearer than before.
+    assert!(count("analysed") <= 4, "{body}");
+    assert!(count("held") >= 35, "{body}");
+    assert_eq!(
+        count("analysed") + count("held") + count("still"),
+        40,
+        "{body}"
+    );
+    // …so her face is described only a few times: twice at most, then only where it is
+    // clearer than before.
     let described = count("faces_described");
     assert!(
         (1..=4).contains(&described),

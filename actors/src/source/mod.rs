@@ -110,6 +110,12 @@ pub struct CameraCounters {
     pub still: AtomicU64,
     /// Sampled frames in which the motion detector found movement.
     pub with_motion: AtomicU64,
+    /// Analysed frames in which the person detector looked only at regions around what moved
+    /// (counted in `analysed` too).
+    pub in_regions: AtomicU64,
+    /// Sampled frames the models did not see although tracks were alive: nothing moved near
+    /// any of them, so they were held where they were and the rules saw them there.
+    pub held: AtomicU64,
     /// Capture time of the newest sampled frame handled (analysed or still), milliseconds
     /// since the epoch (0: none).
     pub last_frame_ms: AtomicI64,
