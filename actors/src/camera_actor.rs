@@ -190,6 +190,26 @@ enum Look {
     Regions(Vec<[f32; 4]>),
 }
 
+impl Look {
+    /// Its regions normalised to a `width × height` frame; none unless it is
+    /// [`Look::Regions`].
+    fn normalised(&self, width: u32, height: u32) -> Vec<NormBox> {
+        let (fw, fh) = (width as f32, height as f32);
+        match self {
+            Look::Regions(regions) => regions
+                .iter()
+                .map(|&[x, y, w, h]| NormBox {
+                    x1: x / fw,
+                    y1: y / fh,
+                    x2: (x + w) / fw,
+                    y2: (y + h) / fh,
+                })
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+}
+
 /// While a track is held without a detection, the whole frame is analysed at least this often
 /// (more often than `motion_refresh_seconds` when that is longer), so one who left unseen ends.
 pub const HOLD_CONFIRM_SECONDS: f64 = 10.0;
@@ -535,17 +555,16 @@ impl CameraState {
                 _ => None,
             },
         };
-        let (fw, fh) = (frame.image.width as f32, frame.image.height as f32);
         let observed: Option<Vec<TrackBox>> = match &look {
             Look::Hold => Some(Vec::new()),
-            Look::Regions(regions) => Some(
-                regions
-                    .iter()
-                    .map(|&[x, y, w, h]| TrackBox {
-                        x1: x / fw,
-                        y1: y / fh,
-                        x2: (x + w) / fw,
-                        y2: (y + h) / fh,
+            Look::Regions(_) => Some(
+                look.normalised(frame.image.width, frame.image.height)
+                    .into_iter()
+                    .map(|b| TrackBox {
+                        x1: b.x1,
+                        y1: b.y1,
+                        x2: b.x2,
+                        y2: b.y2,
                     })
                     .collect(),
             ),
@@ -1002,23 +1021,11 @@ impl CameraState {
                 .with_motion
                 .fetch_add(1, Ordering::Relaxed);
         }
-        let (fw, fh) = (frame.image.width as f32, frame.image.height as f32);
         *self.runtime.motion.lock().expect("lock") = Some(MotionSeen {
             at: frame.captured_at,
             motion,
             analysed: matches!(look, Look::Whole | Look::Regions(_)),
-            regions: match &look {
-                Look::Regions(regions) => regions
-                    .iter()
-                    .map(|&[x, y, w, h]| NormBox {
-                        x1: x / fw,
-                        y1: y / fh,
-                        x2: (x + w) / fw,
-                        y2: (y + h) / fh,
-                    })
-                    .collect(),
-                _ => Vec::new(),
-            },
+            regions: look.normalised(frame.image.width, frame.image.height),
         });
         Ok(look)
     }

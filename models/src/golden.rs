@@ -528,6 +528,17 @@ fn nanodet_heads_match(detector: &PersonDetector, backend: &str) {
     assert_eq!(checked, 3 * 20 + 3 * 10);
 }
 
+/// The largest IoU of any of `found` with the corner box `[x1, y1, x2, y2]`.
+fn best_iou(found: &[crate::persons::ObjectBox], [x1, y1, x2, y2]: [f32; 4]) -> f32 {
+    let iou = |g: &crate::persons::ObjectBox| {
+        let w = (g.x2.min(x2) - g.x1.max(x1)).max(0.0);
+        let h = (g.y2.min(y2) - g.y1.max(y1)).max(0.0);
+        let inter = w * h;
+        inter / ((g.x2 - g.x1) * (g.y2 - g.y1) + (x2 - x1) * (y2 - y1) - inter)
+    };
+    found.iter().map(iou).fold(0.0f32, f32::max)
+}
+
 /// The reference's confident persons in the vtest frame are found again when the detector
 /// sees only regions around them (a square twice the box's longer side, at least 160 px), the
 /// regions of two copies of the frame sharing canvases: every person of each copy, in that
@@ -569,13 +580,7 @@ fn persons_in_regions_match_the_reference(detector: &PersonDetector, backend: &s
     );
     for (copy, boxes) in found.iter().enumerate() {
         for &[x1, y1, x2, y2] in &expected {
-            let iou = |g: &crate::persons::ObjectBox| {
-                let w = (g.x2.min(x2) - g.x1.max(x1)).max(0.0);
-                let h = (g.y2.min(y2) - g.y1.max(y1)).max(0.0);
-                let inter = w * h;
-                inter / ((g.x2 - g.x1) * (g.y2 - g.y1) + (x2 - x1) * (y2 - y1) - inter)
-            };
-            let best = boxes.iter().map(iou).fold(0.0f32, f32::max);
+            let best = best_iou(boxes, [x1, y1, x2, y2]);
             assert!(
                 best >= 0.5,
                 "{backend}: copy {copy}: reference person {:?} not found in its region (best IoU {best}) in {boxes:?}",
@@ -612,13 +617,7 @@ fn vtest_persons_are_found(detector: &PersonDetector, backend: &str) {
     for want in expected {
         let b = floats(&want["box"]);
         let (x1, y1, x2, y2) = (b[0], b[1], b[0] + b[2], b[1] + b[3]);
-        let iou = |g: &crate::persons::ObjectBox| {
-            let w = (g.x2.min(x2) - g.x1.max(x1)).max(0.0);
-            let h = (g.y2.min(y2) - g.y1.max(y1)).max(0.0);
-            let inter = w * h;
-            inter / ((g.x2 - g.x1) * (g.y2 - g.y1) + (x2 - x1) * (y2 - y1) - inter)
-        };
-        let best = found.iter().map(iou).fold(0.0f32, f32::max);
+        let best = best_iou(found, [x1, y1, x2, y2]);
         assert!(
             best >= 0.5,
             "{backend}: reference person {b:?} not found (best IoU {best}) in {found:?}"

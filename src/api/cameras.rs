@@ -307,26 +307,12 @@ pub fn ingest_of(app: &App, id: &str) -> Option<IngestDto> {
                     .motion
                     .boxes
                     .iter()
-                    .map(|b| super::ingest::BoxDto {
-                        x1: b.x1,
-                        y1: b.y1,
-                        x2: b.x2,
-                        y2: b.y2,
-                    })
+                    .map(super::subjects::box_dto)
                     .collect(),
                 changed: seen.motion.changed,
                 reseeded: seen.motion.reseeded,
                 analysed: seen.analysed,
-                regions: seen
-                    .regions
-                    .iter()
-                    .map(|b| super::ingest::BoxDto {
-                        x1: b.x1,
-                        y1: b.y1,
-                        x2: b.x2,
-                        y2: b.y2,
-                    })
-                    .collect(),
+                regions: seen.regions.iter().map(super::subjects::box_dto).collect(),
             })
         }),
     })
