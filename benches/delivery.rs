@@ -112,7 +112,8 @@ async fn relay_throughput(events: usize) -> f64 {
     let started = Instant::now();
     let task = tokio::spawn(relay.run());
     loop {
-        let at = vigil_projections::runner::read_checkpoint(&pool, CHECKPOINT)
+        let at = vigil_projections::checkpoint::Checkpoint::new(pool.clone(), CHECKPOINT)
+            .read()
             .await
             .unwrap();
         if at as usize >= events {

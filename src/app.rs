@@ -19,10 +19,11 @@ use crate::access::{
 use crate::config::Config;
 use crate::store::{Backend, open_pool};
 use vigil_actors::blob::BlobStore;
+use vigil_actors::node::{Backoff, Ingest};
 use vigil_actors::pool::{Analyzer, InferencePool, PoolConfig};
 use vigil_actors::source::Transports;
 use vigil_actors::source::push::PushRegistry;
-use vigil_actors::supervisor::{Backoff, Ingest, Supervision};
+use vigil_actors::supervisor::Supervision;
 
 /// The id (and stream suffix) of the generated admin key.
 pub const BOOTSTRAP_KEY_ID: &str = "bootstrap";

@@ -447,7 +447,12 @@ impl Config {
                 crate::links::MAX_TTL_SECS
             ));
         }
-        crate::mqtt::validate(self).map_err(|e| format!("mqtt: {e}"))?;
+        crate::mqtt::settings::validate(
+            &self.mqtt_url,
+            &self.mqtt_topic_prefix,
+            &self.mqtt_discovery_prefix,
+        )
+        .map_err(|e| format!("mqtt: {e}"))?;
         for (i, auto) in self.auto_actions.iter().enumerate() {
             if Severity::parse(&auto.min_severity).is_none() {
                 return Err(format!(
@@ -504,7 +509,7 @@ impl Config {
             .as_deref()
             .and_then(Path::file_name)
             .map_or_else(|| "vigil.toml".into(), |n| n.to_string_lossy().into_owned());
-        format!("{}{name}", crate::declared::ACTOR_PREFIX)
+        format!("{}{name}", DECLARED_ACTOR_PREFIX)
     }
 
     /// The database URL in effect.
@@ -552,12 +557,34 @@ impl Config {
                 target.secret = "****".into();
             }
         }
-        shown.database_url = crate::store::mask_url(&self.effective_database_url());
-        shown.kurrentdb_url = crate::store::mask_url(&self.kurrentdb_url);
-        shown.mqtt_url = crate::store::mask_url(&self.mqtt_url);
+        shown.database_url = mask_url(&self.effective_database_url());
+        shown.kurrentdb_url = mask_url(&self.kurrentdb_url);
+        shown.mqtt_url = mask_url(&self.mqtt_url);
         toml::to_string_pretty(&shown).expect("config serialises")
     }
 }
+
+/// A database URL with its password replaced by `****`.
+pub fn mask_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            let userinfo = &url[scheme_end + 3..at];
+            match userinfo.find(':') {
+                Some(colon) => format!(
+                    "{}{}:****{}",
+                    &url[..scheme_end + 3],
+                    &userinfo[..colon],
+                    &url[at..]
+                ),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+/// Actors of events the configuration caused start with this.
+pub const DECLARED_ACTOR_PREFIX: &str = "config:";
 
 #[cfg(test)]
 #[allow(clippy::result_large_err)] // figment::Jail's closures return figment::Error

@@ -17,10 +17,7 @@ use vigil_actors::camera::{
 use vigil_actors::{CommandError, CommandHandler};
 use vigil_schemas::{Direction, EventMeta, EventStore};
 
-use crate::config::{Config, DeclaredCamera};
-
-/// Actors of events the configuration caused start with this.
-pub const ACTOR_PREFIX: &str = "config:";
+use crate::config::{Config, DECLARED_ACTOR_PREFIX, DeclaredCamera};
 
 /// What a reconciliation did, camera ids in declaration order.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -96,7 +93,7 @@ pub async fn reconcile(
     handler: &CommandHandler,
 ) -> Result<Reconciled, ReconcileError> {
     let actor = config.declared_actor();
-    let file = actor.trim_start_matches(ACTOR_PREFIX).to_string();
+    let file = actor.trim_start_matches(DECLARED_ACTOR_PREFIX).to_string();
     let meta = || EventMeta {
         correlation_id: uuid::Uuid::now_v7(),
         causation_id: None,
@@ -174,7 +171,7 @@ pub async fn reconcile(
         }
         let owned = settings_actor(&**store, &id)
             .await?
-            .is_some_and(|a| a.starts_with(ACTOR_PREFIX));
+            .is_some_and(|a| a.starts_with(DECLARED_ACTOR_PREFIX));
         if !owned {
             continue;
         }

@@ -19,7 +19,6 @@ use sqlx::AnyPool;
 use tokio::sync::Semaphore;
 use vigil_actors::CommandHandler;
 use vigil_actors::action::{Action, ActionCommand, DeliveryState};
-use vigil_actors::incident::{Incident, IncidentCommand};
 use vigil_schemas::events::{
     ActionFailed, ActionKind, ActionRequested, ActionSucceeded, IncidentOpened,
 };
@@ -27,120 +26,16 @@ use vigil_schemas::{
     ActionEvent, DomainEvent, EventMeta, EventStore, IncidentEvent, RecordedEvent,
 };
 
+use vigil_projections::checkpoint::Checkpoint;
+
 use crate::config::AutoAction;
+use crate::service::actions::{RequestFailure, request_action, targets_for};
 use crate::webhooks::{Delivery, DeliveryOutcome, WebhookTarget, deliver};
 
 /// The dispatcher's checkpoint name.
 pub const CHECKPOINT: &str = "action-dispatcher";
 /// Deliveries in flight at once.
 const CONCURRENCY: usize = 32;
-
-/// Why an action cannot be requested.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum TargetError {
-    /// No configured target receives this action.
-    #[error("no webhook target receives `{0}`; configure one under [[webhooks]]")]
-    NotConfigured(String),
-    /// `webhook` needs the name of a target.
-    #[error("the `webhook` action needs `target`, the name of a configured webhook")]
-    TargetMissing,
-    /// The named target is not configured.
-    #[error("no webhook target is named `{0}`")]
-    UnknownTarget(String),
-    /// The named target does not receive this action.
-    #[error("webhook target `{target}` does not receive `{action}` (see its `actions`)")]
-    NotReceived {
-        /// The target.
-        target: String,
-        /// The action.
-        action: String,
-    },
-}
-
-/// The targets an action goes to: every target that receives it, or, for `webhook`, the one
-/// named (which must exist).
-pub fn targets_for(
-    targets: &[WebhookTarget],
-    action: ActionKind,
-    named: Option<&str>,
-) -> Result<Vec<String>, TargetError> {
-    if action == ActionKind::Webhook {
-        let name = named.ok_or(TargetError::TargetMissing)?;
-        return targets
-            .iter()
-            .find(|t| t.name == name)
-            .map(|t| vec![t.name.clone()])
-            .ok_or_else(|| TargetError::UnknownTarget(name.to_string()));
-    }
-    if let Some(name) = named {
-        let target = targets
-            .iter()
-            .find(|t| t.name == name)
-            .ok_or_else(|| TargetError::UnknownTarget(name.to_string()))?;
-        return if target.receives(action.as_str()) {
-            Ok(vec![target.name.clone()])
-        } else {
-            Err(TargetError::NotReceived {
-                target: name.to_string(),
-                action: action.as_str().to_string(),
-            })
-        };
-    }
-    let names: Vec<String> = targets
-        .iter()
-        .filter(|t| t.receives(action.as_str()))
-        .map(|t| t.name.clone())
-        .collect();
-    if names.is_empty() {
-        return Err(TargetError::NotConfigured(action.as_str().to_string()));
-    }
-    Ok(names)
-}
-
-/// Records an action request and, when it is for an incident, `incident.action_taken` on the
-/// incident. The caller has checked the incident exists and resolved the targets.
-pub async fn request_action(
-    handler: &CommandHandler,
-    request: ActionRequested,
-    meta: &EventMeta,
-) -> Result<u64, ApiFailure> {
-    let id = request.action_id.clone();
-    let incident = request.incident_id.clone();
-    let action = request.action;
-    let done = handler
-        .execute::<Action>(&id, ActionCommand::Request(request), meta, None)
-        .await
-        .map_err(ApiFailure::Action)?;
-    let mut position = done.position.unwrap_or_default();
-    if let Some(incident) = incident {
-        let recorded = handler
-            .execute::<Incident>(
-                &incident,
-                IncidentCommand::RecordAction {
-                    id: incident.clone(),
-                    action: action.as_str().to_string(),
-                    action_id: id,
-                },
-                meta,
-                None,
-            )
-            .await
-            .map_err(ApiFailure::Incident)?;
-        position = recorded.position.unwrap_or(position);
-    }
-    Ok(position)
-}
-
-/// A failed request, by aggregate.
-#[derive(Debug, thiserror::Error)]
-pub enum ApiFailure {
-    /// The action aggregate refused or the store failed.
-    #[error(transparent)]
-    Action(vigil_actors::CommandError<vigil_actors::action::ActionError>),
-    /// The incident aggregate refused or the store failed.
-    #[error(transparent)]
-    Incident(vigil_actors::CommandError<vigil_actors::incident::IncidentError>),
-}
 
 /// Delivers response actions; see the module documentation.
 #[derive(Clone)]
@@ -184,12 +79,11 @@ impl Dispatcher {
 
     /// The committed checkpoint.
     pub async fn checkpoint(&self) -> Result<u64, sqlx::Error> {
-        vigil_projections::runner::read_checkpoint(&self.pool, CHECKPOINT)
-            .await
-            .map_err(|e| match e {
-                vigil_projections::ProjectionError::Database(e) => e,
-                other => sqlx::Error::Protocol(other.to_string()),
-            })
+        self.checkpoint_row().read().await
+    }
+
+    fn checkpoint_row(&self) -> Checkpoint {
+        Checkpoint::new(self.pool.clone(), CHECKPOINT)
     }
 
     /// Requests the automatic actions of an opened incident. The action ids derive from the
@@ -230,11 +124,11 @@ impl Dispatcher {
                 Ok(_) => {
                     tracing::info!(incident = %opened.incident_id, action = action.as_str(), "automatic action requested")
                 }
-                Err(ApiFailure::Action(vigil_actors::CommandError::Domain(
+                Err(RequestFailure::Action(vigil_actors::CommandError::Domain(
                     vigil_actors::action::ActionError::AlreadyExists(_),
                 ))) => {}
                 // The incident was deleted before its actions went out: nothing to do.
-                Err(ApiFailure::Incident(vigil_actors::CommandError::Domain(_))) => {}
+                Err(RequestFailure::Incident(vigil_actors::CommandError::Domain(_))) => {}
                 Err(e) => {
                     tracing::warn!(incident = %opened.incident_id, error = %e, "could not request an automatic action")
                 }
@@ -372,7 +266,7 @@ impl Dispatcher {
     }
 
     async fn move_checkpoint(&self, from: u64, to: u64) -> Result<(), sqlx::Error> {
-        if !vigil_projections::runner::move_checkpoint(&self.pool, CHECKPOINT, from, to).await? {
+        if !self.checkpoint_row().advance(from, to).await? {
             return Err(sqlx::Error::Protocol(format!(
                 "the dispatcher checkpoint moved away from {from}"
             )));
@@ -381,7 +275,7 @@ impl Dispatcher {
     }
 
     async fn follow(&self) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-        vigil_projections::runner::ensure_checkpoint(&self.pool, CHECKPOINT).await?;
+        self.checkpoint_row().ensure().await?;
         let mut checkpoint = self.checkpoint().await?;
         let mut seen = checkpoint;
         // Position → deliveries of that event still in flight.
@@ -434,94 +328,5 @@ impl Dispatcher {
             || self.follow(),
         )
         .await;
-    }
-}
-
-/// Opens the incident of an outside alert (`POST /api/v1/webhooks/alerts`), or, when the
-/// caller's id (derived from the alert's fingerprint and start) exists, adds the repeat to it.
-/// Returns the id, whether it was opened now, and the position of the event appended (none
-/// when the incident was closed and took nothing).
-pub async fn open_or_extend(
-    handler: &CommandHandler,
-    opened: IncidentOpened,
-    meta: &EventMeta,
-) -> Result<
-    (String, bool, Option<u64>),
-    vigil_actors::CommandError<vigil_actors::incident::IncidentError>,
-> {
-    let id = opened.incident_id.clone();
-    match handler
-        .execute::<Incident>(&id, IncidentCommand::Open(opened.clone()), meta, None)
-        .await
-    {
-        Ok(done) => Ok((id, true, done.position)),
-        Err(vigil_actors::CommandError::Domain(
-            vigil_actors::incident::IncidentError::AlreadyExists(_),
-        )) => {
-            let added =
-                IncidentCommand::AddEvidence(vigil_schemas::events::IncidentEvidenceAdded {
-                    incident_id: id.clone(),
-                    confidence: opened.confidence,
-                    reasoning: opened.reasoning,
-                    track_ids: vec![],
-                    evidence: vec![],
-                    observed_at: opened.observed_at,
-                });
-            match handler.execute::<Incident>(&id, added, meta, None).await {
-                Ok(done) => Ok((id, false, done.position)),
-                // Closed or deleted by an operator: a repeat of the alert changes nothing.
-                Err(vigil_actors::CommandError::Domain(_)) => Ok((id, false, None)),
-                Err(e) => Err(e),
-            }
-        }
-        Err(e) => Err(e),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn target(name: &str, actions: &[&str]) -> WebhookTarget {
-        let mut t = WebhookTarget::new(name, "http://127.0.0.1:9/hook");
-        t.actions = actions.iter().map(|a| a.to_string()).collect();
-        t
-    }
-
-    #[test]
-    fn actions_go_to_the_targets_that_receive_them() {
-        let targets = [
-            target("desk", &["alert_security"]),
-            target("all", &[]),
-            target("doors", &["lock_doors"]),
-        ];
-        assert_eq!(
-            targets_for(&targets, ActionKind::AlertSecurity, None),
-            Ok(vec!["desk".to_string(), "all".to_string()])
-        );
-        assert_eq!(
-            targets_for(&targets, ActionKind::LockDoors, Some("doors")),
-            Ok(vec!["doors".to_string()])
-        );
-        assert!(matches!(
-            targets_for(&targets, ActionKind::LockDoors, Some("desk")),
-            Err(TargetError::NotReceived { .. })
-        ));
-        assert_eq!(
-            targets_for(&targets, ActionKind::Webhook, None),
-            Err(TargetError::TargetMissing)
-        );
-        assert_eq!(
-            targets_for(&targets, ActionKind::Webhook, Some("nope")),
-            Err(TargetError::UnknownTarget("nope".into()))
-        );
-        assert_eq!(
-            targets_for(
-                &[target("desk", &["alert_security"])],
-                ActionKind::SoundAlarm,
-                None
-            ),
-            Err(TargetError::NotConfigured("sound_alarm".into()))
-        );
     }
 }

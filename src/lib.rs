@@ -1,8 +1,9 @@
 //! Vigil: a self-hosted backend for AI video surveillance.
 //!
 //! This crate is the edge and the wiring: the event store adapters ([`store`]), the HTTP API
-//! ([`api`]), configuration ([`config`]), response-action delivery ([`dispatch`], [`webhooks`]), the CLI subcommands ([`cmds`]) and the assembly of
-//! all of them ([`app`]). The contracts live in `vigil-schemas`, the write side in
+//! ([`api`]), the use cases it and the dispatcher call ([`service`]), configuration
+//! ([`config`]), response-action delivery ([`dispatch`], [`webhooks`]), the CLI subcommands
+//! ([`cmds`]) and the assembly of all of them ([`app`]). The contracts live in `vigil-schemas`, the write side in
 //! `vigil-actors`, the read side in `vigil-projections`, the models in `vigil-models`.
 #![deny(missing_docs)]
 
@@ -16,6 +17,7 @@ pub mod dispatch;
 pub mod links;
 pub mod mqtt;
 pub mod relay;
+pub mod service;
 pub mod store;
 pub mod telemetry;
 pub mod webhooks;

@@ -31,6 +31,7 @@ use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use sqlx::AnyPool;
 use tokio::sync::watch;
+use vigil_projections::checkpoint::Checkpoint;
 use vigil_schemas::{EventStore, RecordedEvent};
 
 use crate::config::Config;
@@ -168,12 +169,11 @@ impl KafkaRelay {
 
     /// The committed checkpoint.
     pub async fn checkpoint(&self) -> Result<u64, RelayError> {
-        vigil_projections::runner::read_checkpoint(&self.pool, CHECKPOINT)
-            .await
-            .map_err(|e| match e {
-                vigil_projections::ProjectionError::Database(e) => RelayError::Database(e),
-                other => RelayError::Database(sqlx::Error::Protocol(other.to_string())),
-            })
+        Ok(self.checkpoint_row().read().await?)
+    }
+
+    fn checkpoint_row(&self) -> Checkpoint {
+        Checkpoint::new(self.pool.clone(), CHECKPOINT)
     }
 
     /// Creates the topics of every known event category (and `extra`), ignoring those that exist.
@@ -279,13 +279,10 @@ impl KafkaRelay {
             return Ok(checkpoint);
         };
         self.send_batch(batch).await?;
-        if !vigil_projections::runner::move_checkpoint(
-            &self.pool,
-            CHECKPOINT,
-            checkpoint,
-            last.position,
-        )
-        .await?
+        if !self
+            .checkpoint_row()
+            .advance(checkpoint, last.position)
+            .await?
         {
             return Err(RelayError::CheckpointMoved(checkpoint));
         }
@@ -294,7 +291,7 @@ impl KafkaRelay {
     }
 
     async fn follow(&self) -> Result<(), RelayError> {
-        vigil_projections::runner::ensure_checkpoint(&self.pool, CHECKPOINT).await?;
+        self.checkpoint_row().ensure().await?;
         self.ensure_topics(&[]).await?;
         let mut known: HashSet<String> = HashSet::new();
         let mut checkpoint = self.checkpoint().await?;

@@ -3,30 +3,29 @@
 //! with its frames and best face in the blob store.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use chrono::{DateTime, Utc};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
-use serde::Serialize;
 use uuid::Uuid;
 use vigil_schemas::events::{
-    AppearanceEnded, AppearanceStarted, BestFace, CameraFeatures, FrameRef, IncidentEvidenceAdded,
-    IncidentOpened, IncidentSubjects, NormBox, SubjectCategory, SubjectMatched, Zone, ZoneVisit,
-    track_stream,
+    AppearanceEnded, AppearanceStarted, BestFace, FrameRef, IncidentEvidenceAdded, IncidentOpened,
+    IncidentSubjects, NormBox, SubjectCategory, SubjectMatched, ZoneVisit, track_stream,
 };
 use vigil_schemas::{AppearanceEvent, DomainEvent, EventMeta, ExpectedVersion};
 
 use crate::frame::{Frame, RgbImage, encode_jpeg};
 use crate::gallery::Identity;
+use crate::geometry::in_polygon;
 use crate::incident::{Incident, IncidentCommand, IncidentError};
-use crate::motion::{Motion, MotionDetector};
+use crate::motion::MotionDetector;
+use crate::node::{CameraRuntime, CameraSpec, Ingest, MotionSeen};
 use crate::pool::{Analysis, FoundFace, PoolError, Scored, Want};
 use crate::rules::{Finding, Observation, PersonObs, RuleEngine};
-use crate::source::{CameraCounters, FrameSlot, SourceError, SourceFrame};
+use crate::source::{FrameOutcome, FrameSlot, SourceError, SourceFrame};
 use crate::subject::{Subject, SubjectCommand, SubjectError};
-use crate::supervisor::{Ingest, SupervisorMsg};
 use crate::tracker::{EndedTrack, TrackBox, TrackId, Tracker};
 
 /// JPEG quality of stored frames and crops.
@@ -34,148 +33,6 @@ const JPEG_QUALITY: u8 = 85;
 /// An open incident takes new evidence (an event with a frame) at most this often; findings
 /// in between only keep it open.
 const EVIDENCE_EVERY_SECONDS: f64 = 5.0;
-
-/// What became of one frame (answered to pushed frames).
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct FrameOutcome {
-    /// Whether sampling kept it (a frame closer than `1/sample_fps` to the last kept is not
-    /// analysed).
-    pub sampled: bool,
-    /// What the models saw.
-    pub analysis: Option<Analysis>,
-    /// For each person in `analysis`, the track it belongs to (`None` while a track is not yet
-    /// confirmed).
-    pub tracks: Vec<Option<String>>,
-    /// Tracks that started with this frame.
-    pub started: Vec<String>,
-    /// Tracks that ended with this frame.
-    pub ended: Vec<String>,
-    /// Incidents this frame opened or added evidence to.
-    pub incidents: Vec<String>,
-    /// Why it was not analysed, when it was not.
-    pub error: Option<String>,
-    /// Milliseconds from taking the frame to its outcome.
-    pub processing_ms: f64,
-    /// Global position of the last event this frame caused (tracks, matches, incidents);
-    /// `None` when it caused none. Whoever answers with the ids above waits for the read
-    /// models to reach it.
-    pub position: Option<u64>,
-}
-
-impl FrameOutcome {
-    /// The outcome of a frame sampling skipped.
-    pub fn not_sampled() -> Self {
-        Self::default()
-    }
-
-    fn failed(error: String) -> Self {
-        Self {
-            sampled: true,
-            error: Some(error),
-            ..Self::default()
-        }
-    }
-}
-
-/// What a camera's actor shares with the rest of the node: counters, the newest frame, what
-/// its source is.
-#[derive(Debug, Default)]
-pub struct CameraRuntime {
-    /// Ingest counters.
-    pub counters: Arc<CameraCounters>,
-    /// The newest sampled frame it handled (analysed, or found still).
-    pub latest: Mutex<Option<Frame>>,
-    /// What the motion detector saw in that frame.
-    pub motion: Mutex<Option<MotionSeen>>,
-    /// What is connected (`rtsp h264 768x576`), set by the source task at each frame; empty
-    /// before the first frame of the current actor (the supervisor clears it at each start).
-    pub source: Mutex<String>,
-    /// Whether an actor is running for it now.
-    pub running: std::sync::atomic::AtomicBool,
-    /// Set by the actor when its source (a video file) ended, with how far it got; the
-    /// supervisor then records `ended` instead of restarting it, and clears it at each start.
-    pub finished: Mutex<Option<String>>,
-    /// How fast it handles sampled frames.
-    rate: Mutex<RateMeter>,
-}
-
-/// Frames per second from the intervals between them: an exponential moving average of the
-/// interval; past the average without a frame, the rate falls as if the next came now.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct RateMeter {
-    last: Option<std::time::Instant>,
-    interval: Option<f64>,
-}
-
-impl RateMeter {
-    /// Notes a frame at `now`.
-    pub fn tick(&mut self, now: std::time::Instant) {
-        if let Some(last) = self.last {
-            let dt = now.saturating_duration_since(last).as_secs_f64();
-            self.interval = Some(self.interval.map_or(dt, |i| 0.8 * i + 0.2 * dt));
-        }
-        self.last = Some(now);
-    }
-
-    /// Frames per second at `now` (0 before two frames).
-    pub fn per_second(&self, now: std::time::Instant) -> f64 {
-        match (self.last, self.interval) {
-            (Some(last), Some(interval)) => {
-                let since = now.saturating_duration_since(last).as_secs_f64();
-                let interval = interval.max(since);
-                if interval > 0.0 { 1.0 / interval } else { 0.0 }
-            }
-            _ => 0.0,
-        }
-    }
-}
-
-impl CameraRuntime {
-    /// Records `frame` as the newest handled (analysed or still): its time for
-    /// `last_frame_at`, the frame itself for the snapshot.
-    fn handled(&self, frame: Frame) {
-        self.counters
-            .last_frame_ms
-            .store(frame.captured_at.timestamp_millis(), Ordering::Relaxed);
-        *self.latest.lock().expect("lock") = Some(frame);
-        self.rate
-            .lock()
-            .expect("rate lock")
-            .tick(std::time::Instant::now());
-    }
-
-    /// Whether its newest handled frame had motion.
-    pub fn moving(&self) -> bool {
-        self.motion
-            .lock()
-            .ok()
-            .and_then(|m| m.as_ref().map(|seen| seen.motion.moving()))
-            .unwrap_or(false)
-    }
-
-    /// Sampled frames handled per second now (smoothed; 0 when it is not running).
-    pub fn fps(&self, now: std::time::Instant) -> f64 {
-        if !self.running.load(Ordering::Relaxed) {
-            return 0.0;
-        }
-        self.rate.lock().expect("rate lock").per_second(now)
-    }
-}
-
-/// What the motion detector saw in a camera's newest handled frame.
-#[derive(Debug, Clone, Serialize)]
-pub struct MotionSeen {
-    /// The frame's capture time.
-    pub at: DateTime<Utc>,
-    /// What moved.
-    pub motion: Motion,
-    /// Whether the frame went to the models (motion, a due whole-frame analysis, gating off,
-    /// or an upload) or was found still (or held: live tracks but nothing moving near them).
-    pub analysed: bool,
-    /// Where the person detector looked, normalised; empty when it looked at the whole frame
-    /// (or at nothing).
-    pub regions: Vec<NormBox>,
-}
 
 /// Where the person detector looks in a sampled frame ([`CameraState::look`]).
 #[derive(Debug, Clone, PartialEq)]
@@ -214,20 +71,9 @@ impl Look {
 /// (more often than `motion_refresh_seconds` when that is longer), so one who left unseen ends.
 pub const HOLD_CONFIRM_SECONDS: f64 = 10.0;
 
-/// The settings an actor runs with (from the camera's events).
-#[derive(Debug, Clone, PartialEq)]
-pub struct CameraSpec {
-    /// Id.
-    pub id: String,
-    /// Source URL or `push`.
-    pub source: String,
-    /// Sampling rate.
-    pub sample_fps: f64,
-    /// Which rules run.
-    pub features: CameraFeatures,
-    /// Zones.
-    pub zones: Vec<Zone>,
-}
+/// What a camera actor calls when its camera receives its first frame since the actor
+/// started, with the camera's id.
+pub type OnOnline = Arc<dyn Fn(&str) + Send + Sync>;
 
 /// Messages of a camera actor.
 #[derive(Debug)]
@@ -294,7 +140,9 @@ struct FaceCandidate {
 pub struct CameraState {
     ingest: Arc<Ingest>,
     spec: CameraSpec,
-    supervisor: ActorRef<SupervisorMsg>,
+    /// Told when the camera receives its first frame since the actor started (the
+    /// supervisor then starts its backoff over).
+    on_online: OnOnline,
     runtime: Arc<CameraRuntime>,
     slot: Arc<FrameSlot>,
     pump: tokio::task::JoinHandle<()>,
@@ -358,29 +206,15 @@ fn norm(b: &Scored) -> NormBox {
     }
 }
 
-/// Whether `(x, y)` lies inside the polygon (even–odd rule).
-pub fn in_polygon(x: f64, y: f64, polygon: &[vigil_schemas::events::Point]) -> bool {
-    let mut inside = false;
-    let mut j = polygon.len().wrapping_sub(1);
-    for i in 0..polygon.len() {
-        let (a, b) = (&polygon[i], &polygon[j]);
-        if (a.y > y) != (b.y > y) && x < (b.x - a.x) * (y - a.y) / (b.y - a.y) + a.x {
-            inside = !inside;
-        }
-        j = i;
-    }
-    inside
-}
-
 impl Actor for CameraActor {
     type Msg = CameraMsg;
     type State = CameraState;
-    type Arguments = (Arc<Ingest>, CameraSpec, ActorRef<SupervisorMsg>);
+    type Arguments = (Arc<Ingest>, CameraSpec, OnOnline);
 
     async fn pre_start(
         &self,
         myself: ActorRef<CameraMsg>,
-        (ingest, spec, supervisor): Self::Arguments,
+        (ingest, spec, on_online): Self::Arguments,
     ) -> Result<CameraState, ActorProcessingErr> {
         let runtime = ingest.runtime(&spec.id);
         runtime.running.store(true, Ordering::Relaxed);
@@ -434,7 +268,7 @@ impl Actor for CameraActor {
             tracker: Tracker::new(ingest.tracker),
             ingest,
             spec,
-            supervisor,
+            on_online,
             runtime,
             slot,
             pump,
@@ -525,9 +359,7 @@ impl CameraState {
                     reason,
                 )
                 .await?;
-            let _ = self
-                .supervisor
-                .cast(SupervisorMsg::Online(self.spec.id.clone()));
+            (self.on_online)(&self.spec.id);
         }
         let settings = self.ingest.calibration_for(&self.spec.id);
         let look = self.look(&frame, uploaded, &settings).await?;
@@ -1326,24 +1158,6 @@ impl CameraState {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use vigil_schemas::events::Point;
-
-    #[test]
-    fn the_rate_follows_the_frames_and_falls_when_they_stop() {
-        let start = std::time::Instant::now();
-        let mut meter = RateMeter::default();
-        assert_eq!(meter.per_second(start), 0.0);
-        for i in 0..20 {
-            meter.tick(start + std::time::Duration::from_millis(200 * i));
-        }
-        let last = start + std::time::Duration::from_millis(200 * 19);
-        assert!((meter.per_second(last) - 5.0).abs() < 1e-6);
-        let later = last + std::time::Duration::from_secs(10);
-        assert!(
-            (meter.per_second(later) - 0.1).abs() < 1e-6,
-            "no frame for 10 s"
-        );
-    }
 
     #[test]
     fn a_track_is_described_twice_then_only_when_its_face_is_clearer_and_never_too_often() {
@@ -1366,24 +1180,5 @@ mod tests {
             }
         }
         assert_eq!(described, 2);
-    }
-
-    #[test]
-    fn points_inside_and_outside_a_concave_zone() {
-        // An L shape: the top-right quarter is outside.
-        let l = [
-            (0.0, 0.0),
-            (0.5, 0.0),
-            (0.5, 0.5),
-            (1.0, 0.5),
-            (1.0, 1.0),
-            (0.0, 1.0),
-        ]
-        .map(|(x, y)| Point { x, y });
-        assert!(in_polygon(0.25, 0.25, &l));
-        assert!(in_polygon(0.75, 0.75, &l));
-        assert!(!in_polygon(0.75, 0.25, &l), "the notch");
-        assert!(!in_polygon(1.5, 0.75, &l));
-        assert!(!in_polygon(0.5, 0.5, &[]), "no polygon, no zone");
     }
 }

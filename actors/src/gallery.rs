@@ -139,45 +139,44 @@ impl Gallery {
         margin: f64,
         admit: impl Fn(&GallerySubject) -> bool,
     ) -> Identity {
-        let mut best: Option<(&String, f64)> = None;
-        let mut second: Option<f64> = None;
-        for (id, subject) in &self.subjects {
-            if !admit(subject) {
-                continue;
-            }
-            let Some(d) = subject
-                .faces
-                .iter()
-                .map(|(_, e)| distance(embedding, e))
-                .min_by(f64::total_cmp)
-            else {
-                continue;
-            };
-            match best {
-                Some((_, b)) if d >= b => {
-                    second = Some(second.map_or(d, |s: f64| s.min(d)));
-                }
-                _ => {
-                    if let Some((_, b)) = best {
-                        second = Some(second.map_or(b, |s: f64| s.min(b)));
-                    }
-                    best = Some((id, d));
-                }
-            }
-        }
-        match best {
-            Some((id, d)) if d <= max_distance && second.is_none_or(|s| s - d >= margin) => {
-                Identity::Match {
-                    subject_id: id.clone(),
-                    distance: d,
-                    second,
-                }
-            }
-            _ => Identity::Unknown {
-                nearest: best.map(|(id, d)| (id.clone(), d)),
+        let mut nearest: Vec<(&String, f64)> = self
+            .subjects
+            .iter()
+            .filter(|(_, subject)| admit(subject))
+            .filter_map(|(id, subject)| {
+                subject
+                    .faces
+                    .iter()
+                    .map(|(_, e)| distance(embedding, e))
+                    .min_by(f64::total_cmp)
+                    .map(|d| (id, d))
+            })
+            .collect();
+        nearest.sort_by(|a, b| a.1.total_cmp(&b.1).then_with(|| a.0.cmp(b.0)));
+        let second = nearest.get(1).map(|(_, d)| *d);
+        match nearest.first() {
+            Some((id, d)) if identified(&nearest, max_distance, margin) => Identity::Match {
+                subject_id: (*id).clone(),
+                distance: *d,
+                second,
+            },
+            best => Identity::Unknown {
+                nearest: best.map(|(id, d)| ((*id).clone(), *d)),
                 second,
             },
         }
+    }
+}
+
+/// The identity rule, shared by cameras ([`Gallery::identify`]) and search by face: `nearest`
+/// holds each candidate subject's nearest distance, nearest first. The first is the person
+/// when it lies within `max_distance` AND `margin` nearer than the next other subject.
+pub fn identified<T>(nearest: &[(T, f64)], max_distance: f64, margin: f64) -> bool {
+    match nearest {
+        [(_, d), rest @ ..] => {
+            *d <= max_distance && rest.first().is_none_or(|(_, s)| s - d >= margin)
+        }
+        [] => false,
     }
 }
 

@@ -179,7 +179,7 @@ impl MotionDetector {
                     let y = (cy as f64 + 0.5) / self.rows as f64;
                     self.masks
                         .iter()
-                        .any(|m| crate::camera_actor::in_polygon(x, y, m))
+                        .any(|m| crate::geometry::in_polygon(x, y, m))
                 })
                 .collect();
             self.background.clear();

@@ -7,190 +7,17 @@
 //! reported `ended` and left stopped until its settings change (also across a restart).
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
-use vigil_schemas::events::{Calibration, CalibrationSettings, CameraStatus};
-use vigil_schemas::{CalibrationEvent, CameraEvent, DomainEvent, EventMeta, SubjectEvent};
+use vigil_schemas::events::CameraStatus;
+use vigil_schemas::{CalibrationEvent, CameraEvent, DomainEvent, SubjectEvent};
 
-use crate::blob::BlobStore;
-use crate::camera_actor::{CameraActor, CameraMsg, CameraRuntime, CameraSpec};
-use crate::camera_status::{CameraStatusAggregate, ReportStatus};
-use crate::gallery::Gallery;
-use crate::handler::CommandHandler;
-use crate::pool::InferencePool;
-use crate::source::{SourceError, SourceFactory};
-use crate::tracker::TrackerConfig;
-
-/// Restart delays: `initial`, doubled per consecutive failure, at most `max`.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Backoff {
-    /// First delay.
-    pub initial: Duration,
-    /// Longest delay.
-    pub max: Duration,
-}
-
-impl Default for Backoff {
-    fn default() -> Self {
-        Self {
-            initial: Duration::from_secs(1),
-            max: Duration::from_secs(60),
-        }
-    }
-}
-
-impl Backoff {
-    /// The delay before restart number `attempt` (0-based).
-    pub fn delay(&self, attempt: u32) -> Duration {
-        self.initial
-            .saturating_mul(2u32.saturating_pow(attempt.min(20)))
-            .min(self.max)
-    }
-}
-
-/// What every camera actor of a node shares.
-pub struct Ingest {
-    /// Appends status and track events.
-    pub handler: CommandHandler,
-    /// The models.
-    pub pool: InferencePool,
-    /// Frames and crops.
-    pub blobs: BlobStore,
-    /// Opens sources.
-    pub sources: Arc<dyn SourceFactory>,
-    /// Restart delays.
-    pub backoff: Backoff,
-    /// Tracker settings.
-    pub tracker: TrackerConfig,
-    runtimes: Mutex<HashMap<String, Arc<CameraRuntime>>>,
-    /// The rule thresholds, as the event store last said (the supervisor follows them).
-    calibration: std::sync::RwLock<Calibration>,
-    /// The enrolled faces (the supervisor follows subject events).
-    gallery: std::sync::RwLock<Arc<Gallery>>,
-}
-
-impl std::fmt::Debug for Ingest {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Ingest")
-            .field("backoff", &self.backoff)
-            .finish()
-    }
-}
-
-impl Ingest {
-    /// Everything camera actors need.
-    pub fn new(
-        handler: CommandHandler,
-        pool: InferencePool,
-        blobs: BlobStore,
-        sources: Arc<dyn SourceFactory>,
-        backoff: Backoff,
-        tracker: TrackerConfig,
-    ) -> Self {
-        Self {
-            handler,
-            pool,
-            blobs,
-            sources,
-            backoff,
-            tracker,
-            runtimes: Mutex::default(),
-            calibration: std::sync::RwLock::default(),
-            gallery: std::sync::RwLock::default(),
-        }
-    }
-
-    /// The enrolled faces as this node last folded them (a snapshot: matching never holds a
-    /// lock).
-    pub fn gallery(&self) -> Arc<Gallery> {
-        self.gallery.read().expect("gallery lock").clone()
-    }
-
-    /// Applies a subject event to the gallery.
-    pub fn apply_subject(&self, event: &SubjectEvent) {
-        if matches!(event, SubjectEvent::Matched(_)) {
-            return;
-        }
-        let mut gallery = self.gallery.write().expect("gallery lock");
-        Arc::make_mut(&mut gallery).apply(event);
-    }
-
-    /// The thresholds in effect for a camera.
-    pub fn calibration_for(&self, camera_id: &str) -> CalibrationSettings {
-        self.calibration
-            .read()
-            .expect("calibration lock")
-            .effective(camera_id)
-    }
-
-    /// Replaces the calibration (from a `calibration.changed` event).
-    pub fn set_calibration(&self, calibration: Calibration) {
-        *self.calibration.write().expect("calibration lock") = calibration;
-    }
-
-    /// The runtime record of a camera, created on first use.
-    pub fn runtime(&self, camera_id: &str) -> Arc<CameraRuntime> {
-        self.runtimes
-            .lock()
-            .expect("runtimes lock")
-            .entry(camera_id.to_string())
-            .or_default()
-            .clone()
-    }
-
-    /// The runtime record of a camera that has run on this node.
-    pub fn runtime_of(&self, camera_id: &str) -> Option<Arc<CameraRuntime>> {
-        self.runtimes
-            .lock()
-            .expect("runtimes lock")
-            .get(camera_id)
-            .cloned()
-    }
-
-    /// Every camera that has run on this node, sorted by id.
-    pub fn runtimes(&self) -> Vec<(String, Arc<CameraRuntime>)> {
-        let mut all: Vec<_> = self
-            .runtimes
-            .lock()
-            .expect("runtimes lock")
-            .iter()
-            .map(|(id, r)| (id.clone(), r.clone()))
-            .collect();
-        all.sort_by(|a, b| a.0.cmp(&b.0));
-        all
-    }
-
-    /// Records a camera's ingest status (only changes become events).
-    pub async fn report_status(
-        &self,
-        camera_id: &str,
-        status: CameraStatus,
-        reason: String,
-    ) -> Result<(), ActorProcessingErr> {
-        tracing::info!(camera = camera_id, status = status.as_str(), %reason, "camera status");
-        let meta = EventMeta {
-            correlation_id: uuid::Uuid::now_v7(),
-            causation_id: None,
-            actor: format!("camera:{camera_id}"),
-        };
-        self.handler
-            .execute::<CameraStatusAggregate>(
-                camera_id,
-                ReportStatus {
-                    camera_id: camera_id.to_string(),
-                    status,
-                    reason,
-                },
-                &meta,
-                None,
-            )
-            .await?;
-        Ok(())
-    }
-}
+use crate::camera_actor::{CameraActor, CameraMsg, OnOnline};
+use crate::node::{CameraSpec, Ingest};
+use crate::source::SourceError;
 
 /// What the camera events say a camera should be doing.
 #[derive(Debug, Clone, PartialEq)]
@@ -332,33 +159,32 @@ impl Desired {
 }
 
 fn decode_camera(event: &vigil_schemas::RecordedEvent) -> Option<CameraEvent> {
-    if !event.event_type.starts_with("camera.") {
-        return None;
-    }
-    CameraEvent::decode(&event.event_type, event.schema_version, &event.payload)
+    CameraEvent::from_recorded(event)
         .inspect_err(
             |e| tracing::warn!(position = event.position, error = %e, "undecodable camera event"),
         )
         .ok()
+        .flatten()
 }
 
 /// Applies a `calibration.changed` event to the node's calibration and subject events to its
 /// gallery.
 fn apply_calibration(ingest: &Ingest, event: &vigil_schemas::RecordedEvent) {
-    if event.event_type.starts_with("subject.") && event.event_type != "subject.matched" {
-        match SubjectEvent::decode(&event.event_type, event.schema_version, &event.payload) {
-            Ok(e) => ingest.apply_subject(&e),
-            Err(e) => {
-                tracing::warn!(position = event.position, error = %e, "undecodable subject event")
-            }
+    // Matches are the most frequent subject events and change no gallery: not decoded.
+    if event.event_type == "subject.matched" {
+        return;
+    }
+    match SubjectEvent::from_recorded(event) {
+        Ok(Some(e)) => return ingest.apply_subject(&e),
+        Ok(None) => {}
+        Err(e) => {
+            tracing::warn!(position = event.position, error = %e, "undecodable subject event");
+            return;
         }
-        return;
     }
-    if event.event_type != "calibration.changed" {
-        return;
-    }
-    match CalibrationEvent::decode(&event.event_type, event.schema_version, &event.payload) {
-        Ok(CalibrationEvent::Changed(e)) => ingest.set_calibration(e.calibration),
+    match CalibrationEvent::from_recorded(event) {
+        Ok(Some(CalibrationEvent::Changed(e))) => ingest.set_calibration(e.calibration),
+        Ok(None) => {}
         Err(e) => {
             tracing::warn!(position = event.position, error = %e, "undecodable calibration event")
         }
@@ -451,7 +277,11 @@ impl CameraSupervisor {
         *runtime.source.lock().expect("lock") = String::new();
         *runtime.finished.lock().expect("lock") = None;
         entry.ended = false;
-        let args = (state.ingest.clone(), entry.spec.clone(), myself.clone());
+        let supervisor = myself.clone();
+        let online: OnOnline = Arc::new(move |id: &str| {
+            let _ = supervisor.cast(SupervisorMsg::Online(id.to_string()));
+        });
+        let args = (state.ingest.clone(), entry.spec.clone(), online);
         match Actor::spawn_linked(None, CameraActor, args, myself.get_cell()).await {
             Ok((actor, _)) => entry.actor = Some(actor),
             Err(e) => {
@@ -812,17 +642,6 @@ mod tests {
     use vigil_schemas::events::{
         CameraFeatures, CameraRegistered, CameraRemoved, CameraStatusChanged, CameraUpdated,
     };
-
-    #[test]
-    fn backoff_doubles_up_to_its_cap() {
-        let b = Backoff {
-            initial: Duration::from_millis(100),
-            max: Duration::from_secs(1),
-        };
-        let delays: Vec<_> = (0..6).map(|a| b.delay(a).as_millis()).collect();
-        assert_eq!(delays, vec![100, 200, 400, 800, 1000, 1000]);
-        assert_eq!(b.delay(u32::MAX), Duration::from_secs(1));
-    }
 
     /// `camera.registered` of camera `id` on `source`, at 2 fps with no feature.
     fn registered(id: &str, source: &str, enabled: bool) -> CameraEvent {

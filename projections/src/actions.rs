@@ -12,13 +12,13 @@ use sqlx::{AnyConnection, AnyPool, Row};
 use vigil_schemas::events::ActionKind;
 use vigil_schemas::{ActionEvent, DomainEvent, RecordedEvent};
 
-use crate::cameras::{InvalidCursor, QueryError};
+use crate::error::{InvalidCursor, QueryError};
 use crate::format_time;
-use crate::incidents::{
+use crate::runner::{Projection, ProjectionError};
+use crate::sql::{
     Arg, SqlBuilder, decode_keyset, encode_keyset, json_col, opt_time_col, parse_time, time_col,
     to_json,
 };
-use crate::runner::{Projection, ProjectionError};
 
 /// Where the delivery of an action to one target stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
@@ -337,15 +337,14 @@ impl Projection for ActionProjection {
         conn: &mut AnyConnection,
         event: &RecordedEvent,
     ) -> Result<(), ProjectionError> {
-        if !event.event_type.starts_with("action.") {
+        let decoded = ActionEvent::from_recorded(event).map_err(|e| ProjectionError::Apply {
+            name: "actions".into(),
+            position: event.position,
+            reason: e.to_string(),
+        })?;
+        let Some(decoded) = decoded else {
             return Ok(());
-        }
-        let decoded = ActionEvent::decode(&event.event_type, event.schema_version, &event.payload)
-            .map_err(|e| ProjectionError::Apply {
-                name: "actions".into(),
-                position: event.position,
-                reason: e.to_string(),
-            })?;
+        };
         let at = format_time(event.occurred_at);
         // Each later event moves one delivery; a delivery the read model does not hold (a
         // target the request did not name) changes nothing.
@@ -429,7 +428,7 @@ mod tests {
 
     use super::*;
     use crate::digest::table_digest;
-    use crate::incidents::testing::{Log, apply, on_both, t};
+    use crate::testing::{Log, apply, on_both, t};
 
     fn requested(
         log: &mut Log,

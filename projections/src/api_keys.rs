@@ -7,7 +7,7 @@ use sqlx::{AnyConnection, AnyPool, Row};
 use vigil_schemas::events::RateLimits;
 use vigil_schemas::{ApiKeyEvent, DomainEvent, RecordedEvent};
 
-use crate::cameras::QueryError;
+use crate::error::QueryError;
 use crate::format_time;
 use crate::runner::{Projection, ProjectionError};
 
@@ -201,16 +201,15 @@ impl Projection for ApiKeyProjection {
         conn: &mut AnyConnection,
         event: &RecordedEvent,
     ) -> Result<(), ProjectionError> {
-        if !event.event_type.starts_with("apikey.") {
-            return Ok(());
-        }
         let failed = |reason: String| ProjectionError::Apply {
             name: "api_keys".into(),
             position: event.position,
             reason,
         };
-        let decoded = ApiKeyEvent::decode(&event.event_type, event.schema_version, &event.payload)
-            .map_err(|e| failed(e.to_string()))?;
+        let Some(decoded) = ApiKeyEvent::from_recorded(event).map_err(|e| failed(e.to_string()))?
+        else {
+            return Ok(());
+        };
         let key_id = match &decoded {
             ApiKeyEvent::Issued(e) => e.key_id.clone(),
             ApiKeyEvent::Updated(e) => e.key_id.clone(),

@@ -8,10 +8,10 @@ use sqlx::{AnyConnection, AnyPool, Row};
 use vigil_schemas::events::Calibration;
 use vigil_schemas::{CalibrationEvent, DomainEvent, RecordedEvent};
 
-use crate::cameras::QueryError;
+use crate::error::QueryError;
 use crate::format_time;
-use crate::incidents::{json_col, time_col, to_json};
 use crate::runner::{Projection, ProjectionError};
+use crate::sql::{json_col, time_col, to_json};
 
 /// The calibration in effect, the version of its stream (`calibration-global`; 0 before any
 /// change, the HTTP ETag) and when it last changed (`None` before any change).
@@ -51,16 +51,15 @@ impl Projection for CalibrationProjection {
         conn: &mut AnyConnection,
         event: &RecordedEvent,
     ) -> Result<(), ProjectionError> {
-        if !event.event_type.starts_with("calibration.") {
-            return Ok(());
-        }
         let decoded =
-            CalibrationEvent::decode(&event.event_type, event.schema_version, &event.payload)
-                .map_err(|e| ProjectionError::Apply {
-                    name: "calibration".into(),
-                    position: event.position,
-                    reason: e.to_string(),
-                })?;
+            CalibrationEvent::from_recorded(event).map_err(|e| ProjectionError::Apply {
+                name: "calibration".into(),
+                position: event.position,
+                reason: e.to_string(),
+            })?;
+        let Some(decoded) = decoded else {
+            return Ok(());
+        };
         let CalibrationEvent::Changed(e) = decoded;
         sqlx::query(
             "INSERT INTO calibration (id, document, version, updated_at, updated_by) \
@@ -84,7 +83,7 @@ mod tests {
     use vigil_schemas::events::CalibrationOverrides;
 
     use super::*;
-    use crate::incidents::testing::{Log, apply, on_both, t};
+    use crate::testing::{Log, apply, on_both, t};
 
     async fn defaults_then_follows_changes(pool: &AnyPool) {
         let (calibration, version, at) = get_calibration(pool).await.unwrap();

@@ -9,8 +9,10 @@ use sqlx::{AnyConnection, AnyPool, Row};
 use vigil_schemas::events::{CameraFeatures, Zone};
 use vigil_schemas::{CameraEvent, DomainEvent, RecordedEvent};
 
+use crate::error::{InvalidCursor, QueryError};
 use crate::format_time;
 use crate::runner::{Projection, ProjectionError};
+use crate::sql::parse_time;
 
 /// Camera statuses the read model can hold. An enabled camera is `pending` until its actor
 /// reports (`camera.status_changed`): `online`, `offline`, `error`, `stopped` (the server
@@ -70,25 +72,6 @@ pub struct CameraQuery {
     pub order: Option<crate::Order>,
 }
 
-/// A cursor that is not one this API handed out.
-#[derive(Debug, thiserror::Error)]
-#[error("cursor is not valid")]
-pub struct InvalidCursor;
-
-/// Errors of camera queries.
-#[derive(Debug, thiserror::Error)]
-pub enum QueryError {
-    /// Bad cursor.
-    #[error(transparent)]
-    Cursor(#[from] InvalidCursor),
-    /// Database failure.
-    #[error(transparent)]
-    Database(#[from] sqlx::Error),
-    /// A stored row does not decode.
-    #[error("corrupt read-model row: {0}")]
-    Corrupt(String),
-}
-
 /// The cursor that continues after `last_id`.
 pub fn encode_cursor(last_id: &str) -> String {
     URL_SAFE_NO_PAD.encode(format!("cam:{last_id}"))
@@ -106,12 +89,6 @@ pub fn decode_cursor(cursor: &str) -> Result<String, InvalidCursor> {
 
 const COLUMNS: &str = "id, name, source, enabled, sample_fps, features, prompt, zones, status, \
                        created_at, updated_at, version, status_reason, status_at";
-
-fn parse_time(text: &str) -> Result<DateTime<Utc>, QueryError> {
-    DateTime::parse_from_rfc3339(text)
-        .map(|t| t.with_timezone(&Utc))
-        .map_err(|e| QueryError::Corrupt(format!("time `{text}`: {e}")))
-}
 
 fn from_row(row: &AnyRow) -> Result<CameraRow, QueryError> {
     let features: String = row.try_get("features")?;
@@ -278,16 +255,15 @@ impl Projection for CameraProjection {
         conn: &mut AnyConnection,
         event: &RecordedEvent,
     ) -> Result<(), ProjectionError> {
-        if !event.event_type.starts_with("camera.") {
-            return Ok(());
-        }
         let failed = |reason: String| ProjectionError::Apply {
             name: "cameras".into(),
             position: event.position,
             reason,
         };
-        let decoded = CameraEvent::decode(&event.event_type, event.schema_version, &event.payload)
-            .map_err(|e| failed(e.to_string()))?;
+        let Some(decoded) = CameraEvent::from_recorded(event).map_err(|e| failed(e.to_string()))?
+        else {
+            return Ok(());
+        };
         match decoded {
             CameraEvent::Registered(e) => {
                 let row = CameraRow {

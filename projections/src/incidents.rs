@@ -9,8 +9,6 @@
 use std::collections::BTreeMap;
 
 use async_trait::async_trait;
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Datelike, Duration, Utc};
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, AnyPool, Row};
@@ -19,9 +17,13 @@ use vigil_schemas::events::{
 };
 use vigil_schemas::{DomainEvent, IncidentEvent, RecordedEvent};
 
-use crate::cameras::{InvalidCursor, QueryError};
+use crate::error::{InvalidCursor, QueryError};
 use crate::format_time;
 use crate::runner::{Projection, ProjectionError};
+use crate::sql::{
+    Arg, SqlBuilder, decode_keyset, encode_keyset, enum_col, is_sqlite, json_col, opt_time_col,
+    push_visibility, time_col, to_json,
+};
 
 /// Frames of evidence an incident row keeps (the first ones); `evidence_count` counts all.
 pub const MAX_EVIDENCE: usize = 50;
@@ -157,114 +159,6 @@ pub struct IncidentStats {
 }
 
 // ---------------------------------------------------------------------------------------------
-// SQL helpers shared with the other read models of this crate.
-
-/// A bind value of a query built at run time.
-#[derive(Debug, Clone)]
-pub(crate) enum Arg {
-    Text(String),
-    Int(i64),
-}
-
-/// SQL text with its numbered (`$n`) bind values.
-#[derive(Debug, Default)]
-pub(crate) struct SqlBuilder {
-    pub(crate) sql: String,
-    args: Vec<Arg>,
-}
-
-impl SqlBuilder {
-    pub(crate) fn new(sql: impl Into<String>) -> Self {
-        Self {
-            sql: sql.into(),
-            args: vec![],
-        }
-    }
-
-    /// Adds a bind value and returns its placeholder.
-    pub(crate) fn arg(&mut self, arg: Arg) -> String {
-        self.args.push(arg);
-        format!("${}", self.args.len())
-    }
-
-    pub(crate) fn push(&mut self, sql: &str) {
-        self.sql.push_str(sql);
-    }
-
-    pub(crate) async fn fetch_all(
-        self,
-        conn: &mut AnyConnection,
-    ) -> Result<Vec<AnyRow>, sqlx::Error> {
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(self.sql));
-        for arg in self.args {
-            q = match arg {
-                Arg::Text(v) => q.bind(v),
-                Arg::Int(v) => q.bind(v),
-            };
-        }
-        q.fetch_all(conn).await
-    }
-}
-
-pub(crate) fn parse_time(text: &str) -> Result<DateTime<Utc>, QueryError> {
-    DateTime::parse_from_rfc3339(text)
-        .map(|t| t.with_timezone(&Utc))
-        .map_err(|e| QueryError::Corrupt(format!("time `{text}`: {e}")))
-}
-
-pub(crate) fn time_col(row: &AnyRow, name: &str) -> Result<DateTime<Utc>, QueryError> {
-    parse_time(&row.try_get::<String, _>(name)?)
-}
-
-pub(crate) fn opt_time_col(row: &AnyRow, name: &str) -> Result<Option<DateTime<Utc>>, QueryError> {
-    row.try_get::<Option<String>, _>(name)?
-        .as_deref()
-        .map(parse_time)
-        .transpose()
-}
-
-pub(crate) fn json_col<T: serde::de::DeserializeOwned>(
-    row: &AnyRow,
-    name: &str,
-) -> Result<T, QueryError> {
-    let text: String = row.try_get(name)?;
-    serde_json::from_str(&text).map_err(|e| QueryError::Corrupt(format!("{name}: {e}")))
-}
-
-pub(crate) fn to_json<T: serde::Serialize>(value: &T) -> String {
-    serde_json::to_string(value).expect("read-model values are plain data and always serialise")
-}
-
-/// An opaque cursor: `{tag}:` and a JSON array of strings, base64url.
-pub(crate) fn encode_keyset(tag: &str, parts: &[&str]) -> String {
-    URL_SAFE_NO_PAD.encode(format!("{tag}:{}", to_json(&parts)))
-}
-
-/// The strings of a cursor [`encode_keyset`] made with `tag` and `n` parts.
-pub(crate) fn decode_keyset(
-    tag: &str,
-    n: usize,
-    cursor: &str,
-) -> Result<Vec<String>, InvalidCursor> {
-    let bytes = URL_SAFE_NO_PAD.decode(cursor).map_err(|_| InvalidCursor)?;
-    let text = String::from_utf8(bytes).map_err(|_| InvalidCursor)?;
-    let json = text
-        .strip_prefix(tag)
-        .and_then(|t| t.strip_prefix(':'))
-        .ok_or(InvalidCursor)?;
-    let parts: Vec<String> = serde_json::from_str(json).map_err(|_| InvalidCursor)?;
-    if parts.len() != n || parts.iter().any(String::is_empty) {
-        return Err(InvalidCursor);
-    }
-    Ok(parts)
-}
-
-/// Whether the connection is SQLite (otherwise PostgreSQL).
-pub(crate) fn is_sqlite(conn: &AnyConnection) -> bool {
-    conn.backend_name() == "SQLite"
-}
-
-// ---------------------------------------------------------------------------------------------
 // Rows.
 
 const COLUMNS: &[&str] = &[
@@ -317,15 +211,6 @@ fn severity_rank(severity: Severity) -> i64 {
         .expect("ALL holds every severity") as i64
 }
 
-pub(crate) fn enum_col<T>(
-    row: &AnyRow,
-    name: &str,
-    parse: fn(&str) -> Option<T>,
-) -> Result<T, QueryError> {
-    let text: String = row.try_get(name)?;
-    parse(&text).ok_or_else(|| QueryError::Corrupt(format!("{name}: `{text}`")))
-}
-
 fn from_row(row: &AnyRow) -> Result<IncidentRow, QueryError> {
     let opened_at = time_col(row, "opened_at")?;
     Ok(IncidentRow {
@@ -376,23 +261,6 @@ fn decode_cursor(cursor: &str) -> Result<(String, String), InvalidCursor> {
     let at = parts.pop().ok_or(InvalidCursor)?;
     let at = DateTime::parse_from_rfc3339(&at).map_err(|_| InvalidCursor)?;
     Ok((format_time(at.with_timezone(&Utc)), id))
-}
-
-/// Adds `AND …` for the camera restriction; `false` when nothing can match.
-pub(crate) fn push_visibility(
-    b: &mut SqlBuilder,
-    column: &str,
-    only_cameras: Option<&[String]>,
-) -> bool {
-    let Some(ids) = only_cameras else {
-        return true;
-    };
-    if ids.is_empty() {
-        return false;
-    }
-    let list: Vec<String> = ids.iter().map(|id| b.arg(Arg::Text(id.clone()))).collect();
-    b.push(&format!(" AND {column} IN ({})", list.join(", ")));
-    true
 }
 
 /// Adds `AND …` for each filter of `q` (not its cursor); `false` when nothing can match.
@@ -670,6 +538,16 @@ pub async fn search_incidents(
     let p = b.arg(Arg::Int(i64::from(limit)));
     b.push(&format!(" ORDER BY {order} LIMIT {p}"));
     rows(&b.fetch_all(&mut conn).await?)
+}
+
+/// Whether an incident still in the read model shows media `blob` among its evidence (for
+/// retention: media shown by a remaining incident stays).
+pub async fn evidence_in_use(pool: &AnyPool, blob: &str) -> Result<bool, QueryError> {
+    let row = sqlx::query("SELECT 1 FROM incidents WHERE evidence LIKE $1 LIMIT 1")
+        .bind(format!("%{blob}%"))
+        .fetch_optional(pool)
+        .await?;
+    Ok(row.is_some())
 }
 
 /// Incidents opened before `cutoff`, oldest first, at most `limit`, each with the blobs of
@@ -951,17 +829,16 @@ impl Projection for IncidentProjection {
         conn: &mut AnyConnection,
         event: &RecordedEvent,
     ) -> Result<(), ProjectionError> {
-        if !event.event_type.starts_with("incident.") {
-            return Ok(());
-        }
         let failed = |reason: String| ProjectionError::Apply {
             name: "incidents".into(),
             position: event.position,
             reason,
         };
-        let decoded =
-            IncidentEvent::decode(&event.event_type, event.schema_version, &event.payload)
-                .map_err(|e| failed(e.to_string()))?;
+        let Some(decoded) =
+            IncidentEvent::from_recorded(event).map_err(|e| failed(e.to_string()))?
+        else {
+            return Ok(());
+        };
         if let IncidentEvent::Opened(e) = decoded {
             let stored = opened_row(e, event);
             save(conn, &stored).await?;
@@ -1036,212 +913,15 @@ impl Projection for IncidentProjection {
     }
 }
 
-/// A database per test on SQLite (in memory) and on PostgreSQL (a scratch database on
-/// `VIGIL_TEST_POSTGRES_URL`, default `postgres://postgres@127.0.0.1:5432/test`), with every
-/// migration applied, and events made by hand.
-#[cfg(test)]
-pub(crate) mod testing {
-    use std::str::FromStr;
-    use std::sync::atomic::{AtomicU32, Ordering};
-
-    use chrono::{DateTime, Utc};
-    use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
-    use sqlx::{AnyPool, Executor};
-    use vigil_schemas::{RecordedEvent, SqlDialect};
-
-    use crate::runner::Projection;
-
-    /// A migrated database that drops itself (PostgreSQL) when the test calls `done`.
-    pub(crate) struct TestDb {
-        pub(crate) pool: AnyPool,
-        scratch: Option<(String, String)>,
-    }
-
-    impl TestDb {
-        pub(crate) async fn open(dialect: SqlDialect) -> Self {
-            sqlx::any::install_default_drivers();
-            match dialect {
-                SqlDialect::Sqlite => {
-                    // One connection: every connection to `:memory:` is a database of its own.
-                    let pool = AnyPoolOptions::new()
-                        .max_connections(1)
-                        .connect_with(AnyConnectOptions::from_str("sqlite::memory:").unwrap())
-                        .await
-                        .expect("in-memory SQLite");
-                    migrate(&pool, dialect).await;
-                    Self {
-                        pool,
-                        scratch: None,
-                    }
-                }
-                SqlDialect::Postgres => {
-                    static N: AtomicU32 = AtomicU32::new(0);
-                    let admin = std::env::var("VIGIL_TEST_POSTGRES_URL")
-                        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
-                    let name = format!(
-                        "vigil_test_projections_{}_{}_{}",
-                        std::process::id(),
-                        Utc::now().timestamp_micros(),
-                        N.fetch_add(1, Ordering::Relaxed)
-                    );
-                    let admin_pool = AnyPoolOptions::new()
-                        .max_connections(1)
-                        .connect(&admin)
-                        .await
-                        .unwrap_or_else(|e| {
-                            panic!(
-                                "cannot reach PostgreSQL at {admin}: {e}. Start it \
-                                 (scripts/setup) or set VIGIL_TEST_POSTGRES_URL"
-                            )
-                        });
-                    admin_pool
-                        .execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-                        .await
-                        .expect("create scratch database");
-                    admin_pool.close().await;
-                    let base = admin.rsplit_once('/').map_or(admin.as_str(), |(b, _)| b);
-                    let pool = AnyPoolOptions::new()
-                        .max_connections(2)
-                        .connect(&format!("{base}/{name}"))
-                        .await
-                        .expect("scratch database");
-                    migrate(&pool, dialect).await;
-                    Self {
-                        pool,
-                        scratch: Some((admin, name)),
-                    }
-                }
-            }
-        }
-
-        /// Drops a PostgreSQL scratch database (a failed test leaves it to `scripts/setup`).
-        pub(crate) async fn done(self) {
-            self.pool.close().await;
-            if let Some((admin, name)) = self.scratch {
-                let admin_pool = AnyPoolOptions::new()
-                    .max_connections(1)
-                    .connect(&admin)
-                    .await
-                    .expect("admin connection");
-                admin_pool
-                    .execute(sqlx::AssertSqlSafe(format!(
-                        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-                    )))
-                    .await
-                    .expect("drop scratch database");
-            }
-        }
-    }
-
-    async fn migrate(pool: &AnyPool, dialect: SqlDialect) {
-        for (version, _, sql) in vigil_schemas::MIGRATIONS {
-            sqlx::raw_sql(sqlx::AssertSqlSafe(vigil_schemas::migration_sql(
-                sql, dialect,
-            )))
-            .execute(pool)
-            .await
-            .unwrap_or_else(|e| panic!("migration {version} on {dialect:?}: {e}"));
-        }
-    }
-
-    /// `2025-01-{day}T{hh}:{mm}:00Z` plus `secs` seconds.
-    pub(crate) fn t(day: u32, hh: u32, mm: u32, secs: i64) -> DateTime<Utc> {
-        DateTime::parse_from_rfc3339(&format!("2025-01-{day:02}T{hh:02}:{mm:02}:00Z"))
-            .unwrap()
-            .with_timezone(&Utc)
-            + chrono::Duration::seconds(secs)
-    }
-
-    /// Builds recorded events with consecutive global positions.
-    #[derive(Default)]
-    pub(crate) struct Log {
-        pub(crate) events: Vec<RecordedEvent>,
-    }
-
-    impl Log {
-        pub(crate) fn push(
-            &mut self,
-            stream: &str,
-            event_type: &str,
-            at: DateTime<Utc>,
-            actor: &str,
-            payload: serde_json::Value,
-        ) {
-            let position = self.events.len() as u64 + 1;
-            let version = self.events.iter().filter(|e| e.stream == stream).count() as u64 + 1;
-            let event = serde_json::json!({
-                "event_id": format!("00000000-0000-7000-8000-{position:012x}"),
-                "stream": stream,
-                "stream_version": version,
-                "position": position,
-                "event_type": event_type,
-                "schema_version": 1,
-                "occurred_at": at,
-                "recorded_at": at,
-                "correlation_id": format!("00000000-0000-7000-9000-{position:012x}"),
-                "causation_id": null,
-                "actor": actor,
-                "payload": payload,
-            });
-            self.events
-                .push(serde_json::from_value(event).expect("a recorded event"));
-        }
-    }
-
-    /// Applies `events` through `projection` in one transaction.
-    pub(crate) async fn apply(
-        pool: &AnyPool,
-        projection: &dyn Projection,
-        events: &[RecordedEvent],
-    ) {
-        let mut tx = pool.begin().await.unwrap();
-        for event in events {
-            projection.apply(&mut tx, event).await.unwrap();
-        }
-        tx.commit().await.unwrap();
-    }
-
-    /// Runs a scenario on both backends.
-    macro_rules! on_both {
-        ($($name:ident),+ $(,)?) => {
-            mod sqlite {
-                $(
-                    #[tokio::test]
-                    async fn $name() {
-                        let db = $crate::incidents::testing::TestDb::open(
-                            vigil_schemas::SqlDialect::Sqlite,
-                        )
-                        .await;
-                        super::$name(&db.pool).await;
-                        db.done().await;
-                    }
-                )+
-            }
-            mod postgres {
-                $(
-                    #[tokio::test]
-                    async fn $name() {
-                        let db = $crate::incidents::testing::TestDb::open(
-                            vigil_schemas::SqlDialect::Postgres,
-                        )
-                        .await;
-                        super::$name(&db.pool).await;
-                        db.done().await;
-                    }
-                )+
-            }
-        };
-    }
-    pub(crate) use on_both;
-}
-
 #[cfg(test)]
 mod tests {
+    use base64::Engine;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
     use serde_json::json;
 
-    use super::testing::{Log, apply, on_both, t};
     use super::*;
     use crate::digest::table_digest;
+    use crate::testing::{Log, apply, on_both, t};
 
     fn frames(n: usize, prefix: &str, at: DateTime<Utc>) -> serde_json::Value {
         (0..n)

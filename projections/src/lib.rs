@@ -8,7 +8,7 @@
 //! ([`cameras`], [`api_keys`], [`incidents`], [`actions`], [`calibration`],
 //! [`subjects`]).
 //!
-//! All SQL here is portable between SQLite and PostgreSQL and runs through sqlx's `Any`
+//! Queries share the toolkit of [`sql`] and the errors of [`error`]. All SQL here is portable between SQLite and PostgreSQL and runs through sqlx's `Any`
 //! driver, except incident search (FTS5 on SQLite, `to_tsvector` on PostgreSQL). The
 //! [`vectors`] projection also writes Lance tables (enrolled faces, appearances) outside the
 //! database, through the runner's `apply_outside` hook, idempotently.
@@ -18,13 +18,19 @@ pub mod actions;
 pub mod api_keys;
 pub mod calibration;
 pub mod cameras;
+pub mod checkpoint;
 pub mod digest;
+pub mod error;
 pub mod incidents;
 pub mod leader;
 pub mod runner;
+pub(crate) mod sql;
 pub mod subjects;
+#[cfg(test)]
+pub(crate) mod testing;
 pub mod vectors;
 
+pub use error::{InvalidCursor, QueryError};
 pub use runner::{Projection, ProjectionError, ProjectionRunner, ProjectionStatus};
 
 /// Every projection of this build, in the order nodes start them; the `vectors` projection

@@ -5,11 +5,11 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use futures::StreamExt;
-use sqlx::{AnyConnection, AnyPool, Row};
+use sqlx::{AnyConnection, AnyPool};
 use tokio::sync::watch;
 use vigil_schemas::{EventStore, RecordedEvent, StoreError};
 
-use crate::format_time;
+use crate::checkpoint::Checkpoint;
 
 /// Events read per transaction when catching up.
 const BATCH: usize = 500;
@@ -182,11 +182,15 @@ impl ProjectionRunner {
 
     /// The committed checkpoint (0 when the projection never ran).
     pub async fn checkpoint(&self) -> Result<u64, ProjectionError> {
-        read_checkpoint(&self.pool, self.name()).await
+        Ok(self.checkpoint_row().read().await?)
+    }
+
+    fn checkpoint_row(&self) -> Checkpoint {
+        Checkpoint::new(self.pool.clone(), self.name())
     }
 
     async fn ensure_checkpoint_row(&self) -> Result<(), ProjectionError> {
-        Ok(ensure_checkpoint(&self.pool, self.name()).await?)
+        Ok(self.checkpoint_row().ensure().await?)
     }
 
     /// Applies one contiguous batch that must start right after `checkpoint`, committing rows
@@ -209,7 +213,11 @@ impl ProjectionRunner {
         let mut tx = self.pool.begin().await?;
         // The checkpoint moves first: it takes the write lock at once (SQLite) and refuses to
         // run if another runner moved the checkpoint since we read it.
-        if !move_checkpoint(&mut *tx, self.name(), checkpoint, last.position).await? {
+        if !self
+            .checkpoint_row()
+            .advance_in(&mut *tx, checkpoint, last.position)
+            .await?
+        {
             return Err(ProjectionError::CheckpointMoved {
                 name: self.name().into(),
                 expected: checkpoint,
@@ -258,13 +266,7 @@ impl ProjectionRunner {
     pub async fn rebuild(&self) -> Result<u64, ProjectionError> {
         self.ensure_checkpoint_row().await?;
         let mut tx = self.pool.begin().await?;
-        sqlx::query(
-            "UPDATE projection_checkpoints SET position = 0, updated_at = $1 WHERE name = $2",
-        )
-        .bind(format_time(chrono::Utc::now()))
-        .bind(self.name())
-        .execute(&mut *tx)
-        .await?;
+        self.checkpoint_row().reset_in(&mut *tx).await?;
         for table in self.projection.tables() {
             sqlx::query(sqlx::AssertSqlSafe(format!("DELETE FROM {table}")))
                 .execute(&mut *tx)
@@ -322,55 +324,4 @@ impl ProjectionRunner {
         }
         Ok(())
     }
-}
-
-/// Creates `name`'s checkpoint row at 0 unless it exists. The runner does it for projections;
-/// the other checkpointed subscribers of `$all` (the relays, the dispatcher) call it first.
-pub async fn ensure_checkpoint(pool: &AnyPool, name: &str) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO projection_checkpoints (name, position, updated_at) VALUES ($1, 0, $2) \
-         ON CONFLICT (name) DO NOTHING",
-    )
-    .bind(name)
-    .bind(format_time(chrono::Utc::now()))
-    .execute(pool)
-    .await?;
-    Ok(())
-}
-
-/// Moves `name`'s checkpoint from `from` to `to` by compare-and-set, on a pool or inside a
-/// transaction. `Ok(false)` when it was not at `from`: another runner moved it, and the
-/// caller must not go on as if it had.
-pub async fn move_checkpoint<'e, E>(
-    executor: E,
-    name: &str,
-    from: u64,
-    to: u64,
-) -> Result<bool, sqlx::Error>
-where
-    E: sqlx::Executor<'e, Database = sqlx::Any>,
-{
-    let moved = sqlx::query(
-        "UPDATE projection_checkpoints SET position = $1, updated_at = $2 \
-         WHERE name = $3 AND position = $4",
-    )
-    .bind(to as i64)
-    .bind(format_time(chrono::Utc::now()))
-    .bind(name)
-    .bind(from as i64)
-    .execute(executor)
-    .await?;
-    Ok(moved.rows_affected() == 1)
-}
-
-/// Reads a projection's committed checkpoint (0 when it never ran).
-pub async fn read_checkpoint(pool: &AnyPool, name: &str) -> Result<u64, ProjectionError> {
-    let row = sqlx::query("SELECT position FROM projection_checkpoints WHERE name = $1")
-        .bind(name)
-        .fetch_optional(pool)
-        .await?;
-    Ok(match row {
-        Some(row) => row.try_get::<i64, _>(0)? as u64,
-        None => 0,
-    })
 }

@@ -16,13 +16,13 @@ use sqlx::{AnyConnection, AnyPool, Row};
 use vigil_schemas::events::{FrameRef, NormBox, Severity, SubjectCategory, SubjectFace};
 use vigil_schemas::{AlertEvent, DomainEvent, RecordedEvent, SubjectEvent};
 
-use crate::cameras::{InvalidCursor, QueryError};
+use crate::error::{InvalidCursor, QueryError};
 use crate::format_time;
-use crate::incidents::{
+use crate::runner::{Projection, ProjectionError};
+use crate::sql::{
     Arg, SqlBuilder, decode_keyset, encode_keyset, enum_col, json_col, opt_time_col, parse_time,
     push_visibility, time_col, to_json,
 };
-use crate::runner::{Projection, ProjectionError};
 
 /// A subject as the read model holds it.
 #[derive(Debug, Clone, PartialEq)]
@@ -732,15 +732,13 @@ impl Projection for SubjectProjection {
             position: event.position,
             reason,
         };
-        if event.event_type.starts_with("subject.") {
-            let decoded =
-                SubjectEvent::decode(&event.event_type, event.schema_version, &event.payload)
-                    .map_err(|e| failed(e.to_string()))?;
+        if let Some(decoded) =
+            SubjectEvent::from_recorded(event).map_err(|e| failed(e.to_string()))?
+        {
             apply_subject_event(conn, decoded, event).await
-        } else if event.event_type.starts_with("alert.") {
-            let decoded =
-                AlertEvent::decode(&event.event_type, event.schema_version, &event.payload)
-                    .map_err(|e| failed(e.to_string()))?;
+        } else if let Some(decoded) =
+            AlertEvent::from_recorded(event).map_err(|e| failed(e.to_string()))?
+        {
             apply_alert_event(conn, decoded, event).await
         } else {
             Ok(())
@@ -757,7 +755,7 @@ mod tests {
     use super::*;
     use crate::Order;
     use crate::digest::table_digest;
-    use crate::incidents::testing::{Log, apply, on_both, t};
+    use crate::testing::{Log, apply, on_both, t};
 
     fn embedding(seed: u32) -> Vec<f32> {
         (0..128)

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::envelope::{EventMeta, NewEvent};
+use crate::envelope::{EventMeta, NewEvent, RecordedEvent};
 
 /// Why a stored event could not be turned back into a domain event.
 #[derive(Debug, thiserror::Error)]
@@ -56,6 +56,26 @@ pub trait DomainEvent: Sized {
         schema_version: u32,
         payload: &Value,
     ) -> Result<Self, EventDecodeError>;
+
+    /// Whether `event_type` belongs to this family: its family name (`camera` of
+    /// `camera.registered`) is this family's. A type of the family this build does not know
+    /// belongs to it too, and fails to decode rather than being skipped.
+    fn owns(event_type: &str) -> bool {
+        let family = |t: &str| t.split('.').next().unwrap_or_default().to_string();
+        Self::TYPES
+            .first()
+            .is_some_and(|(t, _)| family(t) == family(event_type))
+    }
+
+    /// The typed decode of a stored event: this family's event, upcast to the current version,
+    /// or `Ok(None)` when the event belongs to another family. Consumers of `$all` match on
+    /// the result instead of routing by type name.
+    fn from_recorded(event: &RecordedEvent) -> Result<Option<Self>, EventDecodeError> {
+        if !Self::owns(&event.event_type) {
+            return Ok(None);
+        }
+        Self::decode(&event.event_type, event.schema_version, &event.payload).map(Some)
+    }
 
     /// Wraps this event for appending, with a fresh UUID v7 and the given time and metadata.
     fn to_new_event(&self, occurred_at: DateTime<Utc>, meta: &EventMeta) -> NewEvent {
@@ -149,6 +169,77 @@ pub fn all_event_types() -> impl Iterator<Item = (&'static str, u32)> {
         .copied()
 }
 
+/// Any stored event, decoded into its family: for consumers of `$all` that take several
+/// families (relays, the WebSocket hub, the supervisor) and match on them.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AnyEvent {
+    /// `camera.*`.
+    Camera(CameraEvent),
+    /// `apikey.*`.
+    ApiKey(ApiKeyEvent),
+    /// `appearance.*`.
+    Appearance(AppearanceEvent),
+    /// `incident.*`.
+    Incident(IncidentEvent),
+    /// `calibration.*`.
+    Calibration(CalibrationEvent),
+    /// `action.*`.
+    Action(ActionEvent),
+    /// `subject.*`.
+    Subject(SubjectEvent),
+    /// `alert.*`.
+    Alert(AlertEvent),
+}
+
+impl AnyEvent {
+    /// Decodes a stored type, version and payload of any family, upcasting old versions.
+    pub fn decode(
+        event_type: &str,
+        schema_version: u32,
+        payload: &Value,
+    ) -> Result<Self, EventDecodeError> {
+        let v = schema_version;
+        Ok(if CameraEvent::owns(event_type) {
+            Self::Camera(CameraEvent::decode(event_type, v, payload)?)
+        } else if ApiKeyEvent::owns(event_type) {
+            Self::ApiKey(ApiKeyEvent::decode(event_type, v, payload)?)
+        } else if AppearanceEvent::owns(event_type) {
+            Self::Appearance(AppearanceEvent::decode(event_type, v, payload)?)
+        } else if IncidentEvent::owns(event_type) {
+            Self::Incident(IncidentEvent::decode(event_type, v, payload)?)
+        } else if CalibrationEvent::owns(event_type) {
+            Self::Calibration(CalibrationEvent::decode(event_type, v, payload)?)
+        } else if ActionEvent::owns(event_type) {
+            Self::Action(ActionEvent::decode(event_type, v, payload)?)
+        } else if SubjectEvent::owns(event_type) {
+            Self::Subject(SubjectEvent::decode(event_type, v, payload)?)
+        } else if AlertEvent::owns(event_type) {
+            Self::Alert(AlertEvent::decode(event_type, v, payload)?)
+        } else {
+            return Err(EventDecodeError::UnknownType(event_type.to_string()));
+        })
+    }
+
+    /// The typed decode of a stored event of any family.
+    pub fn from_recorded(event: &RecordedEvent) -> Result<Self, EventDecodeError> {
+        Self::decode(&event.event_type, event.schema_version, &event.payload)
+    }
+
+    /// The payload as the current version's JSON.
+    pub fn to_payload(&self) -> Value {
+        match self {
+            Self::Camera(e) => e.to_payload(),
+            Self::ApiKey(e) => e.to_payload(),
+            Self::Appearance(e) => e.to_payload(),
+            Self::Incident(e) => e.to_payload(),
+            Self::Calibration(e) => e.to_payload(),
+            Self::Action(e) => e.to_payload(),
+            Self::Subject(e) => e.to_payload(),
+            Self::Alert(e) => e.to_payload(),
+        }
+    }
+}
+
 /// Decodes a stored payload of any family (upcasting old versions) and gives it back as the
 /// current version's JSON.
 pub fn decode_payload(
@@ -156,32 +247,7 @@ pub fn decode_payload(
     schema_version: u32,
     payload: &Value,
 ) -> Result<Value, EventDecodeError> {
-    let family = event_type.split('.').next().unwrap_or_default();
-    match family {
-        "camera" => {
-            CameraEvent::decode(event_type, schema_version, payload).map(|e| e.to_payload())
-        }
-        "apikey" => {
-            ApiKeyEvent::decode(event_type, schema_version, payload).map(|e| e.to_payload())
-        }
-        "appearance" => {
-            AppearanceEvent::decode(event_type, schema_version, payload).map(|e| e.to_payload())
-        }
-        "incident" => {
-            IncidentEvent::decode(event_type, schema_version, payload).map(|e| e.to_payload())
-        }
-        "calibration" => {
-            CalibrationEvent::decode(event_type, schema_version, payload).map(|e| e.to_payload())
-        }
-        "action" => {
-            ActionEvent::decode(event_type, schema_version, payload).map(|e| e.to_payload())
-        }
-        "subject" => {
-            SubjectEvent::decode(event_type, schema_version, payload).map(|e| e.to_payload())
-        }
-        "alert" => AlertEvent::decode(event_type, schema_version, payload).map(|e| e.to_payload()),
-        _ => Err(EventDecodeError::UnknownType(event_type.to_string())),
-    }
+    AnyEvent::decode(event_type, schema_version, payload).map(|e| e.to_payload())
 }
 
 /// The stream that holds one camera's ingest status changes. It is apart from `camera-{id}`

@@ -19,7 +19,7 @@ pub mod store;
 
 pub use envelope::{EventMeta, NewEvent, RecordedEvent};
 pub use events::{
-    ActionEvent, AlertEvent, ApiKeyEvent, AppearanceEvent, CalibrationEvent, CameraEvent,
+    ActionEvent, AlertEvent, AnyEvent, ApiKeyEvent, AppearanceEvent, CalibrationEvent, CameraEvent,
     DomainEvent, EventDecodeError, IncidentEvent, SubjectEvent,
 };
 pub use store::{

@@ -19,15 +19,16 @@ use vigil_schemas::events::{
 };
 
 use super::ApiTags;
-use super::auth::Auth;
+use super::auth::{Auth, request_meta, visible_incident, visible_to};
 use super::body::{BodyLimits, JsonBody};
-use super::cameras::{request_meta, visible_to};
-use super::error::ApiError;
-use super::incidents::{ActionDto, action_dto, visible_incident};
+use super::dto::{ActionDto, action_dto};
+use super::error::{ApiError, incident_error};
 use super::listing::{OrderParam, order_or};
-use super::visibility::wait_visible;
 use crate::app::App;
-use crate::dispatch::{ApiFailure, TargetError, request_action, targets_for};
+use crate::service::actions::{
+    RequestFailure, TargetError, open_or_extend, request_action, targets_for,
+};
+use crate::service::visibility::wait_visible;
 
 /// A response action.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Enum, Deserialize)]
@@ -261,9 +262,9 @@ pub struct AlertsReceived {
     pub resolved: u32,
 }
 
-fn action_error(err: ApiFailure, id: &str) -> ApiError {
+fn action_error(err: RequestFailure, id: &str) -> ApiError {
     match err {
-        ApiFailure::Action(e) => super::error::command_error(e, "action", |e| match e {
+        RequestFailure::Action(e) => super::error::command_error(e, "action", |e| match e {
             ActionError::AlreadyExists(id) => ApiError::new(
                 StatusCode::CONFLICT,
                 "ACTION_EXISTS",
@@ -273,7 +274,7 @@ fn action_error(err: ApiFailure, id: &str) -> ApiError {
             ActionError::NotFound(a, t) | ActionError::NotDead(a, t) => dlq_not_found(&a, &t),
             ActionError::Invalid(reason) => ApiError::validation("action", reason),
         }),
-        ApiFailure::Incident(e) => super::incidents::command_error(e, id),
+        RequestFailure::Incident(e) => incident_error(e, id),
     }
 }
 
@@ -485,7 +486,7 @@ impl ActionsApi {
             .handler()
             .execute::<Action>(&entry.action_id, command, &request_meta(principal), None)
             .await
-            .map_err(|e| action_error(ApiFailure::Action(e), ""))?;
+            .map_err(|e| action_error(RequestFailure::Action(e), ""))?;
         let seen = wait_visible(&app, done.position).await;
         Ok(Requeued::Accepted(
             Json(dlq_dto(entry)),
@@ -518,7 +519,7 @@ impl ActionsApi {
                 }
                 // Requeued or discarded meanwhile.
                 Err(vigil_actors::CommandError::Domain(_)) => {}
-                Err(e) => return Err(action_error(ApiFailure::Action(e), "")),
+                Err(e) => return Err(action_error(RequestFailure::Action(e), "")),
             }
         }
         wait_visible(&app, last).await;
@@ -624,10 +625,9 @@ impl ActionsApi {
                 source: "alertmanager".into(),
                 observed_at: alert.starts_at,
             };
-            let (id, opened_now, position) =
-                crate::dispatch::open_or_extend(app.handler(), opened, &meta)
-                    .await
-                    .map_err(|e| super::incidents::command_error(e, &id))?;
+            let (id, opened_now, position) = open_or_extend(app.handler(), opened, &meta)
+                .await
+                .map_err(|e| incident_error(e, &id))?;
             appended = appended.max(position);
             if opened_now {
                 received.opened.push(id);

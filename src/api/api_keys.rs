@@ -14,19 +14,19 @@ use vigil_actors::CommandError;
 use vigil_actors::apikey::{
     ApiKey, ApiKeyCommand, ApiKeyError, ApiKeyPatch, IssueApiKey, RateLimitsPatch,
 };
+use vigil_projections::QueryError;
 use vigil_projections::api_keys::{
     ApiKeyRow, EndpointUsage, get_api_key, key_usage, list_api_keys,
 };
-use vigil_projections::cameras::QueryError;
 
 use super::ApiTags;
-use super::auth::Auth;
+use super::auth::{Auth, request_meta};
 use super::body::{BodyLimits, JsonBody};
-use super::cameras::request_meta;
+use super::dto::{etag, parse_if_match};
 use super::error::ApiError;
 use super::listing::{OrderParam, order_or};
-use super::visibility::wait_visible;
 use crate::app::{App, new_key};
+use crate::service::visibility::wait_visible;
 
 /// Requests per minute per tier; in a request, absent tiers keep their value (or the default).
 #[derive(Debug, Clone, Default, Object, Deserialize)]
@@ -353,10 +353,6 @@ fn query_error(err: QueryError) -> ApiError {
     }
 }
 
-fn etag(version: u64) -> String {
-    format!("\"{version}\"")
-}
-
 /// The key as the read model shows it once it has applied `position`.
 async fn read_after(app: &App, id: &str, position: Option<u64>) -> Result<ApiKeyRow, ApiError> {
     wait_visible(app, position).await;
@@ -482,7 +478,7 @@ impl ApiKeysApi {
         body: JsonBody<ApiKeyPatchBody>,
     ) -> Result<KeyResponse, ApiError> {
         let principal = auth.require("update_api_key")?;
-        let expected = super::cameras::parse_if_match(if_match.0)?;
+        let expected = parse_if_match(if_match.0)?;
         let body = body.0;
         let patch = ApiKeyPatch {
             name: body.name,

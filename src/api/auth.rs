@@ -14,7 +14,11 @@ use poem_openapi::registry::Registry;
 use poem_openapi::{ApiExtractor, ApiExtractorType, ExtractParamOptions, SecurityScheme};
 use serde_json::json;
 
-use super::error::ApiError;
+use vigil_projections::cameras::{CameraRow, get_camera};
+use vigil_projections::incidents::{IncidentRow, get_incident};
+use vigil_schemas::EventMeta;
+
+use super::error::{ApiError, camera_not_found, incident_not_found};
 use crate::access::{RateState, Tier};
 use crate::app::{App, KeyRefusal, Principal};
 
@@ -289,4 +293,69 @@ impl<'a> ApiExtractor<'a> for Auth {
     ) -> poem::Result<Self> {
         Ok(Auth(authenticate(req).await?))
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Who a request acts as, and what its key may see.
+
+/// Event metadata for a request: its id as correlation id, the key as actor.
+pub fn request_meta(principal: &Principal) -> EventMeta {
+    let correlation_id = uuid::Uuid::parse_str(&super::error::current_request_id())
+        .unwrap_or_else(|_| uuid::Uuid::now_v7());
+    EventMeta {
+        correlation_id,
+        causation_id: None,
+        actor: principal.actor.clone(),
+    }
+}
+
+/// A camera-restricted key sees other cameras as missing (404), not as forbidden.
+pub fn visible_to(principal: &Principal, id: &str) -> Result<(), ApiError> {
+    if principal.may_access_camera(id) {
+        Ok(())
+    } else {
+        Err(camera_not_found(id))
+    }
+}
+
+/// Camera `id` as the read model holds it, when the key may see it (404 otherwise).
+pub async fn visible_row(
+    app: &App,
+    principal: &Principal,
+    id: &str,
+) -> Result<CameraRow, ApiError> {
+    visible_to(principal, id)?;
+    get_camera(app.pool(), id)
+        .await
+        .map_err(ApiError::from)?
+        .ok_or_else(|| camera_not_found(id))
+}
+
+/// The cameras a key is restricted to, `None` for an unrestricted key.
+pub fn only_cameras(principal: &Principal) -> Option<Vec<String>> {
+    principal
+        .is_camera_restricted()
+        .then(|| principal.camera_ids.clone())
+}
+
+/// Whether the key may see the incident (restricted keys: only their cameras' incidents).
+fn may_see(principal: &Principal, row: &IncidentRow) -> bool {
+    !principal.is_camera_restricted()
+        || row
+            .camera_id
+            .as_deref()
+            .is_some_and(|c| principal.may_access_camera(c))
+}
+
+/// The incident, when the key may see it (404 otherwise).
+pub async fn visible_incident(
+    app: &App,
+    principal: &Principal,
+    id: &str,
+) -> Result<IncidentRow, ApiError> {
+    get_incident(app.pool(), id)
+        .await
+        .map_err(ApiError::from)?
+        .filter(|row| may_see(principal, row))
+        .ok_or_else(|| incident_not_found(id))
 }

@@ -1,9 +1,13 @@
-//! `JsonBody<T>`: a JSON request body with precise errors.
+//! Request bodies: `JsonBody<T>`, a JSON body with precise errors, and `Upload<F>`, a
+//! multipart upload of pictures and text fields.
 //!
 //! Syntax errors are 400 `MALFORMED_JSON`; a body that parses but does not fit the schema is
 //! 422 `VALIDATION_FAILED` whose `details.field` is the path of the offending field
 //! (`features.crowd`, `zones[0].polygon[2].x`). The body is read with the configured size limit
 //! (413 beyond it), whatever the `Content-Length` header claims.
+
+use std::collections::BTreeMap;
+use std::marker::PhantomData;
 
 use poem::http::StatusCode;
 use poem::{FromRequest, Request, RequestBody};
@@ -366,6 +370,143 @@ fn deserialize<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, ApiEr
         ApiError::validation(field, reason)
     })
 }
+
+// ---------------------------------------------------------------------------------------------
+// Multipart uploads of pictures.
+
+/// A multipart form of pictures and text fields. The form's own `Multipart` derive documents
+/// the body in the OpenAPI document; [`Upload`] parses it.
+pub trait UploadForm: Payload {
+    /// The text parts it takes besides the pictures, each at most once.
+    const FIELDS: &'static [&'static str];
+    /// The text parts it takes any number of times, kept in order in [`Upload::lists`].
+    const LISTS: &'static [&'static str] = &[];
+    /// The name of the pictures' parts.
+    const FILES: &'static str = "files";
+    /// The most pictures it takes.
+    const MAX_FILES: usize;
+}
+
+/// A parsed upload of form `F`: each picture's file name (or `#index`) and bytes, and the
+/// text fields. The body is read with the upload size limit (413 beyond it); a malformed
+/// body is 400, an unknown or repeated part 422 naming it.
+pub struct Upload<F> {
+    /// Each picture's file name (or `#index`) and bytes, in order.
+    pub files: Vec<(String, bytes::Bytes)>,
+    /// The single-valued text fields given.
+    pub fields: BTreeMap<String, String>,
+    /// The repeatable text fields given, each value in order.
+    pub lists: BTreeMap<String, Vec<String>>,
+    form: PhantomData<fn() -> F>,
+}
+
+impl<F: UploadForm> Payload for Upload<F> {
+    const CONTENT_TYPE: &'static str = "multipart/form-data";
+
+    fn check_content_type(content_type: &str) -> bool {
+        content_type
+            .split(';')
+            .next()
+            .is_some_and(|ct| ct.trim().eq_ignore_ascii_case("multipart/form-data"))
+    }
+
+    fn schema_ref() -> MetaSchemaRef {
+        F::schema_ref()
+    }
+
+    fn register(registry: &mut Registry) {
+        F::register(registry);
+    }
+}
+
+fn malformed(e: multer::Error) -> poem::Error {
+    ApiError::new(
+        StatusCode::BAD_REQUEST,
+        "BAD_REQUEST",
+        format!("malformed multipart body: {e}"),
+        json!({}),
+    )
+    .into()
+}
+
+impl<F: UploadForm> ParsePayload for Upload<F> {
+    const IS_REQUIRED: bool = true;
+
+    async fn from_request(request: &Request, body: &mut RequestBody) -> poem::Result<Self> {
+        let limit = request.data::<BodyLimit>().map_or(20 << 20, |l| l.upload);
+        let content_type = request
+            .header("content-type")
+            .unwrap_or_default()
+            .to_string();
+        let boundary = multer::parse_boundary(&content_type).map_err(|e| {
+            poem::Error::from(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "BAD_REQUEST",
+                format!("not a multipart body: {e}"),
+                json!({}),
+            ))
+        })?;
+        let bytes =
+            read_limited(poem::Body::from_request(request, body).await?, limit, true).await?;
+        let mut upload = Self {
+            files: Vec::new(),
+            fields: BTreeMap::new(),
+            lists: BTreeMap::new(),
+            form: PhantomData,
+        };
+        // A form with no parts is only its closing delimiter, which multer calls malformed:
+        // it is an upload of nothing (422 later), not a syntax error.
+        let closing = format!("--{boundary}--");
+        if bytes.trim_ascii() == closing.as_bytes() || bytes.trim_ascii().is_empty() {
+            return Ok(upload);
+        }
+        let stream = futures::stream::once(async move { Ok::<_, std::convert::Infallible>(bytes) });
+        let mut multipart = multer::Multipart::new(stream, boundary);
+        while let Some(field) = multipart.next_field().await.map_err(malformed)? {
+            match field.name().map(str::to_string) {
+                Some(name) if name == F::FILES => {
+                    if upload.files.len() == F::MAX_FILES {
+                        let message = match F::MAX_FILES {
+                            1 => "one picture, not more".to_string(),
+                            n => format!("1 to {n} pictures per request, not more"),
+                        };
+                        return Err(ApiError::validation(F::FILES, message).into());
+                    }
+                    let file = field
+                        .file_name()
+                        .map_or_else(|| format!("#{}", upload.files.len()), str::to_string);
+                    let data = field.bytes().await.map_err(malformed)?;
+                    upload.files.push((file, data));
+                }
+                Some(name) if F::LISTS.contains(&name.as_str()) => {
+                    let text = field.text().await.map_err(malformed)?;
+                    upload.lists.entry(name).or_default().push(text);
+                }
+                Some(name) if F::FIELDS.contains(&name.as_str()) => {
+                    let text = field.text().await.map_err(malformed)?;
+                    if upload.fields.insert(name.clone(), text).is_some() {
+                        return Err(ApiError::validation(name, "given more than once").into());
+                    }
+                }
+                other => {
+                    let takes: Vec<String> = std::iter::once(F::FILES)
+                        .chain(F::FIELDS.iter().copied())
+                        .chain(F::LISTS.iter().copied())
+                        .map(|f| format!("`{f}`"))
+                        .collect();
+                    return Err(ApiError::validation(
+                        other.unwrap_or_else(|| "(unnamed part)".into()),
+                        format!("not a part of this form, which takes {}", takes.join(", ")),
+                    )
+                    .into());
+                }
+            }
+        }
+        Ok(upload)
+    }
+}
+
+poem_openapi::impl_apirequest_for_payload!(Upload<F>, F: UploadForm);
 
 #[cfg(test)]
 mod tests {

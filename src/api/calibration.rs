@@ -13,12 +13,12 @@ use vigil_actors::calibration::{CalibrationAggregate, CalibrationCommand, Calibr
 use vigil_schemas::events::{Calibration, CalibrationOverrides, CalibrationSettings};
 
 use super::ApiTags;
-use super::auth::Auth;
+use super::auth::{Auth, request_meta};
 use super::body::{BodyLimits, JsonBody};
-use super::cameras::{ZoneDto, request_meta};
+use super::dto::ZoneDto;
 use super::error::ApiError;
-use super::visibility::wait_visible;
 use crate::app::App;
+use crate::service::visibility::wait_visible;
 
 /// A day of the week.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Enum, Serialize, Deserialize)]

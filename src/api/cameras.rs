@@ -7,7 +7,7 @@ use poem::web::Data;
 use poem_openapi::param::{Header, Path, Query};
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object, OpenApi};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::json;
 use vigil_actors::CommandError;
 use vigil_actors::camera::{
@@ -15,46 +15,20 @@ use vigil_actors::camera::{
 };
 use vigil_actors::source::SourceError;
 use vigil_projections::cameras::{CameraQuery, CameraRow, get_camera, list_cameras};
-use vigil_schemas::EventMeta;
 use vigil_schemas::events::{CameraFeatures, Point, Zone};
 
 use super::ApiTags;
-use super::auth::Auth;
+use super::auth::{Auth, request_meta, visible_to};
 use super::body::{BodyLimits, JsonBody};
-use super::error::ApiError;
+use super::dto::{BoxDto, PointDto, ZoneDto, box_dto, etag, parse_if_match};
+use super::error::{ApiError, camera_not_found};
 use super::listing::{OrderParam, order_or};
-use super::visibility::wait_visible;
 use crate::app::App;
 use crate::app::Principal;
+use crate::service::visibility::wait_visible;
 
 /// How long a read with `min_position` waits for the read model.
 const READ_WAIT: Duration = Duration::from_secs(5);
-
-/// A point in normalised image coordinates (0–1).
-#[derive(Debug, Clone, Object, Serialize, Deserialize)]
-#[oai(deny_unknown_fields)]
-#[serde(deny_unknown_fields)]
-pub struct PointDto {
-    /// 0 (left) to 1 (right).
-    #[oai(validator(minimum(value = "0"), maximum(value = "1")))]
-    pub x: f64,
-    /// 0 (top) to 1 (bottom).
-    #[oai(validator(minimum(value = "0"), maximum(value = "1")))]
-    pub y: f64,
-}
-
-/// A named polygon.
-#[derive(Debug, Clone, Object, Serialize, Deserialize)]
-#[oai(deny_unknown_fields)]
-#[serde(deny_unknown_fields)]
-pub struct ZoneDto {
-    /// Unique within the camera.
-    #[oai(validator(min_length = 1, max_length = 100, pattern = r"\S"))]
-    pub name: String,
-    /// 3 to 64 points.
-    #[oai(validator(min_items = 3, max_items = 64))]
-    pub polygon: Vec<PointDto>,
-}
 
 /// Feature flags; in a request, absent flags are left as they are (off for a new camera).
 #[derive(Debug, Clone, Default, Object, Deserialize)]
@@ -267,7 +241,7 @@ pub struct MotionDto {
     /// Whether anything moved.
     pub moving: bool,
     /// Moving regions (normalised), largest first.
-    pub boxes: Vec<super::ingest::BoxDto>,
+    pub boxes: Vec<BoxDto>,
     /// Share of the picture (outside the motion masks) that changed.
     pub changed: f32,
     /// The background was (re)started with this frame (the first frame, a new frame size or
@@ -277,7 +251,7 @@ pub struct MotionDto {
     pub analysed: bool,
     /// Where the person detector looked (normalised); empty when it looked at the whole
     /// frame or not at all.
-    pub regions: Vec<super::ingest::BoxDto>,
+    pub regions: Vec<BoxDto>,
 }
 
 /// The ingest counters of camera `id` on this node.
@@ -303,16 +277,11 @@ pub fn ingest_of(app: &App, id: &str) -> Option<IngestDto> {
             m.as_ref().map(|seen| MotionDto {
                 at: seen.at,
                 moving: seen.motion.moving(),
-                boxes: seen
-                    .motion
-                    .boxes
-                    .iter()
-                    .map(super::subjects::box_dto)
-                    .collect(),
+                boxes: seen.motion.boxes.iter().map(box_dto).collect(),
                 changed: seen.motion.changed,
                 reseeded: seen.motion.reseeded,
                 analysed: seen.analysed,
-                regions: seen.regions.iter().map(super::subjects::box_dto).collect(),
+                regions: seen.regions.iter().map(box_dto).collect(),
             })
         }),
     })
@@ -452,19 +421,6 @@ fn dto_from_state(app: &App, c: &Camera, version: u64) -> CameraDto {
         updated_at: c.updated_at,
         version,
     }
-}
-
-fn etag(version: u64) -> String {
-    format!("\"{version}\"")
-}
-
-/// Parses `If-Match: "N"` (quotes optional, `W/` tolerated).
-pub fn parse_if_match(value: Option<String>) -> Result<Option<u64>, ApiError> {
-    let Some(raw) = value else { return Ok(None) };
-    let trimmed = raw.trim().trim_start_matches("W/").trim_matches('"');
-    trimmed.parse::<u64>().map(Some).map_err(|_| {
-        ApiError::validation("If-Match", "must be an ETag this API returned, e.g. \"3\"")
-    })
 }
 
 fn command_error(err: CommandError<CameraError>, id: &str) -> ApiError {
@@ -808,6 +764,36 @@ impl CamerasApi {
         let seen = wait_visible(&app, done.position).await;
         Ok(Removed::NoContent(done.position.unwrap_or(seen)))
     }
+
+    /// Start a camera.
+    ///
+    /// Enables it (`camera.updated`); its actor starts and reports `camera.status_changed`
+    /// (`online` at its first frame, else `error` with the reason).
+    #[oai(path = "/:id/start", method = "post", operation_id = "start_camera")]
+    async fn start(
+        &self,
+        app: Data<&App>,
+        auth: Auth,
+        id: Path<String>,
+    ) -> Result<CameraResponse, ApiError> {
+        let principal = auth.require("start_camera")?;
+        set_enabled(&app, principal, &id.0, true).await
+    }
+
+    /// Stop a camera.
+    ///
+    /// Disables it (`camera.updated`); its actor ends open tracks and stops, and
+    /// `camera.status_changed` records `stopped`.
+    #[oai(path = "/:id/stop", method = "post", operation_id = "stop_camera")]
+    async fn stop(
+        &self,
+        app: Data<&App>,
+        auth: Auth,
+        id: Path<String>,
+    ) -> Result<CameraResponse, ApiError> {
+        let principal = auth.require("stop_camera")?;
+        set_enabled(&app, principal, &id.0, false).await
+    }
 }
 
 /// Applies `patch` to camera `id` (at version `expected` when given) and answers with the
@@ -852,17 +838,6 @@ pub(crate) async fn apply_patch(
     Ok(CameraResponse::Ok(Json(dto), etag(done.version), position))
 }
 
-/// Event metadata for a request: its id as correlation id, the key as actor.
-pub fn request_meta(principal: &Principal) -> EventMeta {
-    let correlation_id = uuid::Uuid::parse_str(&super::error::current_request_id())
-        .unwrap_or_else(|_| uuid::Uuid::now_v7());
-    EventMeta {
-        correlation_id,
-        causation_id: None,
-        actor: principal.actor.clone(),
-    }
-}
-
 /// 409 `CAMERA_DECLARED_IN_CONFIG` when camera `id` is declared in the config file, which owns
 /// it: changes go to the file and apply at the next start.
 pub(crate) fn refuse_declared(app: &App, id: &str) -> Result<(), ApiError> {
@@ -870,7 +845,7 @@ pub(crate) fn refuse_declared(app: &App, id: &str) -> Result<(), ApiError> {
         return Ok(());
     }
     let file = app.config().declared_actor();
-    let file = file.trim_start_matches(crate::declared::ACTOR_PREFIX);
+    let file = file.trim_start_matches(crate::config::DECLARED_ACTOR_PREFIX);
     Err(ApiError::new(
         StatusCode::CONFLICT,
         "CAMERA_DECLARED_IN_CONFIG",
@@ -881,29 +856,16 @@ pub(crate) fn refuse_declared(app: &App, id: &str) -> Result<(), ApiError> {
     ))
 }
 
-/// 404 `CAMERA_NOT_FOUND`.
-pub(crate) fn camera_not_found(id: &str) -> ApiError {
-    ApiError::not_found("CAMERA_NOT_FOUND", format!("camera `{id}` does not exist"))
-}
-
-/// A camera-restricted key sees other cameras as missing (404), not as forbidden.
-pub(crate) fn visible_to(principal: &Principal, id: &str) -> Result<(), ApiError> {
-    if principal.may_access_camera(id) {
-        Ok(())
-    } else {
-        Err(camera_not_found(id))
-    }
-}
-
-/// Camera `id` as the read model holds it, when the key may see it (404 otherwise).
-pub(crate) async fn visible_row(
+async fn set_enabled(
     app: &App,
     principal: &Principal,
     id: &str,
-) -> Result<CameraRow, ApiError> {
+    enabled: bool,
+) -> Result<CameraResponse, ApiError> {
     visible_to(principal, id)?;
-    get_camera(app.pool(), id)
-        .await
-        .map_err(ApiError::from)?
-        .ok_or_else(|| camera_not_found(id))
+    let patch = CameraPatch {
+        enabled: Some(enabled),
+        ..CameraPatch::default()
+    };
+    apply_patch(app, principal, id, patch, None).await
 }

@@ -9,6 +9,10 @@ use poem::http::StatusCode;
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object};
 use serde_json::{Value, json};
+use vigil_actors::incident::IncidentError;
+use vigil_actors::pool::PoolError;
+
+use crate::service::{Refusal, ServiceError};
 
 tokio::task_local! {
     /// The id of the request being served, set by the request middleware.
@@ -153,37 +157,38 @@ impl ApiError {
     }
 }
 
-/// Maps a command's failure: `domain` handles the aggregate's own refusals; version
-/// mismatches (412), contention (409) and store failures are the same for every aggregate.
-/// `what` names the aggregate in messages ("camera", "key").
-pub fn command_error<E: std::error::Error + 'static>(
-    err: vigil_actors::CommandError<E>,
-    what: &str,
-    domain: impl FnOnce(E) -> ApiError,
-) -> ApiError {
-    use vigil_actors::CommandError;
-    match err {
-        CommandError::Domain(e) => domain(e),
-        CommandError::VersionMismatch { expected, actual } => ApiError::new(
-            StatusCode::PRECONDITION_FAILED,
-            "VERSION_MISMATCH",
-            format!("If-Match names version {expected}, the {what} is at version {actual}"),
-            json!({"expected_version": expected, "current_version": actual}),
-        ),
-        CommandError::TooMuchContention(n) => ApiError::new(
-            StatusCode::CONFLICT,
-            "WRITE_CONFLICT",
-            format!("concurrent writers won {n} times in a row; retry"),
-            json!({}),
-        ),
-        CommandError::Store(e) => e.into(),
-        CommandError::Decode(e) => ApiError::internal(e),
+pub use crate::service::command_error;
+
+impl From<ServiceError> for ApiError {
+    fn from(err: ServiceError) -> Self {
+        match err {
+            ServiceError::Invalid { field, reason } => Self::validation(field, reason),
+            ServiceError::Refused {
+                refusal,
+                code,
+                message,
+                details,
+            } => {
+                let status = match refusal {
+                    Refusal::NotFound => StatusCode::NOT_FOUND,
+                    Refusal::Conflict => StatusCode::CONFLICT,
+                    Refusal::Unprocessable => StatusCode::UNPROCESSABLE_ENTITY,
+                    Refusal::VersionMismatch => StatusCode::PRECONDITION_FAILED,
+                    Refusal::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+                };
+                Self::new(status, code, message, details)
+            }
+            ServiceError::Query(e) => e.into(),
+            ServiceError::Store(e) => e.into(),
+            ServiceError::Unavailable(cause) => Self::unavailable(cause),
+            ServiceError::Internal(cause) => Self::internal(cause),
+        }
     }
 }
 
-impl From<vigil_projections::cameras::QueryError> for ApiError {
-    fn from(err: vigil_projections::cameras::QueryError) -> Self {
-        use vigil_projections::cameras::QueryError;
+impl From<vigil_projections::QueryError> for ApiError {
+    fn from(err: vigil_projections::QueryError) -> Self {
+        use vigil_projections::QueryError;
         match err {
             QueryError::Cursor(_) => Self::validation("cursor", "not a cursor this API returned"),
             QueryError::Database(e) => Self::unavailable(e),
@@ -314,4 +319,25 @@ pub fn normalize_response(resp: Response, request_id: &str) -> Response {
     let status = resp.status();
     let reason = status.canonical_reason().unwrap_or("error").to_lowercase();
     normalize(resp, status, reason, request_id)
+}
+
+/// 404 `CAMERA_NOT_FOUND`.
+pub fn camera_not_found(id: &str) -> ApiError {
+    ApiError::not_found("CAMERA_NOT_FOUND", format!("camera `{id}` does not exist"))
+}
+
+/// 404 `INCIDENT_NOT_FOUND`.
+pub fn incident_not_found(id: &str) -> ApiError {
+    crate::service::incidents::incident_not_found(id).into()
+}
+
+/// Maps an incident command's failure.
+pub fn incident_error(err: vigil_actors::CommandError<IncidentError>, id: &str) -> ApiError {
+    crate::service::incidents::incident_error(err, id).into()
+}
+
+/// 503 for a picture the inference pool did not analyse (`INFERENCE_BUSY`,
+/// `MODELS_UNAVAILABLE`).
+pub fn pool_error(e: PoolError) -> ApiError {
+    crate::service::pool_error(e).into()
 }

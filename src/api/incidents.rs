@@ -1,8 +1,6 @@
 //! `/api/v1/incidents`: what the rules raised, its workflow, queries, export and retention;
 //! `/api/v1/rules`: what each rule does.
 
-use std::time::Duration;
-
 use chrono::{DateTime, Utc};
 use poem::http::StatusCode;
 use poem::web::Data;
@@ -11,29 +9,27 @@ use poem_openapi::payload::{Binary, Json};
 use poem_openapi::{ApiResponse, Enum, Object, OpenApi};
 use serde::Deserialize;
 use serde_json::json;
-use vigil_actors::incident::{Incident, IncidentCommand, IncidentError};
-use vigil_actors::pool::Want;
-use vigil_projections::actions::{ActionRow, actions_of_incident};
+use vigil_actors::incident::{Incident, IncidentCommand};
+use vigil_projections::Order;
+use vigil_projections::actions::actions_of_incident;
 use vigil_projections::incidents::{
-    IncidentQuery, IncidentRow, export_page, get_incident, incident_history, incident_stats,
-    incidents_opened_before, list_incidents, search_incidents,
+    IncidentQuery, IncidentRow, export_page, incident_history, incident_stats, list_incidents,
+    search_incidents,
 };
-use vigil_schemas::events::{IncidentEvidenceAdded, IncidentKind, IncidentStatus, Severity};
+use vigil_schemas::events::{IncidentKind, IncidentStatus};
 
 use super::ApiTags;
-use super::auth::Auth;
+use super::auth::{Auth, only_cameras, request_meta, visible_incident};
 use super::body::{BodyLimits, JsonBody};
-use super::cameras::request_meta;
-use super::error::ApiError;
+use super::dto::{ActionDto, EvidenceDto, SeverityParam, action_dto, evidence_dto};
+use super::error::{ApiError, incident_error};
 use super::listing::{OrderParam, order_or};
-use super::visibility::wait_visible;
-use crate::app::{App, Principal};
-use vigil_projections::Order;
+use crate::app::App;
+use crate::service::incidents;
+use crate::service::visibility::wait_visible;
 
 /// Rows per page read while exporting.
 const EXPORT_PAGE: u32 = 1000;
-/// Evidence frames a reanalysis looks at (the newest).
-const REANALYSE_FRAMES: usize = 5;
 
 /// Where an incident is in its workflow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Enum, Deserialize)]
@@ -60,32 +56,6 @@ impl From<StatusParam> for IncidentStatus {
             StatusParam::Escalated => Self::Escalated,
             StatusParam::Resolved => Self::Resolved,
             StatusParam::FalsePositive => Self::FalsePositive,
-        }
-    }
-}
-
-/// How serious.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum, Deserialize)]
-#[oai(rename = "Severity", rename_all = "snake_case")]
-#[serde(rename_all = "snake_case")]
-pub enum SeverityParam {
-    /// Low.
-    Low,
-    /// Medium.
-    Medium,
-    /// High.
-    High,
-    /// Critical.
-    Critical,
-}
-
-impl From<SeverityParam> for Severity {
-    fn from(s: SeverityParam) -> Self {
-        match s {
-            SeverityParam::Low => Self::Low,
-            SeverityParam::Medium => Self::Medium,
-            SeverityParam::High => Self::High,
-            SeverityParam::Critical => Self::Critical,
         }
     }
 }
@@ -139,19 +109,6 @@ pub struct SubjectsDto {
     pub track_ids: Vec<String>,
     /// The enrolled subject a face matched.
     pub subject_id: Option<String>,
-}
-
-/// One frame of evidence.
-#[derive(Debug, Clone, Object)]
-pub struct EvidenceDto {
-    /// SHA-256 of the JPEG in the media store.
-    pub blob: String,
-    /// Where to fetch it.
-    pub url: String,
-    /// The frame's number in its camera's sampled sequence.
-    pub frame_number: u64,
-    /// When it was captured.
-    pub at: DateTime<Utc>,
 }
 
 /// An incident.
@@ -217,16 +174,7 @@ fn dto(row: IncidentRow) -> IncidentDto {
             track_ids: row.subjects.track_ids,
             subject_id: row.subjects.subject_id,
         },
-        evidence: row
-            .evidence
-            .into_iter()
-            .map(|f| EvidenceDto {
-                url: format!("/api/v1/media/{}", f.blob),
-                blob: f.blob,
-                frame_number: f.frame_number,
-                at: f.at,
-            })
-            .collect(),
+        evidence: row.evidence.into_iter().map(evidence_dto).collect(),
         id: row.id,
         confidence: row.confidence,
         camera_id: row.camera_id,
@@ -262,74 +210,6 @@ pub struct HistoryDto {
     pub actor: String,
     /// The event's payload.
     pub detail: serde_json::Value,
-}
-
-/// One delivery of an action.
-#[derive(Debug, Clone, Object)]
-#[oai(skip_serializing_if_is_none)]
-pub struct DeliveryDto {
-    /// The webhook target.
-    pub target: String,
-    /// `pending`, `delivered`, `dead` (in the dead-letter queue), `discarded`.
-    pub status: String,
-    /// Attempts of the latest round.
-    pub attempts: u32,
-    /// The last failed attempt's error.
-    pub last_error: Option<String>,
-    /// The receiver's status when delivered.
-    pub http_status: Option<u16>,
-    /// Last change.
-    pub updated_at: DateTime<Utc>,
-}
-
-/// A response action.
-#[derive(Debug, Clone, Object)]
-#[oai(skip_serializing_if_is_none)]
-pub struct ActionDto {
-    /// Id.
-    pub action_id: String,
-    /// What (`alert_security`, …).
-    pub action: String,
-    /// The incident.
-    pub incident_id: Option<String>,
-    /// The camera.
-    pub camera_id: Option<String>,
-    /// Free text for the receiver.
-    pub notes: String,
-    /// Requested by an automatic-action setting.
-    pub automatic: bool,
-    /// Who asked.
-    pub requested_by: String,
-    /// When.
-    pub requested_at: DateTime<Utc>,
-    /// One per target.
-    pub deliveries: Vec<DeliveryDto>,
-}
-
-/// The DTO of an action row.
-pub fn action_dto(row: ActionRow) -> ActionDto {
-    ActionDto {
-        action: row.action.as_str().into(),
-        action_id: row.action_id,
-        incident_id: row.incident_id,
-        camera_id: row.camera_id,
-        notes: row.notes,
-        automatic: row.automatic,
-        requested_by: row.requested_by,
-        requested_at: row.requested_at,
-        deliveries: row
-            .deliveries
-            .into_iter()
-            .map(|d| DeliveryDto {
-                target: d.target,
-                status: d.status.as_str().into(),
-                attempts: d.attempts,
-                last_error: d.last_error,
-                http_status: d.http_status,
-                updated_at: d.updated_at,
-            })
-            .collect(),
-    }
 }
 
 /// An incident with its history and actions.
@@ -506,76 +386,6 @@ pub enum IncidentResponse {
         #[oai(header = "X-Vigil-Position")]
         u64,
     ),
-}
-
-/// 404 `INCIDENT_NOT_FOUND`.
-pub fn incident_not_found(id: &str) -> ApiError {
-    ApiError::not_found(
-        "INCIDENT_NOT_FOUND",
-        format!("incident `{id}` does not exist"),
-    )
-}
-
-/// Maps an incident command's failure.
-pub fn command_error(err: vigil_actors::CommandError<IncidentError>, id: &str) -> ApiError {
-    super::error::command_error(err, "incident", |e| match e {
-        IncidentError::NotFound(_) => incident_not_found(id),
-        IncidentError::AlreadyExists(id) => ApiError::new(
-            StatusCode::CONFLICT,
-            "INCIDENT_EXISTS",
-            format!("incident `{id}` already exists"),
-            json!({"id": id}),
-        ),
-        IncidentError::InvalidTransition { from, to } => ApiError::new(
-            StatusCode::CONFLICT,
-            "INVALID_TRANSITION",
-            format!("an incident that is `{from}` cannot become `{to}`"),
-            json!({"from": from, "to": to}),
-        ),
-        IncidentError::Closed(status) => ApiError::new(
-            StatusCode::CONFLICT,
-            "INCIDENT_CLOSED",
-            format!("the incident is `{status}`; it takes no more evidence"),
-            json!({"status": status}),
-        ),
-        IncidentError::Invalid(reason) => {
-            let field = reason
-                .split_whitespace()
-                .next()
-                .unwrap_or("body")
-                .to_string();
-            ApiError::validation(field, reason)
-        }
-    })
-}
-
-/// The cameras a key is restricted to, `None` for an unrestricted key.
-fn only_cameras(principal: &Principal) -> Option<Vec<String>> {
-    principal
-        .is_camera_restricted()
-        .then(|| principal.camera_ids.clone())
-}
-
-/// Whether the key may see the incident (restricted keys: only their cameras' incidents).
-fn may_see(principal: &Principal, row: &IncidentRow) -> bool {
-    !principal.is_camera_restricted()
-        || row
-            .camera_id
-            .as_deref()
-            .is_some_and(|c| principal.may_access_camera(c))
-}
-
-/// The incident, when the key may see it (404 otherwise).
-pub async fn visible_incident(
-    app: &App,
-    principal: &Principal,
-    id: &str,
-) -> Result<IncidentRow, ApiError> {
-    get_incident(app.pool(), id)
-        .await
-        .map_err(ApiError::from)?
-        .filter(|row| may_see(principal, row))
-        .ok_or_else(|| incident_not_found(id))
 }
 
 fn check_range(from: Option<DateTime<Utc>>, to: Option<DateTime<Utc>>) -> Result<(), ApiError> {
@@ -852,82 +662,11 @@ impl IncidentsApi {
                 json!({}),
             ));
         }
-        let cutoff = Utc::now() - chrono::Duration::days(i64::from(days.0));
-        let meta = request_meta(principal);
-        let reason = format!("retention: opened more than {} days ago", days.0);
-        let mut deleted = 0u64;
-        let mut blobs: Vec<String> = vec![];
-        let mut last_position = None;
-        loop {
-            let batch = incidents_opened_before(app.pool(), cutoff, 500)
-                .await
-                .map_err(ApiError::from)?;
-            if batch.is_empty() {
-                break;
-            }
-            let mut progressed = false;
-            for (id, evidence) in batch {
-                let command = IncidentCommand::Delete {
-                    id: id.clone(),
-                    reason: reason.clone(),
-                };
-                match app
-                    .handler()
-                    .execute::<Incident>(&id, command, &meta, None)
-                    .await
-                {
-                    Ok(done) => {
-                        deleted += 1;
-                        progressed = true;
-                        last_position = done.position.or(last_position);
-                        blobs.extend(evidence);
-                    }
-                    // Deleted meanwhile by someone else.
-                    Err(vigil_actors::CommandError::Domain(IncidentError::NotFound(_))) => {}
-                    Err(e) => return Err(command_error(e, &id)),
-                }
-            }
-            // Let the read model drop what was deleted before reading the next batch.
-            let status = app
-                .projection_status("incidents")
-                .ok_or_else(|| ApiError::internal("incidents projection is not running"))?;
-            if let Some(p) = last_position
-                && !status.wait_for(p, Duration::from_secs(30)).await
-            {
-                return Err(ApiError::unavailable(
-                    "the incident read model is not catching up",
-                ));
-            }
-            if !progressed {
-                break;
-            }
-        }
-        blobs.sort();
-        blobs.dedup();
-        let mut media_deleted = 0;
-        for blob in blobs {
-            let still_shown = sqlx::query("SELECT 1 FROM incidents WHERE evidence LIKE $1 LIMIT 1")
-                .bind(format!("%{blob}%"))
-                .fetch_optional(app.pool())
-                .await
-                .map_err(ApiError::unavailable)?
-                .is_some();
-            if !still_shown
-                && app
-                    .ingest()
-                    .blobs
-                    .delete(&blob)
-                    .await
-                    .map_err(ApiError::internal)?
-            {
-                media_deleted += 1;
-            }
-        }
-        tracing::info!(deleted, media_deleted, %cutoff, "incident retention ran");
+        let done = incidents::delete_older_than(&app, &request_meta(principal), days.0).await?;
         Ok(Json(CleanupResult {
-            deleted,
-            media_deleted,
-            cutoff,
+            deleted: done.deleted,
+            media_deleted: done.media_deleted,
+            cutoff: done.cutoff,
         }))
     }
 
@@ -1007,7 +746,7 @@ impl IncidentsApi {
             .handler()
             .execute::<Incident>(&id.0, command, &request_meta(principal), None)
             .await
-            .map_err(|e| command_error(e, &id.0))?;
+            .map_err(|e| incident_error(e, &id.0))?;
         let seen = wait_visible(&app, done.position).await;
         let row = visible_incident(&app, principal, &id.0).await?;
         Ok(IncidentResponse::Ok(
@@ -1035,115 +774,21 @@ impl IncidentsApi {
     ) -> Result<Json<Reanalysis>, ApiError> {
         let principal = auth.require("reanalyse_incident")?;
         let row = visible_incident(&app, principal, &id.0).await?;
-        if row.status.is_final() {
-            return Err(ApiError::new(
-                StatusCode::CONFLICT,
-                "INCIDENT_CLOSED",
-                format!(
-                    "the incident is `{}`; it takes no more evidence",
-                    row.status.as_str()
-                ),
-                json!({"status": row.status.as_str()}),
-            ));
-        }
-        let min_score = row
-            .camera_id
-            .as_deref()
-            .map_or(0.5, |c| app.ingest().calibration_for(c).min_person_score)
-            as f32;
-        let mut frames = vec![];
-        let mut refs = vec![];
-        for frame in row.evidence.iter().rev().take(REANALYSE_FRAMES) {
-            let Some(bytes) = app
-                .ingest()
-                .blobs
-                .get(&frame.blob)
-                .await
-                .map_err(ApiError::internal)?
-            else {
-                continue;
-            };
-            let image = tokio::task::spawn_blocking(move || vigil_actors::frame::decode(&bytes))
-                .await
-                .map_err(ApiError::internal)?
-                .map_err(|e| ApiError::internal(format!("stored evidence does not decode: {e}")))?;
-            let analysis = app
-                .ingest()
-                .pool
-                .analyze(
-                    std::sync::Arc::new(image),
-                    Want {
-                        faces: true,
-                        always_faces: true,
-                        embeddings: false,
-                        face_min_pixels: 0,
-                        person_regions: None,
-                    },
-                )
-                .await
-                .map_err(|e| {
-                    ApiError::new(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "MODELS_UNAVAILABLE",
-                        format!("the models cannot analyse now: {e}"),
-                        json!({}),
-                    )
-                })?;
-            let persons: Vec<f32> = analysis
-                .persons
-                .iter()
-                .map(|p| p.score)
-                .filter(|s| *s >= min_score)
-                .collect();
-            frames.push(ReanalysedFrame {
-                blob: frame.blob.clone(),
-                persons: persons.len() as u32,
-                faces: analysis.faces.len() as u32,
-                max_person_score: persons.iter().copied().fold(0.0, f32::max),
-            });
-            refs.push(frame.clone());
-        }
-        if frames.is_empty() {
-            return Err(ApiError::validation(
-                "evidence",
-                "none of the incident's evidence frames is in the media store any more",
-            ));
-        }
-        let confidence = frames
-            .iter()
-            .map(|f| f64::from(f.max_person_score))
-            .sum::<f64>()
-            / frames.len() as f64;
-        let counts: Vec<String> = frames
-            .iter()
-            .map(|f| format!("{} persons, {} faces", f.persons, f.faces))
-            .collect();
-        let reasoning = format!(
-            "reanalysis of {} evidence frames: {}",
-            frames.len(),
-            counts.join("; ")
-        );
-        // The evidence is old frames looked at again: its time is theirs, not now.
-        let observed_at = refs.iter().map(|f| f.at).max().unwrap_or_else(Utc::now);
-        let command = IncidentCommand::AddEvidence(IncidentEvidenceAdded {
-            incident_id: id.0.clone(),
-            confidence: confidence.clamp(0.0, 1.0),
-            reasoning: reasoning.clone(),
-            track_ids: vec![],
-            evidence: refs,
-            observed_at,
-        });
-        let done = app
-            .handler()
-            .execute::<Incident>(&id.0, command, &request_meta(principal), None)
-            .await
-            .map_err(|e| command_error(e, &id.0))?;
-        wait_visible(&app, done.position).await;
+        let done = incidents::reanalyse(&app, &request_meta(principal), &row).await?;
         Ok(Json(Reanalysis {
-            incident_id: id.0,
-            frames,
-            reasoning,
-            confidence,
+            incident_id: row.id,
+            frames: done
+                .frames
+                .into_iter()
+                .map(|f| ReanalysedFrame {
+                    blob: f.blob,
+                    persons: f.persons,
+                    faces: f.faces,
+                    max_person_score: f.max_person_score,
+                })
+                .collect(),
+            reasoning: done.reasoning,
+            confidence: done.confidence,
         }))
     }
 

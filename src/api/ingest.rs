@@ -9,28 +9,24 @@ use base64::Engine;
 use chrono::{DateTime, Utc};
 use poem::http::StatusCode;
 use poem::web::Data;
-use poem::{FromRequest, Request, RequestBody};
-use poem_openapi::param::{Header, Path};
-use poem_openapi::payload::{Binary, Json, ParsePayload, Payload};
-use poem_openapi::registry::{MetaSchemaRef, Registry};
+use poem_openapi::param::Path;
+use poem_openapi::payload::{Binary, Json};
 use poem_openapi::{ApiResponse, Multipart, Object, OpenApi};
 use serde::Deserialize;
 use serde_json::json;
-use vigil_actors::camera::CameraPatch;
-use vigil_actors::camera_actor::FrameOutcome;
 use vigil_actors::frame::{self, Frame, RgbImage};
-use vigil_actors::pool::{Analysis, PoolError, Scored, Want};
-use vigil_actors::source::push::PushError;
+use vigil_actors::pool::{Analysis, Scored, Want};
+use vigil_actors::source::FrameOutcome;
 use vigil_actors::source::{SourceError, probe};
 
 use super::ApiTags;
-use super::auth::Auth;
-use super::body::{BodyLimit, BodyLimits, JsonBody, read_limited};
-use super::cameras::{CameraResponse, apply_patch, visible_row, visible_to};
-use super::error::ApiError;
-use super::media::MediaResponse;
-use super::visibility::wait_visible;
+use super::auth::{Auth, visible_row};
+use super::body::{BodyLimits, JsonBody, Upload, UploadForm};
+use super::dto::BoxDto;
+use super::error::{ApiError, pool_error};
 use crate::app::{App, Principal};
+use crate::service::ingest;
+use crate::service::visibility::wait_visible;
 
 /// Most pictures in one upload.
 pub const MAX_FILES: usize = 5;
@@ -80,19 +76,6 @@ pub struct CameraTestResult {
     pub height: u32,
     /// Milliseconds from starting to connect to the first decoded frame.
     pub latency_ms: f64,
-}
-
-/// A box in normalised coordinates (0–1, origin top-left).
-#[derive(Debug, Clone, Object)]
-pub struct BoxDto {
-    /// Left.
-    pub x1: f32,
-    /// Top.
-    pub y1: f32,
-    /// Right.
-    pub x2: f32,
-    /// Bottom.
-    pub y2: f32,
 }
 
 fn box_of(s: &Scored) -> BoxDto {
@@ -260,7 +243,7 @@ pub struct PushResult {
 
 /// Frames uploaded by an edge device (documentation of the multipart body).
 #[derive(Debug, Multipart)]
-#[allow(dead_code)] // only its schema is used; the body is parsed by `FrameUpload`
+#[allow(dead_code)] // only its schema is used; the body is parsed by `Upload`
 struct FramesForm {
     /// 1–5 pictures, JPEG or PNG, each under its own `files` part.
     files: Vec<poem_openapi::types::multipart::Upload>,
@@ -268,104 +251,11 @@ struct FramesForm {
     timestamps: Vec<String>,
 }
 
-/// A parsed frame upload: each part's name and bytes, and the given timestamps.
-pub struct FrameUpload {
-    files: Vec<(String, bytes::Bytes)>,
-    timestamps: Vec<String>,
+impl UploadForm for FramesForm {
+    const FIELDS: &'static [&'static str] = &[];
+    const LISTS: &'static [&'static str] = &["timestamps"];
+    const MAX_FILES: usize = MAX_FILES;
 }
-
-impl Payload for FrameUpload {
-    const CONTENT_TYPE: &'static str = "multipart/form-data";
-
-    fn check_content_type(content_type: &str) -> bool {
-        content_type
-            .split(';')
-            .next()
-            .is_some_and(|ct| ct.trim().eq_ignore_ascii_case("multipart/form-data"))
-    }
-
-    fn schema_ref() -> MetaSchemaRef {
-        <FramesForm as Payload>::schema_ref()
-    }
-
-    fn register(registry: &mut Registry) {
-        <FramesForm as Payload>::register(registry);
-    }
-}
-
-fn upload_error(status: StatusCode, code: &str, message: impl Into<String>) -> poem::Error {
-    ApiError::new(status, code, message, json!({})).into()
-}
-
-impl ParsePayload for FrameUpload {
-    const IS_REQUIRED: bool = true;
-
-    async fn from_request(request: &Request, body: &mut RequestBody) -> poem::Result<Self> {
-        let limit = request.data::<BodyLimit>().map_or(20 << 20, |l| l.upload);
-        let content_type = request
-            .header("content-type")
-            .unwrap_or_default()
-            .to_string();
-        let boundary = multer::parse_boundary(&content_type).map_err(|e| {
-            upload_error(
-                StatusCode::BAD_REQUEST,
-                "BAD_REQUEST",
-                format!("not a multipart body: {e}"),
-            )
-        })?;
-        let bytes =
-            read_limited(poem::Body::from_request(request, body).await?, limit, true).await?;
-        // A form with no parts is only its closing delimiter, which multer calls malformed:
-        // it is an upload of nothing (422 below), not a syntax error.
-        let closing = format!("--{boundary}--");
-        if bytes.trim_ascii() == closing.as_bytes() || bytes.trim_ascii().is_empty() {
-            return Ok(Self {
-                files: Vec::new(),
-                timestamps: Vec::new(),
-            });
-        }
-        let stream = futures::stream::once(async move { Ok::<_, std::convert::Infallible>(bytes) });
-        let mut multipart = multer::Multipart::new(stream, boundary);
-        let mut files = Vec::new();
-        let mut timestamps = Vec::new();
-        let malformed = |e: multer::Error| {
-            upload_error(
-                StatusCode::BAD_REQUEST,
-                "BAD_REQUEST",
-                format!("malformed multipart body: {e}"),
-            )
-        };
-        while let Some(field) = multipart.next_field().await.map_err(malformed)? {
-            match field.name() {
-                Some("files") => {
-                    let name = field
-                        .file_name()
-                        .map_or_else(|| format!("#{}", files.len()), str::to_string);
-                    let data = field.bytes().await.map_err(malformed)?;
-                    files.push((name, data));
-                    if files.len() > MAX_FILES {
-                        return Err(ApiError::validation(
-                            "files",
-                            format!("at most {MAX_FILES} pictures per upload"),
-                        )
-                        .into());
-                    }
-                }
-                Some("timestamps") => timestamps.push(field.text().await.map_err(malformed)?),
-                other => {
-                    return Err(ApiError::validation(
-                        other.unwrap_or("(unnamed part)"),
-                        "unknown part: send pictures as `files` and capture times as `timestamps`",
-                    )
-                    .into());
-                }
-            }
-        }
-        Ok(Self { files, timestamps })
-    }
-}
-
-poem_openapi::impl_apirequest_for_payload!(FrameUpload,);
 
 /// Response of an analysis.
 #[derive(ApiResponse)]
@@ -423,84 +313,10 @@ async fn decode_picture(bytes: bytes::Bytes, field: &str) -> Result<RgbImage, Ap
     })
 }
 
-/// 503 for a picture the inference pool did not analyse (`INFERENCE_BUSY`,
-/// `MODELS_UNAVAILABLE`).
-pub(crate) fn pool_error(e: PoolError) -> ApiError {
-    match e {
-        PoolError::Busy(_) | PoolError::Stopped => ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "INFERENCE_BUSY",
-            e.to_string(),
-            json!({}),
-        ),
-        PoolError::Models(reason) => ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "MODELS_UNAVAILABLE",
-            format!("the models cannot run: {reason}"),
-            json!({}),
-        ),
-    }
-}
-
 /// Checks that `id` is a camera the key may use and that it takes pushed frames.
 async fn push_camera(app: &App, principal: &Principal, id: &str) -> Result<(), ApiError> {
     let row = visible_row(app, principal, id).await?;
-    if row.source != "push" {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "CAMERA_NOT_PUSH",
-            format!(
-                "camera `{id}` reads `{}`; only `push` cameras take uploads",
-                row.source
-            ),
-            json!({"source": row.source}),
-        ));
-    }
-    if !row.enabled {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "CAMERA_NOT_RUNNING",
-            format!("camera `{id}` is disabled; start it first"),
-            json!({}),
-        ));
-    }
-    Ok(())
-}
-
-/// Hands one frame to a push camera's actor and waits for its outcome.
-async fn push_one(app: &App, id: &str, frame: Frame) -> Result<FrameOutcome, ApiError> {
-    // Right after a start the actor may still be coming up: give it a moment.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let receiver = loop {
-        match app.push().push(id, frame.clone()) {
-            Ok(rx) => break rx,
-            Err(e @ PushError::NotRunning(_)) if Instant::now() >= deadline => {
-                return Err(ApiError::new(
-                    StatusCode::CONFLICT,
-                    "CAMERA_NOT_RUNNING",
-                    e.to_string(),
-                    json!({}),
-                ));
-            }
-            Err(PushError::NotRunning(_)) => tokio::time::sleep(Duration::from_millis(50)).await,
-            Err(e @ PushError::Busy(_)) => {
-                return Err(ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "CAMERA_BUSY",
-                    e.to_string(),
-                    json!({}),
-                ));
-            }
-        }
-    };
-    receiver.await.map_err(|_| {
-        ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "CAMERA_RESTARTING",
-            format!("camera `{id}` stopped before the frame was processed; retry"),
-            json!({}),
-        )
-    })
+    Ok(ingest::takes_pushes(&row)?)
 }
 
 fn parse_time(text: &str, index: usize) -> Result<DateTime<Utc>, ApiError> {
@@ -536,44 +352,6 @@ pub struct IngestApi;
 
 #[OpenApi(tag = "ApiTags::Cameras")]
 impl IngestApi {
-    /// Start a camera.
-    ///
-    /// Enables it (`camera.updated`); its actor starts and reports `camera.status_changed`
-    /// (`online` at its first frame, else `error` with the reason).
-    #[oai(
-        path = "/api/v1/cameras/:id/start",
-        method = "post",
-        operation_id = "start_camera"
-    )]
-    async fn start(
-        &self,
-        app: Data<&App>,
-        auth: Auth,
-        id: Path<String>,
-    ) -> Result<CameraResponse, ApiError> {
-        let principal = auth.require("start_camera")?;
-        set_enabled(&app, principal, &id.0, true).await
-    }
-
-    /// Stop a camera.
-    ///
-    /// Disables it (`camera.updated`); its actor ends open tracks and stops, and
-    /// `camera.status_changed` records `stopped`.
-    #[oai(
-        path = "/api/v1/cameras/:id/stop",
-        method = "post",
-        operation_id = "stop_camera"
-    )]
-    async fn stop(
-        &self,
-        app: Data<&App>,
-        auth: Auth,
-        id: Path<String>,
-    ) -> Result<CameraResponse, ApiError> {
-        let principal = auth.require("stop_camera")?;
-        set_enabled(&app, principal, &id.0, false).await
-    }
-
     /// Probe a camera URL.
     ///
     /// Connects, decodes one frame and reports the codec, resolution and time to first frame.
@@ -670,13 +448,17 @@ impl IngestApi {
         app: Data<&App>,
         auth: Auth,
         id: Path<String>,
-        body: FrameUpload,
+        body: Upload<FramesForm>,
     ) -> Result<PushResponse, ApiError> {
         let principal = auth.require("push_frames")?;
-        if body.files.is_empty() {
+        let Upload {
+            files, mut lists, ..
+        } = body;
+        let timestamps = lists.remove("timestamps").unwrap_or_default();
+        if files.is_empty() {
             return Err(ApiError::validation("files", "at least one picture"));
         }
-        if body.timestamps.len() > body.files.len() {
+        if timestamps.len() > files.len() {
             return Err(ApiError::validation(
                 "timestamps",
                 "more timestamps than files",
@@ -685,8 +467,8 @@ impl IngestApi {
         push_camera(&app, principal, &id.0).await?;
         let now = Utc::now();
         let mut frames = Vec::new();
-        for (i, (name, bytes)) in body.files.into_iter().enumerate() {
-            let at = match body.timestamps.get(i) {
+        for (i, (name, bytes)) in files.into_iter().enumerate() {
+            let at = match timestamps.get(i) {
                 Some(text) => parse_time(text, i)?,
                 None => now,
             };
@@ -704,7 +486,7 @@ impl IngestApi {
         for (name, frame) in frames {
             let started = Instant::now();
             let timestamp = frame.captured_at;
-            let outcome = push_one(&app, &id.0, frame).await?;
+            let outcome = ingest::push(&app, &id.0, frame).await?;
             appended = appended.max(outcome.position);
             out.push(PushedFrame {
                 file: name,
@@ -779,7 +561,7 @@ impl IngestApi {
                     image,
                     captured_at: timestamp,
                 };
-                let outcome = push_one(&app, id, frame).await?;
+                let outcome = ingest::push(&app, id, frame).await?;
                 appended = outcome.position;
                 match (&outcome.analysis, &outcome.error) {
                     (Some(a), _) => analysis_dto(a, Some(&outcome), started),
@@ -832,58 +614,4 @@ impl IngestApi {
             appended.unwrap_or(seen),
         ))
     }
-
-    /// A stored frame or crop.
-    ///
-    /// The JPEG whose SHA-256 (hex) events name (`entry_frame.blob`, `best_face.crop`, …).
-    /// Keys restricted to some cameras get 403 (media does not record its camera). A single
-    /// `Range: bytes=…` is answered 206 with `Content-Range`, or 416 outside the media. For a
-    /// URL that works without a key, see `POST /api/v1/media/{sha256}/sign`.
-    #[oai(
-        path = "/api/v1/media/:sha256",
-        method = "get",
-        operation_id = "get_media"
-    )]
-    async fn media(
-        &self,
-        app: Data<&App>,
-        auth: Auth,
-        sha256: Path<String>,
-        #[oai(name = "Range", validator(max_length = 200))] range: Header<Option<String>>,
-    ) -> Result<MediaResponse, ApiError> {
-        let principal = auth.require("get_media")?;
-        if principal.is_camera_restricted() {
-            // A blob does not record its camera: a restricted key reads none rather than any.
-            return Err(ApiError::new(
-                StatusCode::FORBIDDEN,
-                "FORBIDDEN",
-                "a key restricted to some cameras cannot read media by hash",
-                json!({}),
-            ));
-        }
-        let bytes = app
-            .ingest()
-            .blobs
-            .get(&sha256.0)
-            .await
-            .map_err(ApiError::internal)?
-            .ok_or_else(|| {
-                ApiError::not_found("MEDIA_NOT_FOUND", format!("no media `{}`", sha256.0))
-            })?;
-        Ok(super::media::serve(bytes, range.0.as_deref()))
-    }
-}
-
-async fn set_enabled(
-    app: &App,
-    principal: &Principal,
-    id: &str,
-    enabled: bool,
-) -> Result<CameraResponse, ApiError> {
-    visible_to(principal, id)?;
-    let patch = CameraPatch {
-        enabled: Some(enabled),
-        ..CameraPatch::default()
-    };
-    apply_patch(app, principal, id, patch, None).await
 }

@@ -153,6 +153,46 @@ pub struct MediaApi;
 
 #[OpenApi(tag = "ApiTags::Cameras")]
 impl MediaApi {
+    /// A stored frame or crop.
+    ///
+    /// The JPEG whose SHA-256 (hex) events name (`entry_frame.blob`, `best_face.crop`, …).
+    /// Keys restricted to some cameras get 403 (media does not record its camera). A single
+    /// `Range: bytes=…` is answered 206 with `Content-Range`, or 416 outside the media. For a
+    /// URL that works without a key, see `POST /api/v1/media/{sha256}/sign`.
+    #[oai(
+        path = "/api/v1/media/:sha256",
+        method = "get",
+        operation_id = "get_media"
+    )]
+    async fn media(
+        &self,
+        app: Data<&App>,
+        auth: Auth,
+        sha256: Path<String>,
+        #[oai(name = "Range", validator(max_length = 200))] range: Header<Option<String>>,
+    ) -> Result<MediaResponse, ApiError> {
+        let principal = auth.require("get_media")?;
+        if principal.is_camera_restricted() {
+            // A blob does not record its camera: a restricted key reads none rather than any.
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "FORBIDDEN",
+                "a key restricted to some cameras cannot read media by hash",
+                json!({}),
+            ));
+        }
+        let bytes = app
+            .ingest()
+            .blobs
+            .get(&sha256.0)
+            .await
+            .map_err(ApiError::internal)?
+            .ok_or_else(|| {
+                ApiError::not_found("MEDIA_NOT_FOUND", format!("no media `{}`", sha256.0))
+            })?;
+        Ok(serve(bytes, range.0.as_deref()))
+    }
+
     /// Sign a media URL.
     ///
     /// A URL to the media that works without a key until it expires (`ttl_secs`, 1 to 604800,

@@ -4,6 +4,11 @@
 //! [`error::ErrorBody`]; authenticated responses carry `X-RateLimit-*`. `/openapi.json` is the
 //! OpenAPI 3 document (each operation's scope as `x-vigil-scope`), `/docs` Swagger UI,
 //! `/redoc` ReDoc.
+//!
+//! Endpoint files (one `…Api` each) hold DTOs, request parsing and the mapping of results
+//! and errors onto HTTP; the use cases they call live in [`crate::service`]. They import only
+//! the shared support modules ([`auth`], [`body`], [`dto`], [`error`], [`listing`]), never
+//! each other, and name no table (`scripts/check-rooms` checks both).
 
 pub mod actions;
 pub mod api_keys;
@@ -12,6 +17,7 @@ pub mod auth;
 pub mod body;
 pub mod calibration;
 pub mod cameras;
+pub mod dto;
 pub mod error;
 pub mod incidents;
 pub mod ingest;
@@ -20,7 +26,6 @@ pub mod media;
 pub mod search;
 pub mod subjects;
 pub mod system;
-pub mod visibility;
 pub mod ws;
 
 use std::sync::Arc;

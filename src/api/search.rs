@@ -1,45 +1,35 @@
 //! `POST /api/v1/search/face`: where and when was this person seen?
 //!
-//! Two stages over the Lance tables of the `vectors` projection. Stage 1 looks the face up
-//! among enrolled faces (`subject_faces`): when it identifies a subject (the calibrated match
-//! distance AND margin over the next other subject, as on cameras), the answer is that
-//! subject's appearances, found with every enrolled face of the subject and the picture.
-//! Otherwise stage 2 searches `appearances` with the picture alone. Either way only tracks
-//! within `max_distance` (default: the calibrated match distance) come back, one hit per track,
-//! nearest first, restricted to the time range and cameras asked for.
+//! The two stages (enrolled subjects, then appearances) are the use case
+//! [`crate::service::search`]; this file parses the form and shapes the answer.
 
-use std::collections::HashMap;
 use std::time::Instant;
 
 use chrono::{DateTime, Utc};
 use poem::web::Data;
-use poem_openapi::types::multipart::Upload;
+use poem_openapi::types::multipart::Upload as UploadPart;
 use poem_openapi::{Multipart, Object, OpenApi, payload::Json};
-use vigil_projections::calibration::get_calibration;
-use vigil_projections::subjects::get_subject;
-use vigil_projections::vectors::{AppearanceFilter, AppearanceRow, SearchMethod, from_micros};
-use vigil_schemas::events::FrameRef;
+use vigil_projections::vectors::{AppearanceFilter, AppearanceRow, from_micros};
 
 use super::ApiTags;
-use super::auth::Auth;
+use super::auth::{Auth, only_cameras};
+use super::body::{Upload, UploadForm};
+use super::dto::{EvidenceDto, evidence_dto, media_url, similarity};
 use super::error::ApiError;
-use super::incidents::EvidenceDto;
-use super::subjects::{SubjectUpload, UploadForm, find_faces, media_url, only_cameras, similarity};
 use crate::app::App;
+use crate::service::search::{FaceQuery, search_face};
 
 /// Hits per search unless `top_k` says otherwise.
 const DEFAULT_TOP_K: usize = 10;
 /// The most hits a search returns.
 const MAX_TOP_K: usize = 100;
-/// Enrolled faces stage 1 looks at (enough to find the nearest two subjects).
-const STAGE1_FACES: usize = 32;
 
 /// A face search (documentation of the multipart body).
 #[derive(Debug, Multipart)]
-#[allow(dead_code)] // only its schema is used; the body is parsed by `SubjectUpload`
+#[allow(dead_code)] // only its schema is used; the body is parsed by `Upload`
 struct FaceSearchForm {
     /// The picture (JPEG or PNG), showing exactly one face.
-    image: Upload,
+    image: UploadPart,
     /// Only tracks still seen at or after this time (RFC 3339).
     start: Option<DateTime<Utc>>,
     /// Only tracks already seen at or before this time (RFC 3339).
@@ -240,15 +230,6 @@ fn params(
     })
 }
 
-fn frame_dto(f: FrameRef) -> EvidenceDto {
-    EvidenceDto {
-        url: media_url(&f.blob),
-        blob: f.blob,
-        frame_number: f.frame_number,
-        at: f.at,
-    }
-}
-
 fn hit_dto(row: AppearanceRow, distance: f64) -> FaceSearchHit {
     FaceSearchHit {
         zones: row
@@ -260,8 +241,8 @@ fn hit_dto(row: AppearanceRow, distance: f64) -> FaceSearchHit {
                 exited_at: z.exited_at,
             })
             .collect(),
-        entry_frame: row.entry().map(frame_dto),
-        exit_frame: row.exit().map(frame_dto),
+        entry_frame: row.entry().map(evidence_dto),
+        exit_frame: row.exit().map(evidence_dto),
         thumbnail_url: media_url(&row.face_crop),
         face_seen_at: from_micros(row.face_at_us),
         entered_at: from_micros(row.start_us),
@@ -298,7 +279,7 @@ impl SearchApi {
         &self,
         app: Data<&App>,
         auth: Auth,
-        body: SubjectUpload<FaceSearchForm>,
+        body: Upload<FaceSearchForm>,
     ) -> Result<Json<FaceSearchResult>, ApiError> {
         let principal = auth.require("search_face")?;
         let started = Instant::now();
@@ -306,100 +287,32 @@ impl SearchApi {
         if body.files.is_empty() {
             return Err(ApiError::validation("image", "a picture is required"));
         }
-        let found = find_faces(&app, body.files, "image").await?;
-        let query = found
-            .into_iter()
-            .next()
-            .and_then(|f| f.face.embedding)
-            .filter(|e| e.len() == vigil_projections::vectors::DIM)
-            .ok_or_else(|| ApiError::internal("the face model gave no 128-d descriptor"))?;
-        let (calibration, _, _) = get_calibration(app.pool()).await?;
-        let settings = calibration.global;
-        let max_distance = params.max_distance.unwrap_or(settings.face_match_distance);
-        let vectors = app.vectors();
-
-        // Stage 1: the nearest enrolled subject, if it is clearly this person.
-        let faces = vectors
-            .nearest_faces(&query, STAGE1_FACES)
-            .await
-            .map_err(ApiError::internal)?;
-        let mut nearest: Vec<(String, String, f64)> = Vec::new(); // subject, category, distance
-        for (face, d) in &faces.hits {
-            if !nearest.iter().any(|(s, _, _)| *s == face.subject_id) {
-                nearest.push((face.subject_id.clone(), face.category.clone(), *d));
-            }
-        }
-        let identified = match nearest.as_slice() {
-            [(id, category, d), rest @ ..]
-                if *d <= settings.face_match_distance
-                    && rest
-                        .first()
-                        .is_none_or(|(_, _, s)| s - d >= settings.face_match_margin) =>
-            {
-                Some((id.clone(), category.clone(), *d, rest.first().map(|r| r.2)))
-            }
-            _ => None,
-        };
-
-        let mut queries = vec![query];
-        let mut vectors_searched = faces.vectors as u64;
-        let subject = match identified {
-            Some((id, category, distance, second_distance)) => {
-                let name = get_subject(app.pool(), &id)
-                    .await?
-                    .map_or_else(|| id.clone(), |s| s.name);
-                queries.extend(
-                    vectors
-                        .subject_faces(&id)
-                        .await
-                        .map_err(ApiError::internal)?
-                        .into_iter()
-                        .map(|f| f.embedding),
-                );
-                Some(IdentifiedSubject {
-                    id,
-                    name,
-                    category,
-                    distance,
-                    similarity: similarity(distance),
-                    second_distance,
-                })
-            }
-            None => None,
-        };
-
-        // Stage 1 on a match (every face of the subject), else stage 2 (the picture alone).
-        let mut best: HashMap<String, (AppearanceRow, f64)> = HashMap::new();
-        let mut raw_hits = 0u64;
-        let mut method = SearchMethod::Exact;
-        let mut appearances_searched = 0u64;
-        for q in &queries {
-            let found = vectors
-                .nearest_appearances(q, params.top_k, &params.filter)
-                .await
-                .map_err(ApiError::internal)?;
-            raw_hits += found.hits.len() as u64;
-            appearances_searched = appearances_searched.max(found.vectors as u64);
-            method = found.method;
-            for (row, d) in found.hits {
-                if d > max_distance {
-                    continue;
-                }
-                match best.get(&row.appearance_id) {
-                    Some((_, known)) if *known <= d => {}
-                    _ => {
-                        best.insert(row.appearance_id.clone(), (row, d));
-                    }
-                }
-            }
-        }
-        vectors_searched += appearances_searched;
-        let mut hits: Vec<(AppearanceRow, f64)> = best.into_values().collect();
-        hits.sort_by(|a, b| {
-            a.1.total_cmp(&b.1)
-                .then(a.0.appearance_id.cmp(&b.0.appearance_id))
+        let picture = body.files.into_iter().next().expect("one picture");
+        let found = search_face(
+            &app,
+            FaceQuery {
+                picture,
+                part: "image",
+                filter: params.filter,
+                top_k: params.top_k,
+                max_distance: params.max_distance,
+            },
+        )
+        .await?;
+        let subject = found.subject.map(|s| IdentifiedSubject {
+            similarity: similarity(s.distance),
+            id: s.id,
+            name: s.name,
+            category: s.category,
+            distance: s.distance,
+            second_distance: s.second_distance,
         });
-        hits.truncate(params.top_k);
+        let (hits, method, vectors_searched, raw_hits) = (
+            found.hits,
+            found.method,
+            found.vectors_searched,
+            found.raw_hits,
+        );
         let hits: Vec<FaceSearchHit> = hits.into_iter().map(|(r, d)| hit_dto(r, d)).collect();
         let search_stats = SearchStats {
             stage: if subject.is_some() {

@@ -8,57 +8,39 @@
 //! subject's face crops; its faces and alerts leave the read model.
 
 use std::collections::BTreeMap;
-use std::marker::PhantomData;
-use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use poem::http::StatusCode;
 use poem::web::Data;
-use poem::{FromRequest, Request, RequestBody};
 use poem_openapi::param::{Path, Query};
-use poem_openapi::payload::{Json, ParsePayload, Payload};
-use poem_openapi::registry::{MetaSchemaRef, Registry};
-use poem_openapi::types::multipart::Upload;
+use poem_openapi::payload::Json;
+use poem_openapi::types::multipart::Upload as UploadPart;
 use poem_openapi::{ApiResponse, Enum, Multipart, Object, OpenApi};
 use serde::Deserialize;
 use serde_json::json;
 use vigil_actors::CommandError;
 use vigil_actors::alert::{Alert, AlertCommand};
-use vigil_actors::frame::{self, RgbImage};
-use vigil_actors::pool::{FoundFace, Want};
 use vigil_actors::subject::{
-    MAX_FACES, MAX_FACES_PER_REQUEST, MAX_NAME_CHARS, MAX_NOTES_CHARS, Subject, SubjectCommand,
-    SubjectError,
+    MAX_FACES_PER_REQUEST, MAX_NAME_CHARS, MAX_NOTES_CHARS, Subject, SubjectCommand,
 };
+use vigil_projections::Order;
 use vigil_projections::subjects::{
-    AlertQuery, AlertRow, SubjectFaceRow, SubjectRow, alert_ids, crop_in_use, get_alert,
-    get_subject, list_alerts, list_subjects,
+    AlertQuery, AlertRow, SubjectFaceRow, SubjectRow, alert_ids, get_alert, get_subject,
+    list_alerts, list_subjects,
 };
-use vigil_schemas::events::{
-    NormBox, Severity, SubjectCategory, SubjectEnrolled, SubjectFace, SubjectFacesAdded,
-    SubjectUpdated,
-};
+use vigil_schemas::events::{Severity, SubjectCategory, SubjectEnrolled, SubjectUpdated};
 
 use super::ApiTags;
-use super::auth::Auth;
-use super::body::{BodyLimit, BodyLimits, JsonBody, read_limited};
-use super::cameras::request_meta;
+use super::auth::{Auth, only_cameras, request_meta};
+use super::body::{BodyLimits, JsonBody, Upload, UploadForm};
+use super::dto::{
+    BoxDto, EvidenceDto, SeverityParam, box_dto, evidence_dto, media_url, similarity,
+};
 use super::error::ApiError;
-use super::incidents::{EvidenceDto, SeverityParam};
-use super::ingest::{BoxDto, pool_error};
 use super::listing::{OrderParam, order_or};
-use super::visibility::wait_visible;
 use crate::app::{App, Principal};
-use vigil_projections::Order;
-
-/// How many times an erasure loads the subject again after a concurrent write.
-const ERASE_ATTEMPTS: usize = 5;
-/// The margin around a face's box kept in its crop (a fraction of the box on every side).
-const CROP_MARGIN: f32 = 0.25;
-/// JPEG quality of face crops.
-const CROP_QUALITY: u8 = 85;
-/// Why an erasure through the API is recorded.
-const ERASE_REASON: &str = "erased through the API";
+use crate::service::subjects::{self, NewSubject, poi_not_found, subject_error, subject_not_found};
+use crate::service::visibility::wait_visible;
 
 // ---------------------------------------------------------------------------------------------
 // DTOs.
@@ -216,19 +198,6 @@ pub struct DismissedAlerts {
     pub dismissed: u64,
 }
 
-pub(super) fn media_url(sha: &str) -> String {
-    format!("/api/v1/media/{sha}")
-}
-
-pub(super) fn box_dto(b: &NormBox) -> BoxDto {
-    BoxDto {
-        x1: b.x1,
-        y1: b.y1,
-        x2: b.x2,
-        y2: b.y2,
-    }
-}
-
 fn face_dto(f: SubjectFaceRow) -> SubjectFaceDto {
     SubjectFaceDto {
         crop_url: media_url(&f.crop),
@@ -283,21 +252,11 @@ fn enrolled_dto(e: &SubjectEnrolled, version: u64) -> SubjectDto {
     }
 }
 
-/// `1 - distance / 2`, clamped to 0–1 (descriptors are unit-length: distances lie in 0–2).
-pub fn similarity(distance: f64) -> f64 {
-    (1.0 - distance / 2.0).clamp(0.0, 1.0)
-}
-
 fn alert_dto(row: AlertRow) -> AlertDto {
     AlertDto {
         similarity: similarity(row.distance),
         crop_url: media_url(&row.crop),
-        frame: EvidenceDto {
-            url: media_url(&row.frame.blob),
-            blob: row.frame.blob,
-            frame_number: row.frame.frame_number,
-            at: row.frame.at,
-        },
+        frame: evidence_dto(row.frame),
         id: row.id,
         subject_id: row.subject_id,
         subject_name: row.subject_name,
@@ -319,12 +278,12 @@ fn alert_dto(row: AlertRow) -> AlertDto {
 
 /// A subject to enrol (documentation of the multipart body).
 #[derive(Debug, Multipart)]
-#[allow(dead_code)] // only its schema is used; the body is parsed by `SubjectUpload`
+#[allow(dead_code)] // only its schema is used; the body is parsed by `Upload`
 struct EnrolForm {
     /// 1–5 pictures (JPEG or PNG), each under its own `files` part, each showing exactly one
     /// face.
     #[oai(validator(min_items = 1, max_items = 5))]
-    files: Vec<Upload>,
+    files: Vec<UploadPart>,
     /// Name (1–200 characters, not blank).
     #[oai(validator(min_length = 1, max_length = 200))]
     name: String,
@@ -340,12 +299,12 @@ struct EnrolForm {
 
 /// A person of interest to enrol (documentation of the multipart body).
 #[derive(Debug, Multipart)]
-#[allow(dead_code)] // only its schema is used; the body is parsed by `SubjectUpload`
+#[allow(dead_code)] // only its schema is used; the body is parsed by `Upload`
 struct PoiForm {
     /// 1–5 pictures (JPEG or PNG), each under its own `files` part, each showing exactly one
     /// face.
     #[oai(validator(min_items = 1, max_items = 5))]
-    files: Vec<Upload>,
+    files: Vec<UploadPart>,
     /// Name (1–200 characters, not blank).
     #[oai(validator(min_length = 1, max_length = 200))]
     name: String,
@@ -358,145 +317,28 @@ struct PoiForm {
 
 /// Faces to add to a subject (documentation of the multipart body).
 #[derive(Debug, Multipart)]
-#[allow(dead_code)] // only its schema is used; the body is parsed by `SubjectUpload`
+#[allow(dead_code)] // only its schema is used; the body is parsed by `Upload`
 struct FacesForm {
     /// 1–5 pictures (JPEG or PNG), each under its own `files` part, each showing exactly one
     /// face.
     #[oai(validator(min_items = 1, max_items = 5))]
-    files: Vec<Upload>,
-}
-
-/// A multipart form of face pictures and text fields.
-pub(super) trait UploadForm: Payload {
-    /// The text parts it takes besides the pictures.
-    const FIELDS: &'static [&'static str];
-    /// The name of the pictures' parts.
-    const FILES: &'static str = "files";
-    /// The most pictures it takes.
-    const MAX_FILES: usize = MAX_FACES_PER_REQUEST;
+    files: Vec<UploadPart>,
 }
 
 impl UploadForm for EnrolForm {
+    const MAX_FILES: usize = MAX_FACES_PER_REQUEST;
     const FIELDS: &'static [&'static str] = &["name", "category", "severity", "notes"];
 }
 
 impl UploadForm for PoiForm {
+    const MAX_FILES: usize = MAX_FACES_PER_REQUEST;
     const FIELDS: &'static [&'static str] = &["name", "severity", "notes"];
 }
 
 impl UploadForm for FacesForm {
+    const MAX_FILES: usize = MAX_FACES_PER_REQUEST;
     const FIELDS: &'static [&'static str] = &[];
 }
-
-/// A parsed upload of form `F`: each picture's file name (or `#index`) and bytes, and the
-/// text fields.
-pub(super) struct SubjectUpload<F> {
-    pub(super) files: Vec<(String, bytes::Bytes)>,
-    pub(super) fields: BTreeMap<String, String>,
-    form: PhantomData<fn() -> F>,
-}
-
-impl<F: UploadForm> Payload for SubjectUpload<F> {
-    const CONTENT_TYPE: &'static str = "multipart/form-data";
-
-    fn check_content_type(content_type: &str) -> bool {
-        content_type
-            .split(';')
-            .next()
-            .is_some_and(|ct| ct.trim().eq_ignore_ascii_case("multipart/form-data"))
-    }
-
-    fn schema_ref() -> MetaSchemaRef {
-        F::schema_ref()
-    }
-
-    fn register(registry: &mut Registry) {
-        F::register(registry);
-    }
-}
-
-fn malformed(e: multer::Error) -> poem::Error {
-    ApiError::new(
-        StatusCode::BAD_REQUEST,
-        "BAD_REQUEST",
-        format!("malformed multipart body: {e}"),
-        json!({}),
-    )
-    .into()
-}
-
-impl<F: UploadForm> ParsePayload for SubjectUpload<F> {
-    const IS_REQUIRED: bool = true;
-
-    async fn from_request(request: &Request, body: &mut RequestBody) -> poem::Result<Self> {
-        let limit = request.data::<BodyLimit>().map_or(20 << 20, |l| l.upload);
-        let content_type = request
-            .header("content-type")
-            .unwrap_or_default()
-            .to_string();
-        let boundary = multer::parse_boundary(&content_type).map_err(|e| {
-            poem::Error::from(ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "BAD_REQUEST",
-                format!("not a multipart body: {e}"),
-                json!({}),
-            ))
-        })?;
-        let bytes =
-            read_limited(poem::Body::from_request(request, body).await?, limit, true).await?;
-        let mut upload = Self {
-            files: Vec::new(),
-            fields: BTreeMap::new(),
-            form: PhantomData,
-        };
-        // A form with no parts is only its closing delimiter, which multer calls malformed:
-        // it is an upload of nothing (422 later), not a syntax error.
-        let closing = format!("--{boundary}--");
-        if bytes.trim_ascii() == closing.as_bytes() || bytes.trim_ascii().is_empty() {
-            return Ok(upload);
-        }
-        let stream = futures::stream::once(async move { Ok::<_, std::convert::Infallible>(bytes) });
-        let mut multipart = multer::Multipart::new(stream, boundary);
-        while let Some(field) = multipart.next_field().await.map_err(malformed)? {
-            match field.name().map(str::to_string) {
-                Some(name) if name == F::FILES => {
-                    if upload.files.len() == F::MAX_FILES {
-                        let message = match F::MAX_FILES {
-                            1 => "one picture, not more".to_string(),
-                            n => format!("1 to {n} pictures per request, not more"),
-                        };
-                        return Err(ApiError::validation(F::FILES, message).into());
-                    }
-                    let file = field
-                        .file_name()
-                        .map_or_else(|| format!("#{}", upload.files.len()), str::to_string);
-                    let data = field.bytes().await.map_err(malformed)?;
-                    upload.files.push((file, data));
-                }
-                Some(name) if F::FIELDS.contains(&name.as_str()) => {
-                    let text = field.text().await.map_err(malformed)?;
-                    if upload.fields.insert(name.clone(), text).is_some() {
-                        return Err(ApiError::validation(name, "given more than once").into());
-                    }
-                }
-                other => {
-                    let takes: Vec<String> = std::iter::once(F::FILES)
-                        .chain(F::FIELDS.iter().copied())
-                        .map(|f| format!("`{f}`"))
-                        .collect();
-                    return Err(ApiError::validation(
-                        other.unwrap_or_else(|| "(unnamed part)".into()),
-                        format!("not a part of this form, which takes {}", takes.join(", ")),
-                    )
-                    .into());
-                }
-            }
-        }
-        Ok(upload)
-    }
-}
-
-poem_openapi::impl_apirequest_for_payload!(SubjectUpload<F>, F: UploadForm);
 
 // ---------------------------------------------------------------------------------------------
 // Responses.
@@ -558,38 +400,9 @@ pub enum AlertResponse {
 // ---------------------------------------------------------------------------------------------
 // Helpers.
 
-/// 404 `SUBJECT_NOT_FOUND`.
-fn subject_not_found(id: &str) -> ApiError {
-    ApiError::not_found(
-        "SUBJECT_NOT_FOUND",
-        format!("subject `{id}` does not exist"),
-    )
-}
-
-/// 404 `SUBJECT_NOT_FOUND` for a subject that is not (or no longer) watch-listed.
-fn poi_not_found(id: &str) -> ApiError {
-    ApiError::not_found(
-        "SUBJECT_NOT_FOUND",
-        format!("no watch-listed subject `{id}`"),
-    )
-}
-
 /// 404 `ALERT_NOT_FOUND`.
 fn alert_not_found(id: &str) -> ApiError {
     ApiError::not_found("ALERT_NOT_FOUND", format!("alert `{id}` does not exist"))
-}
-
-fn command_error(err: CommandError<SubjectError>, id: &str) -> ApiError {
-    super::error::command_error(err, "subject", |e| match e {
-        SubjectError::NotFound(_) => subject_not_found(id),
-        SubjectError::AlreadyExists(id) => ApiError::new(
-            StatusCode::CONFLICT,
-            "SUBJECT_EXISTS",
-            format!("subject `{id}` already exists (or existed)"),
-            json!({"id": id}),
-        ),
-        SubjectError::Invalid { field, reason } => ApiError::validation(field, reason),
-    })
 }
 
 /// The subject as the read model shows it after a write at `position` (503
@@ -609,15 +422,8 @@ async fn visible_subject(
             "the change is stored but the subject read model has not caught up yet; read it again",
             json!({"position": seen, "min_position": position}),
         )),
-        _ => Err(subject_not_found(id)),
+        _ => Err(subject_not_found(id).into()),
     }
-}
-
-/// The cameras a key is restricted to, `None` for an unrestricted key.
-pub(super) fn only_cameras(principal: &Principal) -> Option<Vec<String>> {
-    principal
-        .is_camera_restricted()
-        .then(|| principal.camera_ids.clone())
 }
 
 fn check_limit(limit: Option<u32>) -> Result<u32, ApiError> {
@@ -628,19 +434,11 @@ fn check_limit(limit: Option<u32>) -> Result<u32, ApiError> {
     Ok(limit)
 }
 
-/// What enrolment asks for besides the pictures.
-struct Details {
-    name: String,
-    category: SubjectCategory,
-    severity: Option<Severity>,
-    notes: String,
-}
-
 /// Reads and checks the text fields of an enrolment; `forced` is the category of `/poi`.
 fn details(
     fields: &BTreeMap<String, String>,
     forced: Option<SubjectCategory>,
-) -> Result<Details, ApiError> {
+) -> Result<NewSubject, ApiError> {
     let name = fields.get("name").map(|n| n.trim()).unwrap_or_default();
     if name.is_empty() || name.chars().count() > MAX_NAME_CHARS {
         return Err(ApiError::validation(
@@ -679,296 +477,12 @@ fn details(
             format!("at most {MAX_NOTES_CHARS} characters"),
         ));
     }
-    Ok(Details {
+    Ok(NewSubject {
         name: name.to_string(),
         category,
         severity,
         notes,
     })
-}
-
-/// One face found in an uploaded picture.
-pub(super) struct FoundIn {
-    pub(super) image: Arc<RgbImage>,
-    pub(super) face: FoundFace,
-}
-
-/// Decodes every picture, then runs face detection on each: every picture must show exactly
-/// one face. 422 `INVALID_IMAGE` names the first picture that is not a JPEG or PNG; 422
-/// `FACE_COUNT` names every picture without exactly one face (`details.images`).
-pub(super) async fn find_faces(
-    app: &App,
-    files: Vec<(String, bytes::Bytes)>,
-    part: &str,
-) -> Result<Vec<FoundIn>, ApiError> {
-    if files.is_empty() || files.len() > MAX_FACES_PER_REQUEST {
-        return Err(ApiError::validation(
-            part,
-            format!("1 to {MAX_FACES_PER_REQUEST} pictures, not {}", files.len()),
-        ));
-    }
-    let mut images = Vec::with_capacity(files.len());
-    for (index, (file, bytes)) in files.iter().enumerate() {
-        let bytes = bytes.clone();
-        let decoded = tokio::task::spawn_blocking(move || frame::decode(&bytes))
-            .await
-            .map_err(ApiError::internal)?;
-        let field = format!("{part}[{index}]");
-        let image = decoded.map_err(|e| {
-            ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "INVALID_IMAGE",
-                format!("{field} (`{file}`) is not a usable picture: {e}"),
-                json!({"field": field, "index": index, "file": file, "reason": e.to_string()}),
-            )
-        })?;
-        images.push(Arc::new(image));
-    }
-    let want = Want {
-        faces: true,
-        always_faces: true,
-        embeddings: true,
-        face_min_pixels: 0,
-        person_regions: None,
-    };
-    let mut found = Vec::with_capacity(images.len());
-    let mut refused = Vec::new();
-    for (index, image) in images.into_iter().enumerate() {
-        let analysis = app
-            .ingest()
-            .pool
-            .analyze(image.clone(), want.clone())
-            .await
-            .map_err(pool_error)?;
-        let faces = analysis.faces.len();
-        if faces == 1 {
-            let face = analysis.faces.into_iter().next().expect("one face");
-            found.push(FoundIn { image, face });
-        } else {
-            let reason = if faces == 0 {
-                "no face found".to_string()
-            } else {
-                format!("{faces} faces found")
-            };
-            refused.push((index, faces, reason));
-        }
-    }
-    if let Some((index, _, reason)) = refused.first() {
-        let file = &files[*index].0;
-        let more = match refused.len() {
-            1 => String::new(),
-            n => format!(" (and {} more pictures)", n - 1),
-        };
-        let images: Vec<_> = refused
-            .iter()
-            .map(|(i, faces, reason)| {
-                json!({"index": i, "file": files[*i].0, "faces": faces, "reason": reason})
-            })
-            .collect();
-        return Err(ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "FACE_COUNT",
-            format!(
-                "{part}[{index}] (`{file}`): {reason}{more}; each picture must show exactly one face"
-            ),
-            json!({
-                "field": format!("{part}[{index}]"),
-                "index": index,
-                "file": file,
-                "faces": refused[0].1,
-                "reason": reason,
-                "images": images,
-            }),
-        ));
-    }
-    Ok(found)
-}
-
-/// Crops each face from its picture and stores the crops (JPEG) in the media store. On a
-/// failure, the crops stored so far that no enrolled face shows are deleted again.
-async fn store_faces(app: &App, found: Vec<FoundIn>) -> Result<Vec<SubjectFace>, ApiError> {
-    let mut faces = Vec::with_capacity(found.len());
-    for FoundIn { image, face } in found {
-        let embedding = face
-            .embedding
-            .filter(|e| e.len() == 128 && e.iter().all(|v| v.is_finite()))
-            .ok_or_else(|| ApiError::internal("the face model gave no 128-d descriptor"));
-        let embedding = match embedding {
-            Ok(e) => e,
-            Err(e) => {
-                discard_crops(app, &faces).await;
-                return Err(e);
-            }
-        };
-        let b = face.bbox;
-        let jpeg = tokio::task::spawn_blocking(move || {
-            let crop = image.crop_normalised(b.x1, b.y1, b.x2, b.y2, CROP_MARGIN);
-            frame::encode_jpeg(&crop, CROP_QUALITY)
-        })
-        .await
-        .map_err(ApiError::internal)?;
-        let crop = match app.ingest().blobs.put(&jpeg).await {
-            Ok(sha) => sha,
-            Err(e) => {
-                discard_crops(app, &faces).await;
-                return Err(ApiError::internal(format!("cannot store a face crop: {e}")));
-            }
-        };
-        faces.push(SubjectFace {
-            face_id: uuid::Uuid::now_v7().to_string(),
-            crop,
-            bbox: NormBox {
-                x1: b.x1,
-                y1: b.y1,
-                x2: b.x2,
-                y2: b.y2,
-            },
-            score: b.score,
-            embedding,
-        });
-    }
-    Ok(faces)
-}
-
-/// Deletes the crops of faces that were not recorded, unless an enrolled face shows them
-/// (the same picture enrolled before). Best effort: failures are logged.
-async fn discard_crops(app: &App, faces: &[SubjectFace]) {
-    for face in faces {
-        match crop_in_use(app.pool(), &face.crop, None).await {
-            Ok(false) => {
-                if let Err(e) = app.ingest().blobs.delete(&face.crop).await {
-                    tracing::warn!(crop = %face.crop, error = %e, "cannot delete an unused face crop");
-                }
-            }
-            Ok(true) => {}
-            Err(e) => {
-                tracing::warn!(crop = %face.crop, error = %e, "cannot check whether a face crop is used")
-            }
-        }
-    }
-}
-
-/// Enrols a subject from an upload; `forced` is the category of `/poi`.
-async fn enrol(
-    app: &App,
-    principal: &Principal,
-    upload: (Vec<(String, bytes::Bytes)>, BTreeMap<String, String>),
-    forced: Option<SubjectCategory>,
-    path: &str,
-) -> Result<CreatedSubject, ApiError> {
-    let (files, fields) = upload;
-    let details = details(&fields, forced)?;
-    let found = find_faces(app, files, "files").await?;
-    let faces = store_faces(app, found).await?;
-    let id = uuid::Uuid::now_v7().to_string();
-    let enrolled = SubjectEnrolled {
-        subject_id: id.clone(),
-        name: details.name,
-        category: details.category,
-        severity: details.severity,
-        notes: details.notes,
-        faces,
-    };
-    let done = app
-        .handler()
-        .execute::<Subject>(
-            &id,
-            SubjectCommand::Enroll(enrolled.clone()),
-            &request_meta(principal),
-            None,
-        )
-        .await;
-    let done = match done {
-        Ok(done) => done,
-        Err(e) => {
-            discard_crops(app, &enrolled.faces).await;
-            return Err(command_error(e, &id));
-        }
-    };
-    let seen = wait_visible(app, done.position).await;
-    let dto = match get_subject(app.pool(), &id).await.map_err(ApiError::from)? {
-        Some(row) => subject_dto(row),
-        None => {
-            // The read model is slow: answer with what was recorded.
-            let mut dto = enrolled_dto(&enrolled, done.version);
-            dto.severity = done.state.severity.map(|s| s.as_str().into());
-            dto
-        }
-    };
-    Ok(CreatedSubject::Created(
-        Json(dto),
-        format!("{path}/{id}"),
-        done.position.unwrap_or(seen),
-    ))
-}
-
-/// Erases subject `id` (only if watch-listed, with `only_watchlist`) and deletes its face
-/// crops from the media store unless another subject's face shows them.
-async fn erase(
-    app: &App,
-    principal: &Principal,
-    id: &str,
-    only_watchlist: bool,
-) -> Result<Erased, ApiError> {
-    let meta = request_meta(principal);
-    let mut erased = None;
-    for _ in 0..ERASE_ATTEMPTS {
-        // The crops are those of the state the erasure is decided on: at that exact version.
-        let (state, version) = app
-            .handler()
-            .load::<Subject>(id)
-            .await
-            .map_err(|e| command_error(e, id))?;
-        if !state.exists {
-            return Err(subject_not_found(id));
-        }
-        if only_watchlist && state.category != Some(SubjectCategory::Watchlist) {
-            return Err(poi_not_found(id));
-        }
-        let command = SubjectCommand::Erase {
-            subject_id: id.to_string(),
-            reason: ERASE_REASON.into(),
-        };
-        match app
-            .handler()
-            .execute::<Subject>(id, command, &meta, Some(version))
-            .await
-        {
-            Ok(done) => {
-                erased = Some((done, state.faces));
-                break;
-            }
-            // Written meanwhile (a face added, a match): decide again on the new state.
-            Err(CommandError::VersionMismatch { .. }) => continue,
-            Err(e) => return Err(command_error(e, id)),
-        }
-    }
-    let Some((done, faces)) = erased else {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "WRITE_CONFLICT",
-            format!("subject `{id}` kept changing during {ERASE_ATTEMPTS} attempts; retry"),
-            json!({}),
-        ));
-    };
-    let seen = wait_visible(app, done.position).await;
-    let mut crops: Vec<String> = faces.into_iter().map(|(_, crop)| crop).collect();
-    crops.sort();
-    crops.dedup();
-    for crop in crops {
-        if crop_in_use(app.pool(), &crop, Some(id))
-            .await
-            .map_err(ApiError::from)?
-        {
-            continue;
-        }
-        app.ingest()
-            .blobs
-            .delete(&crop)
-            .await
-            .map_err(ApiError::internal)?;
-    }
-    Ok(Erased::NoContent(done.position.unwrap_or(seen)))
 }
 
 async fn list(
@@ -1001,6 +515,47 @@ fn alert_command_error(err: CommandError<vigil_actors::alert::Never>) -> ApiErro
     super::error::command_error(err, "alert", |never| match never {})
 }
 
+/// Enrols a subject from an upload (`forced` is the category of `/poi`) and answers with it
+/// as the read model shows it, or as recorded when the read model is slow.
+async fn enrol(
+    app: &App,
+    principal: &Principal,
+    upload: (Vec<(String, bytes::Bytes)>, BTreeMap<String, String>),
+    forced: Option<SubjectCategory>,
+    path: &str,
+) -> Result<CreatedSubject, ApiError> {
+    let (files, fields) = upload;
+    let subject = details(&fields, forced)?;
+    let (enrolled, done) = subjects::enrol(app, &request_meta(principal), subject, files).await?;
+    let id = &enrolled.subject_id;
+    let seen = wait_visible(app, done.position).await;
+    let dto = match get_subject(app.pool(), id).await.map_err(ApiError::from)? {
+        Some(row) => subject_dto(row),
+        None => {
+            // The read model is slow: answer with what was recorded.
+            let mut dto = enrolled_dto(&enrolled, done.version);
+            dto.severity = done.state.severity.map(|s| s.as_str().into());
+            dto
+        }
+    };
+    Ok(CreatedSubject::Created(
+        Json(dto),
+        format!("{path}/{id}"),
+        done.position.unwrap_or(seen),
+    ))
+}
+
+/// Erases subject `id` (only if watch-listed, with `only_watchlist`).
+async fn erase(
+    app: &App,
+    principal: &Principal,
+    id: &str,
+    only_watchlist: bool,
+) -> Result<Erased, ApiError> {
+    let position = subjects::erase(app, &request_meta(principal), id, only_watchlist).await?;
+    Ok(Erased::NoContent(position))
+}
+
 // ---------------------------------------------------------------------------------------------
 // Endpoints.
 
@@ -1025,7 +580,7 @@ impl SubjectsApi {
         &self,
         app: Data<&App>,
         auth: Auth,
-        body: SubjectUpload<EnrolForm>,
+        body: Upload<EnrolForm>,
     ) -> Result<CreatedSubject, ApiError> {
         let principal = auth.require("enroll_subject")?;
         enrol(
@@ -1070,7 +625,7 @@ impl SubjectsApi {
         let row = get_subject(app.pool(), &id.0)
             .await
             .map_err(ApiError::from)?
-            .ok_or_else(|| subject_not_found(&id.0))?;
+            .ok_or_else(|| ApiError::from(subject_not_found(&id.0)))?;
         Ok(Json(subject_dto(row)))
     }
 
@@ -1114,7 +669,7 @@ impl SubjectsApi {
             .handler()
             .execute::<Subject>(&id.0, command, &request_meta(principal), None)
             .await
-            .map_err(|e| command_error(e, &id.0))?;
+            .map_err(|e| ApiError::from(subject_error(e, &id.0)))?;
         let (dto, position) = visible_subject(&app, &id.0, done.position).await?;
         Ok(SubjectResponse::Ok(Json(dto), position))
     }
@@ -1154,43 +709,10 @@ impl SubjectsApi {
         app: Data<&App>,
         auth: Auth,
         #[oai(validator(max_length = 200))] id: Path<String>,
-        body: SubjectUpload<FacesForm>,
+        body: Upload<FacesForm>,
     ) -> Result<SubjectResponse, ApiError> {
         let principal = auth.require("add_subject_faces")?;
-        let (state, _) = app
-            .handler()
-            .load::<Subject>(&id.0)
-            .await
-            .map_err(|e| command_error(e, &id.0))?;
-        if !state.exists {
-            return Err(subject_not_found(&id.0));
-        }
-        if state.faces.len() + body.files.len() > MAX_FACES {
-            return Err(ApiError::validation(
-                "files",
-                format!(
-                    "a subject holds at most {MAX_FACES} faces; it has {}",
-                    state.faces.len()
-                ),
-            ));
-        }
-        let found = find_faces(&app, body.files, "files").await?;
-        let faces = store_faces(&app, found).await?;
-        let command = SubjectCommand::AddFaces(SubjectFacesAdded {
-            subject_id: id.0.clone(),
-            faces: faces.clone(),
-        });
-        let done = match app
-            .handler()
-            .execute::<Subject>(&id.0, command, &request_meta(principal), None)
-            .await
-        {
-            Ok(done) => done,
-            Err(e) => {
-                discard_crops(&app, &faces).await;
-                return Err(command_error(e, &id.0));
-            }
-        };
+        let done = subjects::add_faces(&app, &request_meta(principal), &id.0, body.files).await?;
         let (dto, position) = visible_subject(&app, &id.0, done.position).await?;
         Ok(SubjectResponse::Ok(Json(dto), position))
     }
@@ -1204,7 +726,7 @@ impl SubjectsApi {
         &self,
         app: Data<&App>,
         auth: Auth,
-        body: SubjectUpload<PoiForm>,
+        body: Upload<PoiForm>,
     ) -> Result<CreatedSubject, ApiError> {
         let principal = auth.require("enroll_poi")?;
         enrol(
@@ -1259,7 +781,7 @@ impl SubjectsApi {
             .await
             .map_err(ApiError::from)?
             .filter(|row| row.category == SubjectCategory::Watchlist)
-            .ok_or_else(|| poi_not_found(&id.0))?;
+            .ok_or_else(|| ApiError::from(poi_not_found(&id.0)))?;
         Ok(Json(subject_dto(row)))
     }
 

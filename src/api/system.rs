@@ -12,6 +12,7 @@ use super::auth::Auth;
 use super::error::ApiError;
 use crate::app::App;
 use vigil_actors::pool::ModelsState;
+use vigil_projections::checkpoint::Checkpoint;
 
 /// One projection's progress.
 #[derive(Debug, Clone, Object)]
@@ -245,9 +246,7 @@ pub async fn metrics(app: Data<&App>) -> poem::Response {
             crate::mqtt::CHECKPOINT,
         ),
     ] {
-        if configured
-            && let Ok(relayed) = vigil_projections::runner::read_checkpoint(app.pool(), name).await
-        {
+        if configured && let Ok(relayed) = Checkpoint::new(app.pool().clone(), name).read().await {
             relays.push((sink, relayed));
         }
     }

@@ -184,7 +184,7 @@ fn device_check(preference: vigil_models::BackendPreference) -> Check {
 /// The database check, and the newest event's recording time (for the clock check).
 async fn database_check(config: &Config) -> (Check, Option<chrono::DateTime<chrono::Utc>>) {
     let url = config.effective_database_url();
-    let shown = crate::store::mask_url(&url);
+    let shown = crate::config::mask_url(&url);
     let fail = |detail: String| (Check::new("database", Verdict::Fail, detail), None);
     if let Some(path) = url
         .strip_prefix("sqlite://")
@@ -322,7 +322,7 @@ async fn mqtt_check(config: &Config) -> Check {
     if config.mqtt_url.is_empty() {
         return Check::new("mqtt", Verdict::Skip, "no mqtt_url configured; MQTT is off");
     }
-    let shown = crate::store::mask_url(&config.mqtt_url);
+    let shown = crate::config::mask_url(&config.mqtt_url);
     match crate::mqtt::probe(config).await {
         Ok(()) => Check::new("mqtt", Verdict::Ok, format!("{shown} accepts a connection")),
         Err(e) => Check::new(

@@ -19,7 +19,7 @@ use sqlx::{AnyPool, Executor};
 pub use sql::SqlEventStore;
 use vigil_schemas::{EventStore, NewEvent, StoreError};
 
-use crate::config::Config;
+use crate::config::{Config, mask_url};
 
 /// Refuses a batch no adapter may store: an empty or `$`-prefixed stream name (`$` streams
 /// belong to the store, e.g. `$all`), no events, or an event id twice.
@@ -101,25 +101,6 @@ impl Backend {
                 .into(),
             ))
         }
-    }
-}
-
-/// A database URL with its password replaced by `****`.
-pub fn mask_url(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme_end), Some(at)) if at > scheme_end => {
-            let userinfo = &url[scheme_end + 3..at];
-            match userinfo.find(':') {
-                Some(colon) => format!(
-                    "{}{}:****{}",
-                    &url[..scheme_end + 3],
-                    &userinfo[..colon],
-                    &url[at..]
-                ),
-                None => url.to_string(),
-            }
-        }
-        _ => url.to_string(),
     }
 }
 

@@ -223,7 +223,8 @@ fn check_order(received: &[Received]) -> HashSet<String> {
 async fn wait_for_checkpoint(pool: &sqlx::AnyPool, target: u64, within: Duration) {
     let deadline = Instant::now() + within;
     loop {
-        let at = vigil_projections::runner::read_checkpoint(pool, CHECKPOINT)
+        let at = vigil_projections::checkpoint::Checkpoint::new(pool.clone(), CHECKPOINT)
+            .read()
             .await
             .unwrap();
         if at >= target {
@@ -477,7 +478,8 @@ async fn the_relay_resumes_from_its_checkpoint_after_a_crash_and_a_broker_outage
             .unwrap();
     }
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let stuck = vigil_projections::runner::read_checkpoint(&pool, CHECKPOINT)
+    let stuck = vigil_projections::checkpoint::Checkpoint::new(pool.clone(), CHECKPOINT)
+        .read()
         .await
         .unwrap();
     assert_eq!(stuck, 50, "nothing is acknowledged while no broker answers");

@@ -178,9 +178,13 @@ impl Subscriber {
 }
 
 async fn relayed(server: &TestServer) -> u64 {
-    vigil_projections::runner::read_checkpoint(server.app.pool(), vigil::mqtt::CHECKPOINT)
-        .await
-        .unwrap_or(0)
+    vigil_projections::checkpoint::Checkpoint::new(
+        server.app.pool().clone(),
+        vigil::mqtt::CHECKPOINT,
+    )
+    .read()
+    .await
+    .unwrap_or(0)
 }
 
 async fn wait_relayed(server: &TestServer) {

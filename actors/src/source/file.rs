@@ -20,8 +20,7 @@ use chrono::{DateTime, Utc};
 use tokio::sync::{mpsc, oneshot};
 
 use super::convert::RgbConverter;
-use super::{CameraCounters, FrameSource, Sampler, SourceError, SourceFrame};
-use crate::camera_actor::FrameOutcome;
+use super::{CameraCounters, FrameOutcome, FrameSource, Sampler, SourceError, SourceFrame};
 use crate::frame::Frame;
 
 /// Demuxers that are refused although FFmpeg opens them: playlists and lists that read other

@@ -18,9 +18,11 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use serde::Serialize;
 use tokio::sync::{Notify, oneshot};
 
 use crate::frame::{Frame, ImageError};
+use crate::pool::Analysis;
 
 /// Why a source stopped yielding frames.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -65,7 +67,7 @@ pub struct SourceFrame {
     pub frame: Frame,
     /// For pushed frames and files read as fast as analysis goes: where to send the outcome
     /// of processing it.
-    pub reply: Option<oneshot::Sender<crate::camera_actor::FrameOutcome>>,
+    pub reply: Option<oneshot::Sender<FrameOutcome>>,
     /// An uploaded picture (a face photo or crop may show no person): faces are looked for
     /// even where no person was found.
     pub uploaded: bool,
@@ -344,6 +346,49 @@ pub async fn probe(
         },
         first.frame,
     ))
+}
+
+/// What became of one frame (answered to pushed frames).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct FrameOutcome {
+    /// Whether sampling kept it (a frame closer than `1/sample_fps` to the last kept is not
+    /// analysed).
+    pub sampled: bool,
+    /// What the models saw.
+    pub analysis: Option<Analysis>,
+    /// For each person in `analysis`, the track it belongs to (`None` while a track is not yet
+    /// confirmed).
+    pub tracks: Vec<Option<String>>,
+    /// Tracks that started with this frame.
+    pub started: Vec<String>,
+    /// Tracks that ended with this frame.
+    pub ended: Vec<String>,
+    /// Incidents this frame opened or added evidence to.
+    pub incidents: Vec<String>,
+    /// Why it was not analysed, when it was not.
+    pub error: Option<String>,
+    /// Milliseconds from taking the frame to its outcome.
+    pub processing_ms: f64,
+    /// Global position of the last event this frame caused (tracks, matches, incidents);
+    /// `None` when it caused none. Whoever answers with the ids above waits for the read
+    /// models to reach it.
+    pub position: Option<u64>,
+}
+
+impl FrameOutcome {
+    /// The outcome of a frame sampling skipped.
+    pub fn not_sampled() -> Self {
+        Self::default()
+    }
+
+    /// The outcome of a sampled frame that could not be analysed.
+    pub(crate) fn failed(error: String) -> Self {
+        Self {
+            sampled: true,
+            error: Some(error),
+            ..Self::default()
+        }
+    }
 }
 
 #[cfg(test)]

@@ -7,8 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::{CameraCounters, FrameSource, Sampler, SourceError, SourceFrame};
-use crate::camera_actor::FrameOutcome;
+use super::{CameraCounters, FrameOutcome, FrameSource, Sampler, SourceError, SourceFrame};
 use crate::frame::Frame;
 
 /// Frames that may wait for a push camera's actor before uploads are refused.

@@ -33,8 +33,14 @@ use vigil_actors::blob::BlobStore;
 use vigil_schemas::events::{CameraEvent, IncidentEvent, SubjectEvent};
 use vigil_schemas::{Direction, DomainEvent, EventStore, RecordedEvent};
 
+use vigil_projections::checkpoint::Checkpoint;
+
 use crate::config::Config;
 use crate::links::MediaLinks;
+
+pub mod settings;
+
+pub use settings::{BrokerAddress, parse_url};
 
 /// The relay's checkpoint name.
 pub const CHECKPOINT: &str = "mqtt-relay";
@@ -67,78 +73,6 @@ pub enum MqttError {
     /// Someone else moved the checkpoint (a second relay on another node).
     #[error("the MQTT relay checkpoint moved away from {0} under this relay")]
     CheckpointMoved(u64),
-}
-
-/// Where the broker is, from `mqtt_url`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BrokerAddress {
-    /// Host name or address.
-    pub host: String,
-    /// Port (1883, or 8883 with TLS, unless given).
-    pub port: u16,
-    /// `mqtts://`: TLS with the system's root certificates.
-    pub tls: bool,
-    /// User name and password, when the URL has them.
-    pub credentials: Option<(String, String)>,
-}
-
-/// Parses `mqtt://[user:password@]host[:port]` (also `tcp://`; `mqtts://` or `ssl://` for TLS).
-pub fn parse_url(url: &str) -> Result<BrokerAddress, String> {
-    let parsed = reqwest::Url::parse(url).map_err(|e| format!("`{url}` is not a URL: {e}"))?;
-    let tls = match parsed.scheme() {
-        "mqtt" | "tcp" => false,
-        "mqtts" | "ssl" => true,
-        other => {
-            return Err(format!(
-                "`{other}://` is not an MQTT scheme: use mqtt:// or mqtts://"
-            ));
-        }
-    };
-    let host = parsed
-        .host_str()
-        .filter(|h| !h.is_empty())
-        .ok_or_else(|| format!("`{url}` names no host"))?
-        .trim_start_matches('[')
-        .trim_end_matches(']')
-        .to_string();
-    if !matches!(parsed.path(), "" | "/") || parsed.query().is_some() {
-        return Err(format!("`{url}` must have no path or query"));
-    }
-    let credentials = (!parsed.username().is_empty()).then(|| {
-        (
-            parsed.username().to_string(),
-            parsed.password().unwrap_or_default().to_string(),
-        )
-    });
-    Ok(BrokerAddress {
-        host,
-        port: parsed.port().unwrap_or(if tls { 8883 } else { 1883 }),
-        tls,
-        credentials,
-    })
-}
-
-fn check_prefix(what: &str, prefix: &str) -> Result<(), String> {
-    if prefix.is_empty()
-        || prefix.starts_with('/')
-        || prefix.ends_with('/')
-        || prefix.contains(['+', '#', '\0'])
-    {
-        return Err(format!(
-            "{what} `{prefix}` must be a topic without wildcards and without a leading or trailing `/`"
-        ));
-    }
-    Ok(())
-}
-
-/// Checks the MQTT settings.
-pub fn validate(config: &Config) -> Result<(), String> {
-    if !config.mqtt_url.is_empty() {
-        parse_url(&config.mqtt_url)?;
-    }
-    check_prefix("mqtt_topic_prefix", &config.mqtt_topic_prefix)?;
-    check_prefix("mqtt_discovery_prefix", &config.mqtt_discovery_prefix)?;
-    Ok(())
 }
 
 /// The client id in effect: `mqtt_client_id`, else `vigil-{host name}`.
@@ -734,14 +668,21 @@ impl MqttRelay {
         self.position.subscribe()
     }
 
+    fn checkpoint_row(&self) -> Checkpoint {
+        Checkpoint::new(self.pool.clone(), CHECKPOINT)
+    }
+
     async fn checkpoint(&self) -> Result<u64, MqttError> {
-        vigil_projections::runner::read_checkpoint(&self.pool, CHECKPOINT)
+        self.checkpoint_row()
+            .read()
             .await
             .map_err(|e| MqttError::Database(e.to_string()))
     }
 
     async fn move_checkpoint(&self, from: u64, to: u64) -> Result<(), MqttError> {
-        let moved = vigil_projections::runner::move_checkpoint(&self.pool, CHECKPOINT, from, to)
+        let moved = self
+            .checkpoint_row()
+            .advance(from, to)
             .await
             .map_err(|e| MqttError::Database(e.to_string()))?;
         if !moved {
@@ -752,7 +693,8 @@ impl MqttRelay {
     }
 
     async fn follow(&self) -> Result<(), MqttError> {
-        vigil_projections::runner::ensure_checkpoint(&self.pool, CHECKPOINT)
+        self.checkpoint_row()
+            .ensure()
             .await
             .map_err(|e| MqttError::Database(e.to_string()))?;
         let topics = &self.mapper.topics;
@@ -823,15 +765,12 @@ pub struct LiveState {
     address: BrokerAddress,
     client_id: String,
     topics: Topics,
-    ingest: Arc<vigil_actors::supervisor::Ingest>,
+    ingest: Arc<vigil_actors::node::Ingest>,
 }
 
 impl LiveState {
     /// The live state of `ingest`'s cameras, to the broker of `config`.
-    pub fn new(
-        config: &Config,
-        ingest: Arc<vigil_actors::supervisor::Ingest>,
-    ) -> Result<Self, String> {
+    pub fn new(config: &Config, ingest: Arc<vigil_actors::node::Ingest>) -> Result<Self, String> {
         Ok(Self {
             address: parse_url(&config.mqtt_url)?,
             client_id: format!("{}-live", client_id(config)),
@@ -916,39 +855,6 @@ impl LiveState {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn broker_urls_are_parsed() {
-        assert_eq!(
-            parse_url("mqtt://127.0.0.1").unwrap(),
-            BrokerAddress {
-                host: "127.0.0.1".into(),
-                port: 1883,
-                tls: false,
-                credentials: None
-            }
-        );
-        let tls = parse_url("mqtts://ha:secret@broker.local").unwrap();
-        assert_eq!(tls.port, 8883);
-        assert!(tls.tls);
-        assert_eq!(tls.credentials, Some(("ha".into(), "secret".into())));
-        assert_eq!(parse_url("tcp://broker:1884").unwrap().port, 1884);
-        assert!(parse_url("http://broker").is_err());
-        assert!(parse_url("broker:1883").is_err());
-        assert!(parse_url("mqtt://broker/topic").is_err());
-    }
-
-    #[test]
-    fn prefixes_without_wildcards_are_accepted() {
-        let mut config = Config::default();
-        assert!(validate(&config).is_ok());
-        for bad in ["", "vigil/", "/vigil", "vi+gil", "vigil/#"] {
-            config.mqtt_topic_prefix = bad.into();
-            assert!(validate(&config).is_err(), "{bad}");
-        }
-        config.mqtt_topic_prefix = "site/vigil".into();
-        assert!(validate(&config).is_ok());
-    }
 
     #[test]
     fn each_camera_is_a_device_with_its_entities() {

@@ -1,0 +1,343 @@
+//! The node context: what every camera actor of a node shares (the command handler, the
+//! inference pool, the media store, how sources open, restart delays, tracker settings, the
+//! calibration and the gallery as the event store last said), and each camera's runtime
+//! record (counters, newest frame, what moved, its rate) that the API and `/metrics` read.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use ractor::ActorProcessingErr;
+use serde::Serialize;
+use vigil_schemas::events::{
+    Calibration, CalibrationSettings, CameraFeatures, CameraStatus, NormBox, Zone,
+};
+use vigil_schemas::{EventMeta, SubjectEvent};
+
+use crate::blob::BlobStore;
+use crate::camera_status::{CameraStatusAggregate, ReportStatus};
+use crate::frame::Frame;
+use crate::gallery::Gallery;
+use crate::handler::CommandHandler;
+use crate::motion::Motion;
+use crate::pool::InferencePool;
+use crate::source::{CameraCounters, SourceFactory};
+use crate::tracker::TrackerConfig;
+
+/// Restart delays: `initial`, doubled per consecutive failure, at most `max`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Backoff {
+    /// First delay.
+    pub initial: Duration,
+    /// Longest delay.
+    pub max: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Self {
+            initial: Duration::from_secs(1),
+            max: Duration::from_secs(60),
+        }
+    }
+}
+
+impl Backoff {
+    /// The delay before restart number `attempt` (0-based).
+    pub fn delay(&self, attempt: u32) -> Duration {
+        self.initial
+            .saturating_mul(2u32.saturating_pow(attempt.min(20)))
+            .min(self.max)
+    }
+}
+
+/// What every camera actor of a node shares.
+pub struct Ingest {
+    /// Appends status and track events.
+    pub handler: CommandHandler,
+    /// The models.
+    pub pool: InferencePool,
+    /// Frames and crops.
+    pub blobs: BlobStore,
+    /// Opens sources.
+    pub sources: Arc<dyn SourceFactory>,
+    /// Restart delays.
+    pub backoff: Backoff,
+    /// Tracker settings.
+    pub tracker: TrackerConfig,
+    runtimes: Mutex<HashMap<String, Arc<CameraRuntime>>>,
+    /// The rule thresholds, as the event store last said (the supervisor follows them).
+    calibration: std::sync::RwLock<Calibration>,
+    /// The enrolled faces (the supervisor follows subject events).
+    gallery: std::sync::RwLock<Arc<Gallery>>,
+}
+
+impl std::fmt::Debug for Ingest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ingest")
+            .field("backoff", &self.backoff)
+            .finish()
+    }
+}
+
+impl Ingest {
+    /// Everything camera actors need.
+    pub fn new(
+        handler: CommandHandler,
+        pool: InferencePool,
+        blobs: BlobStore,
+        sources: Arc<dyn SourceFactory>,
+        backoff: Backoff,
+        tracker: TrackerConfig,
+    ) -> Self {
+        Self {
+            handler,
+            pool,
+            blobs,
+            sources,
+            backoff,
+            tracker,
+            runtimes: Mutex::default(),
+            calibration: std::sync::RwLock::default(),
+            gallery: std::sync::RwLock::default(),
+        }
+    }
+
+    /// The enrolled faces as this node last folded them (a snapshot: matching never holds a
+    /// lock).
+    pub fn gallery(&self) -> Arc<Gallery> {
+        self.gallery.read().expect("gallery lock").clone()
+    }
+
+    /// Applies a subject event to the gallery.
+    pub fn apply_subject(&self, event: &SubjectEvent) {
+        if matches!(event, SubjectEvent::Matched(_)) {
+            return;
+        }
+        let mut gallery = self.gallery.write().expect("gallery lock");
+        Arc::make_mut(&mut gallery).apply(event);
+    }
+
+    /// The thresholds in effect for a camera.
+    pub fn calibration_for(&self, camera_id: &str) -> CalibrationSettings {
+        self.calibration
+            .read()
+            .expect("calibration lock")
+            .effective(camera_id)
+    }
+
+    /// Replaces the calibration (from a `calibration.changed` event).
+    pub fn set_calibration(&self, calibration: Calibration) {
+        *self.calibration.write().expect("calibration lock") = calibration;
+    }
+
+    /// The runtime record of a camera, created on first use.
+    pub fn runtime(&self, camera_id: &str) -> Arc<CameraRuntime> {
+        self.runtimes
+            .lock()
+            .expect("runtimes lock")
+            .entry(camera_id.to_string())
+            .or_default()
+            .clone()
+    }
+
+    /// The runtime record of a camera that has run on this node.
+    pub fn runtime_of(&self, camera_id: &str) -> Option<Arc<CameraRuntime>> {
+        self.runtimes
+            .lock()
+            .expect("runtimes lock")
+            .get(camera_id)
+            .cloned()
+    }
+
+    /// Every camera that has run on this node, sorted by id.
+    pub fn runtimes(&self) -> Vec<(String, Arc<CameraRuntime>)> {
+        let mut all: Vec<_> = self
+            .runtimes
+            .lock()
+            .expect("runtimes lock")
+            .iter()
+            .map(|(id, r)| (id.clone(), r.clone()))
+            .collect();
+        all.sort_by(|a, b| a.0.cmp(&b.0));
+        all
+    }
+
+    /// Records a camera's ingest status (only changes become events).
+    pub async fn report_status(
+        &self,
+        camera_id: &str,
+        status: CameraStatus,
+        reason: String,
+    ) -> Result<(), ActorProcessingErr> {
+        tracing::info!(camera = camera_id, status = status.as_str(), %reason, "camera status");
+        let meta = EventMeta {
+            correlation_id: uuid::Uuid::now_v7(),
+            causation_id: None,
+            actor: format!("camera:{camera_id}"),
+        };
+        self.handler
+            .execute::<CameraStatusAggregate>(
+                camera_id,
+                ReportStatus {
+                    camera_id: camera_id.to_string(),
+                    status,
+                    reason,
+                },
+                &meta,
+                None,
+            )
+            .await?;
+        Ok(())
+    }
+}
+
+/// What a camera's actor shares with the rest of the node: counters, the newest frame, what
+/// its source is.
+#[derive(Debug, Default)]
+pub struct CameraRuntime {
+    /// Ingest counters.
+    pub counters: Arc<CameraCounters>,
+    /// The newest sampled frame it handled (analysed, or found still).
+    pub latest: Mutex<Option<Frame>>,
+    /// What the motion detector saw in that frame.
+    pub motion: Mutex<Option<MotionSeen>>,
+    /// What is connected (`rtsp h264 768x576`), set by the source task at each frame; empty
+    /// before the first frame of the current actor (the supervisor clears it at each start).
+    pub source: Mutex<String>,
+    /// Whether an actor is running for it now.
+    pub running: std::sync::atomic::AtomicBool,
+    /// Set by the actor when its source (a video file) ended, with how far it got; the
+    /// supervisor then records `ended` instead of restarting it, and clears it at each start.
+    pub finished: Mutex<Option<String>>,
+    /// How fast it handles sampled frames.
+    rate: Mutex<RateMeter>,
+}
+
+/// Frames per second from the intervals between them: an exponential moving average of the
+/// interval; past the average without a frame, the rate falls as if the next came now.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct RateMeter {
+    last: Option<std::time::Instant>,
+    interval: Option<f64>,
+}
+
+impl RateMeter {
+    /// Notes a frame at `now`.
+    pub fn tick(&mut self, now: std::time::Instant) {
+        if let Some(last) = self.last {
+            let dt = now.saturating_duration_since(last).as_secs_f64();
+            self.interval = Some(self.interval.map_or(dt, |i| 0.8 * i + 0.2 * dt));
+        }
+        self.last = Some(now);
+    }
+
+    /// Frames per second at `now` (0 before two frames).
+    pub fn per_second(&self, now: std::time::Instant) -> f64 {
+        match (self.last, self.interval) {
+            (Some(last), Some(interval)) => {
+                let since = now.saturating_duration_since(last).as_secs_f64();
+                let interval = interval.max(since);
+                if interval > 0.0 { 1.0 / interval } else { 0.0 }
+            }
+            _ => 0.0,
+        }
+    }
+}
+
+impl CameraRuntime {
+    /// Records `frame` as the newest handled (analysed or still): its time for
+    /// `last_frame_at`, the frame itself for the snapshot.
+    pub(crate) fn handled(&self, frame: Frame) {
+        self.counters
+            .last_frame_ms
+            .store(frame.captured_at.timestamp_millis(), Ordering::Relaxed);
+        *self.latest.lock().expect("lock") = Some(frame);
+        self.rate
+            .lock()
+            .expect("rate lock")
+            .tick(std::time::Instant::now());
+    }
+
+    /// Whether its newest handled frame had motion.
+    pub fn moving(&self) -> bool {
+        self.motion
+            .lock()
+            .ok()
+            .and_then(|m| m.as_ref().map(|seen| seen.motion.moving()))
+            .unwrap_or(false)
+    }
+
+    /// Sampled frames handled per second now (smoothed; 0 when it is not running).
+    pub fn fps(&self, now: std::time::Instant) -> f64 {
+        if !self.running.load(Ordering::Relaxed) {
+            return 0.0;
+        }
+        self.rate.lock().expect("rate lock").per_second(now)
+    }
+}
+
+/// What the motion detector saw in a camera's newest handled frame.
+#[derive(Debug, Clone, Serialize)]
+pub struct MotionSeen {
+    /// The frame's capture time.
+    pub at: DateTime<Utc>,
+    /// What moved.
+    pub motion: Motion,
+    /// Whether the frame went to the models (motion, a due whole-frame analysis, gating off,
+    /// or an upload) or was found still (or held: live tracks but nothing moving near them).
+    pub analysed: bool,
+    /// Where the person detector looked, normalised; empty when it looked at the whole frame
+    /// (or at nothing).
+    pub regions: Vec<NormBox>,
+}
+
+/// The settings an actor runs with (from the camera's events).
+#[derive(Debug, Clone, PartialEq)]
+pub struct CameraSpec {
+    /// Id.
+    pub id: String,
+    /// Source URL or `push`.
+    pub source: String,
+    /// Sampling rate.
+    pub sample_fps: f64,
+    /// Which rules run.
+    pub features: CameraFeatures,
+    /// Zones.
+    pub zones: Vec<Zone>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_its_cap() {
+        let b = Backoff {
+            initial: Duration::from_millis(100),
+            max: Duration::from_secs(1),
+        };
+        let delays: Vec<_> = (0..6).map(|a| b.delay(a).as_millis()).collect();
+        assert_eq!(delays, vec![100, 200, 400, 800, 1000, 1000]);
+        assert_eq!(b.delay(u32::MAX), Duration::from_secs(1));
+    }
+
+    #[test]
+    fn the_rate_follows_the_frames_and_falls_when_they_stop() {
+        let start = std::time::Instant::now();
+        let mut meter = RateMeter::default();
+        assert_eq!(meter.per_second(start), 0.0);
+        for i in 0..20 {
+            meter.tick(start + std::time::Duration::from_millis(200 * i));
+        }
+        let last = start + std::time::Duration::from_millis(200 * 19);
+        assert!((meter.per_second(last) - 5.0).abs() < 1e-6);
+        let later = last + std::time::Duration::from_secs(10);
+        assert!(
+            (meter.per_second(later) - 0.1).abs() < 1e-6,
+            "no frame for 10 s"
+        );
+    }
+}
