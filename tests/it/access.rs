@@ -156,7 +156,7 @@ async fn every_operation_enforces_its_declared_scope() {
         .json()
         .await
         .unwrap();
-    let all: Vec<&str> = vigil_actors::apikey::SCOPES
+    let all: Vec<&str> = vigil_actors::aggregates::apikey::SCOPES
         .iter()
         .copied()
         .filter(|s| *s != "admin")

@@ -3,7 +3,7 @@
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::support::{TestDb, TestServer, Which, call};
+use crate::support::{TestDb, TestServer, Which, call, expect_error};
 use vigil::config::Config;
 
 async fn server(which: Which) -> (TestServer, TestDb) {
@@ -19,29 +19,6 @@ async fn create(server: &TestServer, body: Value) -> reqwest::Response {
         .send()
         .await
         .unwrap()
-}
-
-/// Asserts the documented error shape and status, and returns the body.
-async fn expect_error(resp: reqwest::Response, status: StatusCode, code: &str) -> Value {
-    assert_eq!(resp.status(), status, "status");
-    let request_id = resp
-        .headers()
-        .get("x-request-id")
-        .expect("x-request-id")
-        .to_str()
-        .unwrap()
-        .to_string();
-    let body: Value = resp.json().await.expect("JSON error body");
-    assert_eq!(body["error"]["code"], code, "{body}");
-    assert!(
-        body["error"]["message"]
-            .as_str()
-            .is_some_and(|m| !m.is_empty()),
-        "{body}"
-    );
-    assert!(body["error"]["details"].is_object(), "{body}");
-    assert_eq!(body["request_id"], request_id.as_str());
-    body
 }
 
 async fn camera_lifecycle(which: Which) {

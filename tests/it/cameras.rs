@@ -18,8 +18,8 @@ use vigil::config::Config;
 use vigil_schemas::RecordedEvent;
 
 use crate::support::{
-    TestDb, TestServer, Which, assert_error, assert_rebuild_equals_live, blob_count, repo_file,
-    until,
+    TestDb, TestServer, Which, assert_error, assert_rebuild_equals_live, blob_count, free_port,
+    repo_file, until,
 };
 
 /// One camera test at a time.
@@ -64,14 +64,6 @@ fn frame_files() -> Vec<PathBuf> {
         .collect();
     files.sort();
     files
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// A test server process that prints `READY <url>` when it listens; killed on drop.

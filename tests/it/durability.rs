@@ -7,15 +7,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::Mutex;
 use vigil_schemas::{Direction, EventStore};
 
-use crate::support::{KEY, TestDb, Which};
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use crate::support::{KEY, TestDb, Which, free_port};
 
 /// Starts `vigil serve` on `db` and returns it with its base URL once it answers.
 pub async fn spawn_server(

@@ -15,7 +15,7 @@ use vigil::relay::{CHECKPOINT, KafkaRelay};
 use vigil_schemas::events::CameraUpdated;
 use vigil_schemas::{CameraEvent, DomainEvent, EventMeta, EventStore, ExpectedVersion};
 
-use crate::support::{TestDb, TestServer, Which};
+use crate::support::{TestDb, TestServer, Which, free_port};
 
 fn tansu_bin() -> String {
     if let Ok(bin) = std::env::var("VIGIL_TANSU_BIN") {
@@ -83,14 +83,6 @@ impl Broker {
         self.child.start_kill().unwrap();
         self.child.wait().await.unwrap();
     }
-}
-
-pub(crate) fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// One consumed message.

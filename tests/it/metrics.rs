@@ -9,9 +9,9 @@ use reqwest::Method;
 use serde_json::{Value, json};
 use vigil::webhooks::WebhookTarget;
 
-use crate::kafka::{Broker, free_port, venv_python};
+use crate::kafka::{Broker, venv_python};
 use crate::mqtt::Mosquitto;
-use crate::support::{TestDb, TestServer, Which, call, repo_file, until};
+use crate::support::{TestDb, TestServer, Which, call, free_port, repo_file, until};
 
 /// The metric names an expression of the dashboard reads.
 fn names_in(expr: &str) -> Vec<String> {

@@ -21,8 +21,7 @@ use vigil_schemas::{
     CameraEvent, DomainEvent, EventMeta, ExpectedVersion, IncidentEvent, SubjectEvent,
 };
 
-use crate::kafka::free_port;
-use crate::support::{TestDb, TestServer, Which, call, until};
+use crate::support::{TestDb, TestServer, Which, call, free_port, until};
 
 fn mosquitto_bin() -> String {
     if let Ok(bin) = std::env::var("VIGIL_MOSQUITTO_BIN") {

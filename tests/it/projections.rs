@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use vigil_actors::CommandHandler;
-use vigil_actors::camera::{
+use vigil_actors::aggregates::camera::{
     CameraAggregate, CameraCommand, CameraPatch, FeaturesPatch, RegisterCamera,
 };
 use vigil_projections::cameras::{CameraProjection, CameraQuery, list_cameras};

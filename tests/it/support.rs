@@ -224,11 +224,48 @@ pub async fn answer(res: reqwest::Response) -> (u16, serde_json::Value) {
     (status, value)
 }
 
-/// The documented error shape with this status and code.
+/// The documented error shape with this status and code: a code, a message for people,
+/// details for programs, and the request's id. The one error asserter of the tests.
 pub fn assert_error(status: u16, body: &serde_json::Value, want_status: u16, code: &str) {
     assert_eq!(status, want_status, "{body}");
     assert_eq!(body["error"]["code"], code, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()),
+        "{body}"
+    );
+    assert!(body["error"]["details"].is_object(), "{body}");
     assert!(body["request_id"].is_string(), "{body}");
+}
+
+/// [`assert_error`] on a response, whose `X-Request-Id` header must name the body's
+/// `request_id`; returns the body.
+pub async fn expect_error(
+    resp: reqwest::Response,
+    status: reqwest::StatusCode,
+    code: &str,
+) -> serde_json::Value {
+    let request_id = resp
+        .headers()
+        .get("x-request-id")
+        .expect("x-request-id")
+        .to_str()
+        .unwrap()
+        .to_string();
+    let (got, body) = answer(resp).await;
+    assert_error(got, &body, status.as_u16(), code);
+    assert_eq!(body["request_id"], request_id.as_str());
+    body
+}
+
+/// A port nothing listens on now (the OS's pick, released at once).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// Every event of `stream`, through the audit API.
@@ -248,6 +285,21 @@ pub async fn stream_events(server: &TestServer, stream: &str) -> Vec<serde_json:
 /// owns, in the database and outside it (Lance), equals what the live projection left; returns
 /// the tables' digests.
 pub async fn assert_rebuild_equals_live(db: &TestDb, name: &str) -> Vec<String> {
+    rebuild_equals_live(db, name).await
+}
+
+/// [`assert_rebuild_equals_live`] for every projection of the build, one after the other;
+/// answers each projection's name with its digests.
+pub async fn assert_every_rebuild_equals_live(db: &TestDb) -> Vec<(String, Vec<String>)> {
+    let mut all = vec![];
+    for projection in vigil_projections::all(db.config().vector_store()) {
+        let name = projection.name();
+        all.push((name.to_string(), rebuild_equals_live(db, name).await));
+    }
+    all
+}
+
+async fn rebuild_equals_live(db: &TestDb, name: &str) -> Vec<String> {
     let (pool, _) = vigil::store::open_pool(&db.url, 4).await.unwrap();
     let store: Arc<dyn vigil_schemas::EventStore> = db.store().await;
     let projection = vigil_projections::all(db.config().vector_store())
