@@ -170,7 +170,7 @@ async fn fleet(
             (false, 0) => &urls.quiet,
             (false, _) => &urls.crossing,
         };
-        let register = vigil_actors::camera::RegisterCamera {
+        let register = vigil_actors::aggregates::camera::RegisterCamera {
             id: id.clone(),
             name: id.clone(),
             source: format!("{url}/stream.mjpg"),
@@ -181,9 +181,9 @@ async fn fleet(
             zones: vec![],
         };
         handler
-            .execute::<vigil_actors::camera::CameraAggregate>(
+            .execute::<vigil_actors::aggregates::camera::CameraAggregate>(
                 id,
-                vigil_actors::camera::CameraCommand::Register(register),
+                vigil_actors::aggregates::camera::CameraCommand::Register(register),
                 &vigil_schemas::EventMeta::system(),
                 None,
             )
@@ -334,7 +334,7 @@ async fn quality_run(clip: &Path, gated: bool) -> QualityRun {
             cameras: Default::default(),
         });
     let start: chrono::DateTime<chrono::Utc> = "2026-01-01T00:00:00Z".parse().unwrap();
-    let register = vigil_actors::camera::RegisterCamera {
+    let register = vigil_actors::aggregates::camera::RegisterCamera {
         id: "clip".into(),
         name: "clip".into(),
         source: format!(
@@ -349,9 +349,9 @@ async fn quality_run(clip: &Path, gated: bool) -> QualityRun {
     };
     let began = Instant::now();
     app.handler()
-        .execute::<vigil_actors::camera::CameraAggregate>(
+        .execute::<vigil_actors::aggregates::camera::CameraAggregate>(
             "clip",
-            vigil_actors::camera::CameraCommand::Register(register),
+            vigil_actors::aggregates::camera::CameraCommand::Register(register),
             &vigil_schemas::EventMeta::system(),
             None,
         )

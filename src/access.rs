@@ -268,7 +268,8 @@ pub fn constant_time_eq(a: &str, b: &str) -> bool {
 pub fn split_key(presented: &str) -> Option<(&str, &str)> {
     let rest = presented.strip_prefix("vgl_")?;
     let (id, secret) = rest.split_once('_')?;
-    (vigil_actors::apikey::validate_key_id(id) && !secret.is_empty()).then_some((id, secret))
+    (vigil_actors::aggregates::apikey::validate_key_id(id) && !secret.is_empty())
+        .then_some((id, secret))
 }
 
 /// A label for usage counts that does not grow with ids: static path words stay, every other

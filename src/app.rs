@@ -8,7 +8,7 @@ use chrono::Utc;
 use rand::RngCore;
 use sqlx::AnyPool;
 use vigil_actors::CommandHandler;
-use vigil_actors::apikey::{ApiKey, ApiKeyCommand, ApiKeyError, IssueApiKey};
+use vigil_actors::aggregates::apikey::{ApiKey, ApiKeyCommand, ApiKeyError, IssueApiKey};
 use vigil_projections::{ProjectionRunner, ProjectionStatus};
 use vigil_schemas::events::RateLimits;
 use vigil_schemas::{EventMeta, EventStore};
@@ -64,7 +64,7 @@ pub struct Principal {
 impl Principal {
     /// Whether the principal holds `scope`.
     pub fn has_scope(&self, scope: &str) -> bool {
-        vigil_actors::apikey::grants(&self.scopes, scope)
+        vigil_actors::aggregates::apikey::grants(&self.scopes, scope)
     }
 
     /// Whether the principal may see camera `id`.

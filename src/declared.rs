@@ -11,7 +11,7 @@
 //! The file owns its cameras: the API refuses to change or remove them (409
 //! `CAMERA_DECLARED_IN_CONFIG`); a camera the file dropped is the API's again.
 
-use vigil_actors::camera::{
+use vigil_actors::aggregates::camera::{
     CameraAggregate, CameraCommand, CameraError, CameraPatch, RegisterCamera,
 };
 use vigil_actors::{CommandError, CommandHandler};

@@ -18,7 +18,7 @@ use serde_json::json;
 use sqlx::AnyPool;
 use tokio::sync::Semaphore;
 use vigil_actors::CommandHandler;
-use vigil_actors::action::{Action, ActionCommand, DeliveryState};
+use vigil_actors::aggregates::action::{Action, ActionCommand, DeliveryState};
 use vigil_schemas::events::{
     ActionFailed, ActionKind, ActionRequested, ActionSucceeded, IncidentOpened,
 };
@@ -125,7 +125,7 @@ impl Dispatcher {
                     tracing::info!(incident = %opened.incident_id, action = action.as_str(), "automatic action requested")
                 }
                 Err(RequestFailure::Action(vigil_actors::CommandError::Domain(
-                    vigil_actors::action::ActionError::AlreadyExists(_),
+                    vigil_actors::aggregates::action::ActionError::AlreadyExists(_),
                 ))) => {}
                 // The incident was deleted before its actions went out: nothing to do.
                 Err(RequestFailure::Incident(vigil_actors::CommandError::Domain(_))) => {}

@@ -16,16 +16,16 @@ use vigil_schemas::events::{
 };
 use vigil_schemas::{AppearanceEvent, DomainEvent, EventMeta, ExpectedVersion};
 
+use crate::aggregates::incident::{Incident, IncidentCommand, IncidentError};
+use crate::aggregates::subject::{Subject, SubjectCommand, SubjectError};
 use crate::frame::{Frame, RgbImage, encode_jpeg};
 use crate::gallery::Identity;
 use crate::geometry::in_polygon;
-use crate::incident::{Incident, IncidentCommand, IncidentError};
 use crate::motion::MotionDetector;
 use crate::node::{CameraRuntime, CameraSpec, Ingest, MotionSeen};
 use crate::pool::{Analysis, FoundFace, PoolError, Scored, Want};
 use crate::rules::{Finding, Observation, PersonObs, RuleEngine};
 use crate::source::{FrameOutcome, FrameSlot, SourceError, SourceFrame};
-use crate::subject::{Subject, SubjectCommand, SubjectError};
 use crate::tracker::{EndedTrack, TrackBox, TrackId, Tracker};
 
 /// JPEG quality of stored frames and crops.

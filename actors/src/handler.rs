@@ -7,7 +7,7 @@ use vigil_schemas::{
     DomainEvent, EventDecodeError, EventMeta, EventStore, ExpectedVersion, StoreError,
 };
 
-use crate::aggregate::Aggregate;
+use crate::aggregates::Aggregate;
 
 /// How many times a command is decided again after losing an append race.
 const MAX_ATTEMPTS: usize = 5;

@@ -1,6 +1,6 @@
 //! Vigil's write side.
 //!
-//! Aggregates are pure and synchronous: `decide(&state, command) -> events` and
+//! The [`aggregates`] are pure and synchronous: `decide(&state, command) -> events` and
 //! `evolve(state, event) -> state`, with no I/O. The [`handler::CommandHandler`] runs them
 //! against an [`EventStore`](vigil_schemas::EventStore): load the stream, decide, append with the
 //! expected version, and on a conflict decide again from fresh state.
@@ -11,29 +11,21 @@
 //! frames and crops.
 #![deny(missing_docs)]
 
-pub mod action;
-pub mod aggregate;
-pub mod alert;
-pub mod apikey;
+pub mod aggregates;
 pub mod blob;
-pub mod calibration;
-pub mod camera;
 pub mod camera_actor;
-pub mod camera_status;
 pub mod frame;
 pub mod gallery;
 pub mod geometry;
 pub mod handler;
-pub mod incident;
 pub mod motion;
 pub mod node;
 pub mod pool;
 pub mod regions;
 pub mod rules;
 pub mod source;
-pub mod subject;
 pub mod supervisor;
 pub mod tracker;
 
-pub use aggregate::Aggregate;
+pub use aggregates::Aggregate;
 pub use handler::{CommandError, CommandHandler, Executed};

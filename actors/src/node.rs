@@ -16,8 +16,8 @@ use vigil_schemas::events::{
 };
 use vigil_schemas::{EventMeta, SubjectEvent};
 
+use crate::aggregates::camera_status::{CameraStatusAggregate, ReportStatus};
 use crate::blob::BlobStore;
-use crate::camera_status::{CameraStatusAggregate, ReportStatus};
 use crate::frame::Frame;
 use crate::gallery::Gallery;
 use crate::handler::CommandHandler;

@@ -868,11 +868,17 @@ pub fn validate_settings(settings: &CalibrationSettings) -> Result<(), String> {
             settings.face_descriptor_every_frames
         ));
     }
-    crate::camera::validate_polygons("motion_masks", MAX_MOTION_MASKS, &settings.motion_masks)
-        .map_err(|e| match e {
-            crate::camera::CameraError::Invalid { field, reason } => format!("{field} {reason}"),
-            other => other.to_string(),
-        })?;
+    crate::aggregates::camera::validate_polygons(
+        "motion_masks",
+        MAX_MOTION_MASKS,
+        &settings.motion_masks,
+    )
+    .map_err(|e| match e {
+        crate::aggregates::camera::CameraError::Invalid { field, reason } => {
+            format!("{field} {reason}")
+        }
+        other => other.to_string(),
+    })?;
     validate_schedule("intrusion_schedule", &settings.intrusion_schedule)
 }
 

@@ -7,7 +7,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use std::sync::OnceLock;
-use vigil_actors::camera::validate_source;
+use vigil_actors::aggregates::camera::validate_source;
 
 const PATTERN: &str = r"^(push|(rtsp|rtsps|http|https)://([^\x00-\x20\x7f/?#@]*@)?[^\x00-\x20\x7f/?#@:][^\x00-\x20\x7f/?#@]*([/?#][^\x00-\x20\x7f]*)?|file://(localhost)?/[^\x00-\x20\x7f?#]*[^\x00-\x20\x7f?#/](\?[^\x00-\x20\x7f#]*)?)$";
 

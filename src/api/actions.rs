@@ -12,7 +12,7 @@ use poem_openapi::{ApiResponse, Enum, Object, OpenApi};
 use serde::Deserialize;
 use serde_json::json;
 use sha2::{Digest, Sha256};
-use vigil_actors::action::{Action, ActionCommand, ActionError};
+use vigil_actors::aggregates::action::{Action, ActionCommand, ActionError};
 use vigil_projections::actions::{DlqRow, dlq_ids, get_action, get_dlq, list_dlq};
 use vigil_schemas::events::{
     ActionKind, ActionRequested, IncidentKind, IncidentOpened, IncidentSubjects, Severity,

@@ -11,7 +11,7 @@ use poem_openapi::{ApiResponse, Object, OpenApi};
 use serde::Deserialize;
 use serde_json::json;
 use vigil_actors::CommandError;
-use vigil_actors::apikey::{
+use vigil_actors::aggregates::apikey::{
     ApiKey, ApiKeyCommand, ApiKeyError, ApiKeyPatch, IssueApiKey, RateLimitsPatch,
 };
 use vigil_projections::QueryError;

@@ -9,7 +9,9 @@ use poem_openapi::param::Query;
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Enum, Object, OpenApi};
 use serde::{Deserialize, Serialize};
-use vigil_actors::calibration::{CalibrationAggregate, CalibrationCommand, CalibrationError};
+use vigil_actors::aggregates::calibration::{
+    CalibrationAggregate, CalibrationCommand, CalibrationError,
+};
 use vigil_schemas::events::{Calibration, CalibrationOverrides, CalibrationSettings};
 
 use super::ApiTags;

@@ -10,7 +10,7 @@ use poem_openapi::{ApiResponse, Object, OpenApi};
 use serde::Deserialize;
 use serde_json::json;
 use vigil_actors::CommandError;
-use vigil_actors::camera::{
+use vigil_actors::aggregates::camera::{
     Camera, CameraAggregate, CameraCommand, CameraError, CameraPatch, FeaturesPatch, RegisterCamera,
 };
 use vigil_actors::source::SourceError;
@@ -442,7 +442,7 @@ fn command_error(err: CommandError<CameraError>, id: &str) -> ApiError {
 /// 422 on `source`, before anything is stored. A malformed source is left to the aggregate,
 /// which says what is wrong with it.
 fn check_source(app: &App, source: &str) -> Result<(), ApiError> {
-    if vigil_actors::camera::validate_source(source).is_err() {
+    if vigil_actors::aggregates::camera::validate_source(source).is_err() {
         return Ok(());
     }
     app.ingest()

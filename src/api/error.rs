@@ -9,7 +9,7 @@ use poem::http::StatusCode;
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object};
 use serde_json::{Value, json};
-use vigil_actors::incident::IncidentError;
+use vigil_actors::aggregates::incident::IncidentError;
 use vigil_actors::pool::PoolError;
 
 use crate::service::{Refusal, ServiceError};

@@ -9,7 +9,7 @@ use poem_openapi::payload::{Binary, Json};
 use poem_openapi::{ApiResponse, Enum, Object, OpenApi};
 use serde::Deserialize;
 use serde_json::json;
-use vigil_actors::incident::{Incident, IncidentCommand};
+use vigil_actors::aggregates::incident::{Incident, IncidentCommand};
 use vigil_projections::Order;
 use vigil_projections::actions::actions_of_incident;
 use vigil_projections::incidents::{

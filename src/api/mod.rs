@@ -562,7 +562,7 @@ mod tests {
                 "OPERATION_SCOPES names `{op}`, which is not a secured operation"
             );
             assert!(
-                vigil_actors::apikey::SCOPES.contains(scope),
+                vigil_actors::aggregates::apikey::SCOPES.contains(scope),
                 "`{scope}` is not a scope"
             );
         }

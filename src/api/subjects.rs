@@ -19,8 +19,8 @@ use poem_openapi::{ApiResponse, Enum, Multipart, Object, OpenApi};
 use serde::Deserialize;
 use serde_json::json;
 use vigil_actors::CommandError;
-use vigil_actors::alert::{Alert, AlertCommand};
-use vigil_actors::subject::{
+use vigil_actors::aggregates::alert::{Alert, AlertCommand};
+use vigil_actors::aggregates::subject::{
     MAX_FACES_PER_REQUEST, MAX_NAME_CHARS, MAX_NOTES_CHARS, Subject, SubjectCommand,
 };
 use vigil_projections::Order;
@@ -511,7 +511,7 @@ async fn visible_alert(app: &App, principal: &Principal, id: &str) -> Result<Ale
         .ok_or_else(|| alert_not_found(id))
 }
 
-fn alert_command_error(err: CommandError<vigil_actors::alert::Never>) -> ApiError {
+fn alert_command_error(err: CommandError<vigil_actors::aggregates::alert::Never>) -> ApiError {
     super::error::command_error(err, "alert", |never| match never {})
 }
 

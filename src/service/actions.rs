@@ -1,8 +1,8 @@
 //! Response actions: which webhook targets an action goes to, requesting one (operators, and
 //! the dispatcher for rules' automatic actions), and outside alerts that open incidents.
 
-use vigil_actors::action::{Action, ActionCommand, ActionError};
-use vigil_actors::incident::{Incident, IncidentCommand, IncidentError};
+use vigil_actors::aggregates::action::{Action, ActionCommand, ActionError};
+use vigil_actors::aggregates::incident::{Incident, IncidentCommand, IncidentError};
 use vigil_actors::{CommandError, CommandHandler};
 use vigil_schemas::EventMeta;
 use vigil_schemas::events::{ActionKind, ActionRequested, IncidentEvidenceAdded, IncidentOpened};

@@ -7,7 +7,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde_json::json;
 use vigil_actors::CommandError;
-use vigil_actors::incident::{Incident, IncidentCommand, IncidentError};
+use vigil_actors::aggregates::incident::{Incident, IncidentCommand, IncidentError};
 use vigil_actors::pool::Want;
 use vigil_projections::incidents::{IncidentRow, evidence_in_use, incidents_opened_before};
 use vigil_schemas::EventMeta;

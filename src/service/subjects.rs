@@ -5,12 +5,12 @@ use std::sync::Arc;
 
 use serde_json::json;
 use vigil_actors::CommandError;
+use vigil_actors::aggregates::subject::{
+    MAX_FACES, MAX_FACES_PER_REQUEST, Subject, SubjectCommand, SubjectError, SubjectState,
+};
 use vigil_actors::frame::{self, RgbImage};
 use vigil_actors::handler::Executed;
 use vigil_actors::pool::{FoundFace, Want};
-use vigil_actors::subject::{
-    MAX_FACES, MAX_FACES_PER_REQUEST, Subject, SubjectCommand, SubjectError, SubjectState,
-};
 use vigil_projections::subjects::crop_in_use;
 use vigil_schemas::EventMeta;
 use vigil_schemas::events::{

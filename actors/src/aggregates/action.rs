@@ -11,7 +11,7 @@ use vigil_schemas::events::{
     ActionDiscarded, ActionFailed, ActionRequested, ActionRequeued, ActionSucceeded, action_stream,
 };
 
-use crate::aggregate::Aggregate;
+use crate::aggregates::Aggregate;
 
 /// Where one target's delivery stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -196,6 +196,7 @@ impl Aggregate for Action {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::aggregates::testing;
     use vigil_schemas::events::ActionKind;
 
     fn requested() -> ActionEvent {
@@ -211,9 +212,7 @@ mod tests {
     }
 
     fn given(events: &[ActionEvent]) -> ActionState {
-        events.iter().fold(ActionState::default(), |s, e| {
-            Action::evolve(s, e, Utc::now())
-        })
+        testing::given::<Action>(events)
     }
 
     fn failed(target: &str) -> ActionEvent {

@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use vigil_schemas::AlertEvent;
 use vigil_schemas::events::{AlertAcknowledged, AlertDismissed, alert_stream};
 
-use crate::aggregate::Aggregate;
+use crate::aggregates::Aggregate;
 
 /// What the write side knows of an alert's handling.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -6,8 +6,8 @@ use vigil_schemas::events::{
     ApiKeyIssued, ApiKeyRevoked, ApiKeyUpdated, RateLimits, apikey_stream,
 };
 
-use crate::aggregate::Aggregate;
-use crate::camera::validate_id;
+use crate::aggregates::Aggregate;
+use crate::aggregates::camera::validate_id;
 
 /// Every scope a key can hold. `admin` implies all others.
 pub const SCOPES: &[&str] = &[
@@ -369,6 +369,7 @@ impl Aggregate for ApiKey {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::aggregates::testing;
 
     fn limits() -> RateLimits {
         RateLimits {
@@ -396,10 +397,7 @@ mod tests {
         events: &[ApiKeyEvent],
         command: ApiKeyCommand,
     ) -> Result<Vec<ApiKeyEvent>, ApiKeyError> {
-        let state = events.iter().fold(ApiKeyState::default(), |s, e| {
-            ApiKey::evolve(s, e, Utc::now())
-        });
-        ApiKey::decide(&state, command)
+        testing::when::<ApiKey>(events, command)
     }
 
     fn issued(id: &str) -> ApiKeyEvent {

@@ -10,7 +10,7 @@ use vigil_schemas::events::{
     CALIBRATION_STREAM, Calibration, CalibrationChanged, CalibrationOverrides, CalibrationSettings,
 };
 
-use crate::aggregate::Aggregate;
+use crate::aggregates::Aggregate;
 
 /// Most cameras with overrides.
 pub const MAX_OVERRIDDEN_CAMERAS: usize = 10_000;
@@ -55,7 +55,7 @@ fn validate(calibration: &Calibration) -> Result<(), CalibrationError> {
         )));
     }
     for (camera, overrides) in &calibration.cameras {
-        crate::camera::validate_id(camera)
+        crate::aggregates::camera::validate_id(camera)
             .map_err(|e| CalibrationError::Invalid(format!("cameras: {e}")))?;
         crate::rules::validate_settings(&overrides.apply_to(calibration.global.clone()))
             .map_err(|e| CalibrationError::Invalid(format!("cameras.{camera}.{e}")))?;

@@ -6,7 +6,7 @@ use vigil_schemas::events::{
     CameraFeatures, CameraRegistered, CameraRemoved, CameraUpdated, Zone, camera_stream,
 };
 
-use crate::aggregate::Aggregate;
+use crate::aggregates::Aggregate;
 
 /// Highest sampling rate a camera may ask for.
 pub const MAX_SAMPLE_FPS: f64 = 30.0;
@@ -479,6 +479,7 @@ impl Aggregate for CameraAggregate {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::aggregates::testing;
     use vigil_schemas::events::Point;
 
     fn register(id: &str) -> RegisterCamera {
@@ -499,10 +500,7 @@ mod tests {
         events: &[CameraEvent],
         command: CameraCommand,
     ) -> Result<Vec<CameraEvent>, CameraError> {
-        let state = events.iter().fold(CameraState::default(), |s, e| {
-            CameraAggregate::evolve(s, e, Utc::now())
-        });
-        CameraAggregate::decide(&state, command)
+        testing::when::<CameraAggregate>(events, command)
     }
 
     fn registered(id: &str) -> CameraEvent {
@@ -715,11 +713,7 @@ mod tests {
             prompt: Some("watch the door".into()),
             ..Default::default()
         });
-        let state = [registered("a"), update]
-            .iter()
-            .fold(CameraState::default(), |s, e| {
-                CameraAggregate::evolve(s, e, Utc::now())
-            });
+        let state = testing::given::<CameraAggregate>(&[registered("a"), update]);
         let camera = state.camera.clone().unwrap();
         assert_eq!(camera.prompt, "watch the door");
         assert_eq!(camera.name, "Lobby");

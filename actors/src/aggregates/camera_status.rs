@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use vigil_schemas::CameraEvent;
 use vigil_schemas::events::{CameraStatus, CameraStatusChanged, camera_status_stream};
 
-use crate::aggregate::Aggregate;
+use crate::aggregates::Aggregate;
 
 /// Longest reason kept, in characters.
 pub const MAX_REASON_CHARS: usize = 500;

@@ -10,7 +10,7 @@ use vigil_schemas::events::{
     incident_stream,
 };
 
-use crate::aggregate::Aggregate;
+use crate::aggregates::Aggregate;
 
 /// Longest note, in characters.
 pub const MAX_NOTES_CHARS: usize = 4000;
@@ -285,6 +285,7 @@ impl Aggregate for Incident {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::aggregates::testing;
     use vigil_schemas::events::{IncidentSubjects, Severity};
 
     fn opened(id: &str) -> IncidentOpened {
@@ -306,9 +307,7 @@ mod tests {
     }
 
     fn given(events: &[IncidentEvent]) -> IncidentState {
-        events.iter().fold(IncidentState::default(), |s, e| {
-            Incident::evolve(s, e, Utc::now())
-        })
+        testing::given::<Incident>(events)
     }
 
     fn cmd(command: IncidentCommand) -> IncidentCommand {

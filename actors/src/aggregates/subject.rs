@@ -9,7 +9,7 @@ use vigil_schemas::events::{
     SubjectMatched, SubjectUpdated, subject_stream,
 };
 
-use crate::aggregate::Aggregate;
+use crate::aggregates::Aggregate;
 
 /// Faces per enrolment request.
 pub const MAX_FACES_PER_REQUEST: usize = 5;
@@ -297,6 +297,7 @@ impl Aggregate for Subject {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::aggregates::testing;
     use vigil_schemas::events::NormBox;
 
     fn face(id: &str) -> SubjectFace {
@@ -326,9 +327,7 @@ mod tests {
     }
 
     fn given(events: &[SubjectEvent]) -> SubjectState {
-        events.iter().fold(SubjectState::default(), |s, e| {
-            Subject::evolve(s, e, Utc::now())
-        })
+        testing::given::<Subject>(events)
     }
 
     #[test]
