@@ -125,7 +125,7 @@ fn totals(app: &App, ids: &[(String, bool)]) -> Totals {
             c.held += r.counters.held.load(Relaxed);
         }
     }
-    let m = app.ingest().pool.metrics();
+    let m = app.ingest().pool().metrics();
     t.batches = m.batches.load(Relaxed);
     t.passes = m.person_passes.load(Relaxed);
     t.batch_frames = m
@@ -393,7 +393,7 @@ async fn quality_run(clip: &Path, gated: bool) -> QualityRun {
     }
     let wall = began.elapsed().as_secs_f64();
     let r = app.ingest().runtime_of("clip").unwrap();
-    let m = app.ingest().pool.metrics();
+    let m = app.ingest().pool().metrics();
     let run = QualityRun {
         tracks,
         analysed: r.counters.analysed.load(Relaxed),

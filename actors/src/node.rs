@@ -56,17 +56,17 @@ impl Backoff {
 /// What every camera actor of a node shares.
 pub struct Ingest {
     /// Appends status and track events.
-    pub handler: CommandHandler,
+    pub(crate) handler: CommandHandler,
     /// The models.
-    pub pool: InferencePool,
+    pub(crate) pool: InferencePool,
     /// Frames and crops.
-    pub blobs: BlobStore,
+    pub(crate) blobs: BlobStore,
     /// Opens sources.
-    pub sources: Arc<dyn SourceFactory>,
+    pub(crate) sources: Arc<dyn SourceFactory>,
     /// Restart delays.
-    pub backoff: Backoff,
+    pub(crate) backoff: Backoff,
     /// Tracker settings.
-    pub tracker: TrackerConfig,
+    pub(crate) tracker: TrackerConfig,
     runtimes: Mutex<HashMap<String, Arc<CameraRuntime>>>,
     /// The rule thresholds, as the event store last said (the supervisor follows them).
     calibration: std::sync::RwLock<Calibration>,
@@ -103,6 +103,26 @@ impl Ingest {
             calibration: std::sync::RwLock::default(),
             gallery: std::sync::RwLock::default(),
         }
+    }
+
+    /// Appends status and track events.
+    pub fn handler(&self) -> &CommandHandler {
+        &self.handler
+    }
+
+    /// The models.
+    pub fn pool(&self) -> &InferencePool {
+        &self.pool
+    }
+
+    /// Frames and crops.
+    pub fn blobs(&self) -> &BlobStore {
+        &self.blobs
+    }
+
+    /// How sources open (and which a node may open).
+    pub fn sources(&self) -> &Arc<dyn SourceFactory> {
+        &self.sources
     }
 
     /// The enrolled faces as this node last folded them (a snapshot: matching never holds a
@@ -150,6 +170,27 @@ impl Ingest {
             .expect("runtimes lock")
             .get(camera_id)
             .cloned()
+    }
+
+    /// What camera `camera_id` is doing now, when it has run on this node.
+    pub fn snapshot(&self, camera_id: &str) -> Option<CameraSnapshot> {
+        let now = std::time::Instant::now();
+        self.runtime_of(camera_id).map(|r| r.snapshot(now))
+    }
+
+    /// What every camera that has run on this node is doing now, sorted by id.
+    pub fn snapshots(&self) -> Vec<(String, CameraSnapshot)> {
+        let now = std::time::Instant::now();
+        self.runtimes()
+            .into_iter()
+            .map(|(id, r)| (id, r.snapshot(now)))
+            .collect()
+    }
+
+    /// The newest frame camera `camera_id` handled (for its snapshot), if any.
+    pub fn latest_frame(&self, camera_id: &str) -> Option<Frame> {
+        self.runtime_of(camera_id)
+            .and_then(|r| r.latest.lock().ok().and_then(|l| l.clone()))
     }
 
     /// Every camera that has run on this node, sorted by id.
@@ -216,6 +257,58 @@ pub struct CameraRuntime {
     rate: Mutex<RateMeter>,
 }
 
+/// A camera's counters at one moment (see [`CameraCounters`] for what each counts).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct CameraCounts {
+    /// Frames decoded (or uploaded), sampled or not.
+    pub frames_in: u64,
+    /// Frames sampling kept.
+    pub sampled: u64,
+    /// Sampled frames never analysed: replaced by a newer one, or refused by a full queue.
+    pub dropped: u64,
+    /// Sampled frames the models analysed.
+    pub analysed: u64,
+    /// Frames lost in transport, or skipped until the next keyframe.
+    pub damaged: u64,
+    /// Sampled frames the models did not see: nothing moved and no track was alive.
+    pub still: u64,
+    /// Sampled frames with motion.
+    pub with_motion: u64,
+    /// Analysed frames the person detector saw only in regions around what moved.
+    pub in_regions: u64,
+    /// Sampled frames whose live tracks were held where they were, without a model call.
+    pub held: u64,
+    /// Face descriptors computed.
+    pub faces_described: u64,
+}
+
+/// What a camera is doing at one moment, read from its runtime record: what the API's camera
+/// answers and `/metrics` show.
+#[derive(Debug, Clone, Serialize)]
+pub struct CameraSnapshot {
+    /// Whether an actor runs for it.
+    pub running: bool,
+    /// What is connected (`rtsp h264 768x576`); empty before the first frame.
+    pub source: String,
+    /// Its counters.
+    pub counts: CameraCounts,
+    /// Persons in view: confirmed tracks after its newest analysed frame.
+    pub persons: u64,
+    /// When its newest handled frame was taken.
+    pub last_frame_at: Option<DateTime<Utc>>,
+    /// What the motion detector saw in that frame.
+    pub motion: Option<MotionSeen>,
+    /// Sampled frames handled per second (0 when not running).
+    pub fps: f64,
+}
+
+impl CameraSnapshot {
+    /// Whether its newest handled frame had motion.
+    pub fn moving(&self) -> bool {
+        self.motion.as_ref().is_some_and(|m| m.motion.moving())
+    }
+}
+
 /// Frames per second from the intervals between them: an exponential moving average of the
 /// interval; past the average without a frame, the rate falls as if the next came now.
 #[derive(Debug, Default, Clone, Copy)]
@@ -268,6 +361,32 @@ impl CameraRuntime {
             .ok()
             .and_then(|m| m.as_ref().map(|seen| seen.motion.moving()))
             .unwrap_or(false)
+    }
+
+    /// Its counters, status and what moved, read now.
+    pub fn snapshot(&self, now: std::time::Instant) -> CameraSnapshot {
+        let c = &self.counters;
+        let get = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+        CameraSnapshot {
+            running: self.running.load(Ordering::Relaxed),
+            source: self.source.lock().map(|s| s.clone()).unwrap_or_default(),
+            counts: CameraCounts {
+                frames_in: get(&c.frames_in),
+                sampled: get(&c.sampled),
+                dropped: get(&c.dropped),
+                analysed: get(&c.analysed),
+                damaged: get(&c.damaged),
+                still: get(&c.still),
+                with_motion: get(&c.with_motion),
+                in_regions: get(&c.in_regions),
+                held: get(&c.held),
+                faces_described: get(&c.faces_described),
+            },
+            persons: get(&c.persons),
+            last_frame_at: c.last_frame_at(),
+            motion: self.motion.lock().ok().and_then(|m| m.clone()),
+            fps: self.fps(now),
+        }
     }
 
     /// Sampled frames handled per second now (smoothed; 0 when it is not running).
@@ -339,5 +458,30 @@ mod tests {
             (meter.per_second(later) - 0.1).abs() < 1e-6,
             "no frame for 10 s"
         );
+    }
+
+    #[test]
+    fn a_snapshot_reads_the_counters_and_the_state_at_one_moment() {
+        let runtime = CameraRuntime::default();
+        let now = std::time::Instant::now();
+        let idle = runtime.snapshot(now);
+        assert!(!idle.running && idle.source.is_empty() && idle.last_frame_at.is_none());
+        assert_eq!(idle.counts, CameraCounts::default());
+        assert!(!idle.moving());
+        runtime.counters.sampled.store(7, Ordering::Relaxed);
+        runtime.counters.held.store(3, Ordering::Relaxed);
+        runtime.counters.persons.store(2, Ordering::Relaxed);
+        runtime.running.store(true, Ordering::Relaxed);
+        *runtime.source.lock().unwrap() = "push".into();
+        let busy = runtime.snapshot(now);
+        assert!(busy.running);
+        assert_eq!(busy.source, "push");
+        assert_eq!(
+            (busy.counts.sampled, busy.counts.held, busy.persons),
+            (7, 3, 2)
+        );
+        // A snapshot is a copy: later changes do not reach it.
+        runtime.counters.sampled.store(8, Ordering::Relaxed);
+        assert_eq!(busy.counts.sampled, 7);
     }
 }

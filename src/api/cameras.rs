@@ -256,33 +256,30 @@ pub struct MotionDto {
 
 /// The ingest counters of camera `id` on this node.
 pub fn ingest_of(app: &App, id: &str) -> Option<IngestDto> {
-    use std::sync::atomic::Ordering::Relaxed;
-    let runtime = app.ingest().runtime_of(id)?;
-    let c = &runtime.counters;
+    let now = app.ingest().snapshot(id)?;
+    let c = now.counts;
     Some(IngestDto {
-        running: runtime.running.load(Relaxed),
-        source: runtime.source.lock().map(|s| s.clone()).unwrap_or_default(),
-        frames_in: c.frames_in.load(Relaxed),
-        sampled: c.sampled.load(Relaxed),
-        dropped: c.dropped.load(Relaxed),
-        analysed: c.analysed.load(Relaxed),
-        damaged: c.damaged.load(Relaxed),
-        still: c.still.load(Relaxed),
-        with_motion: c.with_motion.load(Relaxed),
-        in_regions: c.in_regions.load(Relaxed),
-        held: c.held.load(Relaxed),
-        faces_described: c.faces_described.load(Relaxed),
-        last_frame_at: c.last_frame_at(),
-        motion: runtime.motion.lock().ok().and_then(|m| {
-            m.as_ref().map(|seen| MotionDto {
-                at: seen.at,
-                moving: seen.motion.moving(),
-                boxes: seen.motion.boxes.iter().map(box_dto).collect(),
-                changed: seen.motion.changed,
-                reseeded: seen.motion.reseeded,
-                analysed: seen.analysed,
-                regions: seen.regions.iter().map(box_dto).collect(),
-            })
+        running: now.running,
+        source: now.source,
+        frames_in: c.frames_in,
+        sampled: c.sampled,
+        dropped: c.dropped,
+        analysed: c.analysed,
+        damaged: c.damaged,
+        still: c.still,
+        with_motion: c.with_motion,
+        in_regions: c.in_regions,
+        held: c.held,
+        faces_described: c.faces_described,
+        last_frame_at: now.last_frame_at,
+        motion: now.motion.map(|seen| MotionDto {
+            at: seen.at,
+            moving: seen.motion.moving(),
+            boxes: seen.motion.boxes.iter().map(box_dto).collect(),
+            changed: seen.motion.changed,
+            reseeded: seen.motion.reseeded,
+            analysed: seen.analysed,
+            regions: seen.regions.iter().map(box_dto).collect(),
         }),
     })
 }
@@ -446,7 +443,7 @@ fn check_source(app: &App, source: &str) -> Result<(), ApiError> {
         return Ok(());
     }
     app.ingest()
-        .sources
+        .sources()
         .check_source(source)
         .map_err(|e| match e {
             SourceError::InvalidUrl(reason) => ApiError::validation("source", reason),

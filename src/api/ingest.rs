@@ -373,7 +373,7 @@ impl IngestApi {
         auth.require("test_camera")?;
         let body = body.0;
         let timeout = Duration::from_millis(u64::from(body.timeout_ms.clamp(100, MAX_PROBE_MS)));
-        let (found, frame) = probe(app.ingest().sources.as_ref(), &body.url, timeout)
+        let (found, frame) = probe(app.ingest().sources().as_ref(), &body.url, timeout)
             .await
             .map_err(probe_error)?;
         drop(frame);
@@ -410,16 +410,12 @@ impl IngestApi {
     ) -> Result<SnapshotResponse, ApiError> {
         let principal = auth.require("camera_snapshot")?;
         visible_row(&app, principal, &id.0).await?;
-        let latest = app
-            .ingest()
-            .runtime_of(&id.0)
-            .and_then(|r| r.latest.lock().ok().and_then(|l| l.clone()))
-            .ok_or_else(|| {
-                ApiError::not_found(
-                    "NO_FRAME",
-                    format!("camera `{}` has not delivered a frame yet", id.0),
-                )
-            })?;
+        let latest = app.ingest().latest_frame(&id.0).ok_or_else(|| {
+            ApiError::not_found(
+                "NO_FRAME",
+                format!("camera `{}` has not delivered a frame yet", id.0),
+            )
+        })?;
         let image = latest.image.clone();
         let jpeg = tokio::task::spawn_blocking(move || frame::encode_jpeg(&image, 85))
             .await
@@ -593,7 +589,7 @@ impl IngestApi {
                 };
                 let a = app
                     .ingest()
-                    .pool
+                    .pool()
                     .analyze(image, want)
                     .await
                     .map_err(pool_error)?;

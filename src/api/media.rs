@@ -183,7 +183,7 @@ impl MediaApi {
         }
         let bytes = app
             .ingest()
-            .blobs
+            .blobs()
             .get(&sha256.0)
             .await
             .map_err(ApiError::internal)?
@@ -230,7 +230,7 @@ impl MediaApi {
         }
         if app
             .ingest()
-            .blobs
+            .blobs()
             .get(&sha256.0)
             .await
             .map_err(ApiError::internal)?
@@ -281,7 +281,7 @@ impl MediaApi {
         }
         let bytes = app
             .ingest()
-            .blobs
+            .blobs()
             .get(&sha256.0)
             .await
             .map_err(ApiError::internal)?

@@ -80,7 +80,7 @@ async fn models_health(app: &App) -> (bool, ModelsHealth) {
                 .unwrap_or_else(|e| Err(format!("weights check failed: {e}")))
         }
     };
-    let (state, workers_loaded, error) = match app.ingest().pool.metrics().models_state() {
+    let (state, workers_loaded, error) = match app.ingest().pool().metrics().models_state() {
         ModelsState::NotLoaded => ("not_loaded", 0, None),
         ModelsState::Loaded(n) => ("loaded", n, None),
         ModelsState::Failed(e) => ("failed", 0, Some(e)),
@@ -253,8 +253,8 @@ pub async fn metrics(app: Data<&App>) -> poem::Response {
     let deliveries = vigil_projections::actions::delivery_counts(app.pool())
         .await
         .unwrap_or_default();
-    let cameras = app.ingest().runtimes();
-    let pool = app.ingest().pool.metrics();
+    let cameras = app.ingest().snapshots();
+    let pool = app.ingest().pool().metrics();
     app.telemetry().record(|| {
         if let Some(head) = head {
             gauge!("vigil_event_log_head").set(head as f64);
@@ -286,28 +286,27 @@ pub async fn metrics(app: Data<&App>) -> poem::Response {
         counter!("vigil_inference_person_regions_total").absolute(get(&pool.person_regions));
         counter!("vigil_inference_dropped_total").absolute(get(&pool.dropped));
         counter!("vigil_inference_failed_total").absolute(get(&pool.failed));
-        let now = std::time::Instant::now();
-        for (id, runtime) in &cameras {
-            let c = &runtime.counters;
+        for (id, now) in &cameras {
+            let c = now.counts;
             for (name, value) in [
-                ("vigil_camera_frames_in_total", &c.frames_in),
-                ("vigil_camera_sampled_total", &c.sampled),
-                ("vigil_camera_dropped_total", &c.dropped),
-                ("vigil_camera_analysed_total", &c.analysed),
-                ("vigil_camera_damaged_total", &c.damaged),
-                ("vigil_camera_still_total", &c.still),
-                ("vigil_camera_motion_frames_total", &c.with_motion),
-                ("vigil_camera_region_frames_total", &c.in_regions),
-                ("vigil_camera_held_total", &c.held),
+                ("vigil_camera_frames_in_total", c.frames_in),
+                ("vigil_camera_sampled_total", c.sampled),
+                ("vigil_camera_dropped_total", c.dropped),
+                ("vigil_camera_analysed_total", c.analysed),
+                ("vigil_camera_damaged_total", c.damaged),
+                ("vigil_camera_still_total", c.still),
+                ("vigil_camera_motion_frames_total", c.with_motion),
+                ("vigil_camera_region_frames_total", c.in_regions),
+                ("vigil_camera_held_total", c.held),
             ] {
-                counter!(name, "camera" => id.clone()).absolute(get(value));
+                counter!(name, "camera" => id.clone()).absolute(value);
             }
             gauge!("vigil_camera_moving", "camera" => id.clone())
-                .set(f64::from(u8::from(runtime.moving())));
-            gauge!("vigil_camera_persons", "camera" => id.clone()).set(get(&c.persons) as f64);
-            gauge!("vigil_camera_fps", "camera" => id.clone()).set(runtime.fps(now));
+                .set(f64::from(u8::from(now.moving())));
+            gauge!("vigil_camera_persons", "camera" => id.clone()).set(now.persons as f64);
+            gauge!("vigil_camera_fps", "camera" => id.clone()).set(now.fps);
             gauge!("vigil_camera_running", "camera" => id.clone())
-                .set(f64::from(u8::from(runtime.running.load(Ordering::Relaxed))));
+                .set(f64::from(u8::from(now.running)));
         }
         // Every configured target shows every status, 0 included, so a drained queue reads 0.
         let mut targets: Vec<String> = app

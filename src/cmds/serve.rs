@@ -24,7 +24,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let (app, generated) = App::open(config).await?;
     let _ = app.weights_checked(weights.map_err(|e| e.to_string()));
     // Load the models now, so the first frame does not wait for them.
-    app.ingest().pool.preload();
+    app.ingest().pool().preload();
     let declared = crate::declared::reconcile(app.config(), app.handler()).await?;
     if !app.config().cameras.is_empty() || !declared.disabled.is_empty() {
         tracing::info!(

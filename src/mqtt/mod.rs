@@ -781,17 +781,11 @@ impl LiveState {
 
     /// What each camera shows now: `(persons, moving)`; `None` for a camera not running.
     fn current(&self) -> HashMap<String, Option<(u64, bool)>> {
-        use std::sync::atomic::Ordering;
         self.ingest
-            .runtimes()
+            .snapshots()
             .into_iter()
-            .map(|(id, runtime)| {
-                let state = runtime.running.load(Ordering::Relaxed).then(|| {
-                    (
-                        runtime.counters.persons.load(Ordering::Relaxed),
-                        runtime.moving(),
-                    )
-                });
+            .map(|(id, now)| {
+                let state = now.running.then(|| (now.persons, now.moving()));
                 (id, state)
             })
             .collect()

@@ -142,7 +142,7 @@ pub async fn delete_older_than(
         if !evidence_in_use(app.pool(), &blob).await?
             && app
                 .ingest()
-                .blobs
+                .blobs()
                 .delete(&blob)
                 .await
                 .map_err(ServiceError::internal)?
@@ -204,7 +204,7 @@ pub async fn reanalyse(
     for frame in incident.evidence.iter().rev().take(REANALYSE_FRAMES) {
         let Some(bytes) = app
             .ingest()
-            .blobs
+            .blobs()
             .get(&frame.blob)
             .await
             .map_err(ServiceError::internal)?
@@ -224,7 +224,7 @@ pub async fn reanalyse(
         };
         let analysis = app
             .ingest()
-            .pool
+            .pool()
             .analyze(Arc::new(image), want)
             .await
             .map_err(|e| {

@@ -114,7 +114,7 @@ pub async fn find_faces(
     for (index, image) in images.into_iter().enumerate() {
         let analysis = app
             .ingest()
-            .pool
+            .pool()
             .analyze(image.clone(), want.clone())
             .await
             .map_err(pool_error)?;
@@ -185,7 +185,7 @@ pub async fn store_faces(app: &App, found: Vec<FoundIn>) -> Result<Vec<SubjectFa
         })
         .await
         .map_err(ServiceError::internal)?;
-        let crop = match app.ingest().blobs.put(&jpeg).await {
+        let crop = match app.ingest().blobs().put(&jpeg).await {
             Ok(sha) => sha,
             Err(e) => {
                 discard_crops(app, &faces).await;
@@ -216,7 +216,7 @@ pub async fn discard_crops(app: &App, faces: &[SubjectFace]) {
     for face in faces {
         match crop_in_use(app.pool(), &face.crop, None).await {
             Ok(false) => {
-                if let Err(e) = app.ingest().blobs.delete(&face.crop).await {
+                if let Err(e) = app.ingest().blobs().delete(&face.crop).await {
                     tracing::warn!(crop = %face.crop, error = %e, "cannot delete an unused face crop");
                 }
             }
@@ -365,7 +365,7 @@ pub async fn erase(
             continue;
         }
         app.ingest()
-            .blobs
+            .blobs()
             .delete(&crop)
             .await
             .map_err(ServiceError::internal)?;

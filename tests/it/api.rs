@@ -883,7 +883,7 @@ async fn media_serves_ranges_and_signed_expiring_urls() {
     let db = TestDb::new(Which::Sqlite).await;
     let server = TestServer::start(db.config()).await;
     let bytes: Vec<u8> = (0..=255u8).cycle().take(1000).collect();
-    let sha = server.app.ingest().blobs.put(&bytes).await.unwrap();
+    let sha = server.app.ingest().blobs().put(&bytes).await.unwrap();
     let path = format!("/api/v1/media/{sha}");
 
     // Whole, then ranges.

@@ -253,14 +253,14 @@ async fn queries_filter_page_search_export_and_retention_deletes_with_media() {
         let blob = server
             .app
             .ingest()
-            .blobs
+            .blobs()
             .put(b"old evidence frame")
             .await
             .unwrap();
         let shared = server
             .app
             .ingest()
-            .blobs
+            .blobs()
             .put(b"shared evidence frame")
             .await
             .unwrap();
@@ -515,7 +515,7 @@ async fn queries_filter_page_search_export_and_retention_deletes_with_media() {
             server
                 .app
                 .ingest()
-                .blobs
+                .blobs()
                 .get(&blob)
                 .await
                 .unwrap()
@@ -525,7 +525,7 @@ async fn queries_filter_page_search_export_and_retention_deletes_with_media() {
             server
                 .app
                 .ingest()
-                .blobs
+                .blobs()
                 .get(&shared)
                 .await
                 .unwrap()
@@ -1171,7 +1171,7 @@ async fn webhook_bodies_carry_signed_media_links_that_work_until_they_expire() {
     })
     .await;
     let jpeg = b"\xff\xd8 the bytes of an evidence frame \xff\xd9".to_vec();
-    let sha = server.app.ingest().blobs.put(&jpeg).await.unwrap();
+    let sha = server.app.ingest().blobs().put(&jpeg).await.unwrap();
     let at = Utc::now();
     let id = uuid::Uuid::now_v7().to_string();
     seed(

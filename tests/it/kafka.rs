@@ -605,7 +605,7 @@ async fn events_that_name_media_carry_signed_links() {
     config.kafka_message_timeout_ms = 5000;
     let server = TestServer::start_public(config).await;
     let jpeg = b"\xff\xd8 a frame \xff\xd9".to_vec();
-    let sha = server.app.ingest().blobs.put(&jpeg).await.unwrap();
+    let sha = server.app.ingest().blobs().put(&jpeg).await.unwrap();
     let id = uuid::Uuid::now_v7().to_string();
     let now = chrono::Utc::now();
     let opened = vigil_schemas::IncidentEvent::Opened(vigil_schemas::events::IncidentOpened {

@@ -365,7 +365,7 @@ async fn events_reach_mqtt_in_order_through_a_broker_outage_and_home_assistant_f
 
     // An incident with an evidence frame, one from Alertmanager, a workflow, a face match.
     let jpeg = b"\xff\xd8 the evidence frame \xff\xd9".to_vec();
-    let sha = server.app.ingest().blobs.put(&jpeg).await.unwrap();
+    let sha = server.app.ingest().blobs().put(&jpeg).await.unwrap();
     let seen_at = Utc::now();
     let intrusion = uuid::Uuid::now_v7().to_string();
     append(
