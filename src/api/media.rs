@@ -16,7 +16,7 @@ use serde_json::json;
 use super::ApiTags;
 use super::auth::Auth;
 use super::error::ApiError;
-use crate::app::App;
+use crate::app::{App, Principal};
 
 /// Longest a signed URL may live.
 pub const MAX_TTL_SECS: u64 = crate::links::MAX_TTL_SECS;
@@ -148,6 +148,30 @@ pub struct SignedUrl {
     pub expires_at: DateTime<Utc>,
 }
 
+/// The stored media named `sha256` (404 `MEDIA_NOT_FOUND` when there is none).
+async fn stored(app: &App, sha256: &str) -> Result<Vec<u8>, ApiError> {
+    app.ingest()
+        .blobs()
+        .get(sha256)
+        .await
+        .map_err(ApiError::internal)?
+        .ok_or_else(|| ApiError::not_found("MEDIA_NOT_FOUND", format!("no media `{sha256}`")))
+}
+
+/// 403 for a key restricted to some cameras: a blob does not record its camera, so such a key
+/// reads none by hash rather than any.
+fn unrestricted(principal: &Principal) -> Result<(), ApiError> {
+    if principal.is_camera_restricted() {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "FORBIDDEN",
+            "a key restricted to some cameras cannot read media by hash",
+            json!({}),
+        ));
+    }
+    Ok(())
+}
+
 /// Signed media endpoints.
 pub struct MediaApi;
 
@@ -172,24 +196,8 @@ impl MediaApi {
         #[oai(name = "Range", validator(max_length = 200))] range: Header<Option<String>>,
     ) -> Result<MediaResponse, ApiError> {
         let principal = auth.require("get_media")?;
-        if principal.is_camera_restricted() {
-            // A blob does not record its camera: a restricted key reads none rather than any.
-            return Err(ApiError::new(
-                StatusCode::FORBIDDEN,
-                "FORBIDDEN",
-                "a key restricted to some cameras cannot read media by hash",
-                json!({}),
-            ));
-        }
-        let bytes = app
-            .ingest()
-            .blobs()
-            .get(&sha256.0)
-            .await
-            .map_err(ApiError::internal)?
-            .ok_or_else(|| {
-                ApiError::not_found("MEDIA_NOT_FOUND", format!("no media `{}`", sha256.0))
-            })?;
+        unrestricted(principal)?;
+        let bytes = stored(&app, &sha256.0).await?;
         Ok(serve(bytes, range.0.as_deref()))
     }
 
@@ -213,14 +221,7 @@ impl MediaApi {
         >,
     ) -> Result<Json<SignedUrl>, ApiError> {
         let principal = auth.require("sign_media")?;
-        if principal.is_camera_restricted() {
-            return Err(ApiError::new(
-                StatusCode::FORBIDDEN,
-                "FORBIDDEN",
-                "a key restricted to some cameras cannot read media by hash",
-                json!({}),
-            ));
-        }
+        unrestricted(principal)?;
         let ttl = ttl_secs.0.unwrap_or(3600);
         if !(1..=MAX_TTL_SECS).contains(&ttl) {
             return Err(ApiError::validation(
@@ -228,19 +229,7 @@ impl MediaApi {
                 format!("must be between 1 and {MAX_TTL_SECS}"),
             ));
         }
-        if app
-            .ingest()
-            .blobs()
-            .get(&sha256.0)
-            .await
-            .map_err(ApiError::internal)?
-            .is_none()
-        {
-            return Err(ApiError::not_found(
-                "MEDIA_NOT_FOUND",
-                format!("no media `{}`", sha256.0),
-            ));
-        }
+        stored(&app, &sha256.0).await?;
         let (url, expires_at) = app.links().signed_path(&sha256.0, ttl);
         Ok(Json(SignedUrl { url, expires_at }))
     }
@@ -279,15 +268,7 @@ impl MediaApi {
                 json!({"expired_at": exp.0}),
             ));
         }
-        let bytes = app
-            .ingest()
-            .blobs()
-            .get(&sha256.0)
-            .await
-            .map_err(ApiError::internal)?
-            .ok_or_else(|| {
-                ApiError::not_found("MEDIA_NOT_FOUND", format!("no media `{}`", sha256.0))
-            })?;
+        let bytes = stored(&app, &sha256.0).await?;
         Ok(serve(bytes, range.0.as_deref()))
     }
 }

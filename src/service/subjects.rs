@@ -249,17 +249,9 @@ pub async fn enrol(
         notes: subject.notes,
         faces,
     };
-    let done = app
-        .handler()
-        .execute::<Subject>(&id, SubjectCommand::Enroll(enrolled.clone()), meta, None)
-        .await;
-    match done {
-        Ok(done) => Ok((enrolled, done)),
-        Err(e) => {
-            discard_crops(app, &enrolled.faces).await;
-            Err(subject_error(e, &id))
-        }
-    }
+    let command = SubjectCommand::Enroll(enrolled.clone());
+    let done = record_faces(app, meta, &id, command, &enrolled.faces).await?;
+    Ok((enrolled, done))
 }
 
 /// Adds the one face of each picture of `files` to subject `id`, within the subject's limit
@@ -293,6 +285,18 @@ pub async fn add_faces(
         subject_id: id.to_string(),
         faces: faces.clone(),
     });
+    record_faces(app, meta, id, command, &faces).await
+}
+
+/// Runs `command`, which records `faces`, on subject `id`; on a refusal the faces' crops are
+/// deleted again (unless another face shows them).
+async fn record_faces(
+    app: &App,
+    meta: &EventMeta,
+    id: &str,
+    command: SubjectCommand,
+    faces: &[SubjectFace],
+) -> Result<Executed<SubjectState>, ServiceError> {
     match app
         .handler()
         .execute::<Subject>(id, command, meta, None)
@@ -300,7 +304,7 @@ pub async fn add_faces(
     {
         Ok(done) => Ok(done),
         Err(e) => {
-            discard_crops(app, &faces).await;
+            discard_crops(app, faces).await;
             Err(subject_error(e, id))
         }
     }
