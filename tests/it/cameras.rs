@@ -2082,3 +2082,121 @@ async fn a_camera_describes_a_standing_face_a_handful_of_times_and_matches_it() 
     );
     server.stop().await;
 }
+
+/// Reads `count` frames from `source` (a minute at most) and checks what every frame source
+/// promises: frames of one size that are not empty; capture times that never go back, at
+/// least half a sampling period apart for a live source (`live`); counters that count every
+/// frame it gave as read and kept; and a description of what is connected once it gave one.
+async fn keeps_the_source_contract(
+    what: &str,
+    mut source: Box<dyn vigil_actors::source::FrameSource>,
+    counters: &vigil_actors::source::CameraCounters,
+    sample_fps: f64,
+    count: usize,
+    live: bool,
+) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let mut size = None;
+    let mut last: Option<chrono::DateTime<chrono::Utc>> = None;
+    for i in 0..count {
+        let taken = tokio::time::timeout(Duration::from_secs(60), source.next_frame())
+            .await
+            .unwrap_or_else(|_| panic!("{what}: no frame {i} within a minute"))
+            .unwrap_or_else(|e| panic!("{what}: frame {i}: {e}"));
+        let image = &taken.frame.image;
+        assert!(
+            image.width > 0 && image.height > 0,
+            "{what}: an empty frame"
+        );
+        let dims = (image.width, image.height);
+        assert_eq!(*size.get_or_insert(dims), dims, "{what}: the size changed");
+        let at = taken.frame.captured_at;
+        if let Some(before) = last {
+            assert!(
+                at >= before,
+                "{what}: capture time went back ({before} → {at})"
+            );
+            if live {
+                let gap = (at - before).as_seconds_f64();
+                assert!(
+                    gap >= 0.5 / sample_fps,
+                    "{what}: sampled {gap:.3} s apart at {sample_fps} fps"
+                );
+            }
+        }
+        last = Some(at);
+        assert!(
+            !source.describe().is_empty(),
+            "{what}: says nothing of what is connected"
+        );
+    }
+    let (read, kept) = (
+        counters.frames_in.load(Relaxed),
+        counters.sampled.load(Relaxed),
+    );
+    assert!(
+        kept >= count as u64,
+        "{what}: kept {kept} of the {count} frames it gave"
+    );
+    assert!(read >= kept, "{what}: kept {kept} frames of {read} read");
+}
+
+#[tokio::test]
+async fn every_frame_source_keeps_the_source_contract() {
+    use std::sync::Arc;
+    use vigil_actors::frame::Frame;
+    use vigil_actors::source::{CameraCounters, SourceFactory, Transports, push::PushRegistry};
+
+    let _serial = SERIAL.lock().await;
+    let rtsp = Served::rtsp(free_port()).await;
+    let http = Served::mjpeg("op", "s3cret").await;
+    let authed = http.url.replace("http://", "http://op:s3cret@");
+    let clip = clip();
+    let push = Arc::new(PushRegistry::default());
+    let transports = Transports {
+        push: push.clone(),
+        video_dirs: vec![clip.parent().unwrap().to_path_buf()],
+    };
+    let sources = [
+        ("rtsp", rtsp.url.clone(), 4.0, true),
+        ("mjpeg", format!("{authed}/stream.mjpg"), 4.0, true),
+        ("snapshot", format!("{authed}/snapshot.jpg"), 4.0, true),
+        (
+            "file",
+            format!("file://{}?realtime=false", clip.display()),
+            5.0,
+            false,
+        ),
+    ];
+    for (what, url, fps, live) in sources {
+        let counters = Arc::new(CameraCounters::default());
+        let source = transports
+            .open(what, &url, fps, counters.clone())
+            .unwrap_or_else(|e| panic!("{what}: {e}"));
+        keeps_the_source_contract(what, source, &counters, fps, 6, live).await;
+    }
+
+    // Push: frames come from uploads, each answered when the actor is done with it.
+    let counters = Arc::new(CameraCounters::default());
+    let source = transports
+        .open("door", "push", 5.0, counters.clone())
+        .unwrap();
+    let picture =
+        vigil_actors::frame::decode(&std::fs::read(frame_files()[0].clone()).unwrap()).unwrap();
+    let start = chrono::Utc::now();
+    let uploads = tokio::spawn(async move {
+        let mut waiting = vec![];
+        for i in 0..6 {
+            let frame = Frame {
+                image: Arc::new(picture.clone()),
+                captured_at: start + chrono::Duration::milliseconds(400 * i),
+            };
+            waiting.push(push.push("door", frame).expect("the push source is open"));
+        }
+        waiting
+    });
+    keeps_the_source_contract("push", source, &counters, 5.0, 6, false).await;
+    assert_eq!(uploads.await.unwrap().len(), 6);
+    rtsp.kill().await;
+    http.kill().await;
+}
