@@ -1431,170 +1431,177 @@ fn time_of(value: &Value) -> chrono::DateTime<chrono::Utc> {
         .with_timezone(&chrono::Utc)
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_a_write_answers_with_is_readable_at_once_on_sqlite() {
+    what_a_write_answers_with_is_readable_at_once(Which::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_a_write_answers_with_is_readable_at_once_on_postgres() {
+    what_a_write_answers_with_is_readable_at_once(Which::Postgres).await;
+}
+
 /// Every id a write answers with is readable at once, without retrying, and the answer carries
 /// `X-Vigil-Position`: an upload and an analysis that open incidents (their events appended by
 /// the camera actor), an enrolment, an action. The upload is stamped an hour ago: its
 /// incident's times are the frame's, its recording time now.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn what_a_write_answers_with_is_readable_at_once() {
+async fn what_a_write_answers_with_is_readable_at_once(which: Which) {
     let _serial = SERIAL.lock().await;
-    for which in [Which::Sqlite, Which::Postgres] {
-        let db = TestDb::new(which).await;
-        let server = TestServer::start(Config {
-            ingest: true,
-            models_backend: vigil_models::BackendPreference::Cpu,
-            webhooks: vec![vigil::webhooks::WebhookTarget::new(
-                "desk",
-                "http://127.0.0.1:9/hook",
-            )],
-            ..db.config()
+    let db = TestDb::new(which).await;
+    let server = TestServer::start(Config {
+        ingest: true,
+        models_backend: vigil_models::BackendPreference::Cpu,
+        webhooks: vec![vigil::webhooks::WebhookTarget::new(
+            "desk",
+            "http://127.0.0.1:9/hook",
+        )],
+        ..db.config()
+    })
+    .await;
+    // One person is a crowd at once on this camera.
+    let res = server
+        .req(Method::PATCH, "/api/v1/calibration")
+        .json(&json!({"cameras": {"door": {"crowd_threshold": 1, "crowd_min_seconds": 0.0}}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200, "{}", res.text().await.unwrap());
+    register(
+        &server,
+        json!({"id": "door", "name": "Door", "source": "push", "sample_fps": 5,
+               "features": {"crowd": true}}),
+    )
+    .await;
+    wait_until_running(&server, "door").await;
+
+    // An upload of two frames captured an hour ago.
+    // Whole seconds: read models keep microseconds.
+    let hour_ago =
+        chrono::DateTime::from_timestamp(chrono::Utc::now().timestamp() - 3600, 0).unwrap();
+    let files = &frame_files()[5..7];
+    let parts: Vec<(String, Vec<u8>)> = files
+        .iter()
+        .map(|p| {
+            (
+                p.file_name().unwrap().to_string_lossy().into_owned(),
+                std::fs::read(p).unwrap(),
+            )
         })
-        .await;
-        // One person is a crowd at once on this camera.
-        let res = server
-            .req(Method::PATCH, "/api/v1/calibration")
-            .json(&json!({"cameras": {"door": {"crowd_threshold": 1, "crowd_min_seconds": 0.0}}}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(res.status(), 200, "{}", res.text().await.unwrap());
-        register(
-            &server,
-            json!({"id": "door", "name": "Door", "source": "push", "sample_fps": 5,
-                   "features": {"crowd": true}}),
-        )
-        .await;
-        wait_until_running(&server, "door").await;
-
-        // An upload of two frames captured an hour ago.
-        // Whole seconds: read models keep microseconds.
-        let hour_ago =
-            chrono::DateTime::from_timestamp(chrono::Utc::now().timestamp() - 3600, 0).unwrap();
-        let files = &frame_files()[5..7];
-        let parts: Vec<(String, Vec<u8>)> = files
-            .iter()
-            .map(|p| {
-                (
-                    p.file_name().unwrap().to_string_lossy().into_owned(),
-                    std::fs::read(p).unwrap(),
-                )
-            })
-            .collect();
-        let times = [
-            hour_ago.to_rfc3339(),
-            (hour_ago + chrono::Duration::milliseconds(200)).to_rfc3339(),
-        ];
-        let res = server
-            .req(Method::POST, "/api/v1/cameras/door/frames")
-            .multipart(multipart(&parts, &times))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(res.status(), 200);
-        let position = position_of(&res);
-        let body: Value = res.json().await.unwrap();
-        let frames = body["frames"].as_array().unwrap();
-        let opened: Vec<String> = frames[0]["analysis"]["incidents"]
-            .as_array()
-            .unwrap_or_else(|| panic!("{body}"))
-            .iter()
-            .map(|i| i.as_str().unwrap().to_string())
-            .collect();
-        assert_eq!(opened.len(), 1, "the first frame opens the crowd: {body}");
-        assert!(position > 0);
-        let incident = read_now(&server, &format!("/api/v1/incidents/{}", opened[0])).await;
-        let captured = time_of(&frames[0]["timestamp"]);
-        let times = &incident["incident"];
-        assert_eq!(time_of(&times["opened_at"]), captured, "{incident}");
-        assert_eq!(time_of(&times["last_seen_at"]), captured, "{incident}");
-        assert!(
-            time_of(&times["recorded_at"]) > captured + chrono::Duration::minutes(59),
-            "recorded now: {incident}"
-        );
-        for track in frames[1]["analysis"]["tracks_started"].as_array().unwrap() {
-            let stream = format!("track-door-{}", track.as_str().unwrap());
-            read_now(&server, &format!("/api/v1/audit/streams/{stream}")).await;
-        }
-
-        // An analysis as the camera, an hour later: past the merge window, a new incident.
-        let image = base64::engine::general_purpose::STANDARD
-            .encode(std::fs::read(&frame_files()[15]).unwrap());
-        let res = server
-            .req(Method::POST, "/api/v1/analyze")
-            .json(
-                &json!({"image": image, "camera_id": "door", "timestamp": null,
-                          "frame_number": null, "metadata": null}),
-            )
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(res.status(), 200);
-        position_of(&res);
-        let body: Value = res.json().await.unwrap();
-        let opened_now = body["incidents"]
-            .as_array()
-            .unwrap_or_else(|| panic!("{body}"));
-        assert_eq!(opened_now.len(), 1, "{body}");
-        let id = opened_now[0].as_str().unwrap();
-        assert_ne!(id, opened[0]);
-        let incident = read_now(&server, &format!("/api/v1/incidents/{id}")).await;
-        let times = &incident["incident"];
-        assert!(time_of(&times["opened_at"]) <= time_of(&times["last_seen_at"]));
-
-        // An enrolment.
-        let picture = std::fs::read(assets().join("images/astronaut.png")).unwrap();
-        let form = reqwest::multipart::Form::new()
-            .part(
-                "files",
-                reqwest::multipart::Part::bytes(picture)
-                    .file_name("astronaut.png")
-                    .mime_str("image/png")
-                    .unwrap(),
-            )
-            .text("name", "Eileen")
-            .text("category", "watchlist");
-        let res = server
-            .req(Method::POST, "/api/v1/subjects")
-            .multipart(form)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(res.status(), 201);
-        position_of(&res);
-        let subject: Value = res.json().await.unwrap();
-        let subject_id = subject["id"].as_str().unwrap();
-        read_now(&server, &format!("/api/v1/subjects/{subject_id}")).await;
-        let poi = read_now(&server, "/api/v1/poi").await;
-        assert_eq!(poi["items"][0]["id"], subject_id, "{poi}");
-
-        // An action on the first incident.
-        let res = server
-            .req(Method::POST, "/api/v1/actions/execute")
-            .json(
-                &json!({"action": "alert_security", "incident_id": opened[0],
-                          "camera_id": null, "target": null, "notes": null}),
-            )
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(res.status(), 202);
-        position_of(&res);
-        let action: Value = res.json().await.unwrap();
-        let action_id = action["action_id"].as_str().unwrap();
-        read_now(&server, &format!("/api/v1/actions/{action_id}")).await;
-        let incident = read_now(&server, &format!("/api/v1/incidents/{}", opened[0])).await;
-        assert!(
-            incident["actions"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .any(|a| a["action_id"] == action_id),
-            "{incident}"
-        );
-
-        server.stop().await;
-        db.cleanup().await;
+        .collect();
+    let times = [
+        hour_ago.to_rfc3339(),
+        (hour_ago + chrono::Duration::milliseconds(200)).to_rfc3339(),
+    ];
+    let res = server
+        .req(Method::POST, "/api/v1/cameras/door/frames")
+        .multipart(multipart(&parts, &times))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let position = position_of(&res);
+    let body: Value = res.json().await.unwrap();
+    let frames = body["frames"].as_array().unwrap();
+    let opened: Vec<String> = frames[0]["analysis"]["incidents"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{body}"))
+        .iter()
+        .map(|i| i.as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(opened.len(), 1, "the first frame opens the crowd: {body}");
+    assert!(position > 0);
+    let incident = read_now(&server, &format!("/api/v1/incidents/{}", opened[0])).await;
+    let captured = time_of(&frames[0]["timestamp"]);
+    let times = &incident["incident"];
+    assert_eq!(time_of(&times["opened_at"]), captured, "{incident}");
+    assert_eq!(time_of(&times["last_seen_at"]), captured, "{incident}");
+    assert!(
+        time_of(&times["recorded_at"]) > captured + chrono::Duration::minutes(59),
+        "recorded now: {incident}"
+    );
+    for track in frames[1]["analysis"]["tracks_started"].as_array().unwrap() {
+        let stream = format!("track-door-{}", track.as_str().unwrap());
+        read_now(&server, &format!("/api/v1/audit/streams/{stream}")).await;
     }
+
+    // An analysis as the camera, an hour later: past the merge window, a new incident.
+    let image = base64::engine::general_purpose::STANDARD
+        .encode(std::fs::read(&frame_files()[15]).unwrap());
+    let res = server
+        .req(Method::POST, "/api/v1/analyze")
+        .json(
+            &json!({"image": image, "camera_id": "door", "timestamp": null,
+                      "frame_number": null, "metadata": null}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    position_of(&res);
+    let body: Value = res.json().await.unwrap();
+    let opened_now = body["incidents"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{body}"));
+    assert_eq!(opened_now.len(), 1, "{body}");
+    let id = opened_now[0].as_str().unwrap();
+    assert_ne!(id, opened[0]);
+    let incident = read_now(&server, &format!("/api/v1/incidents/{id}")).await;
+    let times = &incident["incident"];
+    assert!(time_of(&times["opened_at"]) <= time_of(&times["last_seen_at"]));
+
+    // An enrolment.
+    let picture = std::fs::read(assets().join("images/astronaut.png")).unwrap();
+    let form = reqwest::multipart::Form::new()
+        .part(
+            "files",
+            reqwest::multipart::Part::bytes(picture)
+                .file_name("astronaut.png")
+                .mime_str("image/png")
+                .unwrap(),
+        )
+        .text("name", "Eileen")
+        .text("category", "watchlist");
+    let res = server
+        .req(Method::POST, "/api/v1/subjects")
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
+    position_of(&res);
+    let subject: Value = res.json().await.unwrap();
+    let subject_id = subject["id"].as_str().unwrap();
+    read_now(&server, &format!("/api/v1/subjects/{subject_id}")).await;
+    let poi = read_now(&server, "/api/v1/poi").await;
+    assert_eq!(poi["items"][0]["id"], subject_id, "{poi}");
+
+    // An action on the first incident.
+    let res = server
+        .req(Method::POST, "/api/v1/actions/execute")
+        .json(
+            &json!({"action": "alert_security", "incident_id": opened[0],
+                      "camera_id": null, "target": null, "notes": null}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 202);
+    position_of(&res);
+    let action: Value = res.json().await.unwrap();
+    let action_id = action["action_id"].as_str().unwrap();
+    read_now(&server, &format!("/api/v1/actions/{action_id}")).await;
+    let incident = read_now(&server, &format!("/api/v1/incidents/{}", opened[0])).await;
+    assert!(
+        incident["actions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["action_id"] == action_id),
+        "{incident}"
+    );
+
+    server.stop().await;
+    db.cleanup().await;
 }
 
 /// The first `frames` frames (10 fps) of the pedestrian clip, re-encoded to H.264 in MP4 as

@@ -47,140 +47,147 @@ async fn alert(server: &TestServer, name: &str, severity: &str, camera: Option<&
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_workflow_records_who_and_why_and_refuses_invalid_moves() {
-    for which in [Which::Sqlite, Which::Postgres] {
-        let db = TestDb::new(which).await;
-        let server = TestServer::start(db.config()).await;
-        let id = alert(&server, "DoorForced", "critical", None).await;
+async fn the_workflow_records_who_and_why_and_refuses_invalid_moves_on_sqlite() {
+    the_workflow_records_who_and_why_and_refuses_invalid_moves(Which::Sqlite).await;
+}
 
-        let (status, body) = call(
-            &server,
-            Method::GET,
-            &format!("/api/v1/incidents/{id}"),
-            None,
-        )
-        .await;
-        assert_eq!(status, 200, "{body}");
-        let incident = &body["incident"];
-        assert_eq!(incident["kind"], "external");
-        assert_eq!(incident["severity"], "critical");
-        assert_eq!(incident["status"], "active");
-        assert!(
-            incident["reasoning"]
-                .as_str()
-                .unwrap()
-                .contains("DoorForced reported by the door controller"),
-            "{incident}"
-        );
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_workflow_records_who_and_why_and_refuses_invalid_moves_on_postgres() {
+    the_workflow_records_who_and_why_and_refuses_invalid_moves(Which::Postgres).await;
+}
 
-        // active → investigating (with notes) → resolved; read and acted on.
-        let (status, body) = call(
-            &server,
-            Method::PATCH,
-            &format!("/api/v1/incidents/{id}"),
-            Some(json!({"status": "investigating", "notes": "guard on the way", "is_read": true})),
-        )
-        .await;
-        assert_eq!(status, 200, "{body}");
-        assert_eq!(body["status"], "investigating");
-        assert_eq!(body["is_read"], true);
-        assert!(body["acknowledged_at"].is_string());
-        let (status, body) = call(
-            &server,
-            Method::PATCH,
-            &format!("/api/v1/incidents/{id}"),
-            Some(json!({"status": "resolved", "notes": "door closed", "action_taken": true})),
-        )
-        .await;
-        assert_eq!(status, 200, "{body}");
-        assert_eq!(body["status"], "resolved");
-        assert!(body["resolved_at"].is_string());
-        assert_eq!(body["notes"], "guard on the way\ndoor closed");
+async fn the_workflow_records_who_and_why_and_refuses_invalid_moves(which: Which) {
+    let db = TestDb::new(which).await;
+    let server = TestServer::start(db.config()).await;
+    let id = alert(&server, "DoorForced", "critical", None).await;
 
-        // Invalid moves: 409, nothing written.
-        let stream = incident_stream(&id);
-        let before = stream_events(&server, &stream).await.len();
-        for bad in [
-            json!({"status": "active"}),
-            json!({"status": "investigating", "is_read": false}),
-        ] {
-            let (status, body) = call(
-                &server,
-                Method::PATCH,
-                &format!("/api/v1/incidents/{id}"),
-                Some(bad),
-            )
-            .await;
-            assert_error(status, &body, 409, "INVALID_TRANSITION");
-            assert_eq!(body["error"]["details"]["from"], "resolved");
-        }
-        // Bad bodies: 422 / 400, nothing written.
-        for (bad, code) in [
-            (json!({}), 422),
-            (json!({"status": "closed"}), 422),
-            (json!({"notes": ""}), 422),
-            (json!({"colour": "red"}), 422),
-        ] {
-            let (status, body) = call(
-                &server,
-                Method::PATCH,
-                &format!("/api/v1/incidents/{id}"),
-                Some(bad.clone()),
-            )
-            .await;
-            assert_eq!(status, code, "{bad}: {body}");
-            assert!(body["error"]["code"].is_string(), "{body}");
-        }
+    let (status, body) = call(
+        &server,
+        Method::GET,
+        &format!("/api/v1/incidents/{id}"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let incident = &body["incident"];
+    assert_eq!(incident["kind"], "external");
+    assert_eq!(incident["severity"], "critical");
+    assert_eq!(incident["status"], "active");
+    assert!(
+        incident["reasoning"]
+            .as_str()
+            .unwrap()
+            .contains("DoorForced reported by the door controller"),
+        "{incident}"
+    );
+
+    // active → investigating (with notes) → resolved; read and acted on.
+    let (status, body) = call(
+        &server,
+        Method::PATCH,
+        &format!("/api/v1/incidents/{id}"),
+        Some(json!({"status": "investigating", "notes": "guard on the way", "is_read": true})),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["status"], "investigating");
+    assert_eq!(body["is_read"], true);
+    assert!(body["acknowledged_at"].is_string());
+    let (status, body) = call(
+        &server,
+        Method::PATCH,
+        &format!("/api/v1/incidents/{id}"),
+        Some(json!({"status": "resolved", "notes": "door closed", "action_taken": true})),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["status"], "resolved");
+    assert!(body["resolved_at"].is_string());
+    assert_eq!(body["notes"], "guard on the way\ndoor closed");
+
+    // Invalid moves: 409, nothing written.
+    let stream = incident_stream(&id);
+    let before = stream_events(&server, &stream).await.len();
+    for bad in [
+        json!({"status": "active"}),
+        json!({"status": "investigating", "is_read": false}),
+    ] {
         let (status, body) = call(
             &server,
             Method::PATCH,
-            "/api/v1/incidents/no-such-incident",
-            Some(json!({"is_read": true})),
-        )
-        .await;
-        assert_error(status, &body, 404, "INCIDENT_NOT_FOUND");
-        let events = stream_events(&server, &stream).await;
-        assert_eq!(events.len(), before, "a refused change writes nothing");
-
-        // The audit stream names who did what and why.
-        let types: Vec<&str> = events
-            .iter()
-            .map(|e| e["event_type"].as_str().unwrap())
-            .collect();
-        assert_eq!(
-            types,
-            [
-                "incident.opened",
-                "incident.status_changed",
-                "incident.acknowledged",
-                "incident.status_changed",
-                "incident.action_taken"
-            ]
-        );
-        let changes: Vec<&Value> = events
-            .iter()
-            .filter(|e| e["event_type"] == "incident.status_changed")
-            .collect();
-        assert_eq!(changes[0]["payload"]["from"], "active");
-        assert_eq!(changes[0]["payload"]["to"], "investigating");
-        assert_eq!(changes[0]["payload"]["notes"], "guard on the way");
-        assert_eq!(changes[1]["payload"]["to"], "resolved");
-        for e in &events[1..] {
-            assert_eq!(e["actor"], "key:config-admin", "{e}");
-        }
-        // The detail view carries the same history.
-        let (_, body) = call(
-            &server,
-            Method::GET,
             &format!("/api/v1/incidents/{id}"),
-            None,
+            Some(bad),
         )
         .await;
-        assert_eq!(body["history"].as_array().unwrap().len(), events.len());
-        assert_eq!(body["history"][1]["actor"], "key:config-admin");
-        server.stop().await;
-        db.cleanup().await;
+        assert_error(status, &body, 409, "INVALID_TRANSITION");
+        assert_eq!(body["error"]["details"]["from"], "resolved");
     }
+    // Bad bodies: 422 / 400, nothing written.
+    for (bad, code) in [
+        (json!({}), 422),
+        (json!({"status": "closed"}), 422),
+        (json!({"notes": ""}), 422),
+        (json!({"colour": "red"}), 422),
+    ] {
+        let (status, body) = call(
+            &server,
+            Method::PATCH,
+            &format!("/api/v1/incidents/{id}"),
+            Some(bad.clone()),
+        )
+        .await;
+        assert_eq!(status, code, "{bad}: {body}");
+        assert!(body["error"]["code"].is_string(), "{body}");
+    }
+    let (status, body) = call(
+        &server,
+        Method::PATCH,
+        "/api/v1/incidents/no-such-incident",
+        Some(json!({"is_read": true})),
+    )
+    .await;
+    assert_error(status, &body, 404, "INCIDENT_NOT_FOUND");
+    let events = stream_events(&server, &stream).await;
+    assert_eq!(events.len(), before, "a refused change writes nothing");
+
+    // The audit stream names who did what and why.
+    let types: Vec<&str> = events
+        .iter()
+        .map(|e| e["event_type"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        types,
+        [
+            "incident.opened",
+            "incident.status_changed",
+            "incident.acknowledged",
+            "incident.status_changed",
+            "incident.action_taken"
+        ]
+    );
+    let changes: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["event_type"] == "incident.status_changed")
+        .collect();
+    assert_eq!(changes[0]["payload"]["from"], "active");
+    assert_eq!(changes[0]["payload"]["to"], "investigating");
+    assert_eq!(changes[0]["payload"]["notes"], "guard on the way");
+    assert_eq!(changes[1]["payload"]["to"], "resolved");
+    for e in &events[1..] {
+        assert_eq!(e["actor"], "key:config-admin", "{e}");
+    }
+    // The detail view carries the same history.
+    let (_, body) = call(
+        &server,
+        Method::GET,
+        &format!("/api/v1/incidents/{id}"),
+        None,
+    )
+    .await;
+    assert_eq!(body["history"].as_array().unwrap().len(), events.len());
+    assert_eq!(body["history"][1]["actor"], "key:config-admin");
+    server.stop().await;
+    db.cleanup().await;
 }
 
 /// Appends an incident with a given opening time straight to the store.
@@ -245,323 +252,329 @@ async fn wait_read_model(server: &TestServer) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn queries_filter_page_search_export_and_retention_deletes_with_media() {
-    for which in [Which::Sqlite, Which::Postgres] {
-        let db = TestDb::new(which).await;
-        let server = TestServer::start(db.config()).await;
-        let now = Utc::now();
-        let blob = server
-            .app
-            .ingest()
-            .blobs()
-            .put(b"old evidence frame")
-            .await
-            .unwrap();
-        let shared = server
-            .app
-            .ingest()
-            .blobs()
-            .put(b"shared evidence frame")
-            .await
-            .unwrap();
-        let frame = |b: &str| FrameRef {
-            blob: b.to_string(),
-            frame_number: 1,
-            at: now,
-        };
+async fn queries_filter_page_search_export_and_retention_deletes_with_media_on_sqlite() {
+    queries_filter_page_search_export_and_retention_deletes_with_media(Which::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queries_filter_page_search_export_and_retention_deletes_with_media_on_postgres() {
+    queries_filter_page_search_export_and_retention_deletes_with_media(Which::Postgres).await;
+}
+
+async fn queries_filter_page_search_export_and_retention_deletes_with_media(which: Which) {
+    let db = TestDb::new(which).await;
+    let server = TestServer::start(db.config()).await;
+    let now = Utc::now();
+    let blob = server
+        .app
+        .ingest()
+        .blobs()
+        .put(b"old evidence frame")
+        .await
+        .unwrap();
+    let shared = server
+        .app
+        .ingest()
+        .blobs()
+        .put(b"shared evidence frame")
+        .await
+        .unwrap();
+    let frame = |b: &str| FrameRef {
+        blob: b.to_string(),
+        frame_number: 1,
+        at: now,
+    };
+    seed(
+        &server,
+        "old",
+        "crowd",
+        "medium",
+        "gate",
+        "9 persons near the turnstiles",
+        now - chrono::Duration::days(40),
+        vec![frame(&blob), frame(&shared)],
+    )
+    .await;
+    seed(
+        &server,
+        "i1",
+        "intrusion",
+        "high",
+        "gate",
+        "a person entered restricted zone 'yard'",
+        now - chrono::Duration::hours(2),
+        vec![frame(&shared)],
+    )
+    .await;
+    seed(
+        &server,
+        "i2",
+        "loitering",
+        "medium",
+        "lobby",
+        "a person stayed in zone 'bench' for 75 s",
+        now - chrono::Duration::hours(1),
+        vec![],
+    )
+    .await;
+    for i in 0..5 {
         seed(
             &server,
-            "old",
+            &format!("c{i}"),
             "crowd",
-            "medium",
-            "gate",
-            "9 persons near the turnstiles",
-            now - chrono::Duration::days(40),
-            vec![frame(&blob), frame(&shared)],
-        )
-        .await;
-        seed(
-            &server,
-            "i1",
-            "intrusion",
-            "high",
-            "gate",
-            "a person entered restricted zone 'yard'",
-            now - chrono::Duration::hours(2),
-            vec![frame(&shared)],
-        )
-        .await;
-        seed(
-            &server,
-            "i2",
-            "loitering",
-            "medium",
+            "low",
             "lobby",
-            "a person stayed in zone 'bench' for 75 s",
-            now - chrono::Duration::hours(1),
+            &format!("{} persons in the frame", 5 + i),
+            now - chrono::Duration::minutes(50 - i),
             vec![],
         )
         .await;
-        for i in 0..5 {
-            seed(
-                &server,
-                &format!("c{i}"),
-                "crowd",
-                "low",
-                "lobby",
-                &format!("{} persons in the frame", 5 + i),
-                now - chrono::Duration::minutes(50 - i),
-                vec![],
+    }
+    wait_read_model(&server).await;
+
+    // Filters.
+    let list = |q: &str| {
+        let q = q.to_string();
+        let server = &server;
+        async move {
+            let (status, body) =
+                call(server, Method::GET, &format!("/api/v1/incidents?{q}"), None).await;
+            assert_eq!(status, 200, "{q}: {body}");
+            body
+        }
+    };
+    let ids = |body: &Value| -> Vec<String> {
+        body["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(
+        ids(&list("camera_id=gate").await),
+        ["i1", "old"],
+        "newest first"
+    );
+    assert_eq!(ids(&list("severity=high").await), ["i1"], "at least high");
+    assert_eq!(ids(&list("kind=loitering").await), ["i2"]);
+    assert_eq!(
+        ids(&list(&format!(
+            "from={}",
+            (now - chrono::Duration::hours(3))
+                .to_rfc3339()
+                .replace('+', "%2B")
+        ))
+        .await)
+        .len(),
+        7
+    );
+    assert_eq!(ids(&list("is_read=true").await).len(), 0);
+    // Pages of 3 cover all 8 once.
+    let mut seen = vec![];
+    let mut cursor: Option<String> = None;
+    loop {
+        let q = match &cursor {
+            Some(c) => format!("limit=3&cursor={c}"),
+            None => "limit=3".into(),
+        };
+        let page = list(&q).await;
+        seen.extend(ids(&page));
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_string()),
+            None => break,
+        }
+    }
+    assert_eq!(seen.len(), 8);
+    seen.sort();
+    seen.dedup();
+    assert_eq!(seen.len(), 8, "no incident twice across pages");
+
+    // Bad filters: documented 4xx.
+    for (q, status_want) in [
+        ("status=closed", 400),
+        ("severity=urgent", 400),
+        ("limit=0", 400),
+        ("cursor=not-a-cursor", 422),
+        ("from=2026-01-02T00:00:00Z&to=2026-01-01T00:00:00Z", 422),
+        ("is_read=maybe", 400),
+    ] {
+        let (status, body) = call(
+            &server,
+            Method::GET,
+            &format!("/api/v1/incidents?{q}"),
+            None,
+        )
+        .await;
+        assert!(
+            status == status_want || (status_want == 400 && status == 422),
+            "{q}: {status} {body}"
+        );
+        assert!(body["error"]["code"].is_string(), "{q}: {body}");
+    }
+
+    // Stats.
+    call(
+        &server,
+        Method::PATCH,
+        "/api/v1/incidents/c0",
+        Some(json!({"status": "false_positive", "is_read": true})),
+    )
+    .await;
+    call(
+        &server,
+        Method::PATCH,
+        "/api/v1/incidents/c1",
+        Some(json!({"status": "resolved"})),
+    )
+    .await;
+    call(
+        &server,
+        Method::PATCH,
+        "/api/v1/incidents/c2",
+        Some(json!({"status": "resolved", "notes": "crowd dispersed near the fountain"})),
+    )
+    .await;
+    let (status, stats) = call(&server, Method::GET, "/api/v1/incidents/stats", None).await;
+    assert_eq!(status, 200, "{stats}");
+    assert_eq!(stats["total"], 8);
+    assert_eq!(stats["active"], 5);
+    assert_eq!(stats["by_kind"]["crowd"], 6);
+    assert_eq!(stats["by_severity"]["low"], 5);
+    assert_eq!(stats["by_status"]["resolved"], 2);
+    let fp = stats["false_positive_rate"].as_f64().unwrap();
+    assert!((fp - 1.0 / 3.0).abs() < 1e-9, "{stats}");
+    assert!((stats["mean_confidence"].as_f64().unwrap() - 0.75).abs() < 1e-9);
+    assert!(stats["mean_seconds_to_acknowledge"].as_f64().unwrap() > 0.0);
+
+    // Search: reasoning and notes, plain words.
+    let search = |q: &str| {
+        let q = q.to_string();
+        let server = &server;
+        async move {
+            let (status, body) = call(
+                server,
+                Method::GET,
+                &format!("/api/v1/incidents/search?q={q}"),
+                None,
             )
             .await;
-        }
-        wait_read_model(&server).await;
-
-        // Filters.
-        let list = |q: &str| {
-            let q = q.to_string();
-            let server = &server;
-            async move {
-                let (status, body) =
-                    call(server, Method::GET, &format!("/api/v1/incidents?{q}"), None).await;
-                assert_eq!(status, 200, "{q}: {body}");
-                body
-            }
-        };
-        let ids = |body: &Value| -> Vec<String> {
+            assert_eq!(status, 200, "{q}: {body}");
             body["items"]
                 .as_array()
                 .unwrap()
                 .iter()
                 .map(|i| i["id"].as_str().unwrap().to_string())
-                .collect()
-        };
-        assert_eq!(
-            ids(&list("camera_id=gate").await),
-            ["i1", "old"],
-            "newest first"
-        );
-        assert_eq!(ids(&list("severity=high").await), ["i1"], "at least high");
-        assert_eq!(ids(&list("kind=loitering").await), ["i2"]);
-        assert_eq!(
-            ids(&list(&format!(
-                "from={}",
-                (now - chrono::Duration::hours(3))
-                    .to_rfc3339()
-                    .replace('+', "%2B")
-            ))
-            .await)
-            .len(),
-            7
-        );
-        assert_eq!(ids(&list("is_read=true").await).len(), 0);
-        // Pages of 3 cover all 8 once.
-        let mut seen = vec![];
-        let mut cursor: Option<String> = None;
-        loop {
-            let q = match &cursor {
-                Some(c) => format!("limit=3&cursor={c}"),
-                None => "limit=3".into(),
-            };
-            let page = list(&q).await;
-            seen.extend(ids(&page));
-            match page["next_cursor"].as_str() {
-                Some(c) => cursor = Some(c.to_string()),
-                None => break,
-            }
+                .collect::<Vec<_>>()
         }
-        assert_eq!(seen.len(), 8);
-        seen.sort();
-        seen.dedup();
-        assert_eq!(seen.len(), 8, "no incident twice across pages");
+    };
+    assert_eq!(search("turnstiles").await, ["old"]);
+    assert_eq!(search("fountain").await, ["c2"], "notes are searched");
+    assert_eq!(search("restricted%20yard").await, ["i1"]);
+    assert!(search("helicopter").await.is_empty());
+    // FTS syntax is taken as plain words, not as a query (which would fail).
+    assert!(search("%22%20OR%20*").await.is_empty());
+    let (status, body) = call(&server, Method::GET, "/api/v1/incidents/search?q=%20", None).await;
+    assert_eq!(status, 422, "{body}");
 
-        // Bad filters: documented 4xx.
-        for (q, status_want) in [
-            ("status=closed", 400),
-            ("severity=urgent", 400),
-            ("limit=0", 400),
-            ("cursor=not-a-cursor", 422),
-            ("from=2026-01-02T00:00:00Z&to=2026-01-01T00:00:00Z", 422),
-            ("is_read=maybe", 400),
-        ] {
-            let (status, body) = call(
-                &server,
-                Method::GET,
-                &format!("/api/v1/incidents?{q}"),
-                None,
-            )
-            .await;
-            assert!(
-                status == status_want || (status_want == 400 && status == 422),
-                "{q}: {status} {body}"
-            );
-            assert!(body["error"]["code"].is_string(), "{q}: {body}");
-        }
-
-        // Stats.
-        call(
-            &server,
-            Method::PATCH,
-            "/api/v1/incidents/c0",
-            Some(json!({"status": "false_positive", "is_read": true})),
+    // Export: CSV with a header, NDJSON one object per line.
+    let res = server
+        .req(Method::GET, "/api/v1/incidents/export?format=csv")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert!(
+        res.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/csv")
+    );
+    let csv = res.text().await.unwrap();
+    let lines: Vec<&str> = csv.lines().collect();
+    assert!(lines[0].starts_with("id,kind,severity,status"));
+    assert_eq!(lines.len(), 9, "{csv}");
+    assert!(
+        lines[1].starts_with("old,crowd,medium"),
+        "oldest first: {csv}"
+    );
+    let res = server
+        .req(
+            Method::GET,
+            "/api/v1/incidents/export?format=ndjson&camera_id=lobby",
         )
-        .await;
-        call(
-            &server,
-            Method::PATCH,
-            "/api/v1/incidents/c1",
-            Some(json!({"status": "resolved"})),
-        )
-        .await;
-        call(
-            &server,
-            Method::PATCH,
-            "/api/v1/incidents/c2",
-            Some(json!({"status": "resolved", "notes": "crowd dispersed near the fountain"})),
-        )
-        .await;
-        let (status, stats) = call(&server, Method::GET, "/api/v1/incidents/stats", None).await;
-        assert_eq!(status, 200, "{stats}");
-        assert_eq!(stats["total"], 8);
-        assert_eq!(stats["active"], 5);
-        assert_eq!(stats["by_kind"]["crowd"], 6);
-        assert_eq!(stats["by_severity"]["low"], 5);
-        assert_eq!(stats["by_status"]["resolved"], 2);
-        let fp = stats["false_positive_rate"].as_f64().unwrap();
-        assert!((fp - 1.0 / 3.0).abs() < 1e-9, "{stats}");
-        assert!((stats["mean_confidence"].as_f64().unwrap() - 0.75).abs() < 1e-9);
-        assert!(stats["mean_seconds_to_acknowledge"].as_f64().unwrap() > 0.0);
+        .send()
+        .await
+        .unwrap();
+    let ndjson = res.text().await.unwrap();
+    let rows: Vec<Value> = ndjson
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), 6);
+    assert!(rows.iter().all(|r| r["camera_id"] == "lobby"));
 
-        // Search: reasoning and notes, plain words.
-        let search = |q: &str| {
-            let q = q.to_string();
-            let server = &server;
-            async move {
-                let (status, body) = call(
-                    server,
-                    Method::GET,
-                    &format!("/api/v1/incidents/search?q={q}"),
-                    None,
-                )
-                .await;
-                assert_eq!(status, 200, "{q}: {body}");
-                body["items"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .map(|i| i["id"].as_str().unwrap().to_string())
-                    .collect::<Vec<_>>()
-            }
-        };
-        assert_eq!(search("turnstiles").await, ["old"]);
-        assert_eq!(search("fountain").await, ["c2"], "notes are searched");
-        assert_eq!(search("restricted%20yard").await, ["i1"]);
-        assert!(search("helicopter").await.is_empty());
-        // FTS syntax is taken as plain words, not as a query (which would fail).
-        assert!(search("%22%20OR%20*").await.is_empty());
-        let (status, body) =
-            call(&server, Method::GET, "/api/v1/incidents/search?q=%20", None).await;
-        assert_eq!(status, 422, "{body}");
-
-        // Export: CSV with a header, NDJSON one object per line.
-        let res = server
-            .req(Method::GET, "/api/v1/incidents/export?format=csv")
-            .send()
+    // Retention: only `old` is older than 30 days; its own frame goes, the shared one stays.
+    let (status, body) = call(
+        &server,
+        Method::DELETE,
+        "/api/v1/incidents/cleanup?days=30",
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["deleted"], 1);
+    assert_eq!(body["media_deleted"], 1);
+    assert!(
+        server
+            .app
+            .ingest()
+            .blobs()
+            .get(&blob)
             .await
-            .unwrap();
-        assert_eq!(res.status(), 200);
-        assert!(
-            res.headers()["content-type"]
-                .to_str()
-                .unwrap()
-                .starts_with("text/csv")
-        );
-        let csv = res.text().await.unwrap();
-        let lines: Vec<&str> = csv.lines().collect();
-        assert!(lines[0].starts_with("id,kind,severity,status"));
-        assert_eq!(lines.len(), 9, "{csv}");
-        assert!(
-            lines[1].starts_with("old,crowd,medium"),
-            "oldest first: {csv}"
-        );
-        let res = server
-            .req(
-                Method::GET,
-                "/api/v1/incidents/export?format=ndjson&camera_id=lobby",
-            )
-            .send()
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        server
+            .app
+            .ingest()
+            .blobs()
+            .get(&shared)
             .await
-            .unwrap();
-        let ndjson = res.text().await.unwrap();
-        let rows: Vec<Value> = ndjson
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect();
-        assert_eq!(rows.len(), 6);
-        assert!(rows.iter().all(|r| r["camera_id"] == "lobby"));
-
-        // Retention: only `old` is older than 30 days; its own frame goes, the shared one stays.
-        let (status, body) = call(
-            &server,
-            Method::DELETE,
-            "/api/v1/incidents/cleanup?days=30",
-            None,
-        )
-        .await;
-        assert_eq!(status, 200, "{body}");
-        assert_eq!(body["deleted"], 1);
-        assert_eq!(body["media_deleted"], 1);
-        assert!(
-            server
-                .app
-                .ingest()
-                .blobs()
-                .get(&blob)
-                .await
-                .unwrap()
-                .is_none()
-        );
-        assert!(
-            server
-                .app
-                .ingest()
-                .blobs()
-                .get(&shared)
-                .await
-                .unwrap()
-                .is_some()
-        );
-        let (status, body) = call(&server, Method::GET, "/api/v1/incidents/old", None).await;
-        assert_error(status, &body, 404, "INCIDENT_NOT_FOUND");
-        let events = stream_events(&server, "incident-old").await;
-        assert_eq!(events.last().unwrap()["event_type"], "incident.deleted");
-        assert!(
-            events.last().unwrap()["payload"]["reason"]
-                .as_str()
-                .unwrap()
-                .contains("30 days")
-        );
-        let (status, body) = call(
-            &server,
-            Method::DELETE,
-            "/api/v1/incidents/cleanup?days=0",
-            None,
-        )
-        .await;
-        assert!(status == 400 || status == 422, "{status} {body}");
-        assert!(body["error"]["code"].is_string(), "{body}");
-        call(
-            &server,
-            Method::PATCH,
-            "/api/v1/calibration",
-            Some(json!({"global": {"crowd_threshold": 4}})),
-        )
-        .await;
-        wait_read_model(&server).await;
-        server.stop().await;
-        assert_rebuilds_equal(&db, &["incidents", "calibration"]).await;
-        db.cleanup().await;
-    }
+            .unwrap()
+            .is_some()
+    );
+    let (status, body) = call(&server, Method::GET, "/api/v1/incidents/old", None).await;
+    assert_error(status, &body, 404, "INCIDENT_NOT_FOUND");
+    let events = stream_events(&server, "incident-old").await;
+    assert_eq!(events.last().unwrap()["event_type"], "incident.deleted");
+    assert!(
+        events.last().unwrap()["payload"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("30 days")
+    );
+    let (status, body) = call(
+        &server,
+        Method::DELETE,
+        "/api/v1/incidents/cleanup?days=0",
+        None,
+    )
+    .await;
+    assert!(status == 400 || status == 422, "{status} {body}");
+    assert!(body["error"]["code"].is_string(), "{body}");
+    call(
+        &server,
+        Method::PATCH,
+        "/api/v1/calibration",
+        Some(json!({"global": {"crowd_threshold": 4}})),
+    )
+    .await;
+    wait_read_model(&server).await;
+    server.stop().await;
+    assert_rebuilds_equal(&db, &["incidents", "calibration"]).await;
+    db.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1101,61 +1114,68 @@ async fn a_delivery_in_flight_when_the_node_stops_is_delivered_after_restart() {
     db.cleanup().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_old_alert_opens_an_incident_at_its_start_on_sqlite() {
+    an_old_alert_opens_an_incident_at_its_start(Which::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_old_alert_opens_an_incident_at_its_start_on_postgres() {
+    an_old_alert_opens_an_incident_at_its_start(Which::Postgres).await;
+}
+
 /// An Alertmanager alert that started an hour ago opens an incident whose times are the
 /// alert's (`opened_at` = `last_seen_at` = `startsAt`), recorded now, readable at once; a
 /// repeat does not move its times backwards.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_old_alert_opens_an_incident_at_its_start() {
-    for which in [Which::Sqlite, Which::Postgres] {
-        let db = TestDb::new(which).await;
-        let server = TestServer::start(db.config()).await;
-        let started = (Utc::now() - chrono::Duration::hours(1))
-            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-        let payload = json!({"alerts": [{
-            "status": "firing", "labels": {"alertname": "DoorForced", "severity": "high"},
-            "startsAt": started, "endsAt": null, "generatorURL": null, "fingerprint": "fpold"
-        }], "version": null, "receiver": null});
-        for round in 0..2 {
-            let res = server
-                .req(Method::POST, "/api/v1/webhooks/alerts")
-                .json(&payload)
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(res.status(), 200);
-            assert!(res.headers().contains_key("x-vigil-position"));
-            let body: Value = res.json().await.unwrap();
-            let id = if round == 0 {
-                body["opened"][0].as_str()
-            } else {
-                body["extended"][0].as_str()
-            }
-            .unwrap_or_else(|| panic!("{body}"))
-            .to_string();
-            let (status, detail) = call(
-                &server,
-                Method::GET,
-                &format!("/api/v1/incidents/{id}"),
-                None,
-            )
-            .await;
-            assert_eq!(status, 200, "readable at once: {detail}");
-            let incident = &detail["incident"];
-            let time = |name: &str| {
-                chrono::DateTime::parse_from_rfc3339(incident[name].as_str().unwrap()).unwrap()
-            };
-            let start = chrono::DateTime::parse_from_rfc3339(&started).unwrap();
-            assert_eq!(time("opened_at"), start, "{incident}");
-            assert_eq!(time("last_seen_at"), start, "{incident}");
-            assert!(
-                time("recorded_at") > start + chrono::Duration::minutes(59),
-                "{incident}"
-            );
+async fn an_old_alert_opens_an_incident_at_its_start(which: Which) {
+    let db = TestDb::new(which).await;
+    let server = TestServer::start(db.config()).await;
+    let started = (Utc::now() - chrono::Duration::hours(1))
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let payload = json!({"alerts": [{
+        "status": "firing", "labels": {"alertname": "DoorForced", "severity": "high"},
+        "startsAt": started, "endsAt": null, "generatorURL": null, "fingerprint": "fpold"
+    }], "version": null, "receiver": null});
+    for round in 0..2 {
+        let res = server
+            .req(Method::POST, "/api/v1/webhooks/alerts")
+            .json(&payload)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200);
+        assert!(res.headers().contains_key("x-vigil-position"));
+        let body: Value = res.json().await.unwrap();
+        let id = if round == 0 {
+            body["opened"][0].as_str()
+        } else {
+            body["extended"][0].as_str()
         }
-        server.stop().await;
-        assert_rebuilds_equal(&db, &["incidents"]).await;
-        db.cleanup().await;
+        .unwrap_or_else(|| panic!("{body}"))
+        .to_string();
+        let (status, detail) = call(
+            &server,
+            Method::GET,
+            &format!("/api/v1/incidents/{id}"),
+            None,
+        )
+        .await;
+        assert_eq!(status, 200, "readable at once: {detail}");
+        let incident = &detail["incident"];
+        let time = |name: &str| {
+            chrono::DateTime::parse_from_rfc3339(incident[name].as_str().unwrap()).unwrap()
+        };
+        let start = chrono::DateTime::parse_from_rfc3339(&started).unwrap();
+        assert_eq!(time("opened_at"), start, "{incident}");
+        assert_eq!(time("last_seen_at"), start, "{incident}");
+        assert!(
+            time("recorded_at") > start + chrono::Duration::minutes(59),
+            "{incident}"
+        );
     }
+    server.stop().await;
+    assert_rebuilds_equal(&db, &["incidents"]).await;
+    db.cleanup().await;
 }
 
 /// With `public_base_url` set, a webhook body names each evidence frame by hash and by an
