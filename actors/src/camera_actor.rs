@@ -18,6 +18,7 @@ use vigil_schemas::{AppearanceEvent, DomainEvent, EventMeta, ExpectedVersion};
 
 use crate::aggregates::incident::{Incident, IncidentCommand, IncidentError};
 use crate::aggregates::subject::{Subject, SubjectCommand, SubjectError};
+use crate::appearances::{first_visits, in_head, still_open, visit_zones};
 use crate::frame::{Frame, RgbImage, encode_jpeg};
 use crate::gallery::Identity;
 use crate::geometry::in_polygon;
@@ -521,14 +522,7 @@ impl CameraState {
                     last_box: norm(person),
                     last_score: person.score,
                     frames: 0,
-                    zones: zones
-                        .iter()
-                        .map(|z| ZoneVisit {
-                            zone: z.clone(),
-                            entered_at: frame.captured_at,
-                            exited_at: frame.captured_at,
-                        })
-                        .collect(),
+                    zones: first_visits(&zones, frame.captured_at),
                     inside: zones,
                     best_face: None,
                     face_checks: 0,
@@ -560,31 +554,11 @@ impl CameraState {
             live.last_frame_number = self.frame_number;
             live.last_box = norm(&person);
             live.last_score = person.score;
-            // A zone it stays in extends its latest visit there; a zone it enters opens one.
-            for zone in &zones {
-                let open = live
-                    .inside
-                    .contains(zone)
-                    .then(|| live.zones.iter().rposition(|v| &v.zone == zone))
-                    .flatten();
-                match open {
-                    Some(i) => live.zones[i].exited_at = frame.captured_at,
-                    None => live.zones.push(ZoneVisit {
-                        zone: zone.clone(),
-                        entered_at: frame.captured_at,
-                        exited_at: frame.captured_at,
-                    }),
-                }
-            }
+            visit_zones(&mut live.zones, &live.inside, &zones, frame.captured_at);
             live.inside = zones;
             // The clearest face inside the upper part of this person's box.
-            let head_bottom = person.y1 + 0.6 * (person.y2 - person.y1);
             for face in &analysis.faces {
-                let (cx, cy) = (
-                    (face.bbox.x1 + face.bbox.x2) / 2.0,
-                    (face.bbox.y1 + face.bbox.y2) / 2.0,
-                );
-                if cx < person.x1 || cx > person.x2 || cy < person.y1 || cy > head_bottom {
+                if !in_head(&person, &face.bbox) {
                     continue;
                 }
                 let quality = face_quality(face, frame.image.height);
@@ -674,9 +648,9 @@ impl CameraState {
         }
         // Incidents nothing has extended for longer than the merge window are closed to
         // new findings: forget them.
-        let merge = chrono::Duration::milliseconds((settings.incident_merge_seconds * 1e3) as i64);
+        let merge = settings.incident_merge_seconds;
         self.incidents
-            .retain(|_, open| frame.captured_at - open.last_finding <= merge);
+            .retain(|_, open| still_open(open.last_finding, frame.captured_at, merge));
 
         for ended in update.ended {
             if let Some(track_id) = self.end_track(&ended, "lost").await? {
@@ -981,7 +955,7 @@ impl CameraState {
             actor: format!("rule:{}", finding.kind.as_str()),
         };
         if let Some(open) = self.incidents.get_mut(&key)
-            && (at - open.last_finding).num_milliseconds() as f64 <= merge_seconds * 1e3
+            && still_open(open.last_finding, at, merge_seconds)
         {
             open.last_finding = at;
             if ((at - open.last_evidence).num_milliseconds() as f64) < EVIDENCE_EVERY_SECONDS * 1e3

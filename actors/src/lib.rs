@@ -12,6 +12,7 @@
 #![deny(missing_docs)]
 
 pub mod aggregates;
+pub mod appearances;
 pub mod blob;
 pub mod camera_actor;
 pub mod frame;
