@@ -422,9 +422,7 @@ fn dto_from_state(app: &App, c: &Camera, version: u64) -> CameraDto {
 
 fn command_error(err: CommandError<CameraError>, id: &str) -> ApiError {
     super::error::command_error(err, "camera", |e| match e {
-        CameraError::NotFound => {
-            ApiError::not_found("CAMERA_NOT_FOUND", format!("camera `{id}` does not exist"))
-        }
+        CameraError::NotFound => camera_not_found(id),
         CameraError::AlreadyExists(id) => ApiError::new(
             StatusCode::CONFLICT,
             "CAMERA_EXISTS",
