@@ -209,20 +209,23 @@ impl App {
             telemetry.histogram("vigil_inference_batch_size"),
         );
         let push = Arc::new(PushRegistry::default());
-        let ingest = Arc::new(Ingest::new(
-            handler.clone(),
-            inference,
-            BlobStore::new(config.data_dir.join("blobs")),
-            Arc::new(Transports {
-                push: push.clone(),
-                video_dirs: config.video_dirs_allowed(),
-            }),
-            Backoff {
-                initial: Duration::from_millis(config.camera_backoff_initial_ms),
-                max: Duration::from_millis(config.camera_backoff_max_ms),
-            },
-            vigil_actors::tracker::TrackerConfig::default(),
-        ));
+        let ingest = Arc::new(
+            Ingest::new(
+                handler.clone(),
+                inference,
+                BlobStore::new(config.data_dir.join("blobs")),
+                Arc::new(Transports {
+                    push: push.clone(),
+                    video_dirs: config.video_dirs_allowed(),
+                }),
+                Backoff {
+                    initial: Duration::from_millis(config.camera_backoff_initial_ms),
+                    max: Duration::from_millis(config.camera_backoff_max_ms),
+                },
+                vigil_actors::tracker::TrackerConfig::default(),
+            )
+            .with_clips(config.clip_settings()),
+        );
         let links = crate::links::MediaLinks::new(
             &pepper,
             &config.public_base_url,
@@ -255,7 +258,7 @@ impl App {
     }
 
     /// Starts every projection runner, the Kafka relay (when brokers are configured), the
-    /// MQTT relay and live state (when a broker is configured), the action dispatcher, camera ingest (when on) and the usage flusher as background tasks.
+    /// MQTT relay and live state (when a broker is configured), the action dispatcher, camera ingest (when on) and the usage flusher as background tasks. (`vigil serve` adds the clip retention, `service::clips::keep_within_budget`.)
     pub fn spawn_background(&self) -> Vec<tokio::task::JoinHandle<()>> {
         let mut tasks: Vec<_> = self
             .inner

@@ -122,6 +122,21 @@ pub struct Config {
     pub camera_backoff_initial_ms: u64,
     /// Longest restart delay, in milliseconds (`VIGIL_CAMERA_BACKOFF_MAX_MS`).
     pub camera_backoff_max_ms: u64,
+    /// Record clips around incidents from RTSP cameras' own streams (`VIGIL_CLIPS`).
+    pub clips: bool,
+    /// Seconds of stream a clip keeps before its incident (`VIGIL_CLIP_PRE_ROLL_SECONDS`).
+    pub clip_pre_roll_seconds: f64,
+    /// Seconds a clip runs on after its incident's latest finding
+    /// (`VIGIL_CLIP_POST_ROLL_SECONDS`).
+    pub clip_post_roll_seconds: f64,
+    /// The longest clip in seconds; a longer incident continues in the next clip
+    /// (`VIGIL_CLIP_MAX_SECONDS`).
+    pub clip_max_seconds: f64,
+    /// The most memory one camera's pre-roll may hold, in MiB (`VIGIL_CLIP_PRE_ROLL_MAX_MIB`).
+    pub clip_pre_roll_max_mib: u64,
+    /// The disk all clips may take, in MiB; the oldest clips no open incident holds go first
+    /// (`VIGIL_CLIP_BUDGET_MIB`).
+    pub clip_budget_mib: u64,
     /// Default per-minute limits of new API keys (TOML table `[default_rate_limits]`).
     pub default_rate_limits: RateLimits,
     /// Per-minute limits of the admin keys (configured and bootstrap) (TOML table
@@ -265,6 +280,12 @@ impl Default for Config {
             inference_queue: 64,
             camera_backoff_initial_ms: 1000,
             camera_backoff_max_ms: 60_000,
+            clips: true,
+            clip_pre_roll_seconds: 10.0,
+            clip_post_roll_seconds: 10.0,
+            clip_max_seconds: 300.0,
+            clip_pre_roll_max_mib: 32,
+            clip_budget_mib: 10_240,
             default_rate_limits: RateLimits {
                 standard: 600,
                 media: 120,
@@ -331,6 +352,12 @@ const ENV_KEYS: &[&str] = &[
     "inference_queue",
     "camera_backoff_initial_ms",
     "camera_backoff_max_ms",
+    "clips",
+    "clip_pre_roll_seconds",
+    "clip_post_roll_seconds",
+    "clip_max_seconds",
+    "clip_pre_roll_max_mib",
+    "clip_budget_mib",
     "webhooks",
     "auto_actions",
     "lance_dir",
@@ -340,6 +367,16 @@ const ENV_KEYS: &[&str] = &[
 ];
 
 impl Config {
+    /// How clips are cut; none when `clips` is off.
+    pub fn clip_settings(&self) -> Option<vigil_actors::clips::ClipSettings> {
+        self.clips.then_some(vigil_actors::clips::ClipSettings {
+            pre_roll_seconds: self.clip_pre_roll_seconds,
+            post_roll_seconds: self.clip_post_roll_seconds,
+            max_seconds: self.clip_max_seconds,
+            pre_roll_max_bytes: (self.clip_pre_roll_max_mib as usize) << 20,
+        })
+    }
+
     /// The Lance tables' folder.
     pub fn effective_lance_dir(&self) -> PathBuf {
         if self.lance_dir.is_empty() {
@@ -426,6 +463,17 @@ impl Config {
                 "inference_max_batch must be between 1 and {}",
                 vigil_actors::pool::MAX_BATCH
             ));
+        }
+        if !(0.0..=600.0).contains(&self.clip_pre_roll_seconds)
+            || !(0.0..=600.0).contains(&self.clip_post_roll_seconds)
+            || !(1.0..=3600.0).contains(&self.clip_max_seconds)
+            || self.clip_pre_roll_max_mib == 0
+        {
+            return Err(
+                "clip_pre_roll_seconds and clip_post_roll_seconds must lie in 0..=600, \
+                 clip_max_seconds in 1..=3600, and clip_pre_roll_max_mib be at least 1"
+                    .into(),
+            );
         }
         if self.camera_backoff_initial_ms == 0
             || self.camera_backoff_max_ms < self.camera_backoff_initial_ms

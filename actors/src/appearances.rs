@@ -525,8 +525,8 @@ struct OpenIncident {
 /// What a finding does to the incidents a camera has open.
 #[derive(Debug, Clone, PartialEq)]
 pub enum FindingFate {
-    /// It keeps the open incident open; too soon after its last evidence to add more.
-    KeepsOpen,
+    /// It keeps this open incident open; too soon after its last evidence to add more.
+    KeepsOpen(String),
     /// It adds evidence to this open incident ([`OpenIncidents::extended`] once recorded;
     /// when the incident was closed meanwhile, the finding opens a new one instead).
     Extends(String),
@@ -554,7 +554,7 @@ impl OpenIncidents {
         }
         open.last_finding = at;
         if ((at - open.last_evidence).num_milliseconds() as f64) < EVIDENCE_EVERY_SECONDS * 1e3 {
-            FindingFate::KeepsOpen
+            FindingFate::KeepsOpen(open.id.clone())
         } else {
             FindingFate::Extends(open.id.clone())
         }
@@ -977,7 +977,10 @@ mod tests {
         let mut open = OpenIncidents::default();
         assert_eq!(open.fate("cam:fall:1", at(0), 30.0), FindingFate::Opens);
         open.opened("cam:fall:1".into(), "inc".into(), at(0));
-        assert_eq!(open.fate("cam:fall:1", at(3), 30.0), FindingFate::KeepsOpen);
+        assert_eq!(
+            open.fate("cam:fall:1", at(3), 30.0),
+            FindingFate::KeepsOpen("inc".into())
+        );
         assert_eq!(
             open.fate("cam:fall:1", at(5), 30.0),
             FindingFate::Extends("inc".into())
@@ -988,7 +991,10 @@ mod tests {
             FindingFate::Extends("inc".into())
         );
         open.extended("cam:fall:1", at(6));
-        assert_eq!(open.fate("cam:fall:1", at(8), 30.0), FindingFate::KeepsOpen);
+        assert_eq!(
+            open.fate("cam:fall:1", at(8), 30.0),
+            FindingFate::KeepsOpen("inc".into())
+        );
         // Another key is another incident.
         assert_eq!(open.fate("cam:fall:2", at(8), 30.0), FindingFate::Opens);
         // Findings at 8 s kept it open until 38 s (and its evidence is old by then);

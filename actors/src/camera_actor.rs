@@ -10,8 +10,10 @@ use std::time::Instant;
 use chrono::{DateTime, Utc};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use uuid::Uuid;
-use vigil_schemas::events::{BestFace, FrameRef, NormBox, SubjectMatched, track_stream};
-use vigil_schemas::{AppearanceEvent, DomainEvent, EventMeta, ExpectedVersion};
+use vigil_schemas::events::{
+    BestFace, ClipRecorded, FrameRef, NormBox, SubjectMatched, clip_stream, track_stream,
+};
+use vigil_schemas::{AppearanceEvent, ClipEvent, DomainEvent, EventMeta, ExpectedVersion};
 
 use crate::aggregates::incident::{Incident, IncidentCommand, IncidentError};
 use crate::aggregates::subject::{Subject, SubjectCommand, SubjectError};
@@ -19,6 +21,7 @@ use crate::appearances::{
     Appearances, FaceSeen, FindingFate, OpenIncidents, evidence_added, incident_key,
     incident_opened, norm,
 };
+use crate::clips::{FinishedClip, Recorder};
 use crate::frame::{Frame, RgbImage, encode_jpeg};
 use crate::geometry::in_polygon;
 use crate::motion::MotionDetector;
@@ -112,6 +115,11 @@ pub struct CameraState {
     motion: MotionDetector,
     /// Capture time of the last frame the models analysed whole.
     last_whole: Option<DateTime<Utc>>,
+    /// Cuts clips around its incidents.
+    clips: Option<Recorder>,
+    /// Whether the recorder encodes the frames this actor samples (its source has no
+    /// compressed stream of its own).
+    clips_from_frames: bool,
 }
 
 impl Drop for CameraState {
@@ -120,6 +128,71 @@ impl Drop for CameraState {
         self.runtime.running.store(false, Ordering::Relaxed);
         self.runtime.counters.persons.store(0, Ordering::Relaxed);
     }
+}
+
+/// Starts the clip recorder of a camera when the node records clips, with the task that
+/// stores what it finishes.
+fn start_recorder(ingest: &Arc<Ingest>, spec: &CameraSpec) -> Option<Recorder> {
+    let settings = ingest.clips.clone()?;
+    let (finished_tx, mut finished) = tokio::sync::mpsc::unbounded_channel();
+    let recorder = match Recorder::start(&spec.id, &ingest.clips_dir(), settings, finished_tx) {
+        Ok(recorder) => recorder,
+        Err(e) => {
+            tracing::warn!(camera = %spec.id, error = %e, "cannot record clips");
+            return None;
+        }
+    };
+    let (ingest, camera) = (ingest.clone(), spec.id.clone());
+    tokio::spawn(async move {
+        while let Some(clip) = finished.recv().await {
+            if let Err(e) = store_clip(&ingest, &camera, &clip).await {
+                tracing::warn!(camera = %camera, error = %e, "a finished clip could not be stored");
+            }
+            let _ = tokio::fs::remove_file(&clip.path).await;
+        }
+    });
+    Some(recorder)
+}
+
+/// Moves a finished clip into the blob store and records `clip.recorded`.
+async fn store_clip(
+    ingest: &Ingest,
+    camera: &str,
+    clip: &FinishedClip,
+) -> Result<(), ActorProcessingErr> {
+    let bytes = tokio::fs::read(&clip.path).await?;
+    let media = ingest.blobs.put(&bytes).await?;
+    let clip_id = Uuid::now_v7().to_string();
+    let recorded = ClipEvent::Recorded(ClipRecorded {
+        clip_id: clip_id.clone(),
+        camera_id: camera.to_string(),
+        incident_ids: clip.incidents.clone(),
+        started_at: clip.started_at,
+        ended_at: clip.ended_at,
+        duration_seconds: clip.duration_seconds,
+        codec: clip.format.codec.as_str().to_string(),
+        width: clip.format.width,
+        height: clip.format.height,
+        frames: clip.packets,
+        bytes: bytes.len() as u64,
+        media,
+    });
+    let meta = EventMeta {
+        correlation_id: Uuid::now_v7(),
+        causation_id: None,
+        actor: format!("camera:{camera}"),
+    };
+    ingest
+        .handler
+        .store()
+        .append(
+            &clip_stream(&clip_id),
+            ExpectedVersion::NoStream,
+            vec![recorded.to_new_event(clip.ended_at, &meta)],
+        )
+        .await?;
+    tracing::info!(camera, clip = %clip_id, seconds = clip.duration_seconds, "clip recorded");
+    Ok(())
 }
 
 impl Actor for CameraActor {
@@ -135,6 +208,10 @@ impl Actor for CameraActor {
         let runtime = ingest.runtime(&spec.id);
         runtime.running.store(true, Ordering::Relaxed);
         let slot = Arc::new(FrameSlot::default());
+        let clips = start_recorder(&ingest, &spec);
+        let clips_from_frames =
+            clips.is_some() && !crate::clips::from_compressed_stream(&spec.source);
+        let sink = clips.as_ref().map(Recorder::sink);
         let pump = {
             let (slot, runtime) = (slot.clone(), runtime.clone());
             let opened = ingest.sources.open(
@@ -152,6 +229,9 @@ impl Actor for CameraActor {
                         return;
                     }
                 };
+                if let Some(sink) = sink {
+                    source.record_into(sink);
+                }
                 loop {
                     match source.next_frame().await {
                         Ok(frame) => {
@@ -197,6 +277,8 @@ impl Actor for CameraActor {
             appended: None,
             motion: MotionDetector::new(),
             last_whole: None,
+            clips_from_frames,
+            clips,
         })
     }
 
@@ -214,6 +296,7 @@ impl Actor for CameraActor {
                 state.process(frame).await
             }
             CameraMsg::SourceFailed(SourceError::Finished(why)) => {
+                state.finish_clip();
                 // Every frame before the end was handed over (and, with `realtime=false`,
                 // analysed) before this message: nothing is left behind.
                 state.end_all("ended").await;
@@ -222,6 +305,7 @@ impl Actor for CameraActor {
                 Ok(())
             }
             CameraMsg::SourceFailed(e) => {
+                state.finish_clip();
                 state.end_all("lost").await;
                 Err(Box::new(e))
             }
@@ -235,6 +319,7 @@ impl Actor for CameraActor {
         state: &mut CameraState,
     ) -> Result<(), ActorProcessingErr> {
         state.pump.abort();
+        state.finish_clip();
         state.end_all("stopped").await;
         Ok(())
     }
@@ -269,6 +354,7 @@ impl CameraState {
         let look = self.look(&frame, uploaded, &settings).await?;
         if look == Look::Nowhere {
             self.runtime.counters.still.fetch_add(1, Ordering::Relaxed);
+            self.record_picture(&frame);
             self.runtime.handled(frame);
             if let Some(reply) = reply {
                 let _ = reply.send(FrameOutcome {
@@ -331,6 +417,7 @@ impl CameraState {
             }
             _ => counters.analysed.fetch_add(1, Ordering::Relaxed),
         };
+        self.record_picture(&frame);
         self.runtime.handled(frame);
         if let Some(reply) = reply {
             outcome.analysis = Some(analysis);
@@ -743,7 +830,10 @@ impl CameraState {
             actor: format!("rule:{}", finding.kind.as_str()),
         };
         match self.incidents.fate(&key, at, merge_seconds) {
-            FindingFate::KeepsOpen => return Ok(None),
+            FindingFate::KeepsOpen(id) => {
+                self.cover(&id, at);
+                return Ok(None);
+            }
             FindingFate::Extends(id) => {
                 let added = IncidentCommand::AddEvidence(evidence_added(&id, &finding, evidence));
                 match self
@@ -755,6 +845,7 @@ impl CameraState {
                     Ok(done) => {
                         self.incidents.extended(&key, at);
                         self.appended_at(done.position);
+                        self.cover(&id, at);
                         return Ok(Some(id));
                     }
                     // An operator closed or deleted it: the finding opens a new incident.
@@ -784,7 +875,29 @@ impl CameraState {
         self.appended_at(done.position);
         tracing::info!(camera = %self.spec.id, incident = %id, key = %key, "incident opened");
         self.incidents.opened(key, id.clone(), at);
+        self.cover(&id, at);
         Ok(Some(id))
+    }
+
+    /// Has the clip recorder cover incident `id`, whose latest finding is at `at`.
+    fn cover(&self, id: &str, at: DateTime<Utc>) {
+        if let Some(clips) = &self.clips {
+            clips.cover(id, at);
+        }
+    }
+
+    /// Hands a sampled frame to the clip recorder when it encodes this camera's frames.
+    fn record_picture(&self, frame: &Frame) {
+        if let Some(clips) = self.clips.as_ref().filter(|_| self.clips_from_frames) {
+            clips.picture(frame.clone());
+        }
+    }
+
+    /// Ends the open clip (the source stopped or failed).
+    fn finish_clip(&self) {
+        if let Some(clips) = &self.clips {
+            clips.finish();
+        }
     }
 
     fn zones_at(&self, person: &Scored) -> Vec<String> {

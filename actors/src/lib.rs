@@ -15,6 +15,7 @@ pub mod aggregates;
 pub mod appearances;
 pub mod blob;
 pub mod camera_actor;
+pub mod clips;
 pub mod frame;
 pub mod gallery;
 pub mod geometry;

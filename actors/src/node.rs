@@ -72,6 +72,8 @@ pub struct Ingest {
     calibration: std::sync::RwLock<Calibration>,
     /// The enrolled faces (the supervisor follows subject events).
     gallery: std::sync::RwLock<Arc<Gallery>>,
+    /// How clips are cut; none when cameras record no clips.
+    pub(crate) clips: Option<crate::clips::ClipSettings>,
 }
 
 impl std::fmt::Debug for Ingest {
@@ -102,7 +104,24 @@ impl Ingest {
             runtimes: Mutex::default(),
             calibration: std::sync::RwLock::default(),
             gallery: std::sync::RwLock::default(),
+            clips: Some(crate::clips::ClipSettings::default()),
         }
+    }
+
+    /// With clips cut as `clips` says, or none. Removes what a crash left half-written.
+    pub fn with_clips(mut self, clips: Option<crate::clips::ClipSettings>) -> Self {
+        let partial = self.clips_dir();
+        let left = crate::clips::clean_partials(&partial);
+        if left > 0 {
+            tracing::info!(files = left, dir = %partial.display(), "removed clips a stop left unfinished");
+        }
+        self.clips = clips;
+        self
+    }
+
+    /// Where clips are written before they are finished and stored.
+    pub fn clips_dir(&self) -> std::path::PathBuf {
+        self.blobs.root().join(crate::clips::PARTIAL_DIR)
     }
 
     /// Appends status and track events.

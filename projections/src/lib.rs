@@ -19,6 +19,7 @@ pub mod api_keys;
 pub mod calibration;
 pub mod cameras;
 pub mod checkpoint;
+pub mod clips;
 pub mod digest;
 pub mod error;
 pub mod incidents;
@@ -43,6 +44,7 @@ pub fn all(vectors: std::sync::Arc<vectors::VectorStore>) -> Vec<std::sync::Arc<
         std::sync::Arc::new(actions::ActionProjection),
         std::sync::Arc::new(calibration::CalibrationProjection),
         std::sync::Arc::new(subjects::SubjectProjection),
+        std::sync::Arc::new(clips::ClipProjection),
         std::sync::Arc::new(vectors::VectorProjection::new(vectors)),
     ]
 }

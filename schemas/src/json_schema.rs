@@ -34,6 +34,8 @@ pub fn all() -> Vec<(String, Value)> {
             "camera.status_changed" => schema_of::<CameraStatusChanged>(&file),
             "appearance.started" => schema_of::<AppearanceStarted>(&file),
             "appearance.ended" => schema_of::<AppearanceEnded>(&file),
+            "clip.recorded" => schema_of::<ClipRecorded>(&file),
+            "clip.deleted" => schema_of::<ClipDeleted>(&file),
             "apikey.issued" => schema_of::<ApiKeyIssued>(&file),
             "apikey.updated" => schema_of::<ApiKeyUpdated>(&file),
             "apikey.revoked" => schema_of::<ApiKeyRevoked>(&file),

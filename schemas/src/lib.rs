@@ -20,7 +20,7 @@ pub mod store;
 pub use envelope::{EventMeta, NewEvent, RecordedEvent};
 pub use events::{
     ActionEvent, AlertEvent, AnyEvent, ApiKeyEvent, AppearanceEvent, CalibrationEvent, CameraEvent,
-    DomainEvent, EventDecodeError, IncidentEvent, SubjectEvent,
+    ClipEvent, DomainEvent, EventDecodeError, IncidentEvent, SubjectEvent,
 };
 pub use store::{
     AppendOutcome, Direction, EventStore, EventSubscription, ExpectedVersion, StoreError,
@@ -74,6 +74,7 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
         "recorded_at",
         include_str!("../migrations/0009_recorded_at.sql"),
     ),
+    (10, "clips", include_str!("../migrations/0010_clips.sql")),
 ];
 
 /// The SQL databases Vigil's migrations serve.

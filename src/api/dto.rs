@@ -6,6 +6,7 @@ use chrono::{DateTime, Utc};
 use poem_openapi::{Enum, Object};
 use serde::{Deserialize, Serialize};
 use vigil_projections::actions::ActionRow;
+use vigil_projections::clips::ClipRow;
 use vigil_schemas::events::{FrameRef, NormBox, Severity};
 
 use super::error::ApiError;
@@ -108,6 +109,53 @@ pub struct DeliveryDto {
     pub http_status: Option<u16>,
     /// Last change.
     pub updated_at: DateTime<Utc>,
+}
+
+/// A recorded clip: MP4 video cut from the camera's own stream, never re-encoded.
+#[derive(Debug, Clone, Object)]
+pub struct ClipDto {
+    /// Its id (stream `clip-{id}`).
+    pub id: String,
+    /// The camera it shows.
+    pub camera_id: String,
+    /// Capture time of its first frame (a keyframe, up to the pre-roll before the incident).
+    pub started_at: DateTime<Utc>,
+    /// Capture time of its last frame.
+    pub ended_at: DateTime<Utc>,
+    /// Seconds it plays.
+    pub duration_seconds: f64,
+    /// `h264` or `h265`, as the camera sent it.
+    pub codec: String,
+    /// Picture width in pixels.
+    pub width: u32,
+    /// Picture height in pixels.
+    pub height: u32,
+    /// Frames in it.
+    pub frames: u64,
+    /// Size of the MP4 file.
+    pub bytes: u64,
+    /// SHA-256 of the MP4 file.
+    pub media: String,
+    /// Where to fetch it (`video/mp4`, with range requests, so a `<video>` element seeks).
+    pub url: String,
+}
+
+/// The DTO of a clip.
+pub fn clip_dto(row: ClipRow) -> ClipDto {
+    ClipDto {
+        url: media_url(&row.media),
+        id: row.id,
+        camera_id: row.camera_id,
+        started_at: row.started_at,
+        ended_at: row.ended_at,
+        duration_seconds: row.duration_seconds,
+        codec: row.codec,
+        width: row.width,
+        height: row.height,
+        frames: row.frames,
+        bytes: row.bytes,
+        media: row.media,
+    }
 }
 
 /// A response action.

@@ -12,6 +12,7 @@ use serde_json::json;
 use vigil_actors::aggregates::incident::{Incident, IncidentCommand};
 use vigil_projections::Order;
 use vigil_projections::actions::actions_of_incident;
+use vigil_projections::clips::clips_of_incident;
 use vigil_projections::incidents::{
     IncidentQuery, IncidentRow, export_page, incident_history, incident_stats, list_incidents,
     search_incidents,
@@ -21,7 +22,9 @@ use vigil_schemas::events::{IncidentKind, IncidentStatus};
 use super::ApiTags;
 use super::auth::{Auth, only_cameras, request_meta, visible_incident};
 use super::body::{BodyLimits, JsonBody};
-use super::dto::{ActionDto, EvidenceDto, SeverityParam, action_dto, evidence_dto};
+use super::dto::{
+    ActionDto, ClipDto, EvidenceDto, SeverityParam, action_dto, clip_dto, evidence_dto,
+};
 use super::error::{ApiError, incident_error};
 use super::listing::{OrderParam, order_or};
 use crate::app::App;
@@ -221,6 +224,9 @@ pub struct IncidentDetail {
     pub history: Vec<HistoryDto>,
     /// Response actions taken for it, oldest first.
     pub actions: Vec<ActionDto>,
+    /// Video clips of it, oldest first: RTSP cameras record one from the pre-roll before the
+    /// incident until the post-roll after its latest finding (`clips` settings).
+    pub clips: Vec<ClipDto>,
 }
 
 /// A page of incidents.
@@ -686,6 +692,9 @@ impl IncidentsApi {
         let actions = actions_of_incident(app.pool(), &id.0)
             .await
             .map_err(ApiError::from)?;
+        let clips = clips_of_incident(app.pool(), &id.0)
+            .await
+            .map_err(ApiError::from)?;
         Ok(Json(IncidentDetail {
             incident: dto(row),
             history: history
@@ -699,6 +708,7 @@ impl IncidentsApi {
                 })
                 .collect(),
             actions: actions.into_iter().map(action_dto).collect(),
+            clips: clips.into_iter().map(clip_dto).collect(),
         }))
     }
 

@@ -10,7 +10,7 @@ use poem::http::StatusCode;
 use poem::web::Data;
 use poem_openapi::param::{Header, Path, Query};
 use poem_openapi::payload::{Binary, Json};
-use poem_openapi::{ApiResponse, Object, OpenApi};
+use poem_openapi::{ApiResponse, Object, OpenApi, ResponseContent};
 use serde_json::json;
 
 use super::ApiTags;
@@ -72,13 +72,40 @@ pub fn parse_range(header: Option<&str>, len: u64) -> Ranged {
     }
 }
 
-/// A stored JPEG, whole or in part.
+/// Stored media: a JPEG frame or crop, or an MP4 clip.
+#[derive(ResponseContent)]
+pub enum MediaBody {
+    /// A frame or a crop.
+    #[oai(content_type = "image/jpeg")]
+    Jpeg(Binary<Vec<u8>>),
+    /// A clip.
+    #[oai(content_type = "video/mp4")]
+    Mp4(Binary<Vec<u8>>),
+}
+
+impl MediaBody {
+    /// `bytes` (part of a file that is an MP4 or not) with their content type.
+    fn of(bytes: Vec<u8>, mp4: bool) -> Self {
+        if mp4 {
+            MediaBody::Mp4(Binary(bytes))
+        } else {
+            MediaBody::Jpeg(Binary(bytes))
+        }
+    }
+}
+
+/// Whether stored media is an MP4 file (it opens with an `ftyp` box); else it is a JPEG.
+fn is_mp4(media: &[u8]) -> bool {
+    media.get(4..8) == Some(b"ftyp")
+}
+
+/// Stored media, whole or in part.
 #[derive(ApiResponse)]
 pub enum MediaResponse {
-    /// The stored JPEG.
-    #[oai(status = 200, content_type = "image/jpeg")]
+    /// The stored media.
+    #[oai(status = 200)]
     Ok(
-        Binary<Vec<u8>>,
+        MediaBody,
         /// Media never changes: cache it forever.
         #[oai(header = "Cache-Control")]
         String,
@@ -87,9 +114,9 @@ pub enum MediaResponse {
         String,
     ),
     /// The requested range.
-    #[oai(status = 206, content_type = "image/jpeg")]
+    #[oai(status = 206)]
     Partial(
-        Binary<Vec<u8>>,
+        MediaBody,
         /// `bytes start-end/length`.
         #[oai(header = "Content-Range")]
         String,
@@ -109,11 +136,15 @@ pub enum MediaResponse {
 
 /// Answers `bytes` for a request with `range`.
 pub fn serve(bytes: Vec<u8>, range: Option<&str>) -> MediaResponse {
-    let len = bytes.len() as u64;
+    let (len, mp4) = (bytes.len() as u64, is_mp4(&bytes));
     match parse_range(range, len) {
-        Ranged::Whole => MediaResponse::Ok(Binary(bytes), CACHE_FOREVER.into(), "bytes".into()),
+        Ranged::Whole => MediaResponse::Ok(
+            MediaBody::of(bytes, mp4),
+            CACHE_FOREVER.into(),
+            "bytes".into(),
+        ),
         Ranged::Part(start, end) => MediaResponse::Partial(
-            Binary(bytes[start as usize..=end as usize].to_vec()),
+            MediaBody::of(bytes[start as usize..=end as usize].to_vec(), mp4),
             format!("bytes {start}-{end}/{len}"),
             CACHE_FOREVER.into(),
         ),
@@ -177,9 +208,10 @@ pub struct MediaApi;
 
 #[OpenApi(tag = "ApiTags::Cameras")]
 impl MediaApi {
-    /// A stored frame or crop.
+    /// A stored frame, crop or clip.
     ///
-    /// The JPEG whose SHA-256 (hex) events name (`entry_frame.blob`, `best_face.crop`, …).
+    /// The JPEG or MP4 whose SHA-256 (hex) events name (`entry_frame.blob`, `best_face.crop`,
+    /// a clip's `media`, …), served as `image/jpeg` or `video/mp4`.
     /// Keys restricted to some cameras get 403 (media does not record its camera). A single
     /// `Range: bytes=…` is answered 206 with `Content-Range`, or 416 outside the media. For a
     /// URL that works without a key, see `POST /api/v1/media/{sha256}/sign`.

@@ -57,6 +57,7 @@ pub fn topic_of(event_type: &str) -> Option<&'static str> {
         "track" | "appearance" | "detection" => Some("tracks"),
         "incident" | "action" => Some("incidents"),
         "alert" => Some("alerts"),
+        "clip" => Some("incidents"),
         "subject" | "face" => Some("subjects"),
         _ => None,
     }

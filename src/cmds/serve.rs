@@ -56,7 +56,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             .await?
             .map_err(|e| anyhow::anyhow!("models_backend = wgpu: {e}"))?;
     }
-    let background = app.spawn_background();
+    let mut background = app.spawn_background();
+    background.push(tokio::spawn(crate::service::clips::keep_within_budget(
+        app.clone(),
+    )));
     let listener = tokio::net::TcpListener::bind(listen).await?;
     tracing::info!(address = %listener.local_addr()?, backend = ?app.backend(), "vigil listening");
     let app_for_flush = app.clone();

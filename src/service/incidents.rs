@@ -150,7 +150,10 @@ pub async fn delete_older_than(
             media_deleted += 1;
         }
     }
-    tracing::info!(deleted, media_deleted, %cutoff, "incident retention ran");
+    // Clips of the deleted incidents go with them (and the budget is checked).
+    let budget = app.config().clip_budget_mib.saturating_mul(1 << 20);
+    let clips = super::clips::enforce(app, budget, meta).await?;
+    tracing::info!(deleted, media_deleted, clips = clips.deleted, %cutoff, "incident retention ran");
     Ok(Retention {
         deleted,
         media_deleted,

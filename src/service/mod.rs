@@ -17,6 +17,7 @@
 //! | [`visibility`] | read-your-writes: wait until the read models show a write |
 
 pub mod actions;
+pub mod clips;
 pub mod incidents;
 pub mod ingest;
 pub mod search;

@@ -140,15 +140,18 @@ impl Served {
     }
 }
 
-async fn ingest_server(db: &TestDb) -> TestServer {
-    TestServer::start(Config {
+fn ingest_server_config(db: &TestDb) -> Config {
+    Config {
         ingest: true,
         models_backend: vigil_models::BackendPreference::Cpu,
         camera_backoff_initial_ms: 200,
         camera_backoff_max_ms: 2000,
         ..db.config()
-    })
-    .await
+    }
+}
+
+async fn ingest_server(db: &TestDb) -> TestServer {
+    TestServer::start(ingest_server_config(db)).await
 }
 
 async fn all_events(server: &TestServer) -> Vec<RecordedEvent> {
@@ -414,6 +417,176 @@ async fn h265_rtsp_streams_decode() {
     assert_eq!(body["error"]["code"], "CAMERA_UNREACHABLE");
     assert_eq!(body["error"]["details"]["kind"], "connect", "{body}");
     rtsp.kill().await;
+    server.stop().await;
+}
+
+/// `ffprobe`'s JSON of `path`.
+fn ffprobe(path: &Path, what: &[&str]) -> Value {
+    let out = std::process::Command::new("ffprobe")
+        .args(["-v", "error", "-print_format", "json"])
+        .args(what)
+        .arg(path)
+        .output()
+        .expect("ffprobe runs (scripts/setup installs ffmpeg)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_rtsp_incident_gets_a_clip_of_the_cameras_own_stream() {
+    let _serial = SERIAL.lock().await;
+    let rtsp = Served::rtsp(free_port()).await;
+    let db = TestDb::new(Which::Sqlite).await;
+    let server = TestServer::start(Config {
+        ingest: true,
+        models_backend: vigil_models::BackendPreference::Cpu,
+        clip_pre_roll_seconds: 2.0,
+        clip_post_roll_seconds: 2.0,
+        clip_max_seconds: 6.0,
+        ..db.config()
+    })
+    .await;
+    // Anyone on the walkway is an intruder.
+    let res = server
+        .req(Method::PATCH, "/api/v1/calibration")
+        .json(&json!({"cameras": {"gate": {"intrusion_zones": ["walkway"]}}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200, "{}", res.text().await.unwrap());
+    register(
+        &server,
+        json!({"id": "gate", "name": "Gate", "source": rtsp.url, "sample_fps": 2,
+               "features": {"intrusion": true},
+               "zones": [{"name": "walkway", "polygon": [{"x": 0, "y": 0}, {"x": 1, "y": 0}, {"x": 1, "y": 1}, {"x": 0, "y": 1}]}]}),
+    )
+    .await;
+    let incident = until(120, "an intrusion on `gate`", || async {
+        incidents(&server, "gate", "intrusion")
+            .await
+            .into_iter()
+            .next()
+    })
+    .await;
+    let id = incident["id"].as_str().unwrap().to_string();
+    // The clip is finished at most six seconds (its cap) after it started.
+    let clip = until(60, "the intrusion's clip", || async {
+        let detail: Value = server
+            .req(Method::GET, &format!("/api/v1/incidents/{id}"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        detail["clips"].as_array()?.first().cloned()
+    })
+    .await;
+    assert_eq!(clip["camera_id"], "gate");
+    assert_eq!(clip["codec"], "h264");
+    assert_eq!(
+        (clip["width"].as_u64(), clip["height"].as_u64()),
+        (Some(768), Some(576))
+    );
+    let duration = clip["duration_seconds"].as_f64().unwrap();
+    // Up to one group of pictures (1 s) of pre-roll beyond the two seconds, capped at six.
+    assert!((1.0..=6.5).contains(&duration), "{clip}");
+    let started: chrono::DateTime<chrono::Utc> =
+        clip["started_at"].as_str().unwrap().parse().unwrap();
+    let opened: chrono::DateTime<chrono::Utc> =
+        incident["opened_at"].as_str().unwrap().parse().unwrap();
+    assert!(
+        started <= opened,
+        "the clip starts before the incident: {clip} {incident}"
+    );
+    let recorded = camera_events(&server, "gate", "clip.recorded").await;
+    assert_eq!(
+        recorded[0].stream,
+        format!("clip-{}", clip["id"].as_str().unwrap())
+    );
+    assert!(
+        recorded[0].payload["incident_ids"]
+            .as_array()
+            .unwrap()
+            .contains(&json!(id)),
+        "{}",
+        recorded[0].payload
+    );
+
+    // Served as video/mp4; ffprobe reads the camera's stream, all of it (10 fps, not the 2 fps
+    // the models sample), from a keyframe, in order.
+    let url = clip["url"].as_str().unwrap();
+    let res = server.req(Method::GET, url).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()["content-type"], "video/mp4");
+    let whole = res.bytes().await.unwrap();
+    assert_eq!(whole.len() as u64, clip["bytes"].as_u64().unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("clip.mp4");
+    std::fs::write(&file, &whole).unwrap();
+    let probe = ffprobe(&file, &["-show_streams", "-show_format", "-show_packets"]);
+    let stream = &probe["streams"][0];
+    assert_eq!(stream["codec_name"], "h264");
+    assert_eq!(
+        (stream["width"].as_u64(), stream["height"].as_u64()),
+        (Some(768), Some(576))
+    );
+    let probed: f64 = probe["format"]["duration"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        (probed - duration).abs() < 0.25,
+        "{probed} s against {duration} s"
+    );
+    let packets = probe["packets"].as_array().unwrap();
+    assert_eq!(packets.len() as u64, clip["frames"].as_u64().unwrap());
+    assert!(
+        (packets.len() as f64 - duration * 10.0).abs() <= 2.0,
+        "{} frames in {duration} s",
+        packets.len()
+    );
+    assert!(packets[0]["flags"].as_str().unwrap().starts_with('K'));
+    let pts: Vec<i64> = packets.iter().map(|p| p["pts"].as_i64().unwrap()).collect();
+    assert!(pts.windows(2).all(|w| w[0] < w[1]), "{pts:?}");
+
+    // A range, as a <video> element seeking into the middle asks for it.
+    let middle = whole.len() / 2;
+    let res = server
+        .req(Method::GET, url)
+        .header("Range", format!("bytes={middle}-{}", middle + 999))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 206);
+    assert_eq!(res.headers()["content-type"], "video/mp4");
+    assert_eq!(
+        res.headers()["content-range"],
+        format!("bytes {middle}-{}/{}", middle + 999, whole.len()).as_str()
+    );
+    assert_eq!(
+        &res.bytes().await.unwrap()[..],
+        &whole[middle..middle + 1000]
+    );
+    // Nothing is left half-written once the camera stops.
+    server
+        .req(Method::POST, "/api/v1/cameras/gate/stop")
+        .send()
+        .await
+        .unwrap();
+    rtsp.kill().await;
+    let partial = server.app.config().data_dir.join("blobs/.clips-partial");
+    until(30, "no unfinished clip", || async {
+        std::fs::read_dir(&partial)
+            .map_or(true, |mut d| d.next().is_none())
+            .then_some(())
+    })
+    .await;
     server.stop().await;
 }
 
@@ -1069,7 +1242,11 @@ async fn a_track_keeps_its_best_face_crop_and_descriptor() {
 async fn rules_raise_crowd_and_intrusion_incidents_on_the_pedestrian_clip() {
     let _serial = SERIAL.lock().await;
     let db = TestDb::new(Which::Sqlite).await;
-    let server = ingest_server(&db).await;
+    let server = TestServer::start(Config {
+        clip_post_roll_seconds: 2.0,
+        ..ingest_server_config(&db)
+    })
+    .await;
     // Crowd threshold 3 for this camera only; a zone over the walkway is restricted.
     let res = server
         .req(Method::PATCH, "/api/v1/calibration")
@@ -1160,6 +1337,68 @@ async fn rules_raise_crowd_and_intrusion_incidents_on_the_pedestrian_clip() {
     tracks.sort();
     tracks.dedup();
     assert_eq!(tracks.len(), n);
+
+    // A pushed camera has no stream of its own: its clip is its frames encoded to H.264, one
+    // clip for the incidents that overlap, finished once the frames stop coming.
+    let crowd_id = crowd[0]["id"].as_str().unwrap().to_string();
+    let clip = until(30, "the crowd's clip", || async {
+        let detail: Value = server
+            .req(Method::GET, &format!("/api/v1/incidents/{crowd_id}"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        detail["clips"].as_array()?.first().cloned()
+    })
+    .await;
+    assert_eq!(
+        (clip["codec"].as_str(), clip["width"].as_u64()),
+        (Some("h264"), Some(768))
+    );
+    let recorded = camera_events(&server, "plaza", "clip.recorded").await;
+    assert_eq!(recorded.len(), 1, "one clip for every overlapping incident");
+    let covered = recorded[0].payload["incident_ids"]
+        .as_array()
+        .unwrap()
+        .clone();
+    for i in intrusions.iter().chain(&crowd) {
+        assert!(covered.contains(&i["id"]), "{i} in {covered:?}");
+    }
+    let res = server
+        .req(Method::GET, clip["url"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.headers()["content-type"], "video/mp4");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("clip.mp4");
+    std::fs::write(&file, res.bytes().await.unwrap()).unwrap();
+    let probe = ffprobe(&file, &["-count_frames", "-show_streams"]);
+    let stream = &probe["streams"][0];
+    assert_eq!(stream["codec_name"], "h264");
+    assert_eq!(
+        (stream["width"].as_u64(), stream["height"].as_u64()),
+        (Some(768), Some(576))
+    );
+    let decoded: u64 = stream["nb_read_frames"].as_str().unwrap().parse().unwrap();
+    assert_eq!(decoded, clip["frames"].as_u64().unwrap());
+    // Every frame the camera sampled, from a keyframe before its first incident on.
+    assert!(decoded >= 5, "{clip}");
+    let time = |v: &Value| {
+        v.as_str()
+            .unwrap()
+            .parse::<chrono::DateTime<chrono::Utc>>()
+            .unwrap()
+    };
+    let first_opened = intrusions
+        .iter()
+        .chain(&crowd)
+        .map(|i| time(&i["opened_at"]))
+        .min()
+        .unwrap();
+    assert!(time(&clip["started_at"]) <= first_opened, "{clip}");
 
     // The evidence can be analysed again: it is recorded as new evidence on the incident.
     let id = crowd[0]["id"].as_str().unwrap();

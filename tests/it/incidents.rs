@@ -1267,3 +1267,166 @@ async fn webhook_bodies_carry_signed_media_links_that_work_until_they_expire() {
     server.stop().await;
     db.cleanup().await;
 }
+
+/// Records a clip of `bytes` random-looking bytes covering `incidents` directly in the store
+/// (as a camera's recorder would), its file in the blob store; returns its media id.
+async fn stored_clip(
+    server: &TestServer,
+    id: &str,
+    incidents: &[&str],
+    start: i64,
+    bytes: usize,
+) -> String {
+    use vigil_schemas::ClipEvent;
+    use vigil_schemas::events::{ClipRecorded, clip_stream};
+    let file: Vec<u8> = (0..bytes)
+        .map(|i| (i * 31 + start as usize) as u8)
+        .collect();
+    let media = server.app.ingest().blobs().put(&file).await.unwrap();
+    let at = Utc::now() - chrono::Duration::minutes(10) + chrono::Duration::seconds(start);
+    let recorded = ClipEvent::Recorded(ClipRecorded {
+        clip_id: id.into(),
+        camera_id: "gate".into(),
+        incident_ids: incidents.iter().map(|i| i.to_string()).collect(),
+        started_at: at,
+        ended_at: at + chrono::Duration::seconds(20),
+        duration_seconds: 20.0,
+        codec: "h264".into(),
+        width: 1280,
+        height: 720,
+        frames: 500,
+        bytes: bytes as u64,
+        media: media.clone(),
+    });
+    let meta = EventMeta {
+        correlation_id: uuid::Uuid::now_v7(),
+        causation_id: None,
+        actor: "camera:gate".into(),
+    };
+    server
+        .app
+        .store()
+        .append(
+            &clip_stream(id),
+            ExpectedVersion::NoStream,
+            vec![recorded.to_new_event(at, &meta)],
+        )
+        .await
+        .unwrap();
+    media
+}
+
+/// Waits until the incidents and clips read models hold every stored event.
+async fn wait_models(server: &TestServer) {
+    let head = server.head().await;
+    for name in ["incidents", "clips"] {
+        let status = server.app.projection_status(name).unwrap();
+        assert!(
+            status.wait_for(head, Duration::from_secs(10)).await,
+            "{name}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clip_retention_keeps_the_budget_but_never_an_open_incidents_clip() {
+    let db = TestDb::new(Which::Sqlite).await;
+    let server = TestServer::start(db.config()).await;
+    let open = alert(&server, "DoorForced", "critical", Some("gate")).await;
+    let closed = alert(&server, "DoorHeld", "warning", Some("gate")).await;
+    let (status, body) = call(
+        &server,
+        Method::PATCH,
+        &format!("/api/v1/incidents/{closed}"),
+        Some(json!({"status": "resolved", "notes": "closed by the guard"})),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    // Three clips of 600 KiB: the oldest holds the open incident.
+    const KIB600: usize = 600 << 10;
+    let pinned = stored_clip(&server, "c1", &[&open], 0, KIB600).await;
+    let older = stored_clip(&server, "c2", &[&closed], 30, KIB600).await;
+    let newer = stored_clip(&server, "c3", &[&closed, &open], 60, KIB600).await;
+    wait_models(&server).await;
+    let clips_of = |id: String| {
+        let server = &server;
+        async move {
+            let (_, detail) = call(
+                server,
+                Method::GET,
+                &format!("/api/v1/incidents/{id}"),
+                None,
+            )
+            .await;
+            detail["clips"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|c| c["id"].as_str().unwrap().to_string())
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(clips_of(open.clone()).await, ["c1", "c3"]);
+
+    // A budget of 1 MiB: the unpinned clips go, oldest first, until the rest fits.
+    let meta = vigil::service::clips::retention_meta();
+    let done = vigil::service::clips::enforce(&server.app, 1 << 20, &meta)
+        .await
+        .unwrap();
+    assert_eq!(
+        (done.deleted, done.bytes),
+        (1, KIB600 as u64),
+        "c2 alone brings it under"
+    );
+    assert_eq!(clips_of(closed.clone()).await, ["c3"]);
+    let media_status = |sha: String| {
+        let server = &server;
+        async move {
+            server
+                .req(Method::GET, &format!("/api/v1/media/{sha}"))
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    assert_eq!(media_status(older).await, 404, "its file is removed");
+    assert_eq!(media_status(pinned.clone()).await, 200);
+    let deleted = stream_events(&server, "clip-c2").await;
+    assert_eq!(deleted[1]["event_type"], "clip.deleted", "{deleted:?}");
+    assert_eq!(deleted[1]["payload"]["reason"], "budget");
+    // Even a tiny budget keeps what the open incident holds.
+    vigil::service::clips::enforce(&server.app, 1, &meta)
+        .await
+        .unwrap();
+    assert_eq!(clips_of(open.clone()).await, ["c1", "c3"]);
+    assert_eq!(media_status(newer.clone()).await, 200);
+
+    // Once the incident is deleted, its clips go with it.
+    server
+        .app
+        .handler()
+        .execute::<vigil_actors::aggregates::incident::Incident>(
+            &open,
+            vigil_actors::aggregates::incident::IncidentCommand::Delete {
+                id: open.clone(),
+                reason: "test".into(),
+            },
+            &meta,
+            None,
+        )
+        .await
+        .unwrap();
+    wait_models(&server).await;
+    let done = vigil::service::clips::enforce(&server.app, 10 << 30, &meta)
+        .await
+        .unwrap();
+    assert_eq!(done.deleted, 1, "c1 held only the deleted incident");
+    assert_eq!(media_status(pinned).await, 404);
+    let c1 = stream_events(&server, "clip-c1").await;
+    assert_eq!(c1[1]["payload"]["reason"], "incidents_deleted");
+    // c3 still covers the resolved incident.
+    assert_eq!(media_status(newer).await, 200);
+    assert_every_rebuild_equals_live(&db).await;
+    server.stop().await;
+}

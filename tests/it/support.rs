@@ -124,7 +124,11 @@ impl TestServer {
 
     async fn start_on(config: Config, listener: tokio::net::TcpListener) -> Self {
         let (app, _) = App::open(config).await.expect("app opens");
-        let tasks = app.spawn_background();
+        let mut tasks = app.spawn_background();
+        // As `vigil serve` does.
+        tasks.push(tokio::spawn(vigil::service::clips::keep_within_budget(
+            app.clone(),
+        )));
         let base = format!("http://{}", listener.local_addr().expect("addr"));
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let served = app.clone();

@@ -93,6 +93,11 @@ pub trait FrameSource: Send + 'static {
     async fn next_frame(&mut self) -> Result<SourceFrame, SourceError>;
     /// What is connected, for status reasons (`rtsp h264 768x576`).
     fn describe(&self) -> String;
+    /// Hands every compressed packet it receives to `sink` from now on, for clips. Returns
+    /// whether it can: only a source that receives a compressed stream (RTSP) does.
+    fn record_into(&mut self, _sink: crate::clips::ClipSink) -> bool {
+        false
+    }
 }
 
 /// Per-camera ingest counters, shared by the source, the actor and the API.

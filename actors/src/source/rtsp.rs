@@ -10,11 +10,12 @@ use std::sync::atomic::Ordering;
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use retina::client::{SessionOptions, SetupOptions, TcpTransportOptions, Transport};
-use retina::codec::{CodecItem, FrameFormat};
+use retina::codec::{CodecItem, FrameFormat, ParametersRef};
 use tokio::sync::mpsc;
 
 use super::convert::RgbConverter;
 use super::{CameraCounters, FrameSource, STALL_TIMEOUT, Sampler, SourceError, SourceFrame};
+use crate::clips::{ClipCodec, ClipFormat, ClipSink, Packet};
 use crate::frame::Frame;
 
 /// Access units that may wait for the decoder before the newest are dropped.
@@ -32,6 +33,7 @@ struct AccessUnit {
 /// What the receiving task learned from `DESCRIBE`.
 struct Described {
     codec: ffmpeg_next::codec::Id,
+    clip: ClipCodec,
     name: &'static str,
 }
 
@@ -44,6 +46,8 @@ pub struct RtspSource {
     frames: Option<mpsc::Receiver<Result<Frame, SourceError>>>,
     receiver: Option<tokio::task::JoinHandle<()>>,
     described: Arc<std::sync::Mutex<String>>,
+    /// Where packets go for clips, when the camera records them.
+    clips: Option<ClipSink>,
 }
 
 impl Drop for RtspSource {
@@ -73,6 +77,7 @@ impl RtspSource {
             frames: None,
             receiver: None,
             described: Arc::new(std::sync::Mutex::new("rtsp".into())),
+            clips: None,
         })
     }
 
@@ -102,6 +107,7 @@ impl RtspSource {
                         i,
                         Ok(Described {
                             codec: ffmpeg_next::codec::Id::H264,
+                            clip: ClipCodec::H264,
                             name: "h264",
                         }),
                     )),
@@ -109,6 +115,7 @@ impl RtspSource {
                         i,
                         Ok(Described {
                             codec: ffmpeg_next::codec::Id::HEVC,
+                            clip: ClipCodec::H265,
                             name: "h265",
                         }),
                     )),
@@ -140,6 +147,7 @@ impl RtspSource {
         let started_at = Utc::now();
         *self.described.lock().expect("describe lock") = format!("rtsp {}", described.name);
 
+        let described_clip = described.clip;
         let (units_tx, units_rx) = crossbeam_channel::bounded::<AccessUnit>(PACKET_QUEUE);
         let (frames_tx, frames_rx) = mpsc::channel(2);
         let decoder_frames = frames_tx.clone();
@@ -162,8 +170,10 @@ impl RtspSource {
             .map_err(|e| SourceError::Decode(format!("cannot start a decoder thread: {e}")))?;
 
         let counters = self.counters.clone();
+        let (clips, clip_codec) = (self.clips.clone(), described_clip);
         self.receiver = Some(tokio::spawn(async move {
             let mut overflow = false;
+            let mut format: Option<ClipFormat> = None;
             let error = loop {
                 let item = match tokio::time::timeout(STALL_TIMEOUT, demuxed.next()).await {
                     Err(_) => break SourceError::Timeout(STALL_TIMEOUT),
@@ -174,6 +184,30 @@ impl RtspSource {
                 let CodecItem::VideoFrame(frame) = item else {
                     continue;
                 };
+                if let Some(sink) = &clips {
+                    if (frame.has_new_parameters() || format.is_none())
+                        && let Some(ParametersRef::Video(v)) = demuxed.streams()[index].parameters()
+                    {
+                        let (width, height) = v.pixel_dimensions();
+                        let now = ClipFormat {
+                            codec: clip_codec,
+                            width,
+                            height,
+                        };
+                        sink.format(now);
+                        format = Some(now);
+                    }
+                    if frame.loss() > 0 {
+                        sink.interrupted();
+                    }
+                    let t = frame.timestamp().elapsed_secs();
+                    sink.packet(Packet {
+                        data: Arc::from(frame.data()),
+                        t,
+                        at: started_at + chrono::Duration::microseconds((t * 1e6) as i64),
+                        keyframe: frame.is_random_access_point(),
+                    });
+                }
                 let unit = AccessUnit {
                     t: frame.timestamp().elapsed_secs(),
                     keyframe: frame.is_random_access_point(),
@@ -309,70 +343,29 @@ impl FrameSource for RtspSource {
     fn describe(&self) -> String {
         self.described.lock().expect("describe lock").clone()
     }
+
+    fn record_into(&mut self, sink: ClipSink) -> bool {
+        self.clips = Some(sink);
+        true
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// `n` frames of H.264 (Annex B, an access unit delimiter before each frame, an IDR every
-    /// `gop` frames), made by ffmpeg from its test pattern; split into access units.
+    /// `n` frames of H.264 split into access units, 10 per second.
     fn h264_units(n: usize, gop: usize) -> Vec<AccessUnit> {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("clip.h264");
-        let status = std::process::Command::new("ffmpeg")
-            .args([
-                "-loglevel",
-                "error",
-                "-f",
-                "lavfi",
-                "-i",
-                "testsrc=size=160x120:rate=10",
-            ])
-            .args(["-frames:v", &n.to_string(), "-c:v", "libx264", "-bf", "0"])
-            .args([
-                "-g",
-                &gop.to_string(),
-                "-keyint_min",
-                &gop.to_string(),
-                "-sc_threshold",
-                "0",
-            ])
-            .args(["-x264-params", "aud=1", "-f", "h264"])
-            .arg(&path)
-            .status()
-            .expect("ffmpeg runs (scripts/setup installs it)");
-        assert!(status.success());
-        let data = std::fs::read(&path).unwrap();
-        // NAL start positions (after 00 00 01) and their types.
-        let mut nals = Vec::new();
-        let mut i = 0;
-        while i + 3 < data.len() {
-            if data[i] == 0 && data[i + 1] == 0 && data[i + 2] == 1 {
-                let start = if i > 0 && data[i - 1] == 0 { i - 1 } else { i };
-                nals.push((start, data[i + 3] & 0x1f));
-                i += 3;
-            } else {
-                i += 1;
-            }
-        }
-        let mut units = Vec::new();
-        let starts: Vec<usize> = nals
-            .iter()
-            .filter(|(_, t)| *t == 9)
-            .map(|(s, _)| *s)
-            .collect();
-        for (k, &start) in starts.iter().enumerate() {
-            let end = starts.get(k + 1).copied().unwrap_or(data.len());
-            let keyframe = nals.iter().any(|(s, t)| *s >= start && *s < end && *t == 5);
-            units.push(AccessUnit {
-                data: data[start..end].to_vec(),
+        crate::clips::testing::h264(n, gop)
+            .into_iter()
+            .enumerate()
+            .map(|(k, (data, keyframe))| AccessUnit {
+                data,
                 t: k as f64 / 10.0,
                 keyframe,
                 loss: 0,
-            });
-        }
-        units
+            })
+            .collect()
     }
 
     fn decode_all(units: Vec<AccessUnit>) -> (usize, Arc<CameraCounters>) {
@@ -381,6 +374,7 @@ mod tests {
         let counters = Arc::new(CameraCounters::default());
         let described = Described {
             codec: ffmpeg_next::codec::Id::H264,
+            clip: ClipCodec::H264,
             name: "h264",
         };
         let c = counters.clone();

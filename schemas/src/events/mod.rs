@@ -166,6 +166,7 @@ pub fn all_event_types() -> impl Iterator<Item = (&'static str, u32)> {
         .chain(ActionEvent::TYPES)
         .chain(SubjectEvent::TYPES)
         .chain(AlertEvent::TYPES)
+        .chain(ClipEvent::TYPES)
         .copied()
 }
 
@@ -189,6 +190,8 @@ pub enum AnyEvent {
     Subject(SubjectEvent),
     /// `alert.*`.
     Alert(AlertEvent),
+    /// `clip.*`.
+    Clip(ClipEvent),
 }
 
 impl AnyEvent {
@@ -215,6 +218,8 @@ impl AnyEvent {
             Self::Subject(SubjectEvent::decode(event_type, v, payload)?)
         } else if AlertEvent::owns(event_type) {
             Self::Alert(AlertEvent::decode(event_type, v, payload)?)
+        } else if ClipEvent::owns(event_type) {
+            Self::Clip(ClipEvent::decode(event_type, v, payload)?)
         } else {
             return Err(EventDecodeError::UnknownType(event_type.to_string()));
         })
@@ -236,6 +241,7 @@ impl AnyEvent {
             Self::Action(e) => e.to_payload(),
             Self::Subject(e) => e.to_payload(),
             Self::Alert(e) => e.to_payload(),
+            Self::Clip(e) => e.to_payload(),
         }
     }
 }
@@ -277,6 +283,7 @@ mod apikey;
 mod appearance;
 mod calibration;
 mod camera;
+mod clip;
 mod incident;
 mod subject;
 
@@ -286,6 +293,7 @@ pub use apikey::*;
 pub use appearance::*;
 pub use calibration::*;
 pub use camera::*;
+pub use clip::*;
 pub use incident::*;
 pub use subject::*;
 
