@@ -420,6 +420,22 @@ async fn h265_rtsp_streams_decode() {
     server.stop().await;
 }
 
+/// The first clip `GET /api/v1/incidents/{id}` lists, waiting up to `secs` for one.
+async fn first_clip(server: &TestServer, id: &str, secs: u64) -> Value {
+    until(secs, &format!("a clip of incident {id}"), || async {
+        let detail: Value = server
+            .req(Method::GET, &format!("/api/v1/incidents/{id}"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        detail["clips"].as_array()?.first().cloned()
+    })
+    .await
+}
+
 /// `ffprobe`'s JSON of `path`.
 fn ffprobe(path: &Path, what: &[&str]) -> Value {
     let out = std::process::Command::new("ffprobe")
@@ -474,18 +490,7 @@ async fn an_rtsp_incident_gets_a_clip_of_the_cameras_own_stream() {
     .await;
     let id = incident["id"].as_str().unwrap().to_string();
     // The clip is finished at most six seconds (its cap) after it started.
-    let clip = until(60, "the intrusion's clip", || async {
-        let detail: Value = server
-            .req(Method::GET, &format!("/api/v1/incidents/{id}"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        detail["clips"].as_array()?.first().cloned()
-    })
-    .await;
+    let clip = first_clip(&server, &id, 60).await;
     assert_eq!(clip["camera_id"], "gate");
     assert_eq!(clip["codec"], "h264");
     assert_eq!(
@@ -1341,18 +1346,7 @@ async fn rules_raise_crowd_and_intrusion_incidents_on_the_pedestrian_clip() {
     // A pushed camera has no stream of its own: its clip is its frames encoded to H.264, one
     // clip for the incidents that overlap, finished once the frames stop coming.
     let crowd_id = crowd[0]["id"].as_str().unwrap().to_string();
-    let clip = until(30, "the crowd's clip", || async {
-        let detail: Value = server
-            .req(Method::GET, &format!("/api/v1/incidents/{crowd_id}"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        detail["clips"].as_array()?.first().cloned()
-    })
-    .await;
+    let clip = first_clip(&server, &crowd_id, 30).await;
     assert_eq!(
         (clip["codec"].as_str(), clip["width"].as_u64()),
         (Some("h264"), Some(768))

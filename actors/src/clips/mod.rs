@@ -462,6 +462,37 @@ pub fn from_compressed_stream(source: &str) -> bool {
     scheme.eq_ignore_ascii_case("rtsp") || scheme.eq_ignore_ascii_case("rtsps")
 }
 
+/// Splits an H.264 Annex B byte stream with an access unit delimiter before each picture
+/// (as ffmpeg writes with `-x264-params aud=1`) into access units: `(bytes, keyframe)`.
+pub fn access_units(data: &[u8]) -> Vec<(Vec<u8>, bool)> {
+    // NAL start positions (with a fourth leading zero when there is one) and their types.
+    let mut nals = Vec::new();
+    let mut i = 0;
+    while i + 3 < data.len() {
+        if data[i] == 0 && data[i + 1] == 0 && data[i + 2] == 1 {
+            let start = if i > 0 && data[i - 1] == 0 { i - 1 } else { i };
+            nals.push((start, data[i + 3] & 0x1f));
+            i += 3;
+        } else {
+            i += 1;
+        }
+    }
+    let starts: Vec<usize> = nals
+        .iter()
+        .filter(|(_, t)| *t == 9)
+        .map(|(s, _)| *s)
+        .collect();
+    starts
+        .iter()
+        .enumerate()
+        .map(|(k, &start)| {
+            let end = starts.get(k + 1).copied().unwrap_or(data.len());
+            let keyframe = nals.iter().any(|(s, t)| *s >= start && *s < end && *t == 5);
+            (data[start..end].to_vec(), keyframe)
+        })
+        .collect()
+}
+
 /// Removes what a crash left under `dir` (clips never finished). Returns how many files.
 pub fn clean_partials(dir: &Path) -> usize {
     let Ok(entries) = std::fs::read_dir(dir) else {
@@ -492,33 +523,7 @@ pub(crate) mod testing {
             .status()
             .expect("ffmpeg runs (scripts/setup installs it)");
         assert!(status.success());
-        let data = std::fs::read(&path).unwrap();
-        // NAL start positions (with a fourth leading zero when there is one) and their types.
-        let mut nals = Vec::new();
-        let mut i = 0;
-        while i + 3 < data.len() {
-            if data[i] == 0 && data[i + 1] == 0 && data[i + 2] == 1 {
-                let start = if i > 0 && data[i - 1] == 0 { i - 1 } else { i };
-                nals.push((start, data[i + 3] & 0x1f));
-                i += 3;
-            } else {
-                i += 1;
-            }
-        }
-        let starts: Vec<usize> = nals
-            .iter()
-            .filter(|(_, t)| *t == 9)
-            .map(|(s, _)| *s)
-            .collect();
-        starts
-            .iter()
-            .enumerate()
-            .map(|(k, &start)| {
-                let end = starts.get(k + 1).copied().unwrap_or(data.len());
-                let keyframe = nals.iter().any(|(s, t)| *s >= start && *s < end && *t == 5);
-                (data[start..end].to_vec(), keyframe)
-            })
-            .collect()
+        super::access_units(&std::fs::read(&path).unwrap())
     }
 }
 
