@@ -62,6 +62,41 @@ impl BlobStore {
         }
     }
 
+    /// The size of the blob with this id, `None` when absent or when `id` is not a SHA-256.
+    pub async fn size(&self, id: &str) -> std::io::Result<Option<u64>> {
+        if !is_blob_id(id) {
+            return Ok(None);
+        }
+        match tokio::fs::metadata(self.path_of(id)).await {
+            Ok(meta) => Ok(Some(meta.len())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Up to `len` bytes of the blob with this id from byte `start` (fewer at its end), read
+    /// without reading the rest: a range of a clip. `None` when absent.
+    pub async fn get_range(
+        &self,
+        id: &str,
+        start: u64,
+        len: u64,
+    ) -> std::io::Result<Option<Vec<u8>>> {
+        use tokio::io::{AsyncReadExt, AsyncSeekExt};
+        if !is_blob_id(id) {
+            return Ok(None);
+        }
+        let mut file = match tokio::fs::File::open(self.path_of(id)).await {
+            Ok(file) => file,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        file.seek(std::io::SeekFrom::Start(start)).await?;
+        let mut bytes = Vec::new();
+        file.take(len).read_to_end(&mut bytes).await?;
+        Ok(Some(bytes))
+    }
+
     /// The blob with this id, `None` when absent or when `id` is not a SHA-256.
     pub async fn get(&self, id: &str) -> std::io::Result<Option<Vec<u8>>> {
         if !is_blob_id(id) {
@@ -78,6 +113,20 @@ impl BlobStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_range_is_read_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BlobStore::new(dir.path());
+        let id = store.put(b"0123456789").await.unwrap();
+        assert_eq!(store.size(&id).await.unwrap(), Some(10));
+        assert_eq!(store.get_range(&id, 3, 4).await.unwrap().unwrap(), b"3456");
+        assert_eq!(store.get_range(&id, 8, 4).await.unwrap().unwrap(), b"89");
+        let absent = "0".repeat(64);
+        assert_eq!(store.size(&absent).await.unwrap(), None);
+        assert_eq!(store.get_range(&absent, 0, 1).await.unwrap(), None);
+        assert_eq!(store.size("not-a-sha").await.unwrap(), None);
+    }
 
     #[tokio::test]
     async fn stores_by_content_once() {

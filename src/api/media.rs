@@ -134,20 +134,36 @@ pub enum MediaResponse {
     ),
 }
 
-/// Answers `bytes` for a request with `range`.
-pub fn serve(bytes: Vec<u8>, range: Option<&str>) -> MediaResponse {
-    let (len, mp4) = (bytes.len() as u64, is_mp4(&bytes));
-    match parse_range(range, len) {
-        Ranged::Whole => MediaResponse::Ok(
-            MediaBody::of(bytes, mp4),
-            CACHE_FOREVER.into(),
-            "bytes".into(),
-        ),
-        Ranged::Part(start, end) => MediaResponse::Partial(
-            MediaBody::of(bytes[start as usize..=end as usize].to_vec(), mp4),
-            format!("bytes {start}-{end}/{len}"),
-            CACHE_FOREVER.into(),
-        ),
+/// Answers a request with `range` for the stored media named `sha256`, reading from disk only
+/// the bytes it sends (a seek in a clip reads that part, not the whole file).
+async fn serve(app: &App, sha256: &str, range: Option<&str>) -> Result<MediaResponse, ApiError> {
+    let len = stored(app, sha256).await?;
+    let read = |start: u64, n: u64| async move {
+        app.ingest()
+            .blobs()
+            .get_range(sha256, start, n)
+            .await
+            .map_err(ApiError::internal)?
+            .ok_or_else(|| not_found(sha256))
+    };
+    Ok(match parse_range(range, len) {
+        Ranged::Whole => {
+            let bytes = read(0, len).await?;
+            let mp4 = is_mp4(&bytes);
+            MediaResponse::Ok(
+                MediaBody::of(bytes, mp4),
+                CACHE_FOREVER.into(),
+                "bytes".into(),
+            )
+        }
+        Ranged::Part(start, end) => {
+            let mp4 = is_mp4(&read(0, 8).await?);
+            MediaResponse::Partial(
+                MediaBody::of(read(start, end - start + 1).await?, mp4),
+                format!("bytes {start}-{end}/{len}"),
+                CACHE_FOREVER.into(),
+            )
+        }
         Ranged::Unsatisfiable => MediaResponse::RangeNotSatisfiable(
             Json(super::error::ErrorBody {
                 error: super::error::ErrorDetail {
@@ -159,7 +175,7 @@ pub fn serve(bytes: Vec<u8>, range: Option<&str>) -> MediaResponse {
             }),
             format!("bytes */{len}"),
         ),
-    }
+    })
 }
 
 fn same(a: &str, b: &str) -> bool {
@@ -179,14 +195,18 @@ pub struct SignedUrl {
     pub expires_at: DateTime<Utc>,
 }
 
-/// The stored media named `sha256` (404 `MEDIA_NOT_FOUND` when there is none).
-async fn stored(app: &App, sha256: &str) -> Result<Vec<u8>, ApiError> {
+fn not_found(sha256: &str) -> ApiError {
+    ApiError::not_found("MEDIA_NOT_FOUND", format!("no media `{sha256}`"))
+}
+
+/// The size of the stored media named `sha256` (404 `MEDIA_NOT_FOUND` when there is none).
+async fn stored(app: &App, sha256: &str) -> Result<u64, ApiError> {
     app.ingest()
         .blobs()
-        .get(sha256)
+        .size(sha256)
         .await
         .map_err(ApiError::internal)?
-        .ok_or_else(|| ApiError::not_found("MEDIA_NOT_FOUND", format!("no media `{sha256}`")))
+        .ok_or_else(|| not_found(sha256))
 }
 
 /// 403 for a key restricted to some cameras: a blob does not record its camera, so such a key
@@ -229,8 +249,7 @@ impl MediaApi {
     ) -> Result<MediaResponse, ApiError> {
         let principal = auth.require("get_media")?;
         unrestricted(principal)?;
-        let bytes = stored(&app, &sha256.0).await?;
-        Ok(serve(bytes, range.0.as_deref()))
+        serve(&app, &sha256.0, range.0.as_deref()).await
     }
 
     /// Sign a media URL.
@@ -300,8 +319,7 @@ impl MediaApi {
                 json!({"expired_at": exp.0}),
             ));
         }
-        let bytes = stored(&app, &sha256.0).await?;
-        Ok(serve(bytes, range.0.as_deref()))
+        serve(&app, &sha256.0, range.0.as_deref()).await
     }
 }
 
