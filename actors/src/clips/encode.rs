@@ -6,15 +6,12 @@
 use chrono::{DateTime, Utc};
 use ffmpeg_next::{Dictionary, Rational, codec, format::Pixel, frame, software::scaling};
 
+use super::mp4::av;
 use super::{ClipCodec, ClipError, ClipFormat, Packet};
 use crate::frame::Frame;
 
 /// Milliseconds: the encoder's clock.
 const TIME_BASE: Rational = Rational(1, 1000);
-
-fn av(what: &str) -> impl Fn(ffmpeg_next::Error) -> ClipError + '_ {
-    move |e| ClipError(format!("{what}: {e}"))
-}
 
 /// Encodes one camera's frames, all of one size, to H.264 access units (Annex B, parameter
 /// sets before every keyframe), one per frame with no delay.

@@ -20,7 +20,8 @@ const TIME_BASE: Rational = Rational(1, 90_000);
 #[error("writing a clip: {0}")]
 pub struct ClipError(pub String);
 
-fn av(what: &str) -> impl Fn(ffmpeg_next::Error) -> ClipError + '_ {
+/// Maps an FFmpeg error to a [`ClipError`] saying what was being done.
+pub(crate) fn av(what: &str) -> impl Fn(ffmpeg_next::Error) -> ClipError + '_ {
     move |e| ClipError(format!("{what}: {e}"))
 }
 
