@@ -153,7 +153,7 @@ enum Input {
     Interrupted,
     Cover {
         incident: String,
-        until: DateTime<Utc>,
+        latest: DateTime<Utc>,
     },
     Finish,
 }
@@ -221,7 +221,7 @@ impl Recorder {
     pub fn cover(&self, incident: &str, latest_finding: DateTime<Utc>) {
         let _ = self.tx.try_send(Input::Cover {
             incident: incident.to_string(),
-            until: latest_finding,
+            latest: latest_finding,
         });
     }
 
@@ -305,8 +305,7 @@ impl Cutter {
             match input {
                 Input::Format(format) => {
                     if self.format != Some(format) {
-                        report(self.close(camera));
-                        self.pre_roll.clear();
+                        report(self.start_over(camera));
                         self.format = Some(format);
                     }
                 }
@@ -316,20 +315,21 @@ impl Cutter {
                         report(Some(clip));
                     }
                 }
-                Input::Interrupted => {
-                    report(self.close(camera));
-                    self.pre_roll.clear();
-                }
-                Input::Cover { incident, until } => {
-                    report(self.cover(camera, incident, until));
+                Input::Interrupted => report(self.start_over(camera)),
+                Input::Cover { incident, latest } => {
+                    report(self.cover(camera, incident, latest));
                 }
                 Input::Finish => report(self.close(camera)),
             }
         }
     }
 
-    fn post_roll(&self) -> chrono::Duration {
-        chrono::Duration::milliseconds((self.settings.post_roll_seconds * 1e3) as i64)
+    /// The stream starts over (interrupted, or another format): the open clip ends at its last
+    /// packet and the pre-roll waits for the next keyframe.
+    fn start_over(&mut self, camera: &str) -> Option<FinishedClip> {
+        let done = self.close(camera);
+        self.pre_roll.clear();
+        done
     }
 
     fn cover(
@@ -338,7 +338,7 @@ impl Cutter {
         incident: String,
         latest: DateTime<Utc>,
     ) -> Option<FinishedClip> {
-        let until = latest + self.post_roll();
+        let until = latest + seconds(self.settings.post_roll_seconds);
         if let Some(open) = &mut self.open {
             open.until = open.until.max(until);
             open.incidents.insert(incident);
@@ -382,8 +382,7 @@ impl Cutter {
     fn packet(&mut self, camera: &str, packet: Packet) -> Option<FinishedClip> {
         let mut done = None;
         if let Some(open) = &mut self.open {
-            let cap = open.started_at
-                + chrono::Duration::milliseconds((self.settings.max_seconds * 1e3) as i64);
+            let cap = open.started_at + seconds(self.settings.max_seconds);
             if packet.at > open.until || packet.at > cap {
                 done = self.close(camera);
             } else if let Err(e) = open.writer.write(&packet) {
@@ -403,8 +402,7 @@ impl Cutter {
         let mut done = Vec::new();
         let size = (frame.image.width, frame.image.height);
         if self.encoder.as_ref().map(PictureEncoder::source_size) != Some(size) {
-            done.extend(self.close(camera));
-            self.pre_roll.clear();
+            done.extend(self.start_over(camera));
             // A keyframe about every two seconds at the usual sample rates.
             match PictureEncoder::new(size.0, size.1, 4) {
                 Ok(encoder) => {
@@ -454,6 +452,10 @@ impl Cutter {
             incidents: open.incidents.into_iter().collect(),
         })
     }
+}
+
+fn seconds(s: f64) -> chrono::Duration {
+    chrono::Duration::milliseconds((s * 1e3) as i64)
 }
 
 /// Whether a camera source URL gives a compressed stream that clips can be cut from.
