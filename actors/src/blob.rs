@@ -50,6 +50,34 @@ impl BlobStore {
         Ok(id)
     }
 
+    /// Moves the file at `path` into the store (it must be on the store's file system, as a
+    /// finished clip is) and returns its SHA-256 and size. The file is hashed as it is read,
+    /// never held in memory or written a second time; when the store holds the same bytes
+    /// already, the file is removed.
+    pub async fn put_file(&self, path: &Path) -> std::io::Result<(String, u64)> {
+        use tokio::io::AsyncReadExt;
+        let mut file = tokio::fs::File::open(path).await?;
+        let (mut hasher, mut buffer, mut size) = (Sha256::new(), vec![0u8; 1 << 16], 0u64);
+        loop {
+            let n = file.read(&mut buffer).await?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buffer[..n]);
+            size += n as u64;
+        }
+        drop(file);
+        let id = hex::encode(hasher.finalize());
+        let dest = self.path_of(&id);
+        if tokio::fs::try_exists(&dest).await.unwrap_or(false) {
+            tokio::fs::remove_file(path).await?;
+            return Ok((id, size));
+        }
+        tokio::fs::create_dir_all(dest.parent().expect("blob paths have a parent")).await?;
+        tokio::fs::rename(path, &dest).await?;
+        Ok((id, size))
+    }
+
     /// Deletes the blob with this id; `false` when there was none.
     pub async fn delete(&self, id: &str) -> std::io::Result<bool> {
         if !is_blob_id(id) {
@@ -113,6 +141,24 @@ impl BlobStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_file_moves_in_under_its_hash() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BlobStore::new(dir.path().join("blobs"));
+        let bytes: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+        let file = dir.path().join("clip.mp4");
+        std::fs::write(&file, &bytes).unwrap();
+        let (id, size) = store.put_file(&file).await.unwrap();
+        assert_eq!(id, hex::encode(Sha256::digest(&bytes)));
+        assert_eq!(size, 200_000);
+        assert!(!file.exists(), "moved, not copied");
+        assert_eq!(store.get(&id).await.unwrap().unwrap(), bytes);
+        // The same bytes again: the store keeps its copy, the file goes.
+        std::fs::write(&file, &bytes).unwrap();
+        assert_eq!(store.put_file(&file).await.unwrap().0, id);
+        assert!(!file.exists());
+    }
 
     #[tokio::test]
     async fn a_range_is_read_alone() {

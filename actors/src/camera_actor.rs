@@ -147,21 +147,21 @@ fn start_recorder(ingest: &Arc<Ingest>, spec: &CameraSpec) -> Option<Recorder> {
         while let Some(clip) = finished.recv().await {
             if let Err(e) = store_clip(&ingest, &camera, &clip).await {
                 tracing::warn!(camera = %camera, error = %e, "a finished clip could not be stored");
+                // Still in the partial folder when it could not be moved.
+                let _ = tokio::fs::remove_file(&clip.path).await;
             }
-            let _ = tokio::fs::remove_file(&clip.path).await;
         }
     });
     Some(recorder)
 }
 
-/// Moves a finished clip into the blob store and records `clip.recorded`.
+/// Moves a finished clip's file into the blob store and records `clip.recorded`.
 async fn store_clip(
     ingest: &Ingest,
     camera: &str,
     clip: &FinishedClip,
 ) -> Result<(), ActorProcessingErr> {
-    let bytes = tokio::fs::read(&clip.path).await?;
-    let media = ingest.blobs.put(&bytes).await?;
+    let (media, bytes) = ingest.blobs.put_file(&clip.path).await?;
     let clip_id = Uuid::now_v7().to_string();
     let recorded = ClipEvent::Recorded(ClipRecorded {
         clip_id: clip_id.clone(),
@@ -174,7 +174,7 @@ async fn store_clip(
         width: clip.format.width,
         height: clip.format.height,
         frames: clip.packets,
-        bytes: bytes.len() as u64,
+        bytes,
         media,
     });
     let meta = EventMeta {
