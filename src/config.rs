@@ -122,7 +122,8 @@ pub struct Config {
     pub camera_backoff_initial_ms: u64,
     /// Longest restart delay, in milliseconds (`VIGIL_CAMERA_BACKOFF_MAX_MS`).
     pub camera_backoff_max_ms: u64,
-    /// Record clips around incidents from RTSP cameras' own streams (`VIGIL_CLIPS`).
+    /// Record clips around incidents (and the appearances of cameras that ask for them): from
+    /// RTSP cameras' own streams, from the sampled frames of other cameras (`VIGIL_CLIPS`).
     pub clips: bool,
     /// Seconds of stream a clip keeps before its incident (`VIGIL_CLIP_PRE_ROLL_SECONDS`).
     pub clip_pre_roll_seconds: f64,
@@ -137,6 +138,15 @@ pub struct Config {
     /// The disk all clips may take, in MiB; the oldest clips no open incident holds go first
     /// (`VIGIL_CLIP_BUDGET_MIB`).
     pub clip_budget_mib: u64,
+    /// Days a clip is kept at most, 0 for no limit; an open incident's clips stay
+    /// (`VIGIL_CLIP_MAX_AGE_DAYS`).
+    pub clip_max_age_days: u64,
+    /// Continuous recording: every camera's stream is also written in segments of
+    /// `clip_segment_seconds`, under the same budget (`VIGIL_CLIP_CONTINUOUS`; needs `clips`).
+    pub clip_continuous: bool,
+    /// Length of a continuous recording's segments in seconds, each cut at the first keyframe
+    /// past it (`VIGIL_CLIP_SEGMENT_SECONDS`).
+    pub clip_segment_seconds: f64,
     /// Default per-minute limits of new API keys (TOML table `[default_rate_limits]`).
     pub default_rate_limits: RateLimits,
     /// Per-minute limits of the admin keys (configured and bootstrap) (TOML table
@@ -286,6 +296,9 @@ impl Default for Config {
             clip_max_seconds: 300.0,
             clip_pre_roll_max_mib: 32,
             clip_budget_mib: 10_240,
+            clip_max_age_days: 0,
+            clip_continuous: false,
+            clip_segment_seconds: 60.0,
             default_rate_limits: RateLimits {
                 standard: 600,
                 media: 120,
@@ -358,6 +371,9 @@ const ENV_KEYS: &[&str] = &[
     "clip_max_seconds",
     "clip_pre_roll_max_mib",
     "clip_budget_mib",
+    "clip_max_age_days",
+    "clip_continuous",
+    "clip_segment_seconds",
     "webhooks",
     "auto_actions",
     "lance_dir",
@@ -374,6 +390,7 @@ impl Config {
             post_roll_seconds: self.clip_post_roll_seconds,
             max_seconds: self.clip_max_seconds,
             pre_roll_max_bytes: (self.clip_pre_roll_max_mib as usize) << 20,
+            segment_seconds: self.clip_continuous.then_some(self.clip_segment_seconds),
         })
     }
 
@@ -467,11 +484,13 @@ impl Config {
         if !(0.0..=600.0).contains(&self.clip_pre_roll_seconds)
             || !(0.0..=600.0).contains(&self.clip_post_roll_seconds)
             || !(1.0..=3600.0).contains(&self.clip_max_seconds)
+            || !(1.0..=3600.0).contains(&self.clip_segment_seconds)
             || self.clip_pre_roll_max_mib == 0
         {
             return Err(
                 "clip_pre_roll_seconds and clip_post_roll_seconds must lie in 0..=600, \
-                 clip_max_seconds in 1..=3600, and clip_pre_roll_max_mib be at least 1"
+                 clip_max_seconds and clip_segment_seconds in 1..=3600, and \
+                 clip_pre_roll_max_mib be at least 1"
                     .into(),
             );
         }

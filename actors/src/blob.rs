@@ -125,6 +125,27 @@ impl BlobStore {
         Ok(Some(bytes))
     }
 
+    /// A reader of `len` bytes of the blob from `start` on, to stream them without holding
+    /// them in memory; `None` when absent or when `id` is not a SHA-256.
+    pub async fn reader(
+        &self,
+        id: &str,
+        start: u64,
+        len: u64,
+    ) -> std::io::Result<Option<tokio::io::Take<tokio::fs::File>>> {
+        use tokio::io::{AsyncReadExt, AsyncSeekExt};
+        if !is_blob_id(id) {
+            return Ok(None);
+        }
+        let mut file = match tokio::fs::File::open(self.path_of(id)).await {
+            Ok(file) => file,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        file.seek(std::io::SeekFrom::Start(start)).await?;
+        Ok(Some(file.take(len)))
+    }
+
     /// The blob with this id, `None` when absent or when `id` is not a SHA-256.
     pub async fn get(&self, id: &str) -> std::io::Result<Option<Vec<u8>>> {
         if !is_blob_id(id) {

@@ -21,7 +21,7 @@ use crate::appearances::{
     Appearances, FaceSeen, FindingFate, OpenIncidents, evidence_added, incident_key,
     incident_opened, norm,
 };
-use crate::clips::{FinishedClip, Recorder};
+use crate::clips::{Covered, FinishedClip, Recorder};
 use crate::frame::{Frame, RgbImage, encode_jpeg};
 use crate::geometry::in_polygon;
 use crate::motion::MotionDetector;
@@ -167,6 +167,8 @@ async fn store_clip(
         clip_id: clip_id.clone(),
         camera_id: camera.to_string(),
         incident_ids: clip.incidents.clone(),
+        track_ids: clip.tracks.clone(),
+        continuous: clip.continuous,
         started_at: clip.started_at,
         ended_at: clip.ended_at,
         duration_seconds: clip.duration_seconds,
@@ -522,6 +524,11 @@ impl CameraState {
             self.frame_number,
         );
         outcome.tracks = seen.tracks;
+        if self.spec.features.clip_appearances {
+            for track in outcome.tracks.iter().flatten() {
+                self.cover(Covered::Track(track.clone()), frame.captured_at);
+            }
+        }
         let described = self.describe_faces(frame, seen.faces, settings).await;
         let observation = Observation {
             at: frame.captured_at,
@@ -824,6 +831,11 @@ impl CameraState {
     ) -> Result<Option<String>, ActorProcessingErr> {
         let key = incident_key(&self.spec.id, &finding);
         let at = evidence.at;
+        let tracks = finding.track_ids.clone();
+        let covered = |id: &str| Covered::Incident {
+            id: id.to_string(),
+            tracks: tracks.clone(),
+        };
         let meta = EventMeta {
             correlation_id: Uuid::now_v7(),
             causation_id: None,
@@ -831,7 +843,7 @@ impl CameraState {
         };
         match self.incidents.fate(&key, at, merge_seconds) {
             FindingFate::KeepsOpen(id) => {
-                self.cover(&id, at);
+                self.cover(covered(&id), at);
                 return Ok(None);
             }
             FindingFate::Extends(id) => {
@@ -845,7 +857,7 @@ impl CameraState {
                     Ok(done) => {
                         self.incidents.extended(&key, at);
                         self.appended_at(done.position);
-                        self.cover(&id, at);
+                        self.cover(covered(&id), at);
                         return Ok(Some(id));
                     }
                     // An operator closed or deleted it: the finding opens a new incident.
@@ -875,14 +887,15 @@ impl CameraState {
         self.appended_at(done.position);
         tracing::info!(camera = %self.spec.id, incident = %id, key = %key, "incident opened");
         self.incidents.opened(key, id.clone(), at);
-        self.cover(&id, at);
+        self.cover(covered(&id), at);
         Ok(Some(id))
     }
 
-    /// Has the clip recorder cover incident `id`, whose latest finding is at `at`.
-    fn cover(&self, id: &str, at: DateTime<Utc>) {
+    /// Has the clip recorder cover `what` (an incident, or an appearance), whose latest
+    /// finding is at `at`.
+    fn cover(&self, what: Covered, at: DateTime<Utc>) {
         if let Some(clips) = &self.clips {
-            clips.cover(id, at);
+            clips.cover(what, at);
         }
     }
 

@@ -1,4 +1,4 @@
-//! The clip read model (`clips`, `clip_incidents`) and its queries.
+//! The clip read model (`clips`, `clip_incidents`, `clip_tracks`) and its queries.
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -6,10 +6,10 @@ use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, AnyPool, Row};
 use vigil_schemas::{ClipEvent, DomainEvent, RecordedEvent};
 
-use crate::error::QueryError;
+use crate::error::{InvalidCursor, QueryError};
 use crate::format_time;
 use crate::runner::{Projection, ProjectionError};
-use crate::sql::time_col;
+use crate::sql::{decode_keyset, encode_keyset, time_col};
 
 /// A recorded clip.
 #[derive(Debug, Clone, PartialEq)]
@@ -36,6 +36,8 @@ pub struct ClipRow {
     pub bytes: u64,
     /// SHA-256 of the file in the blob store.
     pub media: String,
+    /// A segment of continuous recording.
+    pub continuous: bool,
 }
 
 fn clip_row(row: &AnyRow) -> Result<ClipRow, QueryError> {
@@ -52,6 +54,7 @@ fn clip_row(row: &AnyRow) -> Result<ClipRow, QueryError> {
         frames: int("frames")? as u64,
         bytes: int("bytes")? as u64,
         media: row.try_get("media")?,
+        continuous: int("continuous")? != 0,
     })
 }
 
@@ -71,7 +74,80 @@ pub async fn clips_of_incident(
 }
 
 const CLIP_COLUMNS: &str = "c.id, c.camera_id, c.started_at, c.ended_at, c.duration_seconds, \
-                            c.codec, c.width, c.height, c.frames, c.bytes, c.media";
+                            c.codec, c.width, c.height, c.frames, c.bytes, c.media, \
+                            c.continuous";
+
+/// The clips showing any of `track_ids`, with the track each shows, oldest first.
+pub async fn clips_of_tracks(
+    pool: &AnyPool,
+    track_ids: &[String],
+) -> Result<Vec<(String, ClipRow)>, QueryError> {
+    let mut found = Vec::new();
+    // A bounded number of placeholders per query.
+    for chunk in track_ids.chunks(100) {
+        let marks: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT t.track_id, {CLIP_COLUMNS} FROM clips c JOIN clip_tracks t \
+             ON t.clip_id = c.id WHERE t.track_id IN ({}) ORDER BY c.started_at, c.id",
+            marks.join(", ")
+        )));
+        for id in chunk {
+            query = query.bind(id.clone());
+        }
+        for row in query.fetch_all(pool).await? {
+            found.push((row.try_get("track_id")?, clip_row(&row)?));
+        }
+    }
+    found.sort_by(|a, b| (a.1.started_at, &a.1.id).cmp(&(b.1.started_at, &b.1.id)));
+    Ok(found)
+}
+
+/// One page of a camera's clips that overlap `from`–`to`, oldest first: at most `limit`,
+/// after `cursor` (a `next_cursor` this returned). Returns the page and the cursor of the
+/// next one (`None` on the last page).
+pub async fn camera_clips(
+    pool: &AnyPool,
+    camera_id: &str,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    cursor: Option<&str>,
+    limit: u32,
+) -> Result<(Vec<ClipRow>, Option<String>), QueryError> {
+    let (after_at, after_id) = match cursor {
+        Some(cursor) => {
+            let mut parts = decode_keyset("clip", 2, cursor).map_err(QueryError::from)?;
+            let id = parts.pop().unwrap_or_default();
+            let at = parts.pop().unwrap_or_default();
+            let at =
+                DateTime::parse_from_rfc3339(&at).map_err(|_| QueryError::from(InvalidCursor))?;
+            (format_time(at.with_timezone(&Utc)), id)
+        }
+        None => (String::new(), String::new()),
+    };
+    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {CLIP_COLUMNS} FROM clips c WHERE c.camera_id = $1 AND c.ended_at >= $2 \
+         AND c.started_at <= $3 AND (c.started_at > $4 OR (c.started_at = $4 AND c.id > $5)) \
+         ORDER BY c.started_at, c.id LIMIT {}",
+        limit + 1
+    )))
+    .bind(camera_id.to_string())
+    .bind(format_time(from))
+    .bind(format_time(to))
+    .bind(after_at)
+    .bind(after_id)
+    .fetch_all(pool)
+    .await?;
+    let mut clips = rows.iter().map(clip_row).collect::<Result<Vec<_>, _>>()?;
+    let next = if clips.len() > limit as usize {
+        clips.truncate(limit as usize);
+        clips
+            .last()
+            .map(|c| encode_keyset("clip", &[&format_time(c.started_at), &c.id]))
+    } else {
+        None
+    };
+    Ok((clips, next))
+}
 
 /// Bytes of every clip stored.
 pub async fn clip_bytes(pool: &AnyPool) -> Result<u64, QueryError> {
@@ -83,14 +159,22 @@ pub async fn clip_bytes(pool: &AnyPool) -> Result<u64, QueryError> {
 }
 
 /// Up to `limit` clips, oldest first, that no open incident (active, investigating or
-/// escalated) holds: what a full budget deletes first.
-pub async fn unpinned_clips(pool: &AnyPool, limit: u32) -> Result<Vec<ClipRow>, QueryError> {
+/// escalated) holds: what a full budget deletes first. With `ended_before`, only the clips
+/// that ended before it (what an age limit deletes).
+pub async fn unpinned_clips(
+    pool: &AnyPool,
+    ended_before: Option<DateTime<Utc>>,
+    limit: u32,
+) -> Result<Vec<ClipRow>, QueryError> {
+    // Every clip ends before the end of time.
+    let before = ended_before.map_or_else(|| "9999".to_string(), format_time);
     let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "SELECT {CLIP_COLUMNS} FROM clips c WHERE NOT EXISTS (\
+        "SELECT {CLIP_COLUMNS} FROM clips c WHERE c.ended_at < $1 AND NOT EXISTS (\
          SELECT 1 FROM clip_incidents ci JOIN incidents i ON i.id = ci.incident_id \
          WHERE ci.clip_id = c.id AND i.status IN ('active', 'investigating', 'escalated')) \
          ORDER BY c.started_at, c.id LIMIT {limit}"
     )))
+    .bind(before)
     .fetch_all(pool)
     .await?;
     rows.iter().map(clip_row).collect()
@@ -119,7 +203,7 @@ impl Projection for ClipProjection {
     }
 
     fn tables(&self) -> &'static [&'static str] {
-        &["clips", "clip_incidents"]
+        &["clips", "clip_incidents", "clip_tracks"]
     }
 
     async fn apply(
@@ -135,10 +219,14 @@ impl Projection for ClipProjection {
         let e = match decoded {
             Some(ClipEvent::Recorded(e)) => e,
             Some(ClipEvent::Deleted(e)) => {
-                sqlx::query("DELETE FROM clip_incidents WHERE clip_id = $1")
+                for table in ["clip_incidents", "clip_tracks"] {
+                    sqlx::query(sqlx::AssertSqlSafe(format!(
+                        "DELETE FROM {table} WHERE clip_id = $1"
+                    )))
                     .bind(e.clip_id.clone())
                     .execute(&mut *conn)
                     .await?;
+                }
                 sqlx::query("DELETE FROM clips WHERE id = $1")
                     .bind(e.clip_id)
                     .execute(&mut *conn)
@@ -149,8 +237,8 @@ impl Projection for ClipProjection {
         };
         sqlx::query(
             "INSERT INTO clips (id, camera_id, started_at, ended_at, duration_seconds, codec, \
-             width, height, frames, bytes, media, recorded_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
+             width, height, frames, bytes, media, recorded_at, continuous) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
              ON CONFLICT (id) DO NOTHING",
         )
         .bind(e.clip_id.clone())
@@ -165,8 +253,20 @@ impl Projection for ClipProjection {
         .bind(e.bytes as i64)
         .bind(e.media)
         .bind(format_time(event.recorded_at))
+        .bind(i64::from(e.continuous))
         .execute(&mut *conn)
         .await?;
+        for track in e.track_ids {
+            sqlx::query(
+                "INSERT INTO clip_tracks (id, clip_id, track_id) VALUES ($1, $2, $3) \
+                 ON CONFLICT (id) DO NOTHING",
+            )
+            .bind(format!("{}:{track}", e.clip_id))
+            .bind(e.clip_id.clone())
+            .bind(track)
+            .execute(&mut *conn)
+            .await?;
+        }
         for incident in e.incident_ids {
             sqlx::query(
                 "INSERT INTO clip_incidents (id, clip_id, incident_id) VALUES ($1, $2, $3) \
@@ -190,6 +290,10 @@ mod tests {
     use crate::testing::{Log, apply, on_both, t};
 
     fn recorded(log: &mut Log, id: &str, incidents: &[&str], start: i64) {
+        recorded_with(log, id, incidents, &[], start);
+    }
+
+    fn recorded_with(log: &mut Log, id: &str, incidents: &[&str], tracks: &[&str], start: i64) {
         log.push(
             &format!("clip-{id}"),
             "clip.recorded",
@@ -199,6 +303,8 @@ mod tests {
                 "clip_id": id,
                 "camera_id": "gate",
                 "incident_ids": incidents,
+                "track_ids": tracks,
+                "continuous": incidents.is_empty() && tracks.is_empty(),
                 "started_at": t(7, 9, 0, start),
                 "ended_at": t(7, 9, 0, start + 20),
                 "duration_seconds": 20.1,
@@ -298,9 +404,17 @@ mod tests {
         assert_eq!(clip_bytes(pool).await.unwrap(), 3 * 4_000_000);
         let ids = |rows: Vec<ClipRow>| rows.into_iter().map(|c| c.id).collect::<Vec<_>>();
         assert_eq!(
-            ids(unpinned_clips(pool, 10).await.unwrap()),
+            ids(unpinned_clips(pool, None, 10).await.unwrap()),
             ["c-done", "c-gone"],
             "an open incident holds its clip"
+        );
+        // c-done ended at 9:00:30, c-gone at 9:00:40.
+        assert_eq!(
+            ids(unpinned_clips(pool, Some(t(7, 9, 0, 35)), 10)
+                .await
+                .unwrap()),
+            ["c-done"],
+            "an age limit takes only what ended before it"
         );
         assert_eq!(ids(orphaned_clips(pool, 10).await.unwrap()), ["c-gone"]);
         // Deleted: gone from every table.
@@ -322,7 +436,77 @@ mod tests {
         assert!(clips_of_incident(pool, "i-gone").await.unwrap().is_empty());
     }
 
+    async fn clips_show_tracks_and_a_camera_lists_its_clips_by_time(pool: &AnyPool) {
+        let mut log = Log::default();
+        // Continuous segments (no incident, no track) at 0 and 20 s; an appearance clip of
+        // t1 and t2 at 10 s; an incident clip of t2 at 40 s.
+        recorded(&mut log, "s1", &[], 0);
+        recorded_with(&mut log, "a1", &[], &["t1", "t2"], 10);
+        recorded(&mut log, "s2", &[], 20);
+        recorded_with(&mut log, "i1", &["inc"], &["t2"], 40);
+        apply(pool, &ClipProjection, &log.events).await;
+        let shown = |rows: Vec<(String, ClipRow)>| {
+            rows.into_iter()
+                .map(|(t, c)| format!("{t}:{}", c.id))
+                .collect::<Vec<_>>()
+        };
+        let tracks = ["t2".to_string(), "t1".to_string(), "t9".to_string()];
+        let mut found = shown(clips_of_tracks(pool, &tracks).await.unwrap());
+        found.sort();
+        assert_eq!(found, ["t1:a1", "t2:a1", "t2:i1"]);
+        // Every clip lasts 20 s: 25–45 s overlaps a1 (10–30), s2 (20–40) and i1 (40–60).
+        let page = |cursor: Option<String>, limit| async move {
+            camera_clips(
+                pool,
+                "gate",
+                t(7, 9, 0, 25),
+                t(7, 9, 0, 45),
+                cursor.as_deref(),
+                limit,
+            )
+            .await
+            .unwrap()
+        };
+        let (first, next) = page(None, 2).await;
+        assert_eq!(
+            first.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(),
+            ["a1", "s2"]
+        );
+        assert!(first[1].continuous && !first[0].continuous);
+        let (rest, last) = page(next, 2).await;
+        assert_eq!(
+            rest.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(),
+            ["i1"]
+        );
+        assert!(last.is_none());
+        assert!(
+            camera_clips(pool, "yard", t(7, 9, 0, 0), t(7, 9, 1, 0), None, 10)
+                .await
+                .unwrap()
+                .0
+                .is_empty()
+        );
+        assert!(matches!(
+            camera_clips(pool, "gate", t(7, 9, 0, 0), t(7, 9, 1, 0), Some("nope"), 10).await,
+            Err(QueryError::Cursor(_))
+        ));
+        // Deleted: its tracks go with it.
+        log.push(
+            "clip-a1",
+            "clip.deleted",
+            t(7, 10, 0, 0),
+            "system:clip-retention",
+            json!({"clip_id": "a1", "camera_id": "gate", "media": "x", "reason": "subject_erased"}),
+        );
+        apply(pool, &ClipProjection, &log.events[log.events.len() - 1..]).await;
+        assert_eq!(
+            shown(clips_of_tracks(pool, &tracks).await.unwrap()),
+            ["t2:i1"]
+        );
+    }
+
     on_both!(
+        clips_show_tracks_and_a_camera_lists_its_clips_by_time,
         an_incident_lists_the_clips_that_cover_it,
         retention_finds_clips_no_open_incident_holds_and_clips_of_deleted_incidents,
     );

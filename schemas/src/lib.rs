@@ -75,6 +75,11 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("../migrations/0009_recorded_at.sql"),
     ),
     (10, "clips", include_str!("../migrations/0010_clips.sql")),
+    (
+        11,
+        "clip_tracks",
+        include_str!("../migrations/0011_clip_tracks.sql"),
+    ),
 ];
 
 /// The SQL databases Vigil's migrations serve.

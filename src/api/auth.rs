@@ -33,6 +33,7 @@ pub const OPERATION_SCOPES: &[(&str, &str)] = &[
     ("stop_camera", "write:cameras"),
     ("test_camera", "write:cameras"),
     ("camera_snapshot", "read:cameras"),
+    ("list_recordings", "read:cameras"),
     ("get_media", "read:cameras"),
     ("sign_media", "read:cameras"),
     ("push_frames", "ingest"),

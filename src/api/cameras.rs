@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use poem::http::StatusCode;
 use poem::web::Data;
 use poem_openapi::param::{Header, Path, Query};
@@ -15,12 +16,13 @@ use vigil_actors::aggregates::camera::{
 };
 use vigil_actors::source::SourceError;
 use vigil_projections::cameras::{CameraQuery, CameraRow, get_camera, list_cameras};
+use vigil_projections::clips::camera_clips;
 use vigil_schemas::events::{CameraFeatures, Point, Zone};
 
 use super::ApiTags;
 use super::auth::{Auth, request_meta, visible_to};
 use super::body::{BodyLimits, JsonBody};
-use super::dto::{BoxDto, PointDto, ZoneDto, box_dto, etag, parse_if_match};
+use super::dto::{BoxDto, ClipDto, PointDto, ZoneDto, box_dto, clip_dto, etag, parse_if_match};
 use super::error::{ApiError, camera_not_found};
 use super::listing::{OrderParam, order_or};
 use crate::app::App;
@@ -49,6 +51,9 @@ pub struct FeaturesInput {
     pub intrusion: Option<bool>,
     /// Loitering in zones.
     pub loitering: Option<bool>,
+    /// A clip of every person's appearance, not only of incidents (when the server records
+    /// clips).
+    pub clip_appearances: Option<bool>,
 }
 
 /// Feature flags of a camera.
@@ -68,6 +73,9 @@ pub struct FeaturesDto {
     pub intrusion: bool,
     /// Loitering in zones.
     pub loitering: bool,
+    /// A clip of every person's appearance, not only of incidents (when the server records
+    /// clips).
+    pub clip_appearances: bool,
 }
 
 fn default_true() -> bool {
@@ -365,6 +373,7 @@ fn features_patch(f: FeaturesInput) -> FeaturesPatch {
         theft: f.theft,
         intrusion: f.intrusion,
         loitering: f.loitering,
+        clip_appearances: f.clip_appearances,
     }
 }
 
@@ -377,6 +386,7 @@ fn features_dto(f: CameraFeatures) -> FeaturesDto {
         theft: f.theft,
         intrusion: f.intrusion,
         loitering: f.loitering,
+        clip_appearances: f.clip_appearances,
     }
 }
 
@@ -789,6 +799,68 @@ impl CamerasApi {
         let principal = auth.require("stop_camera")?;
         set_enabled(&app, principal, &id.0, false).await
     }
+
+    /// A camera's recordings.
+    ///
+    /// Every clip of the camera that overlaps `from`–`to` (default: the last 24 hours up to
+    /// now), oldest first: segments of continuous recording (`continuous: true`, with
+    /// `clip_continuous` on) and clips cut around incidents and appearances. `limit` per page
+    /// (1–500, default 100); pass `next_cursor` back as `cursor` with the same `from` and `to`.
+    /// Each clip's `url` serves the MP4 with range requests. 404 `CAMERA_NOT_FOUND` for an
+    /// unknown camera or one the key may not see; 422 `VALIDATION_FAILED` when `from` is
+    /// after `to`.
+    #[oai(
+        path = "/:id/recordings",
+        method = "get",
+        operation_id = "list_recordings"
+    )]
+    #[allow(clippy::too_many_arguments)] // one argument per query parameter
+    async fn recordings(
+        &self,
+        app: Data<&App>,
+        auth: Auth,
+        id: Path<String>,
+        from: Query<Option<DateTime<Utc>>>,
+        to: Query<Option<DateTime<Utc>>>,
+        #[oai(validator(minimum(value = "1"), maximum(value = "500")))] limit: Query<Option<u32>>,
+        cursor: Query<Option<String>>,
+    ) -> Result<Json<RecordingPage>, ApiError> {
+        let principal = auth.require("list_recordings")?;
+        visible_to(principal, &id.0)?;
+        let to = to.0.unwrap_or_else(Utc::now);
+        let from = from.0.unwrap_or(to - chrono::Duration::hours(24));
+        if from > to {
+            return Err(ApiError::validation("from", "must not be after `to`"));
+        }
+        get_camera(app.pool(), &id.0)
+            .await
+            .map_err(ApiError::from)?
+            .ok_or_else(|| camera_not_found(&id.0))?;
+        let (clips, next_cursor) = camera_clips(
+            app.pool(),
+            &id.0,
+            from,
+            to,
+            cursor.0.as_deref(),
+            limit.0.unwrap_or(100),
+        )
+        .await
+        .map_err(ApiError::from)?;
+        Ok(Json(RecordingPage {
+            items: clips.into_iter().map(clip_dto).collect(),
+            next_cursor,
+        }))
+    }
+}
+
+/// A page of a camera's recordings.
+#[derive(Debug, Clone, Object)]
+#[oai(skip_serializing_if_is_none)]
+pub struct RecordingPage {
+    /// Clips by start time, oldest first.
+    pub items: Vec<ClipDto>,
+    /// Pass as `cursor` for the next page; absent on the last page.
+    pub next_cursor: Option<String>,
 }
 
 /// Applies `patch` to camera `id` (at version `expected` when given) and answers with the

@@ -138,6 +138,9 @@ pub struct ClipDto {
     pub media: String,
     /// Where to fetch it (`video/mp4`, with range requests, so a `<video>` element seeks).
     pub url: String,
+    /// A segment of continuous recording (`clip_continuous`), not a clip cut around
+    /// incidents or appearances.
+    pub continuous: bool,
 }
 
 /// The DTO of a clip.
@@ -155,6 +158,7 @@ pub fn clip_dto(row: ClipRow) -> ClipDto {
         frames: row.frames,
         bytes: row.bytes,
         media: row.media,
+        continuous: row.continuous,
     }
 }
 

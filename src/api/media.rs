@@ -6,6 +6,7 @@
 //! (as nodes sharing a database must) accepts every node's URLs, and nothing is stored.
 
 use chrono::{DateTime, Utc};
+use poem::Body;
 use poem::http::StatusCode;
 use poem::web::Data;
 use poem_openapi::param::{Header, Path, Query};
@@ -77,22 +78,25 @@ pub fn parse_range(header: Option<&str>, len: u64) -> Ranged {
 pub enum MediaBody {
     /// A frame or a crop.
     #[oai(content_type = "image/jpeg")]
-    Jpeg(Binary<Vec<u8>>),
+    Jpeg(Binary<Body>),
     /// A clip.
     #[oai(content_type = "video/mp4")]
-    Mp4(Binary<Vec<u8>>),
+    Mp4(Binary<Body>),
 }
 
 impl MediaBody {
-    /// `bytes` (part of a file that is an MP4 or not) with their content type.
-    fn of(bytes: Vec<u8>, mp4: bool) -> Self {
+    /// `body` (part of a file that is an MP4 or not) with its content type.
+    fn of(body: Body, mp4: bool) -> Self {
         if mp4 {
-            MediaBody::Mp4(Binary(bytes))
+            MediaBody::Mp4(Binary(body))
         } else {
-            MediaBody::Jpeg(Binary(bytes))
+            MediaBody::Jpeg(Binary(body))
         }
     }
 }
+
+/// Larger reads are streamed from the file instead of read into memory first.
+const STREAM_FROM: u64 = 1 << 20;
 
 /// Whether stored media is an MP4 file (it opens with an `ftyp` box); else it is a JPEG.
 fn is_mp4(media: &[u8]) -> bool {
@@ -135,35 +139,40 @@ pub enum MediaResponse {
 }
 
 /// Answers a request with `range` for the stored media named `sha256`, reading from disk only
-/// the bytes it sends (a seek in a clip reads that part, not the whole file).
+/// the bytes it sends (a seek in a clip reads that part, not the whole file), and streaming
+/// large reads (a whole clip) instead of holding them in memory.
 async fn serve(app: &App, sha256: &str, range: Option<&str>) -> Result<MediaResponse, ApiError> {
     let len = stored(app, sha256).await?;
     let read = |start: u64, n: u64| async move {
-        app.ingest()
-            .blobs()
-            .get_range(sha256, start, n)
-            .await
-            .map_err(ApiError::internal)?
-            .ok_or_else(|| not_found(sha256))
+        let blobs = app.ingest().blobs();
+        if n >= STREAM_FROM {
+            let reader = blobs.reader(sha256, start, n).await;
+            let reader = reader.map_err(ApiError::internal)?;
+            Ok::<_, ApiError>(Body::from_async_read(
+                reader.ok_or_else(|| not_found(sha256))?,
+            ))
+        } else {
+            let bytes = blobs.get_range(sha256, start, n).await;
+            let bytes = bytes.map_err(ApiError::internal)?;
+            Ok(Body::from(bytes.ok_or_else(|| not_found(sha256))?))
+        }
+    };
+    let mp4 = || async {
+        let head = app.ingest().blobs().get_range(sha256, 0, 8).await;
+        let head = head.map_err(ApiError::internal)?;
+        Ok::<_, ApiError>(is_mp4(&head.ok_or_else(|| not_found(sha256))?))
     };
     Ok(match parse_range(range, len) {
-        Ranged::Whole => {
-            let bytes = read(0, len).await?;
-            let mp4 = is_mp4(&bytes);
-            MediaResponse::Ok(
-                MediaBody::of(bytes, mp4),
-                CACHE_FOREVER.into(),
-                "bytes".into(),
-            )
-        }
-        Ranged::Part(start, end) => {
-            let mp4 = is_mp4(&read(0, 8).await?);
-            MediaResponse::Partial(
-                MediaBody::of(read(start, end - start + 1).await?, mp4),
-                format!("bytes {start}-{end}/{len}"),
-                CACHE_FOREVER.into(),
-            )
-        }
+        Ranged::Whole => MediaResponse::Ok(
+            MediaBody::of(read(0, len).await?, mp4().await?),
+            CACHE_FOREVER.into(),
+            "bytes".into(),
+        ),
+        Ranged::Part(start, end) => MediaResponse::Partial(
+            MediaBody::of(read(start, end - start + 1).await?, mp4().await?),
+            format!("bytes {start}-{end}/{len}"),
+            CACHE_FOREVER.into(),
+        ),
         Ranged::Unsatisfiable => MediaResponse::RangeNotSatisfiable(
             Json(super::error::ErrorBody {
                 error: super::error::ErrorDetail {

@@ -3,18 +3,20 @@
 //! The two stages (enrolled subjects, then appearances) are the use case
 //! [`crate::service::search`]; this file parses the form and shapes the answer.
 
+use std::collections::BTreeMap;
 use std::time::Instant;
 
 use chrono::{DateTime, Utc};
 use poem::web::Data;
 use poem_openapi::types::multipart::Upload as UploadPart;
 use poem_openapi::{Multipart, Object, OpenApi, payload::Json};
+use vigil_projections::clips::clips_of_tracks;
 use vigil_projections::vectors::{AppearanceFilter, AppearanceRow, from_micros};
 
 use super::ApiTags;
 use super::auth::{Auth, only_cameras};
 use super::body::{Upload, UploadForm};
-use super::dto::{EvidenceDto, evidence_dto, media_url, similarity};
+use super::dto::{ClipDto, EvidenceDto, clip_dto, evidence_dto, media_url, similarity};
 use super::error::ApiError;
 use crate::app::App;
 use crate::service::search::{FaceQuery, search_face};
@@ -94,6 +96,9 @@ pub struct FaceSearchHit {
     pub thumbnail_url: String,
     /// When that face was seen.
     pub face_seen_at: DateTime<Utc>,
+    /// Clips that show the track (of its incidents, or of the appearance itself on a camera
+    /// with `clip_appearances`), oldest first.
+    pub clips: Vec<ClipDto>,
 }
 
 /// The enrolled subject stage 1 identified.
@@ -230,8 +235,9 @@ fn params(
     })
 }
 
-fn hit_dto(row: AppearanceRow, distance: f64) -> FaceSearchHit {
+fn hit_dto(row: AppearanceRow, distance: f64, clips: Vec<ClipDto>) -> FaceSearchHit {
     FaceSearchHit {
+        clips,
         zones: row
             .zone_visits()
             .into_iter()
@@ -313,7 +319,21 @@ impl SearchApi {
             found.vectors_searched,
             found.raw_hits,
         );
-        let hits: Vec<FaceSearchHit> = hits.into_iter().map(|(r, d)| hit_dto(r, d)).collect();
+        let tracks: Vec<String> = hits.iter().map(|(r, _)| r.track_id.clone()).collect();
+        let mut clips: BTreeMap<String, Vec<ClipDto>> = BTreeMap::new();
+        for (track, clip) in clips_of_tracks(app.pool(), &tracks)
+            .await
+            .map_err(ApiError::from)?
+        {
+            clips.entry(track).or_default().push(clip_dto(clip));
+        }
+        let hits: Vec<FaceSearchHit> = hits
+            .into_iter()
+            .map(|(r, d)| {
+                let shown = clips.remove(&r.track_id).unwrap_or_default();
+                hit_dto(r, d, shown)
+            })
+            .collect();
         let search_stats = SearchStats {
             stage: if subject.is_some() {
                 "subject"

@@ -1,14 +1,17 @@
-//! Clip retention: what the disk budget, the age limit and deleted incidents take.
+//! Clip retention: what the disk budget, the age limit, deleted incidents and erased subjects
+//! take.
 //!
 //! A clip is deleted by `clip.deleted` on its stream (which stays for audit) and then its file.
-//! The budget deletes the oldest clips first and never one an open incident (active,
-//! investigating, escalated) holds. Several nodes may run this at once: the clip's stream
-//! version decides which one records the deletion.
+//! The budget and the age limit delete the oldest clips first and never one an open incident
+//! (active, investigating, escalated) holds. Several nodes may run this at once: the clip's
+//! stream version decides which one records the deletion.
 
 use std::time::Duration;
 
 use chrono::Utc;
-use vigil_projections::clips::{ClipRow, clip_bytes, orphaned_clips, unpinned_clips};
+use vigil_projections::clips::{
+    ClipRow, clip_bytes, clips_of_tracks, orphaned_clips, unpinned_clips,
+};
 use vigil_schemas::events::{ClipDeleted, clip_stream};
 use vigil_schemas::{ClipEvent, DomainEvent, EventMeta, ExpectedVersion, StoreError};
 
@@ -22,6 +25,34 @@ const EVERY: Duration = Duration::from_secs(60);
 const BATCH: u32 = 100;
 /// How long to wait for the read model to drop what was deleted.
 const WAIT: Duration = Duration::from_secs(30);
+
+/// What retention keeps clips within.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClipLimits {
+    /// Bytes all clips may take.
+    pub budget_bytes: u64,
+    /// How old a clip may get (by its end), if there is a limit.
+    pub max_age: Option<chrono::Duration>,
+}
+
+impl ClipLimits {
+    /// Only a budget.
+    pub fn budget(bytes: u64) -> Self {
+        Self {
+            budget_bytes: bytes,
+            max_age: None,
+        }
+    }
+
+    /// The configured limits (`clip_budget_mib`, `clip_max_age_days`).
+    pub fn configured(config: &crate::config::Config) -> Self {
+        Self {
+            budget_bytes: config.clip_budget_mib.saturating_mul(1 << 20),
+            max_age: (config.clip_max_age_days > 0)
+                .then(|| chrono::Duration::days(config.clip_max_age_days.min(100_000) as i64)),
+        }
+    }
+}
 
 /// What a retention pass deleted.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -110,11 +141,12 @@ async fn delete_batch(
     Ok(last.is_some())
 }
 
-/// Deletes the clips whose incidents are all deleted, then the oldest clips no open incident
-/// holds while all clips take more than `budget_bytes`.
+/// Deletes the clips whose incidents are all deleted, then the clips older than the age
+/// limit, then the oldest clips while all clips take more than the budget; never a clip an
+/// open incident holds.
 pub async fn enforce(
     app: &App,
-    budget_bytes: u64,
+    limits: ClipLimits,
     meta: &EventMeta,
 ) -> Result<ClipRetention, ServiceError> {
     let mut done = ClipRetention::default();
@@ -126,9 +158,21 @@ pub async fn enforce(
             break;
         }
     }
+    if let Some(max_age) = limits.max_age {
+        let cutoff = Utc::now() - max_age;
+        loop {
+            let batch = unpinned_clips(app.pool(), Some(cutoff), BATCH).await?;
+            if batch.is_empty()
+                || !delete_batch(app, &batch, "age", meta, |_| true, &mut done).await?
+            {
+                break;
+            }
+        }
+    }
+    let budget_bytes = limits.budget_bytes;
     let mut total = clip_bytes(app.pool()).await?;
     while total > budget_bytes {
-        let batch = unpinned_clips(app.pool(), BATCH).await?;
+        let batch = unpinned_clips(app.pool(), None, BATCH).await?;
         let mut left = total;
         let over = |clip: &ClipRow| {
             let go = left > budget_bytes;
@@ -150,14 +194,36 @@ pub async fn enforce(
     Ok(done)
 }
 
-/// Runs [`enforce`] with the configured `clip_budget_mib` now and every minute, forever (a
-/// background task of `vigil serve`).
+/// Deletes every clip that shows one of `track_ids` (an erased subject's matches), whatever
+/// holds it, with reason `subject_erased`.
+pub async fn erase_tracks(
+    app: &App,
+    track_ids: &[String],
+    meta: &EventMeta,
+) -> Result<ClipRetention, ServiceError> {
+    let mut done = ClipRetention::default();
+    if track_ids.is_empty() {
+        return Ok(done);
+    }
+    let mut clips: Vec<ClipRow> = clips_of_tracks(app.pool(), track_ids)
+        .await?
+        .into_iter()
+        .map(|(_, clip)| clip)
+        .collect();
+    clips.sort_by(|a, b| a.id.cmp(&b.id));
+    clips.dedup_by(|a, b| a.id == b.id);
+    delete_batch(app, &clips, "subject_erased", meta, |_| true, &mut done).await?;
+    Ok(done)
+}
+
+/// Runs [`enforce`] with the configured limits (`clip_budget_mib`, `clip_max_age_days`) now
+/// and every minute, forever (a background task of `vigil serve`).
 pub async fn keep_within_budget(app: App) {
-    let budget = app.config().clip_budget_mib.saturating_mul(1 << 20);
+    let limits = ClipLimits::configured(app.config());
     let mut tick = tokio::time::interval(EVERY);
     loop {
         tick.tick().await;
-        if let Err(err) = enforce(&app, budget, &retention_meta()).await {
+        if let Err(err) = enforce(&app, limits, &retention_meta()).await {
             tracing::warn!(error = %err, "clip retention did not finish; trying again later");
         }
     }

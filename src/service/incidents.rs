@@ -151,8 +151,8 @@ pub async fn delete_older_than(
         }
     }
     // Clips of the deleted incidents go with them (and the budget is checked).
-    let budget = app.config().clip_budget_mib.saturating_mul(1 << 20);
-    let clips = super::clips::enforce(app, budget, meta).await?;
+    let limits = super::clips::ClipLimits::configured(app.config());
+    let clips = super::clips::enforce(app, limits, meta).await?;
     tracing::info!(deleted, media_deleted, clips = clips.deleted, %cutoff, "incident retention ran");
     Ok(Retention {
         deleted,

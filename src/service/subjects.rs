@@ -12,10 +12,11 @@ use vigil_actors::frame::{self, RgbImage};
 use vigil_actors::handler::Executed;
 use vigil_actors::pool::{FoundFace, Want};
 use vigil_projections::subjects::crop_in_use;
-use vigil_schemas::EventMeta;
 use vigil_schemas::events::{
     NormBox, Severity, SubjectCategory, SubjectEnrolled, SubjectFace, SubjectFacesAdded,
+    subject_stream,
 };
+use vigil_schemas::{Direction, DomainEvent, EventMeta, SubjectEvent};
 
 use super::visibility::wait_visible;
 use super::{Refusal, ServiceError, command_error, pool_error};
@@ -310,10 +311,37 @@ async fn record_faces(
     }
 }
 
-/// Erases subject `id` (only if watch-listed, with `only_watchlist`) and deletes its face
-/// crops from the media store unless another subject's face shows them (once the read models
-/// show the erasure). Retries on concurrent writes. Answers the position the read models
-/// have reached.
+/// The tracks that matched subject `id` (its `subject.matched` events), each once.
+async fn matched_tracks(app: &App, id: &str) -> Result<Vec<String>, ServiceError> {
+    const PAGE: usize = 500;
+    let stream = subject_stream(id);
+    let mut tracks = Vec::new();
+    let mut from = 1;
+    loop {
+        let page = app
+            .store()
+            .read_stream(&stream, from, PAGE, Direction::Forward)
+            .await?;
+        for event in &page {
+            if let Ok(Some(SubjectEvent::Matched(m))) = SubjectEvent::from_recorded(event) {
+                tracks.push(m.track_id);
+            }
+        }
+        match page.last() {
+            Some(last) if page.len() == PAGE => from = last.stream_version + 1,
+            _ => break,
+        }
+    }
+    tracks.sort();
+    tracks.dedup();
+    Ok(tracks)
+}
+
+/// Erases subject `id` (only if watch-listed, with `only_watchlist`), deletes its face crops
+/// from the media store unless another subject's face shows them (once the read models show
+/// the erasure), and deletes the clips that show a track that matched it (`clip.deleted`,
+/// reason `subject_erased`). Retries on concurrent writes. Answers the position the read
+/// models have reached.
 pub async fn erase(
     app: &App,
     meta: &EventMeta,
@@ -373,6 +401,15 @@ pub async fn erase(
             .delete(&crop)
             .await
             .map_err(ServiceError::internal)?;
+    }
+    let tracks = matched_tracks(app, id).await?;
+    let clips = super::clips::erase_tracks(app, &tracks, meta).await?;
+    if clips.deleted > 0 {
+        tracing::info!(
+            subject = id,
+            clips = clips.deleted,
+            "an erased subject's clips deleted"
+        );
     }
     Ok(done.position.unwrap_or(seen))
 }

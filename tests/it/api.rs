@@ -37,7 +37,7 @@ async fn camera_lifecycle(which: Which) {
     let created: Value = resp.json().await.unwrap();
     assert_eq!(
         created["features"],
-        json!({"crowd": true, "authorised": false, "critical": false, "sleep": false, "theft": false, "intrusion": true, "loitering": false})
+        json!({"crowd": true, "authorised": false, "critical": false, "sleep": false, "theft": false, "intrusion": true, "loitering": false, "clip_appearances": false})
     );
     assert_eq!(created["status"], "pending");
     assert_eq!(created["version"], 1);
@@ -119,7 +119,7 @@ async fn camera_lifecycle(which: Which) {
     assert_eq!(events[1]["event_type"], "camera.updated");
     assert_eq!(
         events[1]["payload"],
-        json!({"camera_id": "lobby", "name": "Lobby East", "features": {"crowd": false, "authorised": false, "critical": false, "sleep": false, "theft": false, "intrusion": true, "loitering": false}})
+        json!({"camera_id": "lobby", "name": "Lobby East", "features": {"crowd": false, "authorised": false, "critical": false, "sleep": false, "theft": false, "intrusion": true, "loitering": false, "clip_appearances": false}})
     );
     let backward: Value = server
         .req(

@@ -595,6 +595,146 @@ async fn an_rtsp_incident_gets_a_clip_of_the_cameras_own_stream() {
     server.stop().await;
 }
 
+/// A camera's clips by time (`GET /cameras/{id}/recordings`).
+async fn recordings(server: &TestServer, camera: &str) -> Vec<Value> {
+    let res = server
+        .req(Method::GET, &format!("/api/v1/cameras/{camera}/recordings"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let page: Value = res.json().await.unwrap();
+    page["items"].as_array().unwrap().clone()
+}
+
+/// Fetches a clip and writes it to `dir`.
+async fn fetch_clip(server: &TestServer, clip: &Value, dir: &Path) -> PathBuf {
+    let res = server
+        .req(Method::GET, clip["url"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let bytes = res.bytes().await.unwrap();
+    assert_eq!(bytes.len() as u64, clip["bytes"].as_u64().unwrap());
+    let file = dir.join(format!("{}.mp4", clip["id"].as_str().unwrap()));
+    std::fs::write(&file, &bytes).unwrap();
+    file
+}
+
+/// Continuous recording and appearance clips on an RTSP camera, and a source that dies in the
+/// middle of a clip: what was received is a finished, readable clip.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_rtsp_camera_records_segments_and_appearances_and_a_dying_source_finishes_its_clip() {
+    let _serial = SERIAL.lock().await;
+    let rtsp = Served::rtsp(free_port()).await;
+    let db = TestDb::new(Which::Sqlite).await;
+    let server = TestServer::start(Config {
+        ingest: true,
+        models_backend: vigil_models::BackendPreference::Cpu,
+        clip_pre_roll_seconds: 2.0,
+        // Long enough that only the source's death ends the appearance's clip.
+        clip_post_roll_seconds: 120.0,
+        clip_max_seconds: 600.0,
+        clip_continuous: true,
+        clip_segment_seconds: 3.0,
+        camera_backoff_initial_ms: 60_000,
+        camera_backoff_max_ms: 60_000,
+        ..db.config()
+    })
+    .await;
+    register(
+        &server,
+        json!({"id": "gate", "name": "Gate", "source": rtsp.url, "sample_fps": 2,
+               "features": {"clip_appearances": true}}),
+    )
+    .await;
+    let camera: Value = server
+        .req(Method::GET, "/api/v1/cameras/gate")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(camera["features"]["clip_appearances"], true, "{camera}");
+
+    // Segments of about three seconds (cut at the next keyframe, one a second), each playable
+    // from a keyframe.
+    let segment = until(60, "a segment of continuous recording", || async {
+        recordings(&server, "gate")
+            .await
+            .into_iter()
+            .find(|c| c["continuous"] == true)
+    })
+    .await;
+    let seconds = segment["duration_seconds"].as_f64().unwrap();
+    assert!((2.9..=4.1).contains(&seconds), "{segment}");
+    let dir = tempfile::tempdir().unwrap();
+    let file = fetch_clip(&server, &segment, dir.path()).await;
+    let probe = ffprobe(&file, &["-show_packets"]);
+    let packets = probe["packets"].as_array().unwrap();
+    assert_eq!(packets.len() as u64, segment["frames"].as_u64().unwrap());
+    assert!(packets[0]["flags"].as_str().unwrap().starts_with('K'));
+
+    // A person appears: the appearance's clip is open (its post-roll is two minutes) when the
+    // camera's server dies.
+    let started = wait_tracks(&server, "gate", 1, 120).await;
+    let track = started[0].payload["track_id"].as_str().unwrap().to_string();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    rtsp.kill().await;
+    let killed = chrono::Utc::now();
+    let recorded = until(30, "the appearance's clip", || async {
+        camera_events(&server, "gate", "clip.recorded")
+            .await
+            .into_iter()
+            .find(|e| e.payload["continuous"] == false)
+    })
+    .await;
+    let p = &recorded.payload;
+    assert!(
+        p["track_ids"].as_array().unwrap().contains(&json!(track)),
+        "{p}"
+    );
+    assert!(p["incident_ids"].as_array().unwrap().is_empty(), "{p}");
+    let ended: chrono::DateTime<chrono::Utc> = p["ended_at"].as_str().unwrap().parse().unwrap();
+    // The server paces its stream in real time: the clip ends at the last packet received.
+    assert!(
+        ended <= killed + chrono::Duration::seconds(1),
+        "ends at the last packet received: {p}"
+    );
+    let clip = until(30, "the clip in the camera's recordings", || async {
+        recordings(&server, "gate")
+            .await
+            .into_iter()
+            .find(|c| c["id"] == p["clip_id"])
+    })
+    .await;
+    let file = fetch_clip(&server, &clip, dir.path()).await;
+    let probe = ffprobe(&file, &["-show_format", "-show_packets"]);
+    let packets = probe["packets"].as_array().unwrap();
+    assert_eq!(packets.len() as u64, clip["frames"].as_u64().unwrap());
+    assert!(packets[0]["flags"].as_str().unwrap().starts_with('K'));
+    let probed: f64 = probe["format"]["duration"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        probed >= 2.0,
+        "at least the pre-roll and two seconds: {probed} s"
+    );
+    // The open segment was finished too, and nothing is left half-written.
+    let partial = server.app.config().data_dir.join("blobs/.clips-partial");
+    until(30, "no unfinished clip", || async {
+        std::fs::read_dir(&partial)
+            .map_or(true, |mut d| d.next().is_none())
+            .then_some(())
+    })
+    .await;
+    server.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mjpeg_and_snapshot_cameras_with_basic_auth_make_tracks() {
     let _serial = SERIAL.lock().await;
@@ -1592,6 +1732,24 @@ async fn enrolled_faces_are_matched_and_other_faces_stay_unknown() {
     assert_eq!(found["search_stats"]["unique_tracks"], 1);
     assert_eq!(found["search_stats"]["method"], "exact");
     assert!(found["search_stats"]["vectors_searched"].as_u64().unwrap() >= 3);
+    // The person-of-interest incident's clip shows her track: the hit lists it (once the
+    // camera's stop finished it).
+    let shown = until(30, "the clip of her track in the hit", || async {
+        let (_, found) = search_face(&server, "astronaut.png", &around).await;
+        let clips = found["hits"][0]["clips"].as_array()?.clone();
+        (!clips.is_empty()).then_some(clips)
+    })
+    .await;
+    let poi_clip = shown[0].clone();
+    assert_eq!(poi_clip["camera_id"], "door");
+    assert_eq!(poi_clip["continuous"], false);
+    let res = server
+        .req(Method::GET, poi_clip["url"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()["content-type"], "video/mp4");
     let earlier = [
         ("start", (now - chrono::Duration::hours(2)).to_rfc3339()),
         ("end", (now - chrono::Duration::hours(1)).to_rfc3339()),
@@ -1611,6 +1769,46 @@ async fn enrolled_faces_are_matched_and_other_faces_stay_unknown() {
     let hits = found["hits"].as_array().unwrap();
     assert_eq!(hits.len(), 1, "{found}");
     assert_eq!(hits[0]["camera_id"], "hall");
+
+    // Erasing her removes the clips of her matches, though her incident is still open; the
+    // other camera's clips stay.
+    let clip_id = poi_clip["id"].as_str().unwrap();
+    let res = server
+        .req(Method::DELETE, &format!("/api/v1/subjects/{subject_id}"))
+        .send()
+        .await
+        .unwrap();
+    assert!(res.status().is_success(), "{}", res.status());
+    let deleted = crate::support::stream_events(&server, &format!("clip-{clip_id}")).await;
+    assert_eq!(deleted.len(), 2, "{deleted:?}");
+    assert_eq!(deleted[1]["event_type"], "clip.deleted");
+    assert_eq!(deleted[1]["payload"]["reason"], "subject_erased");
+    let res = server
+        .req(Method::GET, poi_clip["url"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 404, "its file is gone");
+    let detail: Value = server
+        .req(
+            Method::GET,
+            &format!("/api/v1/incidents/{}", poi[0]["id"].as_str().unwrap()),
+        )
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(detail["clips"], json!([]), "{detail}");
+    let hall_clips = camera_events(&server, "hall", "clip.recorded").await;
+    assert!(!hall_clips.is_empty());
+    assert!(
+        camera_events(&server, "hall", "clip.deleted")
+            .await
+            .is_empty(),
+        "the other person's clips stay"
+    );
     server.stop().await;
 
     // The Lance tables rebuilt from the log equal the live ones.

@@ -10,6 +10,7 @@ use chrono::Utc;
 use reqwest::Method;
 use serde_json::{Value, json};
 use vigil::config::{AutoAction, Config};
+use vigil::service::clips::ClipLimits;
 use vigil::webhooks::WebhookTarget;
 use vigil_schemas::events::{FrameRef, IncidentOpened, IncidentSubjects, incident_stream};
 use vigil_schemas::{DomainEvent, EventMeta, ExpectedVersion, IncidentEvent};
@@ -1288,6 +1289,8 @@ async fn stored_clip(
         clip_id: id.into(),
         camera_id: "gate".into(),
         incident_ids: incidents.iter().map(|i| i.to_string()).collect(),
+        track_ids: vec![],
+        continuous: false,
         started_at: at,
         ended_at: at + chrono::Duration::seconds(20),
         duration_seconds: 20.0,
@@ -1370,7 +1373,7 @@ async fn clip_retention_keeps_the_budget_but_never_an_open_incidents_clip() {
 
     // A budget of 1 MiB: the unpinned clips go, oldest first, until the rest fits.
     let meta = vigil::service::clips::retention_meta();
-    let done = vigil::service::clips::enforce(&server.app, 1 << 20, &meta)
+    let done = vigil::service::clips::enforce(&server.app, ClipLimits::budget(1 << 20), &meta)
         .await
         .unwrap();
     assert_eq!(
@@ -1396,11 +1399,31 @@ async fn clip_retention_keeps_the_budget_but_never_an_open_incidents_clip() {
     assert_eq!(deleted[1]["event_type"], "clip.deleted", "{deleted:?}");
     assert_eq!(deleted[1]["payload"]["reason"], "budget");
     // Even a tiny budget keeps what the open incident holds.
-    vigil::service::clips::enforce(&server.app, 1, &meta)
+    vigil::service::clips::enforce(&server.app, ClipLimits::budget(1), &meta)
         .await
         .unwrap();
     assert_eq!(clips_of(open.clone()).await, ["c1", "c3"]);
     assert_eq!(media_status(newer.clone()).await, 200);
+
+    // An age limit of two days: a three-day-old clip goes, unless an open incident holds it.
+    const DAYS3: i64 = -3 * 86_400;
+    let old = stored_clip(&server, "c4", &[&closed], DAYS3, 1000).await;
+    stored_clip(&server, "c5", &[&closed, &open], DAYS3 + 30, 1000).await;
+    wait_models(&server).await;
+    let limits = ClipLimits {
+        budget_bytes: 10 << 30,
+        max_age: Some(chrono::Duration::days(2)),
+    };
+    let done = vigil::service::clips::enforce(&server.app, limits, &meta)
+        .await
+        .unwrap();
+    assert_eq!(done.deleted, 1);
+    assert_eq!(media_status(old).await, 404);
+    assert_eq!(
+        stream_events(&server, "clip-c4").await[1]["payload"]["reason"],
+        "age"
+    );
+    assert_eq!(clips_of(open.clone()).await, ["c5", "c1", "c3"]);
 
     // Once the incident is deleted, its clips go with it.
     server
@@ -1418,7 +1441,7 @@ async fn clip_retention_keeps_the_budget_but_never_an_open_incidents_clip() {
         .await
         .unwrap();
     wait_models(&server).await;
-    let done = vigil::service::clips::enforce(&server.app, 10 << 30, &meta)
+    let done = vigil::service::clips::enforce(&server.app, ClipLimits::budget(10 << 30), &meta)
         .await
         .unwrap();
     assert_eq!(done.deleted, 1, "c1 held only the deleted incident");

@@ -93,6 +93,8 @@ pub struct FeaturesPatch {
     pub intrusion: Option<bool>,
     /// Loitering.
     pub loitering: Option<bool>,
+    /// Appearance clips.
+    pub clip_appearances: Option<bool>,
 }
 
 impl FeaturesPatch {
@@ -106,6 +108,7 @@ impl FeaturesPatch {
             theft: self.theft.unwrap_or(base.theft),
             intrusion: self.intrusion.unwrap_or(base.intrusion),
             loitering: self.loitering.unwrap_or(base.loitering),
+            clip_appearances: self.clip_appearances.unwrap_or(base.clip_appearances),
         }
     }
 }
@@ -121,6 +124,7 @@ impl From<CameraFeatures> for FeaturesPatch {
             theft: Some(f.theft),
             intrusion: Some(f.intrusion),
             loitering: Some(f.loitering),
+            clip_appearances: Some(f.clip_appearances),
         }
     }
 }

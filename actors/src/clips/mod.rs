@@ -2,13 +2,15 @@
 //! decoding or encoding it again.
 //!
 //! A source that receives compressed packets (RTSP) hands each one to its camera's
-//! [`Recorder`] through a [`ClipSink`]; any other camera's actor hands it the frames it samples,
-//! which the recorder encodes to H.264 ([`PictureEncoder`]). The recorder's thread keeps the last seconds in a
-//! [`PreRoll`]; when the camera actor says an incident needs covering
-//! ([`Recorder::cover`]), it starts a clip at the pre-roll's first keyframe and writes every
-//! packet until the post-roll after the incident's latest finding, capped at a maximum
-//! length. Finished clips come back as [`FinishedClip`]s (an MP4 file under a temporary name)
-//! for the actor to store as a content-addressed blob and name in a `clip.recorded` event.
+//! [`Recorder`] through a [`ClipSink`]; any other camera's actor hands it the frames it
+//! samples, which the recorder encodes to H.264 ([`PictureEncoder`]). The recorder's thread
+//! keeps the last seconds in a [`PreRoll`]; when the camera actor says an incident or an
+//! appearance needs covering ([`Recorder::cover`]), it starts a clip at the pre-roll's first
+//! keyframe and writes every packet until the post-roll after the latest finding, capped at a
+//! maximum length. With continuous recording on, it also writes every packet into
+//! fixed-length segments, each starting at a keyframe. Finished clips come back as
+//! [`FinishedClip`]s (an MP4 file under a temporary name) for the actor to store as a
+//! content-addressed blob and name in a `clip.recorded` event.
 
 pub mod encode;
 pub mod mp4;
@@ -114,6 +116,9 @@ pub struct ClipSettings {
     pub max_seconds: f64,
     /// The most bytes one camera's pre-roll may hold.
     pub pre_roll_max_bytes: usize,
+    /// Continuous recording: every packet goes into segments of about this many seconds
+    /// (each cut at the first keyframe past it). `None`: only clips around what is covered.
+    pub segment_seconds: Option<f64>,
 }
 
 impl Default for ClipSettings {
@@ -123,6 +128,7 @@ impl Default for ClipSettings {
             post_roll_seconds: 10.0,
             max_seconds: 300.0,
             pre_roll_max_bytes: 32 << 20,
+            segment_seconds: None,
         }
     }
 }
@@ -144,6 +150,24 @@ pub struct FinishedClip {
     pub packets: u64,
     /// The incidents it covers.
     pub incidents: Vec<String>,
+    /// The tracks it shows: those of its incidents and the appearances it covers.
+    pub tracks: Vec<String>,
+    /// A segment of continuous recording.
+    pub continuous: bool,
+}
+
+/// What a clip is cut for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Covered {
+    /// An incident, with the tracks it involves.
+    Incident {
+        /// Its id.
+        id: String,
+        /// The tracks of the finding.
+        tracks: Vec<String>,
+    },
+    /// A person's appearance (a camera that records appearance clips).
+    Track(String),
 }
 
 enum Input {
@@ -152,7 +176,7 @@ enum Input {
     Picture(crate::frame::Frame),
     Interrupted,
     Cover {
-        incident: String,
+        what: Covered,
         latest: DateTime<Utc>,
     },
     Finish,
@@ -216,11 +240,11 @@ impl Recorder {
         }
     }
 
-    /// Covers `incident` until `until` (its latest finding plus the post-roll, added by the
-    /// recorder): starts a clip when none is open, else extends the open one.
-    pub fn cover(&self, incident: &str, latest_finding: DateTime<Utc>) {
+    /// Covers `what` until its latest finding plus the post-roll: starts a clip when none is
+    /// open, else extends the open one.
+    pub fn cover(&self, what: Covered, latest_finding: DateTime<Utc>) {
         let _ = self.tx.try_send(Input::Cover {
-            incident: incident.to_string(),
+            what,
             latest: latest_finding,
         });
     }
@@ -230,7 +254,7 @@ impl Recorder {
         let _ = self.tx.try_send(Input::Picture(frame));
     }
 
-    /// Ends the open clip now (the camera stops).
+    /// Ends the open clip and segment now (the camera stops).
     pub fn finish(&self) {
         let _ = self.tx.try_send(Input::Finish);
     }
@@ -245,6 +269,96 @@ struct Open {
     last_at: DateTime<Utc>,
     until: DateTime<Utc>,
     incidents: BTreeSet<String>,
+    tracks: BTreeSet<String>,
+}
+
+impl Open {
+    /// Starts a file under `dir` holding `packets` (the first a keyframe), open until `until`.
+    fn start<'a>(
+        dir: &Path,
+        camera: &str,
+        format: ClipFormat,
+        mut packets: impl Iterator<Item = &'a Packet>,
+        until: DateTime<Utc>,
+    ) -> Option<Self> {
+        let first = packets.next()?;
+        let path = dir.join(format!("{camera}-{}.mp4", uuid::Uuid::now_v7().simple()));
+        let mut writer = match Mp4Writer::create(&path, &format) {
+            Ok(writer) => writer,
+            Err(e) => {
+                tracing::warn!(camera, error = %e, "cannot start a clip");
+                let _ = std::fs::remove_file(&path);
+                return None;
+            }
+        };
+        let mut last_at = first.at;
+        for packet in std::iter::once(first).chain(packets) {
+            if let Err(e) = writer.write(packet) {
+                tracing::warn!(camera, error = %e, "cannot write a clip");
+                drop(writer);
+                let _ = std::fs::remove_file(&path);
+                return None;
+            }
+            last_at = packet.at;
+        }
+        Some(Self {
+            writer,
+            path,
+            format,
+            started_at: first.at,
+            last_at,
+            until,
+            incidents: BTreeSet::new(),
+            tracks: BTreeSet::new(),
+        })
+    }
+
+    fn add(&mut self, what: Covered) {
+        match what {
+            Covered::Incident { id, tracks } => {
+                self.incidents.insert(id);
+                self.tracks.extend(tracks);
+            }
+            Covered::Track(track) => {
+                self.tracks.insert(track);
+            }
+        }
+    }
+
+    /// Writes `packet`; `false` when the file failed (the clip ends).
+    fn write(&mut self, camera: &str, packet: &Packet) -> bool {
+        match self.writer.write(packet) {
+            Ok(()) => {
+                self.last_at = packet.at;
+                true
+            }
+            Err(e) => {
+                tracing::warn!(camera, error = %e, "a clip ends early");
+                false
+            }
+        }
+    }
+
+    /// Closes the file: the finished clip, or `None` when it could not be finished.
+    fn finish(self, camera: &str, continuous: bool) -> Option<FinishedClip> {
+        let (duration_seconds, packets) = (self.writer.duration(), self.writer.packets());
+        if let Err(e) = self.writer.finish() {
+            tracing::warn!(camera, error = %e, "a clip could not be finished");
+            let _ = std::fs::remove_file(&self.path);
+            return None;
+        }
+        Some(FinishedClip {
+            path: self.path,
+            format: self.format,
+            started_at: self.started_at,
+            ended_at: self.last_at,
+            duration_seconds,
+            packets,
+            incidents: self.incidents.into_iter().collect(),
+            tracks: self.tracks.into_iter().collect(),
+            continuous,
+        })
+    }
 }
 
 /// The recorder thread's state.
@@ -254,6 +368,8 @@ struct Cutter {
     format: Option<ClipFormat>,
     pre_roll: PreRoll,
     open: Option<Open>,
+    /// The open segment of continuous recording.
+    segment: Option<Open>,
     /// Encodes sampled frames, for cameras without a compressed stream.
     encoder: Option<PictureEncoder>,
 }
@@ -266,6 +382,7 @@ impl Cutter {
             settings,
             format: None,
             open: None,
+            segment: None,
             encoder: None,
         }
     }
@@ -276,8 +393,8 @@ impl Cutter {
         rx: Receiver<Input>,
         finished: tokio::sync::mpsc::UnboundedSender<FinishedClip>,
     ) {
-        let report = |clip: Option<FinishedClip>| {
-            if let Some(clip) = clip {
+        let report = |clips: Vec<FinishedClip>| {
+            for clip in clips {
                 let _ = finished.send(clip);
             }
         };
@@ -289,7 +406,9 @@ impl Cutter {
             let input = match rx.recv_timeout(Duration::from_millis(500)) {
                 Ok(input) => input,
                 Err(RecvTimeoutError::Timeout) => {
-                    if self.open.is_some() && last_input.elapsed() >= quiet {
+                    if (self.open.is_some() || self.segment.is_some())
+                        && last_input.elapsed() >= quiet
+                    {
                         report(self.close(camera));
                     }
                     continue;
@@ -310,86 +429,62 @@ impl Cutter {
                     }
                 }
                 Input::Packet(packet) => report(self.packet(camera, packet)),
-                Input::Picture(frame) => {
-                    for clip in self.picture(camera, &frame) {
-                        report(Some(clip));
-                    }
-                }
+                Input::Picture(frame) => report(self.picture(camera, &frame)),
                 Input::Interrupted => report(self.start_over(camera)),
-                Input::Cover { incident, latest } => {
-                    report(self.cover(camera, incident, latest));
-                }
+                Input::Cover { what, latest } => self.cover(camera, what, latest),
                 Input::Finish => report(self.close(camera)),
             }
         }
     }
 
-    /// The stream starts over (interrupted, or another format): the open clip ends at its last
-    /// packet and the pre-roll waits for the next keyframe.
-    fn start_over(&mut self, camera: &str) -> Option<FinishedClip> {
+    /// The stream starts over (interrupted, or another format): the open clip and segment end
+    /// at their last packet and the pre-roll waits for the next keyframe.
+    fn start_over(&mut self, camera: &str) -> Vec<FinishedClip> {
         let done = self.close(camera);
         self.pre_roll.clear();
         done
     }
 
-    fn cover(
-        &mut self,
-        camera: &str,
-        incident: String,
-        latest: DateTime<Utc>,
-    ) -> Option<FinishedClip> {
+    fn cover(&mut self, camera: &str, what: Covered, latest: DateTime<Utc>) {
         let until = latest + seconds(self.settings.post_roll_seconds);
+        if self.open.is_none() {
+            let Some(format) = self.format else { return };
+            self.open = Open::start(&self.dir, camera, format, self.pre_roll.packets(), until);
+        }
         if let Some(open) = &mut self.open {
             open.until = open.until.max(until);
-            open.incidents.insert(incident);
-            return None;
+            open.add(what);
         }
-        let format = self.format?;
-        let first = self.pre_roll.packets().next()?.clone();
-        let path = self
-            .dir
-            .join(format!("{camera}-{}.mp4", uuid::Uuid::now_v7().simple()));
-        let mut writer = match Mp4Writer::create(&path, &format) {
-            Ok(writer) => writer,
-            Err(e) => {
-                tracing::warn!(camera, error = %e, "cannot start a clip");
-                let _ = std::fs::remove_file(&path);
-                return None;
-            }
-        };
-        let mut last_at = first.at;
-        for packet in self.pre_roll.packets() {
-            if let Err(e) = writer.write(packet) {
-                tracing::warn!(camera, error = %e, "cannot write a clip");
-                drop(writer);
-                let _ = std::fs::remove_file(&path);
-                return None;
-            }
-            last_at = packet.at;
-        }
-        self.open = Some(Open {
-            writer,
-            path,
-            format,
-            started_at: first.at,
-            last_at,
-            until,
-            incidents: BTreeSet::from([incident]),
-        });
-        None
     }
 
-    fn packet(&mut self, camera: &str, packet: Packet) -> Option<FinishedClip> {
-        let mut done = None;
+    fn packet(&mut self, camera: &str, packet: Packet) -> Vec<FinishedClip> {
+        let mut done = Vec::new();
         if let Some(open) = &mut self.open {
             let cap = open.started_at + seconds(self.settings.max_seconds);
-            if packet.at > open.until || packet.at > cap {
-                done = self.close(camera);
-            } else if let Err(e) = open.writer.write(&packet) {
-                tracing::warn!(camera, error = %e, "a clip ends early");
-                done = self.close(camera);
-            } else {
-                open.last_at = packet.at;
+            if packet.at > open.until || packet.at > cap || !open.write(camera, &packet) {
+                done.extend(self.open.take().and_then(|open| open.finish(camera, false)));
+            }
+        }
+        if let (Some(length), Some(format)) = (self.settings.segment_seconds, self.format) {
+            // A segment starts at a keyframe and is cut at the first keyframe past its length.
+            let due = self.segment.as_ref().is_some_and(|segment| {
+                packet.keyframe && packet.at >= segment.started_at + seconds(length)
+            });
+            if due {
+                done.extend(self.segment.take().and_then(|s| s.finish(camera, true)));
+            }
+            let failed = match &mut self.segment {
+                Some(segment) => !segment.write(camera, &packet),
+                None if packet.keyframe => {
+                    let far = packet.at + seconds(length.max(1.0) * 10.0);
+                    self.segment =
+                        Open::start(&self.dir, camera, format, std::iter::once(&packet), far);
+                    false
+                }
+                None => false,
+            };
+            if failed {
+                done.extend(self.segment.take().and_then(|s| s.finish(camera, true)));
             }
         }
         self.pre_roll.push(packet);
@@ -433,24 +528,11 @@ impl Cutter {
         done
     }
 
-    /// Finishes the open clip, if any.
-    fn close(&mut self, camera: &str) -> Option<FinishedClip> {
-        let open = self.open.take()?;
-        let (duration_seconds, packets) = (open.writer.duration(), open.writer.packets());
-        if let Err(e) = open.writer.finish() {
-            tracing::warn!(camera, error = %e, "a clip could not be finished");
-            let _ = std::fs::remove_file(&open.path);
-            return None;
-        }
-        Some(FinishedClip {
-            path: open.path,
-            format: open.format,
-            started_at: open.started_at,
-            ended_at: open.last_at,
-            duration_seconds,
-            packets,
-            incidents: open.incidents.into_iter().collect(),
-        })
+    /// Finishes the open clip and segment, if any.
+    fn close(&mut self, camera: &str) -> Vec<FinishedClip> {
+        let clip = self.open.take().and_then(|open| open.finish(camera, false));
+        let segment = self.segment.take().and_then(|s| s.finish(camera, true));
+        clip.into_iter().chain(segment).collect()
     }
 }
 
@@ -582,6 +664,13 @@ mod tests {
             .collect()
     }
 
+    fn incident(id: &str, tracks: &[&str]) -> Covered {
+        Covered::Incident {
+            id: id.into(),
+            tracks: tracks.iter().map(|t| t.to_string()).collect(),
+        }
+    }
+
     const FORMAT: ClipFormat = ClipFormat {
         codec: ClipCodec::H264,
         width: 160,
@@ -606,12 +695,9 @@ mod tests {
             if i == 30 {
                 // An incident at the last packet seen (2.9 s): the pre-roll reaches back to the
                 // keyframe at 1.0 s, the post-roll to 3.9 s.
-                assert!(
-                    cutter
-                        .cover("cam", "inc-1".into(), packets[29].at)
-                        .is_none()
-                );
-                cutter.cover("cam", "inc-2".into(), packets[25].at);
+                cutter.cover("cam", incident("inc-1", &["t1"]), packets[29].at);
+                cutter.cover("cam", incident("inc-2", &["t2", "t1"]), packets[25].at);
+                assert!(cutter.open.is_some());
             }
             finished.extend(cutter.packet("cam", packet.clone()));
         }
@@ -621,6 +707,12 @@ mod tests {
             clip.incidents,
             vec!["inc-1".to_string(), "inc-2".to_string()]
         );
+        assert_eq!(
+            clip.tracks,
+            ["t1", "t2"],
+            "the incidents' tracks, once each"
+        );
+        assert!(!clip.continuous);
         assert_eq!(clip.packets, 30, "packets 10 to 39");
         assert_eq!(
             (clip.started_at, clip.ended_at),
@@ -685,25 +777,28 @@ mod tests {
         let packets = packets();
         // Without a format nothing is cut.
         cutter.packet("cam", packets[0].clone());
-        assert!(cutter.cover("cam", "inc".into(), packets[0].at).is_none());
+        cutter.cover("cam", incident("inc", &[]), packets[0].at);
         assert!(cutter.open.is_none());
         cutter.format = Some(FORMAT);
         let mut finished = vec![];
         for packet in &packets[..35] {
             finished.extend(cutter.packet("cam", packet.clone()));
             if packet.t == 0.5 {
-                cutter.cover("cam", "inc".into(), packet.at);
+                cutter.cover("cam", incident("inc", &[]), packet.at);
             }
         }
         // Started at the keyframe at 0 s, capped at 2 s.
         assert_eq!(finished.len(), 1);
         assert_eq!(finished[0].packets, 21);
         // A later finding opens the next clip, which the interruption finishes.
-        cutter.cover("cam", "inc".into(), packets[34].at);
+        cutter.cover("cam", Covered::Track("t9".into()), packets[34].at);
         cutter.packet("cam", packets[35].clone());
         let last = cutter
             .close("cam")
+            .pop()
             .expect("finished at the last packet received");
+        assert_eq!(last.tracks, ["t9"], "an appearance clip");
+        assert!(last.incidents.is_empty());
         assert_eq!(last.ended_at, packets[35].at);
         assert_eq!(
             ffprobe(&last.path, &["-show_streams"])["streams"][0]["codec_name"],
@@ -712,5 +807,66 @@ mod tests {
         // Both files are whole; nothing is left half-written.
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 2);
         assert_eq!(clean_partials(dir.path()), 2);
+    }
+
+    #[test]
+    fn continuous_recording_cuts_keyframe_aligned_segments_beside_the_clips() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cutter = Cutter::new(
+            dir.path().to_path_buf(),
+            ClipSettings {
+                pre_roll_seconds: 0.5,
+                post_roll_seconds: 0.5,
+                segment_seconds: Some(1.5),
+                ..ClipSettings::default()
+            },
+        );
+        cutter.format = Some(FORMAT);
+        // The stream starts between keyframes: the first segment waits for one.
+        let packets = packets();
+        let mut finished = vec![];
+        for packet in &packets[3..45] {
+            finished.extend(cutter.packet("cam", packet.clone()));
+            if packet.t == 2.5 {
+                cutter.cover("cam", incident("inc", &["t1"]), packet.at);
+            }
+        }
+        finished.extend(cutter.close("cam"));
+        let (segments, clips): (Vec<_>, Vec<_>) = finished.iter().partition(|c| c.continuous);
+        // Keyframes every second: segments of 2 s (1.5 s, cut at the next keyframe), from
+        // 1.0 s; the last one ends where the stream stopped (4.4 s).
+        let spans: Vec<_> = segments
+            .iter()
+            .map(|s| (s.started_at, s.ended_at))
+            .collect();
+        assert_eq!(
+            spans,
+            [
+                (packets[10].at, packets[29].at),
+                (packets[30].at, packets[44].at)
+            ]
+        );
+        assert!(segments.iter().all(|s| s.incidents.is_empty()));
+        // The incident's clip is its own file: from the keyframe at 2.0 s to 3.0 s.
+        assert_eq!(clips.len(), 1);
+        assert_eq!(
+            (clips[0].started_at, clips[0].ended_at),
+            (packets[20].at, packets[30].at)
+        );
+        // Every segment plays and starts at a keyframe; the two hold every packet once.
+        let mut all = vec![];
+        for segment in &segments {
+            let probe = ffprobe(&segment.path, &["-show_packets"]);
+            let shown = probe["packets"].as_array().unwrap();
+            assert!(shown[0]["flags"].as_str().unwrap().starts_with('K'));
+            all.extend(pictures(&segment.path, None));
+        }
+        let source = dir.path().join("source.h264");
+        let raw: Vec<u8> = packets[10..45]
+            .iter()
+            .flat_map(|p| p.data.iter().copied())
+            .collect();
+        std::fs::write(&source, raw).unwrap();
+        assert_eq!(all, pictures(&source, Some("h264")));
     }
 }

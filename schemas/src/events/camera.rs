@@ -20,6 +20,10 @@ pub struct CameraFeatures {
     pub intrusion: bool,
     /// Raise an incident when a person stays in a zone too long.
     pub loitering: bool,
+    /// Record a clip of every person's appearance, not only of incidents (when the node
+    /// records clips). Off by default.
+    #[serde(default)]
+    pub clip_appearances: bool,
 }
 
 /// A point in normalised image coordinates: (0, 0) is top-left, (1, 1) bottom-right.

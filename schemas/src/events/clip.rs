@@ -1,5 +1,6 @@
 //! A camera's recorded clips (stream `clip-{id}`): video cut from the camera's own stream
-//! around incidents, stored as content-addressed MP4 files that events name, never carry.
+//! around incidents and appearances, or continuous recording's fixed-length segments, stored
+//! as content-addressed MP4 files that events name, never carry.
 
 use super::*;
 
@@ -18,6 +19,14 @@ pub struct ClipRecorded {
     /// The incidents it covers (a clip open when another incident of its camera opens covers
     /// that one too).
     pub incident_ids: Vec<String>,
+    /// The tracks (`track-{camera}-{n}`) it shows: those of the incidents it covers, and the
+    /// appearances it was cut for on a camera that records appearance clips.
+    #[serde(default)]
+    pub track_ids: Vec<String>,
+    /// A segment of continuous recording (cut every `clip_segment_seconds`, whatever
+    /// happened) rather than a clip cut around incidents or appearances.
+    #[serde(default)]
+    pub continuous: bool,
     /// Capture time of its first frame (a keyframe, up to the pre-roll before the incident).
     pub started_at: DateTime<Utc>,
     /// Capture time of its last frame.
@@ -47,8 +56,10 @@ pub struct ClipDeleted {
     pub camera_id: String,
     /// SHA-256 of the file that was removed.
     pub media: String,
-    /// Why: `budget` (the clips' disk budget was full, and no open incident held it) or
-    /// `incidents_deleted` (every incident it covered was deleted).
+    /// Why: `budget` (the clips' disk budget was full, and no open incident held it), `age`
+    /// (older than `clip_max_age_days`, and no open incident held it), `incidents_deleted`
+    /// (every incident it covered was deleted) or `subject_erased` (it showed a track that
+    /// matched a subject who was erased).
     pub reason: String,
 }
 
