@@ -110,18 +110,12 @@ impl BlobStore {
         start: u64,
         len: u64,
     ) -> std::io::Result<Option<Vec<u8>>> {
-        use tokio::io::{AsyncReadExt, AsyncSeekExt};
-        if !is_blob_id(id) {
+        use tokio::io::AsyncReadExt;
+        let Some(mut reader) = self.reader(id, start, len).await? else {
             return Ok(None);
-        }
-        let mut file = match tokio::fs::File::open(self.path_of(id)).await {
-            Ok(file) => file,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(e),
         };
-        file.seek(std::io::SeekFrom::Start(start)).await?;
         let mut bytes = Vec::new();
-        file.take(len).read_to_end(&mut bytes).await?;
+        reader.read_to_end(&mut bytes).await?;
         Ok(Some(bytes))
     }
 
