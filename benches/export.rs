@@ -66,6 +66,7 @@ async fn seed(app: &App, from: usize, to: usize) {
                     },
                     recommended_actions: vec!["increase_monitoring".into()],
                     evidence: vec![FrameRef {
+                        persons: vec![],
                         blob: format!("{:064x}", i),
                         frame_number: i as u64,
                         at,

@@ -193,6 +193,7 @@ impl Track {
             frames: self.frames,
             last_bbox: self.last_box,
             exit_frame: FrameRef {
+                persons: vec![],
                 blob: exit_blob,
                 frame_number: self.last_frame_number,
                 at: self.last_seen,
@@ -455,6 +456,7 @@ impl Appearances {
                     second_distance: second,
                     crop: String::new(),
                     frame: FrameRef {
+                        persons: vec![],
                         blob: String::new(),
                         frame_number: 0,
                         at: track.last_seen,
@@ -762,6 +764,7 @@ mod tests {
 
     fn entry(frame_number: u64, s: i64) -> FrameRef {
         FrameRef {
+            persons: vec![],
             blob: format!("entry-{frame_number}"),
             frame_number,
             at: at(s),

@@ -11,7 +11,8 @@ use chrono::{DateTime, Utc};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use uuid::Uuid;
 use vigil_schemas::events::{
-    BestFace, ClipRecorded, FrameRef, NormBox, SubjectMatched, clip_stream, track_stream,
+    BestFace, ClipRecorded, FramePerson, FrameRef, NormBox, SubjectMatched, clip_stream,
+    track_stream,
 };
 use vigil_schemas::{AppearanceEvent, ClipEvent, DomainEvent, EventMeta, ExpectedVersion};
 
@@ -564,8 +565,16 @@ impl CameraState {
             findings.extend(face_findings);
             matches.extend(face_matches.into_iter().map(|m| (m, bbox)));
         }
+        let seen_persons = observation
+            .persons
+            .iter()
+            .map(|p| FramePerson {
+                bbox: p.bbox,
+                track_id: p.track_id.clone(),
+            })
+            .collect();
         outcome.incidents = self
-            .record_evidence(findings, matches, frame, entry_blob, settings)
+            .record_evidence(findings, matches, frame, seen_persons, entry_blob, settings)
             .await?;
         self.incidents
             .forget_stale(frame.captured_at, settings.incident_merge_seconds);
@@ -609,6 +618,7 @@ impl CameraState {
                 zones[*det].clone(),
                 frame,
                 FrameRef {
+                    persons: vec![],
                     blob,
                     frame_number: self.frame_number,
                     at: frame.captured_at,
@@ -635,12 +645,13 @@ impl CameraState {
 
     /// Records what the gallery and the rules found in `frame`: each subject matched (with the
     /// crop of its face) and each finding as an incident, with the frame (stored once, or
-    /// the entry frame already stored) as their evidence. Returns the incidents recorded.
+    /// the entry frame already stored) and the `persons` seen in it as their evidence. Returns the incidents recorded.
     async fn record_evidence(
         &mut self,
         findings: Vec<Finding>,
         matches: Vec<(SubjectMatched, Scored)>,
         frame: &Frame,
+        persons: Vec<FramePerson>,
         entry_blob: Option<String>,
         settings: &vigil_schemas::events::CalibrationSettings,
     ) -> Result<Vec<String>, ActorProcessingErr> {
@@ -653,6 +664,7 @@ impl CameraState {
             None => self.store_frame(&frame.image).await?,
         };
         let evidence = FrameRef {
+            persons,
             blob,
             frame_number: self.frame_number,
             at: frame.captured_at,

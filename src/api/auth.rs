@@ -24,6 +24,7 @@ use crate::app::{App, KeyRefusal, Principal};
 
 /// The scope each secured operation needs, by operation id.
 pub const OPERATION_SCOPES: &[(&str, &str)] = &[
+    ("whoami", ANY_KEY),
     ("create_camera", "write:cameras"),
     ("list_cameras", "read:cameras"),
     ("get_camera", "read:cameras"),
@@ -92,6 +93,14 @@ pub fn required_scope(method: &str, path: &str) -> Option<&'static str> {
     super::documented_route(method, path).and_then(|route| route.scope)
 }
 
+/// The "scope" of an operation that every valid key may call (`GET /api/v1/me`).
+pub const ANY_KEY: &str = "any";
+
+/// Whether `principal` may call an operation that needs `scope`.
+fn holds(principal: &Principal, scope: &str) -> bool {
+    scope == ANY_KEY || principal.has_scope(scope)
+}
+
 fn forbidden(scope: &str) -> ApiError {
     ApiError::new(
         StatusCode::FORBIDDEN,
@@ -150,7 +159,7 @@ impl Auth {
         let scope = scope_of(operation_id).ok_or_else(|| {
             ApiError::internal(format!("operation `{operation_id}` declares no scope"))
         })?;
-        if self.0.has_scope(scope) {
+        if holds(&self.0, scope) {
             Ok(&self.0)
         } else {
             Err(forbidden(scope))
@@ -162,20 +171,44 @@ fn presented_key(req: &Request) -> Option<String> {
     if let Some(key) = req.header("x-api-key") {
         return Some(key.trim().to_string());
     }
-    // Browsers cannot set headers on a WebSocket handshake: `/ws` also takes `?api_key=`.
-    if req.uri().path().starts_with("/ws")
-        && let Some(query) = req.uri().query()
-        && let Some(key) = query
-            .split('&')
-            .find_map(|pair| pair.strip_prefix("api_key="))
-    {
-        return Some(key.to_string());
+    // Browsers cannot set headers on a WebSocket handshake: `/ws` also takes the key as a
+    // subprotocol (`vigil.key.{base64url}`, beside `vigil`), which keeps it out of URLs and
+    // logs, or as `?api_key=`.
+    if req.uri().path().starts_with("/ws") {
+        if let Some(key) = req
+            .header("sec-websocket-protocol")
+            .and_then(key_of_subprotocols)
+        {
+            return Some(key);
+        }
+        if let Some(query) = req.uri().query()
+            && let Some(key) = query
+                .split('&')
+                .find_map(|pair| pair.strip_prefix("api_key="))
+        {
+            return Some(key.to_string());
+        }
     }
     let value = req.header("authorization")?;
     let (scheme, token) = value.trim().split_once(' ')?;
     scheme
         .eq_ignore_ascii_case("bearer")
         .then(|| token.trim().to_string())
+}
+
+/// The subprotocol that carries a key on a WebSocket handshake, before its base64url form.
+pub const KEY_SUBPROTOCOL: &str = "vigil.key.";
+
+/// The key in a `Sec-WebSocket-Protocol` list (`vigil, vigil.key.{base64url of the key}`).
+fn key_of_subprotocols(list: &str) -> Option<String> {
+    use base64::Engine;
+    let encoded = list
+        .split(',')
+        .find_map(|p| p.trim().strip_prefix(KEY_SUBPROTOCOL))?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(encoded.trim_end_matches('='))
+        .ok()?;
+    String::from_utf8(bytes).ok()
 }
 
 fn too_many(code: &str, message: String, retry_after: u64) -> ApiError {
@@ -265,7 +298,7 @@ pub async fn authenticate(req: &Request) -> Result<Principal, ApiError> {
         ));
     }
     if let Some(scope) = required_scope(req.method().as_str(), req.uri().path())
-        && !principal.has_scope(scope)
+        && !holds(&principal, scope)
     {
         return Err(forbidden(scope));
     }
@@ -359,4 +392,24 @@ pub async fn visible_incident(
         .map_err(ApiError::from)?
         .filter(|row| may_see(principal, row))
         .ok_or_else(|| incident_not_found(id))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::key_of_subprotocols;
+
+    #[test]
+    fn a_key_travels_as_a_base64url_subprotocol() {
+        // "vgl_k1_s3cret" in base64url, without and with padding.
+        assert_eq!(
+            key_of_subprotocols("vigil, vigil.key.dmdsX2sxX3MzY3JldA").as_deref(),
+            Some("vgl_k1_s3cret")
+        );
+        assert_eq!(
+            key_of_subprotocols("vigil.key.dmdsX2sxX3MzY3JldA==,vigil").as_deref(),
+            Some("vgl_k1_s3cret")
+        );
+        assert_eq!(key_of_subprotocols("vigil"), None);
+        assert_eq!(key_of_subprotocols("vigil, vigil.key.%%%"), None);
+    }
 }

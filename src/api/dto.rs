@@ -81,6 +81,24 @@ pub struct EvidenceDto {
     pub frame_number: u64,
     /// When it was captured.
     pub at: DateTime<Utc>,
+    /// The persons the rules saw in it (incident evidence), to draw over it.
+    pub persons: Vec<PersonBoxDto>,
+}
+
+/// A person in an evidence frame.
+#[derive(Debug, Clone, Object)]
+#[oai(skip_serializing_if_is_none)]
+pub struct PersonBoxDto {
+    /// Left edge, 0–1 of the frame's width.
+    pub x1: f32,
+    /// Top edge, 0–1 of the frame's height.
+    pub y1: f32,
+    /// Right edge.
+    pub x2: f32,
+    /// Bottom edge.
+    pub y2: f32,
+    /// The person's track, once confirmed.
+    pub track_id: Option<String>,
 }
 
 /// The DTO of a frame events point at.
@@ -90,6 +108,17 @@ pub fn evidence_dto(f: FrameRef) -> EvidenceDto {
         blob: f.blob,
         frame_number: f.frame_number,
         at: f.at,
+        persons: f
+            .persons
+            .into_iter()
+            .map(|p| PersonBoxDto {
+                x1: p.bbox.x1,
+                y1: p.bbox.y1,
+                x2: p.bbox.x2,
+                y2: p.bbox.y2,
+                track_id: p.track_id,
+            })
+            .collect(),
     }
 }
 

@@ -3,7 +3,7 @@
 //! Every response carries `X-Request-Id` and security headers; every 4xx/5xx has the body of
 //! [`error::ErrorBody`]; authenticated responses carry `X-RateLimit-*`. `/openapi.json` is the
 //! OpenAPI 3 document (each operation's scope as `x-vigil-scope`), `/docs` Swagger UI,
-//! `/redoc` ReDoc.
+//! `/redoc` ReDoc, `/` the operator console ([`console`]).
 //!
 //! Endpoint files (one `…Api` each) hold DTOs, request parsing and the mapping of results
 //! and errors onto HTTP; the use cases they call live in [`crate::service`]. They import only
@@ -17,6 +17,7 @@ pub mod auth;
 pub mod body;
 pub mod calibration;
 pub mod cameras;
+pub mod console;
 pub mod dto;
 pub mod error;
 pub mod incidents;
@@ -356,7 +357,17 @@ pub fn routes(app: App) -> impl Endpoint {
         .at("/metrics", poem::get(system::metrics))
         .at("/ws", poem::get(ws::ws))
         .at("/ws/:preset", poem::get(ws::ws_preset))
-        .nest("/", service);
+        .at("/console/:file", poem::get(console::file))
+        // `/` is the console's page; the nested API would otherwise answer it with 404.
+        .nest(
+            "/",
+            service.around(|ep, req| async move {
+                if req.uri().path() == "/" && req.method() == poem::http::Method::GET {
+                    return Ok(console::page());
+                }
+                Ok(ep.call(req).await?.into_response())
+            }),
+        );
     // CORS is closed unless origins are configured: no CORS headers at all.
     let route = if origins.is_empty() {
         route.boxed()
@@ -436,7 +447,9 @@ async fn request_middleware<E: Endpoint>(ep: Arc<E>, req: Request) -> poem::Resu
     set(&mut resp, "x-content-type-options", "nosniff");
     set(&mut resp, "x-frame-options", "DENY");
     set(&mut resp, "referrer-policy", "no-referrer");
-    if path.starts_with("/api/") {
+    if console::is_console_path(&path) {
+        set(&mut resp, "content-security-policy", console::CSP);
+    } else if path.starts_with("/api/") {
         set(&mut resp, "cache-control", "no-store");
         set(
             &mut resp,
@@ -562,7 +575,8 @@ mod tests {
                 "OPERATION_SCOPES names `{op}`, which is not a secured operation"
             );
             assert!(
-                vigil_actors::aggregates::apikey::SCOPES.contains(scope),
+                *scope == super::auth::ANY_KEY
+                    || vigil_actors::aggregates::apikey::SCOPES.contains(scope),
                 "`{scope}` is not a scope"
             );
         }

@@ -30,6 +30,19 @@ pub struct ProjectionDto {
     pub last_error: Option<String>,
 }
 
+/// The key a request was made with, and what it may do.
+#[derive(Debug, Clone, Object)]
+pub struct WhoAmI {
+    /// The key's id.
+    pub key_id: String,
+    /// The actor its changes are recorded under (`key:{id}`).
+    pub actor: String,
+    /// Its scopes (`admin` implies every other).
+    pub scopes: Vec<String>,
+    /// The cameras it is restricted to; empty: all.
+    pub camera_ids: Vec<String>,
+}
+
 /// Liveness.
 #[derive(Debug, Clone, Object)]
 #[oai(skip_serializing_if_is_none)]
@@ -179,6 +192,20 @@ impl SystemApi {
                 models,
             })),
         }
+    }
+
+    /// The calling key: its id, scopes and cameras.
+    ///
+    /// Any valid key may ask; a client (the console) shows only what the key allows.
+    #[oai(path = "/api/v1/me", method = "get", operation_id = "whoami")]
+    async fn whoami(&self, auth: Auth) -> Result<Json<WhoAmI>, ApiError> {
+        let principal = auth.require("whoami")?;
+        Ok(Json(WhoAmI {
+            key_id: principal.key_id.clone(),
+            actor: principal.actor.clone(),
+            scopes: principal.scopes.clone(),
+            camera_ids: principal.camera_ids.clone(),
+        }))
     }
 
     /// The compute device the models run on: a wgpu adapter (GPU, or a software Vulkan

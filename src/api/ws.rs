@@ -1,7 +1,8 @@
 //! `/ws`: live event subscriptions that resume from a position without gap or duplicate.
 //!
-//! A client authenticates like any request (`X-API-Key`, `Authorization: Bearer`, or
-//! `?api_key=` since browsers cannot set headers on the handshake), then sends
+//! A client authenticates like any request (`X-API-Key`, `Authorization: Bearer`), or, since
+//! browsers cannot set headers on the handshake, with the subprotocols `vigil` and
+//! `vigil.key.{base64url of the key}` (the console does this) or `?api_key=`; then it sends
 //!
 //! ```json
 //! {"type": "subscribe", "topics": ["cameras", "system"], "camera_ids": ["lobby"],
@@ -32,6 +33,10 @@ use vigil_schemas::{EventSubscription, RecordedEvent};
 use super::auth::authenticate;
 use super::error::ApiError;
 use crate::app::{App, Principal};
+
+/// The subprotocol the server chooses when a client offers it (with its key as
+/// `vigil.key.{base64url}`, see [`super::auth::KEY_SUBPROTOCOL`]).
+pub const PROTOCOL: &str = "vigil";
 
 /// The close code of a client that fell too far behind.
 pub const SLOW_CONSUMER: u16 = 4008;
@@ -162,7 +167,9 @@ async fn upgrade(
     topics: Option<Vec<String>>,
 ) -> poem::Result<Response> {
     let principal = authenticate(req).await?;
+    // A browser that sent its key as a subprotocol needs one of its protocols chosen back.
     Ok(socket
+        .protocols([PROTOCOL])
         .on_upgrade(move |stream| async move {
             let (sink, source) = stream.split();
             serve_connection(app, principal, sink, source, topics).await;

@@ -281,6 +281,7 @@ async fn queries_filter_page_search_export_and_retention_deletes_with_media(whic
         .await
         .unwrap();
     let frame = |b: &str| FrameRef {
+        persons: vec![],
         blob: b.to_string(),
         frame_number: 1,
         at: now,
@@ -1204,6 +1205,7 @@ async fn webhook_bodies_carry_signed_media_links_that_work_until_they_expire() {
         "a person in the yard after hours",
         at,
         vec![FrameRef {
+            persons: vec![],
             blob: sha.clone(),
             frame_number: 7,
             at,

@@ -619,6 +619,7 @@ async fn events_that_name_media_carry_signed_links() {
         subjects: Default::default(),
         recommended_actions: vec![],
         evidence: vec![vigil_schemas::events::FrameRef {
+            persons: vec![],
             blob: sha.clone(),
             frame_number: 1,
             at: now,

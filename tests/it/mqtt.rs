@@ -382,6 +382,7 @@ async fn events_reach_mqtt_in_order_through_a_broker_outage_and_home_assistant_f
             subjects: IncidentSubjects::default(),
             recommended_actions: vec![],
             evidence: vec![FrameRef {
+                persons: vec![],
                 blob: sha.clone(),
                 frame_number: 3,
                 at: seen_at,
@@ -443,6 +444,7 @@ async fn events_reach_mqtt_in_order_through_a_broker_outage_and_home_assistant_f
             second_distance: None,
             crop: sha.clone(),
             frame: FrameRef {
+                persons: vec![],
                 blob: sha.clone(),
                 frame_number: 4,
                 at: seen_at,

@@ -816,6 +816,7 @@ async fn seed_match(
         second_distance,
         crop: "cd".repeat(32),
         frame: FrameRef {
+            persons: vec![],
             blob: "ef".repeat(32),
             frame_number: 40 + minute as u64,
             at: at(minute),

@@ -24,6 +24,20 @@ pub struct FrameRef {
     pub frame_number: u64,
     /// When the frame was captured.
     pub at: DateTime<Utc>,
+    /// The persons the rules saw in the frame, for drawing over it (incident evidence; empty
+    /// elsewhere, and in events written before it existed).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub persons: Vec<FramePerson>,
+}
+
+/// A person in an evidence frame.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct FramePerson {
+    /// The person's box.
+    pub bbox: NormBox,
+    /// The person's track; absent until the tracker confirmed it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub track_id: Option<String>,
 }
 
 /// A person's first frame in a track: the track was confirmed.
