@@ -137,6 +137,18 @@ async fn projections(app: &App) -> Result<Vec<ProjectionDto>, ApiError> {
     Ok(out)
 }
 
+/// The relays this node runs: (sink, checkpoint name).
+fn configured_relays(app: &App) -> Vec<(&'static str, &'static str)> {
+    let mut relays = Vec::new();
+    if !app.config().kafka_brokers.is_empty() {
+        relays.push(("kafka", crate::relay::CHECKPOINT));
+    }
+    if !app.config().mqtt_url.is_empty() {
+        relays.push(("mqtt", crate::mqtt::CHECKPOINT));
+    }
+    relays
+}
+
 /// The device the models run on.
 #[derive(Debug, Clone, Object)]
 pub struct GpuDto {
@@ -232,7 +244,10 @@ impl SystemApi {
         }))
     }
 
-    /// Projection progress and lag.
+    /// Projection and relay progress and lag.
+    ///
+    /// Every projection, then each relay this node is configured with (`kafka-relay`,
+    /// `mqtt-relay`: the checkpoint of the last event the broker acknowledged).
     #[oai(
         path = "/api/v1/system/projections",
         method = "get",
@@ -244,7 +259,22 @@ impl SystemApi {
         auth: Auth,
     ) -> Result<Json<Vec<ProjectionDto>>, ApiError> {
         auth.require("list_projections")?;
-        Ok(Json(projections(&app).await?))
+        let mut list = projections(&app).await?;
+        let head = app.store().head_position().await?;
+        for (_, name) in configured_relays(&app) {
+            let checkpoint = Checkpoint::new(app.pool().clone(), name)
+                .read()
+                .await
+                .map_err(|e| ApiError::unavailable(e.to_string()))?;
+            list.push(ProjectionDto {
+                name: name.to_string(),
+                checkpoint,
+                head,
+                lag: head.saturating_sub(checkpoint),
+                last_error: None,
+            });
+        }
+        Ok(Json(list))
     }
 }
 
@@ -261,19 +291,8 @@ pub async fn metrics(app: Data<&App>) -> poem::Response {
         }
     }
     let mut relays = Vec::new();
-    for (sink, configured, name) in [
-        (
-            "kafka",
-            !app.config().kafka_brokers.is_empty(),
-            crate::relay::CHECKPOINT,
-        ),
-        (
-            "mqtt",
-            !app.config().mqtt_url.is_empty(),
-            crate::mqtt::CHECKPOINT,
-        ),
-    ] {
-        if configured && let Ok(relayed) = Checkpoint::new(app.pool().clone(), name).read().await {
+    for (sink, name) in configured_relays(&app) {
+        if let Ok(relayed) = Checkpoint::new(app.pool().clone(), name).read().await {
             relays.push((sink, relayed));
         }
     }

@@ -167,6 +167,25 @@ async fn every_operation_enforces_its_declared_scope() {
             let Some(scope) = op["x-vigil-scope"].as_str() else {
                 continue;
             };
+            if scope == "any" {
+                // Every key may ask (`GET /api/v1/me`): a key with one scope learns its own.
+                let (id, key) = issue(
+                    &server,
+                    json!({"name": "me", "scopes": ["ingest"], "camera_ids": ["door"]}),
+                )
+                .await;
+                let method = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
+                let resp = with_key(&server, method, path, &key).send().await.unwrap();
+                assert_eq!(resp.status(), StatusCode::OK, "{path} with any key");
+                let me: Value = resp.json().await.unwrap();
+                assert_eq!(me["key_id"], id.as_str());
+                assert_eq!(me["scopes"], json!(["ingest"]));
+                assert_eq!(me["camera_ids"], json!(["door"]));
+                let anonymous = server.client.get(server.url(path)).send().await.unwrap();
+                assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
+                checked += 1;
+                continue;
+            }
             let others: Vec<&str> = all.iter().copied().filter(|s| *s != scope).collect();
             let (_, without) = issue(&server, json!({"name": "without", "scopes": others})).await;
             let (_, with) = issue(&server, json!({"name": "with", "scopes": [scope]})).await;

@@ -271,6 +271,25 @@ async fn every_stored_event_reaches_its_topic_once_in_stream_order() {
     wait_for_checkpoint(server.app.pool(), head, Duration::from_secs(60)).await;
     let metrics = server.metrics().await;
     assert!(metrics.contains("vigil_kafka_relay_lag 0"), "{metrics}");
+    // The system page's list has the relay after the projections, caught up.
+    let listed: Value = server
+        .req(reqwest::Method::GET, "/api/v1/system/projections")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let relay = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "kafka-relay")
+        .unwrap_or_else(|| panic!("no kafka-relay in {listed}"));
+    assert_eq!(
+        (relay["checkpoint"].as_u64(), relay["lag"].as_u64()),
+        (Some(head), Some(0))
+    );
 
     let all: Vec<String> = store
         .read_all(0, 1000)
