@@ -17,58 +17,29 @@ struct Asset {
 
 const JS: &str = "text/javascript; charset=utf-8";
 
-/// Every file of the console, by name.
+/// An [`Asset`] of the `console/` folder by file name, with its content type.
+macro_rules! asset {
+    ($name:literal, $content_type:expr) => {
+        Asset {
+            name: $name,
+            content_type: $content_type,
+            body: include_str!(concat!("../../console/", $name)),
+        }
+    };
+}
+
+/// Every file of the console, by name; the page first.
 const ASSETS: &[Asset] = &[
-    Asset {
-        name: "index.html",
-        content_type: "text/html; charset=utf-8",
-        body: include_str!("../../console/index.html"),
-    },
-    Asset {
-        name: "style.css",
-        content_type: "text/css; charset=utf-8",
-        body: include_str!("../../console/style.css"),
-    },
-    Asset {
-        name: "app.js",
-        content_type: JS,
-        body: include_str!("../../console/app.js"),
-    },
-    Asset {
-        name: "api.js",
-        content_type: JS,
-        body: include_str!("../../console/api.js"),
-    },
-    Asset {
-        name: "dom.js",
-        content_type: JS,
-        body: include_str!("../../console/dom.js"),
-    },
-    Asset {
-        name: "cameras.js",
-        content_type: JS,
-        body: include_str!("../../console/cameras.js"),
-    },
-    Asset {
-        name: "incidents.js",
-        content_type: JS,
-        body: include_str!("../../console/incidents.js"),
-    },
-    Asset {
-        name: "people.js",
-        content_type: JS,
-        body: include_str!("../../console/people.js"),
-    },
-    Asset {
-        name: "search.js",
-        content_type: JS,
-        body: include_str!("../../console/search.js"),
-    },
-    Asset {
-        name: "system.js",
-        content_type: JS,
-        body: include_str!("../../console/system.js"),
-    },
+    asset!("index.html", "text/html; charset=utf-8"),
+    asset!("style.css", "text/css; charset=utf-8"),
+    asset!("app.js", JS),
+    asset!("api.js", JS),
+    asset!("dom.js", JS),
+    asset!("cameras.js", JS),
+    asset!("incidents.js", JS),
+    asset!("people.js", JS),
+    asset!("search.js", JS),
+    asset!("system.js", JS),
 ];
 
 /// The console's Content-Security-Policy: scripts, styles, requests and WebSockets to this
