@@ -21,6 +21,21 @@ export async function camerasView(view) {
 
   let stopped = false;
   const objectUrls = new Map();
+  // Snapshots are fetched for the cards on screen only, and not while the tab is hidden, so a
+  // large grid does not spend the key's media allowance on pictures nobody sees.
+  const onScreen = new Set();
+  const watcher = new IntersectionObserver((entries) => {
+    for (const entry of entries) {
+      const id = entry.target.dataset.camera;
+      if (entry.isIntersecting) {
+        const first = !onScreen.has(id);
+        onScreen.add(id);
+        if (first) cards.get(id)?.snapshot();
+      } else {
+        onScreen.delete(id);
+      }
+    }
+  });
 
   async function refresh() {
     const page = await api('/api/v1/cameras?limit=200');
@@ -32,11 +47,14 @@ export async function camerasView(view) {
         card = cardFor(camera);
         cards.set(camera.id, card);
         grid.append(card.root);
+        watcher.observe(card.root);
       }
       card.update(camera);
     }
     for (const [id, card] of cards) {
       if (!seen.has(id)) {
+        watcher.unobserve(card.root);
+        onScreen.delete(id);
         card.root.remove();
         cards.delete(id);
       }
@@ -70,6 +88,7 @@ export async function camerasView(view) {
     }
     return {
       root,
+      snapshot,
       update(cam) {
         camera = cam;
         title.textContent = `${cam.name} (${cam.id})`;
@@ -88,7 +107,7 @@ export async function camerasView(view) {
               : h('button', { type: 'button', onclick: () => act(cam, 'start') }, `Start ${cam.name}`),
             h('button', { type: 'button', onclick: () => edit(editor, cam, refresh) }, `Edit ${cam.name}`));
         }
-        snapshot();
+        if (onScreen.has(cam.id)) snapshot();
       },
     };
   }
@@ -100,10 +119,13 @@ export async function camerasView(view) {
   }
 
   await refresh();
-  const timer = setInterval(() => { if (!stopped) refresh().catch(() => {}); }, REFRESH_MS);
+  const timer = setInterval(() => {
+    if (!stopped && !document.hidden) refresh().catch(() => {});
+  }, REFRESH_MS);
   return () => {
     stopped = true;
     clearInterval(timer);
+    watcher.disconnect();
     objectUrls.forEach((url) => URL.revokeObjectURL(url));
   };
 }
