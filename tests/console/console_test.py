@@ -132,8 +132,33 @@ def main():
         card.get_by_role("button", name="Edit Plaza").click()
         expect(page.get_by_role("heading", name="Edit Plaza")).to_be_visible()
         loaded(page, "#camera-editor .canvas img")
+        # Draw a zone and a motion mask by clicking on the snapshot, then save both.
+        shapes = page.locator("#camera-editor svg.shapes")
+        box = shapes.bounding_box()
+
+        def click_at(x, y):
+            page.mouse.click(box["x"] + x * box["width"], box["y"] + y * box["height"])
+
+        for x, y in [(0.1, 0.6), (0.5, 0.6), (0.5, 0.95)]:
+            click_at(x, y)
+        page.get_by_label("Shape name").fill("lawn")
+        page.get_by_role("button", name="Finish shape").click()
+        page.get_by_label("Draw").select_option("mask")
+        for x, y in [(0.8, 0.05), (0.95, 0.05), (0.95, 0.3), (0.8, 0.3)]:
+            click_at(x, y)
+        page.get_by_label("Shape name").fill("clock")
+        page.get_by_role("button", name="Finish shape").click()
+        expect(page.locator("#camera-editor polygon.zone")).to_have_count(1)
+        expect(page.locator("#camera-editor polygon.mask")).to_have_count(1)
         check(page, "camera-editor")
-        page.get_by_role("button", name="Cancel").click()
+        page.get_by_role("button", name="Save camera").click()
+        expect(page.locator("#camera-editor form")).to_have_count(0)
+        saved = ok(api.get("/api/v1/cameras/plaza"), "plaza")
+        assert [z["name"] for z in saved["zones"]] == ["lawn"], saved["zones"]
+        lawn = saved["zones"][0]["polygon"]
+        assert len(lawn) == 3 and abs(lawn[0]["x"] - 0.1) < 0.02 and abs(lawn[2]["y"] - 0.95) < 0.02, lawn
+        masks = ok(api.get("/api/v1/calibration"), "calibration")["cameras"]["plaza"]["motion_masks"]
+        assert [m["name"] for m in masks] == ["clock"] and len(masks[0]["polygon"]) == 4, masks
 
         # Incidents: the page is open when the rule is switched on; the incident arrives over
         # the WebSocket, without a reload.
@@ -161,6 +186,13 @@ def main():
         expect(audit).to_contain_text("key:")
         expect(page.locator(".meta .badge.investigating")).to_be_visible()
         check(page, "incident")
+        # Resolve it with a reason: the status and the note are one change, by the key.
+        page.get_by_label("Note (with a status change: the reason)").fill("a visitor, let in at the desk")
+        page.get_by_role("button", name="Mark resolved").click()
+        expect(page.locator(".meta .badge.resolved")).to_be_visible()
+        expect(audit).to_contain_text("investigating → resolved")
+        expect(page.locator(".history")).to_contain_text("a visitor, let in at the desk")
+        assert page.get_by_role("button", name="Mark escalated").count() == 0, "a resolved incident offers moves"
         # Stop the clip: the rest runs faster without the pedestrian camera's model load.
         ok(api.post("/api/v1/cameras/plaza/stop"), "stop plaza")
 
