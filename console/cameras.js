@@ -86,20 +86,32 @@ export async function camerasView(view) {
         noPicture.hidden = false;
       }
     }
+    // Frame rates measured between two refreshes of the list.
+    let previous = null;
+    const rate = (now, key) => {
+      if (!previous) return '—';
+      const seconds = (now.t - previous.t) / 1000;
+      const frames = (now[key] ?? 0) - (previous[key] ?? 0);
+      return seconds > 0 && frames >= 0 ? `${(frames / seconds).toFixed(1)} fps` : '—';
+    };
     return {
       root,
       snapshot,
       update(cam) {
         camera = cam;
+        const now = { t: Date.now(), frames_in: cam.ingest?.frames_in, analysed: cam.ingest?.analysed };
         title.textContent = `${cam.name} (${cam.id})`;
         fill(status, badge(cam.status), ' ', cam.status_reason || '');
         const ingest = cam.ingest || {};
         fill(stats,
           h('dt', {}, 'Sampling'), h('dd', {}, `${cam.sample_fps} fps`),
+          h('dt', {}, 'Receiving'), h('dd', { class: 'fps-in' }, rate(now, 'frames_in')),
+          h('dt', {}, 'Analysing'), h('dd', {}, rate(now, 'analysed')),
           h('dt', {}, 'Frames in'), h('dd', {}, ingest.frames_in ?? 0),
           h('dt', {}, 'Analysed'), h('dd', {}, ingest.analysed ?? 0),
           h('dt', {}, 'Dropped'), h('dd', {}, ingest.dropped ?? 0),
           h('dt', {}, 'Last frame'), h('dd', {}, when(ingest.last_frame_at)));
+        previous = now;
         if (canWrite) {
           fill(buttons,
             cam.enabled

@@ -126,6 +126,8 @@ def main():
         expect(card).to_be_visible()
         expect(card.locator(".status")).to_contain_text("online", timeout=60_000)
         loaded(page, "article[data-camera='plaza'] img.snapshot", timeout=60_000)
+        # The frame rate it receives, measured between two refreshes of the list.
+        expect(card.locator(".fps-in")).to_contain_text(" fps", timeout=15_000)
         check(page, "cameras")
 
         # The editor with the snapshot to draw zones on.
