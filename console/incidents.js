@@ -151,18 +151,65 @@ export async function incidentsView(view) {
   return () => connection.close();
 }
 
+/** The incident page; it redraws itself when the incident's stream changes (another
+ * operator's move, new evidence, a finished clip), keeping a note being written. The live
+ * event can come before the read model has applied it: the page reads again until the
+ * incident's history holds as many events as it has heard of (at most 5 s). */
 export async function incidentView(view, id) {
-  const canWrite = session.can('write:incidents');
-  const detail = await api(`/api/v1/incidents/${encodeURIComponent(id)}`);
-  const incident = detail.incident;
   const notes = h('textarea', { name: 'notes', rows: 3 });
-  const audit = h('section', { id: 'audit', 'aria-labelledby': 'audit-title' });
-
-  async function patch(body, done) {
-    await api(`/api/v1/incidents/${incident.id}`, { method: 'PATCH', json: body });
-    toast(done);
-    incidentView(view, id);
+  let known = 0;
+  let expected = 0;
+  let drawing = null;
+  let again = false;
+  async function load() {
+    for (let attempt = 0; ; attempt += 1) {
+      const detail = await api(`/api/v1/incidents/${encodeURIComponent(id)}`);
+      if (detail.history.length >= expected || attempt >= 20) return detail;
+      await new Promise((resolve) => { setTimeout(resolve, 250); });
+    }
   }
+  function refresh() {
+    if (drawing) {
+      again = true;
+      return drawing;
+    }
+    drawing = load()
+      .then((detail) => {
+        known = Math.max(known, detail.history.length);
+        return drawIncident(view, detail, notes, patch);
+      })
+      .finally(() => {
+        drawing = null;
+        if (again) {
+          again = false;
+          refresh().catch(() => {});
+        }
+      });
+    return drawing;
+  }
+  async function patch(body, done) {
+    await api(`/api/v1/incidents/${encodeURIComponent(id)}`, { method: 'PATCH', json: body });
+    notes.value = '';
+    toast(done);
+    await refresh();
+  }
+  await refresh();
+  const connection = live(['incidents'], (event) => {
+    const payload = event.payload || {};
+    if (event.stream === `incident-${id}`) {
+      expected = Math.max(expected, known) + 1;
+      refresh().catch(() => {});
+    } else if ((payload.incident_ids || []).includes(id)) {
+      refresh().catch(() => {});
+    }
+  });
+  return () => connection.close();
+}
+
+async function drawIncident(view, detail, notes, patch) {
+  const canWrite = session.can('write:incidents');
+  const incident = detail.incident;
+  const audit = h('section', { id: 'audit', 'aria-labelledby': 'audit-title' });
 
   const evidence = evidenceWithBoxes(incident);
   fill(view,

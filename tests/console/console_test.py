@@ -188,6 +188,12 @@ def main():
         expect(audit).to_contain_text("key:")
         expect(page.locator(".meta .badge.investigating")).to_be_visible()
         check(page, "incident")
+        # Another operator's note (through the API) appears on the open page without a reload.
+        incident_id = page.url.rsplit("/", 1)[-1]
+        page.evaluate("window.__samePage = true")
+        ok(api.patch(f"/api/v1/incidents/{incident_id}", data={"notes": "seen on the monitor wall"}), "note")
+        expect(page.locator(".history")).to_contain_text("seen on the monitor wall")
+        assert page.evaluate("window.__samePage") is True, "the page reloaded"
         # Resolve it with a reason: the status and the note are one change, by the key.
         page.get_by_label("Note (with a status change: the reason)").fill("a visitor, let in at the desk")
         page.get_by_role("button", name="Mark resolved").click()
