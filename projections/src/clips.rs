@@ -256,30 +256,40 @@ impl Projection for ClipProjection {
         .bind(i64::from(e.continuous))
         .execute(&mut *conn)
         .await?;
-        for track in e.track_ids {
-            sqlx::query(
-                "INSERT INTO clip_tracks (id, clip_id, track_id) VALUES ($1, $2, $3) \
-                 ON CONFLICT (id) DO NOTHING",
-            )
-            .bind(format!("{}:{track}", e.clip_id))
-            .bind(e.clip_id.clone())
-            .bind(track)
-            .execute(&mut *conn)
-            .await?;
-        }
-        for incident in e.incident_ids {
-            sqlx::query(
-                "INSERT INTO clip_incidents (id, clip_id, incident_id) VALUES ($1, $2, $3) \
-                 ON CONFLICT (id) DO NOTHING",
-            )
-            .bind(format!("{}:{incident}", e.clip_id))
-            .bind(e.clip_id.clone())
-            .bind(incident)
-            .execute(&mut *conn)
-            .await?;
-        }
+        link(conn, "clip_tracks", "track_id", &e.clip_id, e.track_ids).await?;
+        link(
+            conn,
+            "clip_incidents",
+            "incident_id",
+            &e.clip_id,
+            e.incident_ids,
+        )
+        .await?;
         Ok(())
     }
+}
+
+/// Rows of link `table` tying clip `clip_id` to each of `ids` in `column` (`id` is
+/// `{clip}:{other}`, so a replayed event adds nothing).
+async fn link(
+    conn: &mut AnyConnection,
+    table: &str,
+    column: &str,
+    clip_id: &str,
+    ids: Vec<String>,
+) -> Result<(), sqlx::Error> {
+    for other in ids {
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "INSERT INTO {table} (id, clip_id, {column}) VALUES ($1, $2, $3) \
+             ON CONFLICT (id) DO NOTHING"
+        )))
+        .bind(format!("{clip_id}:{other}"))
+        .bind(clip_id.to_string())
+        .bind(other)
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
