@@ -18,8 +18,8 @@ use vigil::config::Config;
 use vigil_schemas::RecordedEvent;
 
 use crate::support::{
-    TestDb, TestServer, Which, assert_error, assert_rebuild_equals_live, blob_count, free_port,
-    repo_file, until,
+    TestDb, TestServer, Which, assert_error, assert_rebuild_equals_live, blob_count, call,
+    free_port, repo_file, until,
 };
 
 /// One camera test at a time.
@@ -651,14 +651,7 @@ async fn an_rtsp_camera_records_segments_and_appearances_and_a_dying_source_fini
                "features": {"clip_appearances": true}}),
     )
     .await;
-    let camera: Value = server
-        .req(Method::GET, "/api/v1/cameras/gate")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, camera) = call(&server, Method::GET, "/api/v1/cameras/gate", None).await;
     assert_eq!(camera["features"]["clip_appearances"], true, "{camera}");
 
     // Segments of about three seconds (cut at the next keyframe, one a second), each playable

@@ -15,7 +15,7 @@ use vigil::relay::{CHECKPOINT, KafkaRelay};
 use vigil_schemas::events::CameraUpdated;
 use vigil_schemas::{CameraEvent, DomainEvent, EventMeta, EventStore, ExpectedVersion};
 
-use crate::support::{TestDb, TestServer, Which, free_port};
+use crate::support::{TestDb, TestServer, Which, call, free_port};
 
 fn tansu_bin() -> String {
     if let Ok(bin) = std::env::var("VIGIL_TANSU_BIN") {
@@ -272,14 +272,14 @@ async fn every_stored_event_reaches_its_topic_once_in_stream_order() {
     let metrics = server.metrics().await;
     assert!(metrics.contains("vigil_kafka_relay_lag 0"), "{metrics}");
     // The system page's list has the relay after the projections, caught up.
-    let listed: Value = server
-        .req(reqwest::Method::GET, "/api/v1/system/projections")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (status, listed) = call(
+        &server,
+        reqwest::Method::GET,
+        "/api/v1/system/projections",
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{listed}");
     let relay = listed
         .as_array()
         .unwrap()
