@@ -17,7 +17,7 @@ use crate::access::{
     FailureGuard, KeyLimiters, UsageCounter, constant_time_eq, hash_secret, split_key,
 };
 use crate::config::Config;
-use crate::store::{Backend, open_pool};
+use crate::store::{Backend, open_pool_with};
 use vigil_actors::blob::BlobStore;
 use vigil_actors::node::{Backoff, Ingest};
 use vigil_actors::pool::{Analyzer, InferencePool, PoolConfig};
@@ -169,7 +169,12 @@ impl App {
     /// Returns the app and the generated admin key when one was generated now.
     pub async fn open(config: Config) -> Result<(Self, Option<String>), StartError> {
         let url = config.effective_database_url();
-        let (pool, backend) = open_pool(&url, config.database_max_connections).await?;
+        let (pool, backend) = open_pool_with(
+            &url,
+            config.database_max_connections,
+            Duration::from_secs(config.database_timeout_secs),
+        )
+        .await?;
         let store = crate::store::open_event_store(&config, pool.clone(), backend).await?;
         let handler = CommandHandler::new(store.clone());
         let vectors = config.vector_store();

@@ -26,6 +26,10 @@ pub struct Config {
     pub kurrentdb_url: String,
     /// Connections in the database pool (`VIGIL_DATABASE_MAX_CONNECTIONS`).
     pub database_max_connections: u32,
+    /// How long a request or a writer waits for a database connection before it is refused
+    /// (503 `DATABASE_UNAVAILABLE`) instead of hanging while the database is down, in seconds
+    /// (`VIGIL_DATABASE_TIMEOUT_SECS`).
+    pub database_timeout_secs: u64,
     /// The admin API key (`VIGIL_ADMIN_KEY`). When empty, a key is generated at first start,
     /// printed once, and only its hash is stored.
     pub admin_key: String,
@@ -255,6 +259,7 @@ impl Default for Config {
             database_url: String::new(),
             kurrentdb_url: String::new(),
             database_max_connections: 8,
+            database_timeout_secs: 5,
             admin_key: String::new(),
             max_body_bytes: 1 << 20,
             poll_interval_ms: 250,
@@ -333,6 +338,7 @@ const ENV_KEYS: &[&str] = &[
     "models_backend",
     "assets_dir",
     "database_max_connections",
+    "database_timeout_secs",
     "admin_key",
     "max_body_bytes",
     "poll_interval_ms",
@@ -459,6 +465,9 @@ impl Config {
         }
         if self.database_max_connections == 0 {
             return Err("database_max_connections must be at least 1".into());
+        }
+        if self.database_timeout_secs == 0 {
+            return Err("database_timeout_secs must be at least 1".into());
         }
         if self.max_body_bytes < 1024 {
             return Err("max_body_bytes must be at least 1024".into());

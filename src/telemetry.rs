@@ -170,6 +170,18 @@ pub const SERIES: &[(&str, &str, Option<Unit>, &str)] = &[
         "Sampled frames not analysed while tracks were alive but nothing moved near them (tracks held), per camera.",
     ),
     (
+        "vigil_camera_media_dropped_total",
+        "counter",
+        None,
+        "Pictures per camera not stored because the media folder was full.",
+    ),
+    (
+        "vigil_camera_events_dropped_total",
+        "counter",
+        None,
+        "Events per camera not recorded because the event store could not be reached.",
+    ),
+    (
         "vigil_camera_fps",
         "gauge",
         None,
@@ -192,6 +204,12 @@ pub const SERIES: &[(&str, &str, Option<Unit>, &str)] = &[
         "gauge",
         None,
         "Whether the camera's actor runs on this node (1) or not (0).",
+    ),
+    (
+        "vigil_tracks_swept_total",
+        "counter",
+        None,
+        "Tracks left open by a killed process or a failed camera actor, ended (`interrupted`) before the camera started again.",
     ),
     (
         "vigil_webhook_deliveries",

@@ -67,6 +67,90 @@ pub fn describe_due(
     described < 2 || best.is_none_or(|best| quality > best)
 }
 
+/// The end recorded for a track whose actor stopped without ending it (the process was killed,
+/// or the camera's actor failed): all that is known is its start, so it ends where it started,
+/// one frame long, without a best face, for `interrupted`.
+pub fn interrupted(started: &AppearanceStarted) -> AppearanceEnded {
+    AppearanceEnded {
+        camera_id: started.camera_id.clone(),
+        track_id: started.track_id.clone(),
+        started_at: started.started_at,
+        ended_at: started.started_at,
+        dwell_seconds: 0.0,
+        frames: 1,
+        last_bbox: started.bbox,
+        exit_frame: started.entry_frame.clone(),
+        zones: first_visits(&started.zones, started.started_at),
+        best_face: None,
+        reason: INTERRUPTED.into(),
+    }
+}
+
+/// The reason of an end recorded by the sweep ([`interrupted`]).
+pub const INTERRUPTED: &str = "interrupted";
+
+/// Tracks started and not ended, as the event log says: what the sweep ends before a camera's
+/// actor starts (at a node's start, and again after the camera's actor failed). Pure: the
+/// supervisor folds `appearance.*` events into it.
+#[derive(Debug, Default)]
+pub struct OpenTracks {
+    by_camera: HashMap<String, HashMap<String, AppearanceStarted>>,
+}
+
+impl OpenTracks {
+    /// Folds a track's start or end.
+    pub fn apply(&mut self, event: &vigil_schemas::AppearanceEvent) {
+        use vigil_schemas::AppearanceEvent;
+        match event {
+            AppearanceEvent::Started(s) => {
+                self.by_camera
+                    .entry(s.camera_id.clone())
+                    .or_default()
+                    .insert(s.track_id.clone(), s.clone());
+            }
+            AppearanceEvent::Ended(e) => {
+                if let Some(tracks) = self.by_camera.get_mut(&e.camera_id) {
+                    tracks.remove(&e.track_id);
+                    if tracks.is_empty() {
+                        self.by_camera.remove(&e.camera_id);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Removes and returns `camera_id`'s open tracks, oldest first.
+    pub fn take(&mut self, camera_id: &str) -> Vec<AppearanceStarted> {
+        let mut tracks: Vec<_> = self
+            .by_camera
+            .remove(camera_id)
+            .map(|t| t.into_values().collect())
+            .unwrap_or_default();
+        tracks.sort_by(|a, b| (a.started_at, &a.track_id).cmp(&(b.started_at, &b.track_id)));
+        tracks
+    }
+
+    /// Puts back tracks [`Self::take`] returned that could not be ended (the store was down).
+    pub fn restore(&mut self, tracks: Vec<AppearanceStarted>) {
+        for s in tracks {
+            self.by_camera
+                .entry(s.camera_id.clone())
+                .or_default()
+                .insert(s.track_id.clone(), s);
+        }
+    }
+
+    /// How many tracks are open, on every camera.
+    pub fn len(&self) -> usize {
+        self.by_camera.values().map(HashMap::len).sum()
+    }
+
+    /// Whether no track is open.
+    pub fn is_empty(&self) -> bool {
+        self.by_camera.is_empty()
+    }
+}
+
 /// The visits a track opens in the zones it starts in.
 pub fn first_visits(zones: &[String], at: DateTime<Utc>) -> Vec<ZoneVisit> {
     zones
@@ -140,6 +224,8 @@ pub struct Track {
     /// Its id (the `track-{camera}-{id}` stream).
     pub track_id: String,
     started_at: DateTime<Utc>,
+    /// Its entry frame (the exit frame when the last one cannot be stored).
+    entry: FrameRef,
     last_seen: DateTime<Utc>,
     last_frame: Frame,
     last_frame_number: u64,
@@ -175,15 +261,25 @@ impl Track {
         self.best_face.as_ref()
     }
 
-    /// The event that ends it: `exit_frame` holds its last frame, `best_face` the crop of its
-    /// clearest face.
+    /// The event that ends it: `exit_frame` holds its last frame (stored as `exit_blob`; its
+    /// entry frame when the last could not be stored), `best_face` the crop of its clearest
+    /// face.
     pub fn ended(
         self,
         camera_id: &str,
-        exit_blob: String,
+        exit_blob: Option<String>,
         best_face: Option<BestFace>,
         reason: &str,
     ) -> AppearanceEnded {
+        let exit_frame = match exit_blob {
+            Some(blob) => FrameRef {
+                persons: vec![],
+                blob,
+                frame_number: self.last_frame_number,
+                at: self.last_seen,
+            },
+            None => self.entry,
+        };
         AppearanceEnded {
             camera_id: camera_id.to_string(),
             track_id: self.track_id,
@@ -192,12 +288,7 @@ impl Track {
             dwell_seconds: (self.last_seen - self.started_at).num_milliseconds() as f64 / 1e3,
             frames: self.frames,
             last_bbox: self.last_box,
-            exit_frame: FrameRef {
-                persons: vec![],
-                blob: exit_blob,
-                frame_number: self.last_frame_number,
-                at: self.last_seen,
-            },
+            exit_frame,
             zones: self.zones,
             best_face,
             reason: reason.to_string(),
@@ -253,6 +344,7 @@ impl Appearances {
             Track {
                 track_id,
                 started_at: at,
+                entry: entry.clone(),
                 last_seen: at,
                 last_frame: frame.clone(),
                 last_frame_number: entry.frame_number,
@@ -594,14 +686,15 @@ pub fn incident_key(camera_id: &str, finding: &Finding) -> String {
     format!("{camera_id}:{}", finding.dedup_key)
 }
 
-/// The `incident.opened` of incident `id`, which a finding of camera `camera_id` opens with
-/// `key` and `evidence`.
+/// The `incident.opened` of incident `id`, which a finding of camera `camera_id` seen `at`
+/// opens with `key` and `evidence` (its frame; none when the media folder was full).
 pub fn incident_opened(
     camera_id: &str,
     id: &str,
     key: String,
     finding: Finding,
-    evidence: &FrameRef,
+    evidence: &[FrameRef],
+    at: DateTime<Utc>,
 ) -> IncidentOpened {
     IncidentOpened {
         incident_id: id.to_string(),
@@ -620,22 +713,27 @@ pub fn incident_opened(
             .iter()
             .map(|a| a.as_str().to_string())
             .collect(),
-        evidence: vec![evidence.clone()],
+        evidence: evidence.to_vec(),
         dedup_key: key,
         source: format!("rule:{}", finding.kind.as_str()),
-        observed_at: evidence.at,
+        observed_at: at,
     }
 }
 
-/// The `incident.evidence_added` a finding adds to incident `id` with `evidence`.
-pub fn evidence_added(id: &str, finding: &Finding, evidence: &FrameRef) -> IncidentEvidenceAdded {
+/// The `incident.evidence_added` a finding seen `at` adds to incident `id` with `evidence`.
+pub fn evidence_added(
+    id: &str,
+    finding: &Finding,
+    evidence: &[FrameRef],
+    at: DateTime<Utc>,
+) -> IncidentEvidenceAdded {
     IncidentEvidenceAdded {
         incident_id: id.to_string(),
         confidence: finding.confidence.clamp(0.0, 1.0),
         reasoning: finding.reasoning.clone(),
         track_ids: finding.track_ids.clone(),
-        evidence: vec![evidence.clone()],
-        observed_at: evidence.at,
+        evidence: evidence.to_vec(),
+        observed_at: at,
     }
 }
 
@@ -649,6 +747,72 @@ mod tests {
 
     fn zones(names: &[&str]) -> Vec<String> {
         names.iter().map(|n| n.to_string()).collect()
+    }
+
+    fn started(camera: &str, track: &str, s: i64) -> AppearanceStarted {
+        AppearanceStarted {
+            camera_id: camera.into(),
+            track_id: track.into(),
+            started_at: at(s),
+            bbox: NormBox {
+                x1: 0.1,
+                y1: 0.2,
+                x2: 0.3,
+                y2: 0.9,
+            },
+            score: 0.8,
+            entry_frame: FrameRef {
+                blob: "ab".repeat(32),
+                frame_number: 7,
+                at: at(s),
+                persons: vec![],
+            },
+            zones: zones(&["door"]),
+        }
+    }
+
+    #[test]
+    fn open_tracks_are_those_started_and_not_ended_per_camera() {
+        use vigil_schemas::AppearanceEvent;
+        let mut open = OpenTracks::default();
+        open.apply(&AppearanceEvent::Started(started("a", "t2", 5)));
+        open.apply(&AppearanceEvent::Started(started("a", "t1", 1)));
+        open.apply(&AppearanceEvent::Started(started("a", "t3", 9)));
+        open.apply(&AppearanceEvent::Started(started("b", "t4", 2)));
+        open.apply(&AppearanceEvent::Ended(interrupted(&started("a", "t3", 9))));
+        // An end without its start (folded from the middle of the log) changes nothing.
+        open.apply(&AppearanceEvent::Ended(interrupted(&started("c", "t9", 9))));
+        assert_eq!(open.len(), 3);
+        let a = open.take("a");
+        assert_eq!(
+            a.iter().map(|s| s.track_id.as_str()).collect::<Vec<_>>(),
+            ["t1", "t2"],
+            "oldest first, the ended one gone"
+        );
+        assert!(open.take("a").is_empty(), "taken once");
+        assert_eq!(open.len(), 1);
+        open.restore(a);
+        assert_eq!(open.len(), 3);
+        assert_eq!(open.take("b").len(), 1);
+        open.take("a");
+        assert!(open.is_empty());
+    }
+
+    #[test]
+    fn an_interrupted_track_ends_where_it_started() {
+        let s = started("a", "t1", 4);
+        let e = interrupted(&s);
+        assert_eq!((e.started_at, e.ended_at), (at(4), at(4)));
+        assert_eq!(e.exit_frame, s.entry_frame);
+        assert_eq!(e.last_bbox, s.bbox);
+        assert_eq!((e.frames, e.dwell_seconds), (1, 0.0));
+        assert_eq!(e.zones.len(), 1);
+        assert_eq!(
+            (e.zones[0].zone.as_str(), e.zones[0].exited_at),
+            ("door", at(4))
+        );
+        assert!(e.best_face.is_none());
+        assert_eq!(e.reason, "interrupted");
     }
 
     #[test]
@@ -866,7 +1030,7 @@ mod tests {
         assert!(tracks.end(7).is_none(), "ended once");
         assert_eq!(track.last_frame().1, 4);
         assert_eq!(track.best_face().map(|f| f.quality), Some(quality));
-        let ended = track.ended("cam", "exit".into(), None, "lost");
+        let ended = track.ended("cam", Some("exit".into()), None, "lost");
         assert_eq!((ended.frames, ended.dwell_seconds), (2, 4.0));
         assert_eq!(
             (

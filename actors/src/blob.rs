@@ -2,6 +2,8 @@
 //! by SHA-256, never carry.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use sha2::{Digest, Sha256};
 
@@ -9,6 +11,15 @@ use sha2::{Digest, Sha256};
 #[derive(Debug, Clone)]
 pub struct BlobStore {
     root: PathBuf,
+    /// The latest write found the file system full (cleared by the next write that fits).
+    full: Arc<AtomicBool>,
+}
+
+/// Whether `e` says the file system (or the user's quota) is full.
+pub fn is_storage_full(e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::StorageFull
+        || e.kind() == std::io::ErrorKind::QuotaExceeded
+        || e.kind() == std::io::ErrorKind::FileTooLarge
 }
 
 /// Is `name` a SHA-256 in lower-case hex?
@@ -22,7 +33,44 @@ pub fn is_blob_id(name: &str) -> bool {
 impl BlobStore {
     /// A store rooted at `root` (created on first write).
     pub fn new(root: impl Into<PathBuf>) -> Self {
-        Self { root: root.into() }
+        Self {
+            root: root.into(),
+            full: Arc::default(),
+        }
+    }
+
+    /// Whether its file system was full at the latest write. While it says so, [`Self::probe`]
+    /// finds out whether room was made.
+    pub fn is_full(&self) -> bool {
+        self.full.load(Ordering::Relaxed)
+    }
+
+    /// Writes and removes a small file to learn whether a full file system has room again;
+    /// answers whether it is full now.
+    pub async fn probe(&self) -> bool {
+        if !self.is_full() {
+            return false;
+        }
+        let probe = self
+            .root
+            .join(format!(".probe.{}", uuid::Uuid::now_v7().simple()));
+        let written = tokio::fs::write(&probe, [0u8; 4096]).await;
+        let _ = tokio::fs::remove_file(&probe).await;
+        self.noted(written).is_err()
+    }
+
+    /// Notes whether a write found the file system full.
+    fn noted<T>(&self, result: std::io::Result<T>) -> std::io::Result<T> {
+        match &result {
+            Ok(_) => self.full.store(false, Ordering::Relaxed),
+            Err(e) if is_storage_full(e) => {
+                if !self.full.swap(true, Ordering::Relaxed) {
+                    tracing::error!(root = %self.root.display(), "the media folder is full: pictures and clips are not stored until room is made");
+                }
+            }
+            Err(_) => {}
+        }
+        result
     }
 
     /// The folder it writes under.
@@ -35,7 +83,9 @@ impl BlobStore {
     }
 
     /// Stores `bytes` and returns their SHA-256 (hex). Writing the same bytes twice stores
-    /// them once. The file appears whole or not at all (written aside, then renamed).
+    /// them once. The file appears whole or not at all (written aside, then renamed; a write
+    /// that fails, on a full disk say, leaves nothing behind). A full file system is an error
+    /// for which [`is_storage_full`] holds.
     pub async fn put(&self, bytes: &[u8]) -> std::io::Result<String> {
         let id = hex::encode(Sha256::digest(bytes));
         let path = self.path_of(&id);
@@ -43,11 +93,21 @@ impl BlobStore {
             return Ok(id);
         }
         let dir = path.parent().expect("blob paths have a parent");
-        tokio::fs::create_dir_all(dir).await?;
-        let tmp = dir.join(format!(".{id}.{}", uuid::Uuid::now_v7().simple()));
-        tokio::fs::write(&tmp, bytes).await?;
-        tokio::fs::rename(&tmp, &path).await?;
-        Ok(id)
+        let written = async {
+            tokio::fs::create_dir_all(dir).await?;
+            let tmp = dir.join(format!(".{id}.{}", uuid::Uuid::now_v7().simple()));
+            let stored = async {
+                tokio::fs::write(&tmp, bytes).await?;
+                tokio::fs::rename(&tmp, &path).await
+            }
+            .await;
+            if stored.is_err() {
+                let _ = tokio::fs::remove_file(&tmp).await;
+            }
+            stored
+        }
+        .await;
+        self.noted(written).map(|()| id)
     }
 
     /// Moves the file at `path` into the store (it must be on the store's file system, as a

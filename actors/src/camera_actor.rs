@@ -121,6 +121,33 @@ pub struct CameraState {
     /// Whether the recorder encodes the frames this actor samples (its source has no
     /// compressed stream of its own).
     clips_from_frames: bool,
+    /// Tracks confirmed while the media folder was full: followed (the rules see them) but
+    /// not recorded, since their entry frame could not be stored; their end is not recorded
+    /// either.
+    unrecorded: std::collections::HashSet<String>,
+    /// Set when an append found the event store unreachable: until then, events are dropped
+    /// without trying.
+    store_down_until: Option<Instant>,
+    /// Track ends to append once the event store answers again: (stream, event).
+    pending_ends: std::collections::VecDeque<(String, vigil_schemas::NewEvent)>,
+}
+
+/// A frame the actor tried to store once for the frame at hand: not yet tried, or its blob
+/// (none when the media folder was full).
+type Stored = Option<Option<String>>;
+
+/// After an append finds the event store unreachable, a camera drops its events (counted) for
+/// this long before it tries again, so a database outage does not stall its analysis for the
+/// pool's connection timeout at every frame.
+const STORE_RETRY: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Track ends waiting for the event store to answer again, at most (the oldest go first; the
+/// sweep ends them at the camera's next start).
+const PENDING_ENDS: usize = 256;
+
+/// Whether `e` says the event store could not be reached (rather than refusing the append).
+fn unreachable(e: &vigil_schemas::StoreError) -> bool {
+    matches!(e, vigil_schemas::StoreError::Backend(_))
 }
 
 impl Drop for CameraState {
@@ -282,6 +309,9 @@ impl Actor for CameraActor {
             last_whole: None,
             clips_from_frames,
             clips,
+            unrecorded: Default::default(),
+            store_down_until: None,
+            pending_ends: Default::default(),
         })
     }
 
@@ -329,6 +359,72 @@ impl Actor for CameraActor {
 }
 
 impl CameraState {
+    /// Whether the event store was found unreachable less than [`STORE_RETRY`] ago.
+    fn store_down(&self) -> bool {
+        self.store_down_until.is_some_and(|t| Instant::now() < t)
+    }
+
+    /// Notes that an append found the event store unreachable.
+    fn store_failed(&mut self, e: &vigil_schemas::StoreError) {
+        if self.store_down_until.is_none() {
+            tracing::warn!(camera = %self.spec.id, error = %e, "the event store is unreachable: analysis goes on, its events are dropped (counted) until it answers");
+        }
+        self.store_down_until = Some(Instant::now() + STORE_RETRY);
+    }
+
+    /// Notes that an append went through.
+    fn store_answered(&mut self) {
+        if self.store_down_until.take().is_some() {
+            tracing::info!(camera = %self.spec.id, "the event store answers again");
+        }
+    }
+
+    /// Counts an event that was not recorded.
+    fn dropped_event(&self) {
+        self.runtime
+            .counters
+            .events_dropped
+            .fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Keeps a track's end for when the event store answers again.
+    fn pend_end(&mut self, stream: String, event: vigil_schemas::NewEvent) {
+        self.pending_ends.push_back((stream, event));
+        if self.pending_ends.len() > PENDING_ENDS {
+            self.pending_ends.pop_front();
+            self.dropped_event();
+        }
+    }
+
+    /// Appends the track ends kept while the event store was unreachable, oldest first.
+    async fn flush_pending_ends(&mut self) -> Result<(), ActorProcessingErr> {
+        while !self.store_down()
+            && let Some((stream, event)) = self.pending_ends.front().cloned()
+        {
+            match self
+                .ingest
+                .handler
+                .store()
+                .append(&stream, ExpectedVersion::Exact(1), vec![event])
+                .await
+            {
+                Ok(done) => {
+                    self.store_answered();
+                    self.appended_at(Some(done.last_position));
+                }
+                // Ended meanwhile (a sweep, or this very end whose answer was lost).
+                Err(vigil_schemas::StoreError::WrongExpectedVersion { .. }) => {}
+                Err(e) if unreachable(&e) => {
+                    self.store_failed(&e);
+                    break;
+                }
+                Err(e) => return Err(e.into()),
+            }
+            self.pending_ends.pop_front();
+        }
+        Ok(())
+    }
+
     /// Notes that an event was appended at `position` for the frame being handled.
     fn appended_at(&mut self, position: Option<u64>) {
         self.appended = self.appended.max(position);
@@ -433,22 +529,35 @@ impl CameraState {
 
     /// Reports the camera online with its first frame since the actor started, and tells the
     /// supervisor.
+    /// While the event store is unreachable the report waits (the camera analyses
+    /// meanwhile) and is tried again with a later frame.
     async fn come_online(&mut self) -> Result<(), ActorProcessingErr> {
-        if self.online {
+        if self.online || self.store_down() {
             return Ok(());
         }
-        self.online = true;
         let reason = format!(
             "receiving frames: {}",
             self.runtime.source.lock().expect("lock")
         );
-        self.ingest
+        match self
+            .ingest
             .report_status(
                 &self.spec.id,
                 vigil_schemas::events::CameraStatus::Online,
                 reason,
             )
-            .await?;
+            .await
+        {
+            Ok(()) => self.store_answered(),
+            Err(e) => match e.downcast_ref::<vigil_schemas::StoreError>() {
+                Some(store) if unreachable(store) => {
+                    self.store_failed(store);
+                    return Ok(());
+                }
+                _ => return Err(e),
+            },
+        }
+        self.online = true;
         (self.on_online)(&self.spec.id);
         Ok(())
     }
@@ -478,6 +587,7 @@ impl CameraState {
             ),
             _ => None,
         };
+        self.flush_pending_ends().await?;
         self.frame_number += 1;
         let t0 = *self.t0.get_or_insert(frame.captured_at);
         let t = (frame.captured_at - t0).num_microseconds().unwrap_or(0) as f64 / 1e6;
@@ -590,26 +700,24 @@ impl CameraState {
 
     /// Records the start of the tracks confirmed in `frame` (`started`: tracker id and the
     /// index of its person), storing the frame once as their entry frame. Returns their ids
-    /// and the frame's blob when it was stored.
+    /// and what became of the frame. While the media folder is full the tracks are followed
+    /// but not recorded.
     async fn start_tracks(
         &mut self,
         started: &[(TrackId, usize)],
         persons: &[Scored],
         zones: &[Vec<String>],
         frame: &Frame,
-    ) -> Result<(Vec<String>, Option<String>), ActorProcessingErr> {
+    ) -> Result<(Vec<String>, Stored), ActorProcessingErr> {
         let mut ids = Vec::new();
-        let mut entry_blob: Option<String> = None;
+        let mut entry_blob: Stored = None;
         for (id, det) in started {
-            let blob = match &entry_blob {
-                Some(b) => b.clone(),
-                None => {
-                    let b = self.store_frame(&frame.image).await?;
-                    entry_blob = Some(b.clone());
-                    b
-                }
-            };
+            if entry_blob.is_none() {
+                entry_blob = Some(self.store_frame(&frame.image).await?);
+            }
             let track_id = Uuid::now_v7().to_string();
+            let blob = entry_blob.clone().flatten();
+            let recorded = blob.is_some();
             let started = self.appearances.start(
                 &self.spec.id,
                 *id,
@@ -619,12 +727,20 @@ impl CameraState {
                 frame,
                 FrameRef {
                     persons: vec![],
-                    blob,
+                    blob: blob.unwrap_or_default(),
                     frame_number: self.frame_number,
                     at: frame.captured_at,
                 },
             );
-            let done = self
+            if recorded && self.store_down() {
+                self.dropped_event();
+            }
+            if !recorded || self.store_down() {
+                self.unrecorded.insert(track_id.clone());
+                ids.push(track_id);
+                continue;
+            }
+            match self
                 .ingest
                 .handler
                 .store()
@@ -636,8 +752,19 @@ impl CameraState {
                             .to_new_event(frame.captured_at, &self.meta()),
                     ],
                 )
-                .await?;
-            self.appended_at(Some(done.last_position));
+                .await
+            {
+                Ok(done) => {
+                    self.store_answered();
+                    self.appended_at(Some(done.last_position));
+                }
+                Err(e) if unreachable(&e) => {
+                    self.store_failed(&e);
+                    self.dropped_event();
+                    self.unrecorded.insert(track_id.clone());
+                }
+                Err(e) => return Err(e.into()),
+            }
             ids.push(track_id);
         }
         Ok((ids, entry_blob))
@@ -652,7 +779,7 @@ impl CameraState {
         matches: Vec<(SubjectMatched, Scored)>,
         frame: &Frame,
         persons: Vec<FramePerson>,
-        entry_blob: Option<String>,
+        entry_blob: Stored,
         settings: &vigil_schemas::events::CalibrationSettings,
     ) -> Result<Vec<String>, ActorProcessingErr> {
         let mut incidents = Vec::new();
@@ -660,19 +787,37 @@ impl CameraState {
             return Ok(incidents);
         }
         let blob = match entry_blob {
-            Some(b) => b,
+            Some(stored) => stored,
             None => self.store_frame(&frame.image).await?,
         };
-        let evidence = FrameRef {
-            persons,
-            blob,
-            frame_number: self.frame_number,
-            at: frame.captured_at,
-        };
+        // No frame while the media folder is full: incidents are recorded without it.
+        let evidence: Vec<FrameRef> = blob
+            .map(|blob| FrameRef {
+                persons,
+                blob,
+                frame_number: self.frame_number,
+                at: frame.captured_at,
+            })
+            .into_iter()
+            .collect();
         for (mut matched, bbox) in matches {
-            matched.crop = self.store_crop(&frame.image, &bbox).await?;
-            matched.frame = evidence.clone();
+            let crop = match evidence.first() {
+                Some(_) => self.store_crop(&frame.image, &bbox).await?,
+                None => None,
+            };
+            let (Some(crop), Some(frame)) = (crop, evidence.first()) else {
+                // A match names its crop and frame: not recorded without them. The face's
+                // findings (watch list, unauthorised) still raise their incidents below.
+                tracing::warn!(camera = %self.spec.id, subject = %matched.subject_id, "a face match was not recorded: the media folder is full");
+                continue;
+            };
+            matched.crop = crop;
+            matched.frame = frame.clone();
             let subject = matched.subject_id.clone();
+            if self.store_down() {
+                self.dropped_event();
+                continue;
+            }
             match self
                 .ingest
                 .handler
@@ -685,17 +830,27 @@ impl CameraState {
                 .await
             {
                 Ok(done) => {
+                    self.store_answered();
                     self.appended_at(done.position);
                     tracing::info!(camera = %self.spec.id, %subject, "face matched an enrolled subject")
                 }
                 // Erased since the gallery was read.
                 Err(crate::CommandError::Domain(SubjectError::NotFound(_))) => {}
+                Err(crate::CommandError::Store(e)) if unreachable(&e) => {
+                    self.store_failed(&e);
+                    self.dropped_event();
+                }
                 Err(e) => return Err(Box::new(e)),
             }
         }
         for finding in findings {
             if let Some(id) = self
-                .record_finding(finding, &evidence, settings.incident_merge_seconds)
+                .record_finding(
+                    finding,
+                    &evidence,
+                    frame.captured_at,
+                    settings.incident_merge_seconds,
+                )
                 .await?
             {
                 incidents.push(id);
@@ -838,11 +993,11 @@ impl CameraState {
     async fn record_finding(
         &mut self,
         finding: Finding,
-        evidence: &FrameRef,
+        evidence: &[FrameRef],
+        at: DateTime<Utc>,
         merge_seconds: f64,
     ) -> Result<Option<String>, ActorProcessingErr> {
         let key = incident_key(&self.spec.id, &finding);
-        let at = evidence.at;
         let tracks = finding.track_ids.clone();
         let covered = |id: &str| Covered::Incident {
             id: id.to_string(),
@@ -858,8 +1013,14 @@ impl CameraState {
                 self.cover(covered(&id), at);
                 return Ok(None);
             }
+            FindingFate::Extends(_) | FindingFate::Opens if self.store_down() => {
+                // Tried again with the next finding once the store answers.
+                self.dropped_event();
+                return Ok(None);
+            }
             FindingFate::Extends(id) => {
-                let added = IncidentCommand::AddEvidence(evidence_added(&id, &finding, evidence));
+                let added =
+                    IncidentCommand::AddEvidence(evidence_added(&id, &finding, evidence, at));
                 match self
                     .ingest
                     .handler
@@ -867,6 +1028,7 @@ impl CameraState {
                     .await
                 {
                     Ok(done) => {
+                        self.store_answered();
                         self.incidents.extended(&key, at);
                         self.appended_at(done.position);
                         self.cover(covered(&id), at);
@@ -876,6 +1038,11 @@ impl CameraState {
                     Err(crate::CommandError::Domain(
                         IncidentError::Closed(_) | IncidentError::NotFound(_),
                     )) => {}
+                    Err(crate::CommandError::Store(e)) if unreachable(&e) => {
+                        self.store_failed(&e);
+                        self.dropped_event();
+                        return Ok(None);
+                    }
                     Err(e) => return Err(Box::new(e)),
                 }
             }
@@ -888,14 +1055,25 @@ impl CameraState {
             key.clone(),
             finding,
             evidence,
+            at,
         ));
         // The incident happened when its frame was captured (a file camera's `start` plus the
         // frame's offset), not when it was analysed.
-        let done = self
+        let done = match self
             .ingest
             .handler
             .execute_at::<Incident>(&id, opened, &meta, None, Some(at))
-            .await?;
+            .await
+        {
+            Ok(done) => done,
+            Err(crate::CommandError::Store(e)) if unreachable(&e) => {
+                self.store_failed(&e);
+                self.dropped_event();
+                return Ok(None);
+            }
+            Err(e) => return Err(Box::new(e)),
+        };
+        self.store_answered();
         self.appended_at(done.position);
         tracing::info!(camera = %self.spec.id, incident = %id, key = %key, "incident opened");
         self.incidents.opened(key, id.clone(), at);
@@ -938,18 +1116,38 @@ impl CameraState {
             .collect()
     }
 
-    async fn store_frame(&self, image: &Arc<RgbImage>) -> Result<String, ActorProcessingErr> {
+    /// Stores `image` as a JPEG; returns its blob, or none when the media folder is full
+    /// (counted in `media_dropped`). Any other failure to write is the actor's failure.
+    async fn store_frame(
+        &self,
+        image: &Arc<RgbImage>,
+    ) -> Result<Option<String>, ActorProcessingErr> {
         let image = image.clone();
         let jpeg = tokio::task::spawn_blocking(move || encode_jpeg(&image, JPEG_QUALITY)).await?;
-        Ok(self.ingest.blobs.put(&jpeg).await?)
+        self.store(&jpeg).await
     }
 
-    /// The JPEG crop of `bbox` (with a margin) of `image`, stored; returns its blob.
+    async fn store(&self, jpeg: &[u8]) -> Result<Option<String>, ActorProcessingErr> {
+        match self.ingest.blobs.put(jpeg).await {
+            Ok(blob) => Ok(Some(blob)),
+            Err(e) if crate::blob::is_storage_full(&e) => {
+                self.runtime
+                    .counters
+                    .media_dropped
+                    .fetch_add(1, Ordering::Relaxed);
+                Ok(None)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The JPEG crop of `bbox` (with a margin) of `image`, stored; returns its blob (none when
+    /// the media folder is full).
     async fn store_crop(
         &self,
         image: &Arc<RgbImage>,
         bbox: &Scored,
-    ) -> Result<String, ActorProcessingErr> {
+    ) -> Result<Option<String>, ActorProcessingErr> {
         let (image, bbox) = (image.clone(), *bbox);
         let crop = tokio::task::spawn_blocking(move || {
             encode_jpeg(
@@ -958,7 +1156,7 @@ impl CameraState {
             )
         })
         .await?;
-        Ok(self.ingest.blobs.put(&crop).await?)
+        self.store(&crop).await
     }
 
     /// Records the end of a confirmed track, with its exit frame and the crop of its best
@@ -971,31 +1169,56 @@ impl CameraState {
         let Some(track) = self.appearances.end(ended.id) else {
             return Ok(None);
         };
+        if self.unrecorded.remove(&track.track_id) {
+            return Ok(Some(track.track_id));
+        }
+        // While the media folder is full the exit frame is the entry frame, and the best face
+        // goes without its crop and descriptor.
         let exit_blob = self.store_frame(&track.last_frame().0.image).await?;
         let best_face = match track.best_face() {
-            Some(face) => Some(BestFace {
-                crop: self.store_crop(&face.image, &face.bbox).await?,
-                score: face.bbox.score,
-                bbox: norm(&face.bbox),
-                at: face.at,
-                embedding: face.embedding.clone(),
-            }),
+            Some(face) => self
+                .store_crop(&face.image, &face.bbox)
+                .await?
+                .map(|crop| BestFace {
+                    crop,
+                    score: face.bbox.score,
+                    bbox: norm(&face.bbox),
+                    at: face.at,
+                    embedding: face.embedding.clone(),
+                }),
             None => None,
         };
         let track_id = track.track_id.clone();
         let event =
-            AppearanceEvent::Ended(track.ended(&self.spec.id, exit_blob, best_face, reason));
-        let done = self
+            AppearanceEvent::Ended(track.ended(&self.spec.id, exit_blob, best_face, reason))
+                .to_new_event(Utc::now(), &self.meta());
+        let stream = track_stream(&self.spec.id, &track_id);
+        if self.store_down() || !self.pending_ends.is_empty() {
+            // After the ends already waiting, in order.
+            self.pend_end(stream, event);
+            return Ok(Some(track_id));
+        }
+        match self
             .ingest
             .handler
             .store()
-            .append(
-                &track_stream(&self.spec.id, &track_id),
-                ExpectedVersion::Exact(1),
-                vec![event.to_new_event(Utc::now(), &self.meta())],
-            )
-            .await?;
-        self.appended_at(Some(done.last_position));
+            .append(&stream, ExpectedVersion::Exact(1), vec![event.clone()])
+            .await
+        {
+            Ok(done) => {
+                self.store_answered();
+                self.appended_at(Some(done.last_position));
+            }
+            // Another node's sweep ended it first (every ingest node runs every camera).
+            Err(vigil_schemas::StoreError::WrongExpectedVersion { .. }) => {
+                tracing::warn!(camera = %self.spec.id, track = %track_id, "the track was already ended (interrupted) by a sweep");
+            }
+            Err(e) if unreachable(&e) => {
+                self.store_failed(&e);
+                self.pend_end(stream, event);
+            }
+            Err(e) => return Err(e.into()),
+        }
         Ok(Some(track_id))
     }
 
@@ -1005,6 +1228,12 @@ impl CameraState {
             if let Err(e) = self.end_track(&ended, reason).await {
                 tracing::warn!(camera = %self.spec.id, error = %e, "could not record a track's end");
             }
+        }
+        // One more try for the ends kept while the store was unreachable; what it cannot
+        // record the sweep ends at the camera's next start.
+        self.store_down_until = None;
+        if let Err(e) = self.flush_pending_ends().await {
+            tracing::warn!(camera = %self.spec.id, error = %e, "could not record the tracks' ends kept for the store");
         }
         self.runtime.counters.persons.store(0, Ordering::Relaxed);
     }

@@ -74,6 +74,8 @@ pub struct Ingest {
     gallery: std::sync::RwLock<Arc<Gallery>>,
     /// How clips are cut; none when cameras record no clips.
     pub(crate) clips: Option<crate::clips::ClipSettings>,
+    /// Tracks the supervisor's sweep ended (`interrupted`) since the node started.
+    pub tracks_swept: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for Ingest {
@@ -105,6 +107,7 @@ impl Ingest {
             calibration: std::sync::RwLock::default(),
             gallery: std::sync::RwLock::default(),
             clips: Some(crate::clips::ClipSettings::default()),
+            tracks_swept: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -249,7 +252,14 @@ impl Ingest {
                 &meta,
                 None,
             )
-            .await?;
+            .await
+            .map_err(|e| -> ActorProcessingErr {
+                match e {
+                    // The store's own error, so a caller can tell an unreachable store.
+                    crate::CommandError::Store(e) => Box::new(e),
+                    e => Box::new(e),
+                }
+            })?;
         Ok(())
     }
 }
@@ -299,6 +309,10 @@ pub struct CameraCounts {
     pub held: u64,
     /// Face descriptors computed.
     pub faces_described: u64,
+    /// Pictures not stored because the media folder was full.
+    pub media_dropped: u64,
+    /// Events not recorded because the event store could not be reached.
+    pub events_dropped: u64,
 }
 
 /// What a camera is doing at one moment, read from its runtime record: what the API's camera
@@ -400,6 +414,8 @@ impl CameraRuntime {
                 in_regions: get(&c.in_regions),
                 held: get(&c.held),
                 faces_described: get(&c.faces_described),
+                media_dropped: get(&c.media_dropped),
+                events_dropped: get(&c.events_dropped),
             },
             persons: get(&c.persons),
             last_frame_at: c.last_frame_at(),

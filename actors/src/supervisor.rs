@@ -5,6 +5,8 @@
 //! it had been receiving frames, else `error`) and restarted after a capped exponential
 //! backoff; the others keep running. A camera whose video file was read to its end is
 //! reported `ended` and left stopped until its settings change (also across a restart).
+//! Before a camera's actor starts, the tracks the log says are open on it — left by a process
+//! that was killed, or by an actor that failed — are ended (`interrupted`): the sweep.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -13,7 +15,13 @@ use std::time::Duration;
 use futures::StreamExt;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 use vigil_schemas::events::CameraStatus;
-use vigil_schemas::{CalibrationEvent, CameraEvent, DomainEvent, SubjectEvent};
+use vigil_schemas::events::track_stream;
+use vigil_schemas::{
+    AppearanceEvent, CalibrationEvent, CameraEvent, DomainEvent, EventMeta, ExpectedVersion,
+    StoreError, SubjectEvent,
+};
+
+use crate::appearances::{OpenTracks, interrupted};
 
 use crate::camera_actor::{CameraActor, CameraMsg, OnOnline};
 use crate::node::{CameraSpec, Ingest};
@@ -76,6 +84,8 @@ pub struct SupervisorState {
     cameras: HashMap<String, Entry>,
     follower: tokio::task::JoinHandle<()>,
     shutting_down: bool,
+    /// The tracks the log says are open (folded by the follower).
+    open: Arc<std::sync::Mutex<OpenTracks>>,
 }
 
 impl Drop for SupervisorState {
@@ -191,9 +201,27 @@ fn apply_calibration(ingest: &Ingest, event: &vigil_schemas::RecordedEvent) {
     }
 }
 
-/// Reads every camera and calibration event, tells the supervisor the resulting set of
+/// Folds a track's start or end into `open`.
+fn apply_track(open: &std::sync::Mutex<OpenTracks>, event: &vigil_schemas::RecordedEvent) {
+    if !event.event_type.starts_with("appearance.") {
+        return;
+    }
+    match AppearanceEvent::from_recorded(event) {
+        Ok(Some(e)) => open.lock().expect("open tracks lock").apply(&e),
+        Ok(None) => {}
+        Err(e) => {
+            tracing::warn!(position = event.position, error = %e, "undecodable appearance event")
+        }
+    }
+}
+
+/// Reads every camera, calibration and track event, tells the supervisor the resulting set of
 /// cameras, then follows `$all`.
-async fn follow(ingest: Arc<Ingest>, supervisor: ActorRef<SupervisorMsg>) {
+async fn follow(
+    ingest: Arc<Ingest>,
+    supervisor: ActorRef<SupervisorMsg>,
+    open: Arc<std::sync::Mutex<OpenTracks>>,
+) {
     let store = ingest.handler.store().clone();
     let mut desired = Desired::default();
     let mut after = 0;
@@ -215,6 +243,7 @@ async fn follow(ingest: Arc<Ingest>, supervisor: ActorRef<SupervisorMsg>) {
                         desired.apply(&e);
                     }
                     apply_calibration(&ingest, event);
+                    apply_track(&open, event);
                     after = event.position;
                 }
             }
@@ -252,6 +281,7 @@ async fn follow(ingest: Arc<Ingest>, supervisor: ActorRef<SupervisorMsg>) {
             for event in &batch {
                 after = event.position;
                 apply_calibration(&ingest, event);
+                apply_track(&open, event);
                 if let Some(change) = decode_camera(event).and_then(|e| desired.apply(&e))
                     && supervisor.cast(SupervisorMsg::Apply(change)).is_err()
                 {
@@ -264,11 +294,64 @@ async fn follow(ingest: Arc<Ingest>, supervisor: ActorRef<SupervisorMsg>) {
 }
 
 impl CameraSupervisor {
+    /// Ends the tracks the log says are open on camera `id` (`interrupted`). Called before its
+    /// actor starts, when no actor of this node can end them any more. A track whose end is
+    /// already stored (the follower had not folded it yet) is left as it is; when the store is
+    /// down the rest wait for the next start.
+    async fn sweep(state: &SupervisorState, id: &str) {
+        let mut tracks = state.open.lock().expect("open tracks lock").take(id);
+        if tracks.is_empty() {
+            return;
+        }
+        let meta = EventMeta {
+            correlation_id: uuid::Uuid::now_v7(),
+            causation_id: None,
+            actor: "system:track-sweep".into(),
+        };
+        let store = state.ingest.handler.store();
+        let mut ended = 0;
+        while let Some(started) = tracks.first() {
+            let event = AppearanceEvent::Ended(interrupted(started));
+            match store
+                .append(
+                    &track_stream(id, &started.track_id),
+                    ExpectedVersion::Exact(1),
+                    vec![event.to_new_event(chrono::Utc::now(), &meta)],
+                )
+                .await
+            {
+                Ok(_) => ended += 1,
+                Err(StoreError::WrongExpectedVersion { .. }) => {}
+                Err(e) => {
+                    tracing::warn!(camera = id, error = %e, open = tracks.len(), "could not end the tracks left open; trying again at the next start");
+                    break;
+                }
+            }
+            tracks.remove(0);
+        }
+        state
+            .ingest
+            .tracks_swept
+            .fetch_add(ended, std::sync::atomic::Ordering::Relaxed);
+        if ended > 0 {
+            tracing::info!(
+                camera = id,
+                tracks = ended,
+                "ended the tracks a stopped actor left open"
+            );
+        }
+        state.open.lock().expect("open tracks lock").restore(tracks);
+    }
+
     async fn start_camera(
         myself: &ActorRef<SupervisorMsg>,
         state: &mut SupervisorState,
         id: &str,
     ) -> Result<(), ActorProcessingErr> {
+        if !state.cameras.contains_key(id) {
+            return Ok(());
+        }
+        Self::sweep(state, id).await;
         let Some(entry) = state.cameras.get_mut(id) else {
             return Ok(());
         };
@@ -381,12 +464,14 @@ impl Actor for CameraSupervisor {
         myself: ActorRef<SupervisorMsg>,
         ingest: Arc<Ingest>,
     ) -> Result<SupervisorState, ActorProcessingErr> {
-        let follower = tokio::spawn(follow(ingest.clone(), myself));
+        let open = Arc::new(std::sync::Mutex::new(OpenTracks::default()));
+        let follower = tokio::spawn(follow(ingest.clone(), myself, open.clone()));
         Ok(SupervisorState {
             ingest,
             cameras: HashMap::new(),
             follower,
             shutting_down: false,
+            open,
         })
     }
 

@@ -348,7 +348,7 @@ fn not_found(id: &str) -> ApiError {
 
 fn query_error(err: QueryError) -> ApiError {
     match err {
-        QueryError::Database(e) => ApiError::unavailable(e),
+        QueryError::Database(e) => ApiError::database_unavailable(e),
         other => ApiError::internal(other),
     }
 }

@@ -376,7 +376,7 @@ impl CalibrationApi {
         let (calibration, version, updated_at) =
             vigil_projections::calibration::get_calibration(app.pool())
                 .await
-                .map_err(|e| ApiError::unavailable(e.to_string()))?;
+                .map_err(ApiError::database_unavailable)?;
         Ok(Json(view(
             &calibration,
             camera_id.0.as_deref(),

@@ -235,6 +235,13 @@ pub struct IngestDto {
     /// Face descriptors computed for its tracks: a track's face is described where it became
     /// clearer, at most every `face_descriptor_every_frames` analysed frames.
     pub faces_described: u64,
+    /// Pictures not stored because the media folder was full (evidence frames, entry and exit
+    /// frames, face crops): the camera kept analysing and recorded incidents without them.
+    pub media_dropped: u64,
+    /// Events not recorded because the event store could not be reached (the database was
+    /// down): the camera kept analysing; tracks confirmed meanwhile are not recorded, findings
+    /// and face matches are lost, track ends are recorded once it answers again.
+    pub events_dropped: u64,
     /// Capture time of the newest sampled frame handled (analysed or still).
     pub last_frame_at: Option<chrono::DateTime<chrono::Utc>>,
     /// What the motion detector saw in that frame; absent before the first.
@@ -279,6 +286,8 @@ pub fn ingest_of(app: &App, id: &str) -> Option<IngestDto> {
         in_regions: c.in_regions,
         held: c.held,
         faces_described: c.faces_described,
+        media_dropped: c.media_dropped,
+        events_dropped: c.events_dropped,
         last_frame_at: now.last_frame_at,
         motion: now.motion.map(|seen| MotionDto {
             at: seen.at,

@@ -88,6 +88,9 @@ pub enum ApiError {
     /// A dependency is unavailable; retry later.
     #[oai(status = 503)]
     Unavailable(Json<ErrorBody>),
+    /// What the request must store does not fit: the media folder is full (`STORAGE_FULL`).
+    #[oai(status = 507)]
+    InsufficientStorage(Json<ErrorBody>),
 }
 
 impl ApiError {
@@ -114,6 +117,7 @@ impl ApiError {
             422 => Self::Unprocessable(body),
             429 => Self::TooManyRequests(body),
             503 => Self::Unavailable(body),
+            507 => Self::InsufficientStorage(body),
             _ => Self::Internal(body),
         }
     }
@@ -145,6 +149,21 @@ impl ApiError {
         )
     }
 
+    /// 503 `DATABASE_UNAVAILABLE`: the database did not answer within `database_timeout_secs`
+    /// (stopped, restarting, unreachable, or every connection busy). Nothing was changed by a
+    /// write refused so before it reached the database; one cut off mid-commit may have been
+    /// stored, which a retry with the same `Idempotency-Key` settles. The response carries
+    /// `Retry-After` ([`RETRY_AFTER_SECS`]).
+    pub fn database_unavailable(cause: impl std::fmt::Display) -> Self {
+        tracing::warn!(error = %cause, "database unavailable");
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "DATABASE_UNAVAILABLE",
+            format!("the database is unavailable; retry in {RETRY_AFTER_SECS} s ({cause})"),
+            json!({"retry_after_secs": RETRY_AFTER_SECS}),
+        )
+    }
+
     /// 503 `UNAVAILABLE`.
     pub fn unavailable(cause: impl std::fmt::Display) -> Self {
         tracing::warn!(error = %cause, "dependency unavailable");
@@ -158,6 +177,10 @@ impl ApiError {
 }
 
 pub use crate::service::command_error;
+
+/// The `Retry-After` of every 503 that does not set its own: long enough for a database
+/// restart or a model load, short enough that a dashboard recovers soon after.
+pub const RETRY_AFTER_SECS: u64 = 5;
 
 impl From<ServiceError> for ApiError {
     fn from(err: ServiceError) -> Self {
@@ -175,6 +198,7 @@ impl From<ServiceError> for ApiError {
                     Refusal::Unprocessable => StatusCode::UNPROCESSABLE_ENTITY,
                     Refusal::VersionMismatch => StatusCode::PRECONDITION_FAILED,
                     Refusal::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+                    Refusal::StorageFull => StatusCode::INSUFFICIENT_STORAGE,
                 };
                 Self::new(status, code, message, details)
             }
@@ -191,7 +215,7 @@ impl From<vigil_projections::QueryError> for ApiError {
         use vigil_projections::QueryError;
         match err {
             QueryError::Cursor(_) => Self::validation("cursor", "not a cursor this API returned"),
-            QueryError::Database(e) => Self::unavailable(e),
+            QueryError::Database(e) => Self::database_unavailable(e),
             QueryError::Corrupt(e) => Self::internal(e),
         }
     }
@@ -200,7 +224,7 @@ impl From<vigil_projections::QueryError> for ApiError {
 impl From<vigil_schemas::StoreError> for ApiError {
     fn from(err: vigil_schemas::StoreError) -> Self {
         match err {
-            vigil_schemas::StoreError::Backend(_) => Self::unavailable(err),
+            vigil_schemas::StoreError::Backend(_) => Self::database_unavailable(err),
             other => Self::internal(other),
         }
     }
@@ -221,6 +245,7 @@ fn code_for_status(status: StatusCode) -> &'static str {
         422 => "VALIDATION_FAILED",
         429 => "RATE_LIMITED",
         503 => "UNAVAILABLE",
+        507 => "STORAGE_FULL",
         _ if status.is_server_error() => "INTERNAL",
         _ => "ERROR",
     }

@@ -472,6 +472,15 @@ async fn request_middleware<E: Endpoint>(ep: Arc<E>, req: Request) -> poem::Resu
             set(&mut resp, "retry-after", &wait.to_string());
         }
     }
+    if resp.status() == StatusCode::SERVICE_UNAVAILABLE
+        && !resp.headers().contains_key("retry-after")
+    {
+        set(
+            &mut resp,
+            "retry-after",
+            &error::RETRY_AFTER_SECS.to_string(),
+        );
+    }
     let status = resp.status().as_u16();
     if let Some(app) = &app {
         let route = crate::access::route_label(method.as_str(), &path);

@@ -75,6 +75,10 @@ pub struct Ready {
     pub status: String,
     /// Whether the event store answered.
     pub store: bool,
+    /// The media folder (frames, crops, clips): `ok`, or `full` when its file system had no
+    /// room at the latest write (cameras keep analysing and record incidents without their
+    /// pictures, counted in each camera's `media_dropped`; enrolment answers 507).
+    pub media: String,
     /// Projection progress.
     pub projections: Vec<ProjectionDto>,
     /// The models.
@@ -116,7 +120,8 @@ pub enum ReadyResponse {
     /// Ready.
     #[oai(status = 200)]
     Ready(Json<Ready>),
-    /// Not ready: the store is down or a projection lags more than `ready_max_lag`.
+    /// Not ready: the store is down, a projection lags more than `ready_max_lag`, the media
+    /// folder is full, or the models failed.
     #[oai(status = 503)]
     NotReady(Json<Ready>),
 }
@@ -125,7 +130,10 @@ async fn projections(app: &App) -> Result<Vec<ProjectionDto>, ApiError> {
     let head = app.store().head_position().await?;
     let mut out = Vec::new();
     for runner in app.runners() {
-        let checkpoint = runner.checkpoint().await.map_err(ApiError::unavailable)?;
+        let checkpoint = runner
+            .checkpoint()
+            .await
+            .map_err(ApiError::database_unavailable)?;
         out.push(ProjectionDto {
             name: runner.name().to_string(),
             checkpoint,
@@ -177,17 +185,21 @@ impl SystemApi {
     }
 
     /// Readiness: the event store answers, every projection lags by at most `ready_max_lag`
-    /// events, the models' weights are verified and their load did not fail. No key needed.
+    /// events, the media folder has room, the models' weights are verified and their load did
+    /// not fail. No key needed.
     #[oai(path = "/health/ready", method = "get", operation_id = "health_ready")]
     async fn ready(&self, app: Data<&App>) -> ReadyResponse {
         let (models_ok, models) = models_health(&app).await;
+        let media_full = app.ingest().blobs().probe().await;
+        let media = if media_full { "full" } else { "ok" }.to_string();
         match projections(&app).await {
             Ok(projections) => {
                 let max_lag = app.config().ready_max_lag;
-                let ok = models_ok && projections.iter().all(|p| p.lag <= max_lag);
+                let ok = models_ok && !media_full && projections.iter().all(|p| p.lag <= max_lag);
                 let body = Ready {
                     status: if ok { "ok" } else { "degraded" }.into(),
                     store: true,
+                    media,
                     projections,
                     models,
                 };
@@ -200,6 +212,7 @@ impl SystemApi {
             Err(_) => ReadyResponse::NotReady(Json(Ready {
                 status: "degraded".into(),
                 store: false,
+                media,
                 projections: vec![],
                 models,
             })),
@@ -265,7 +278,7 @@ impl SystemApi {
             let checkpoint = Checkpoint::new(app.pool().clone(), name)
                 .read()
                 .await
-                .map_err(|e| ApiError::unavailable(e.to_string()))?;
+                .map_err(ApiError::database_unavailable)?;
             list.push(ProjectionDto {
                 name: name.to_string(),
                 checkpoint,
@@ -301,6 +314,10 @@ pub async fn metrics(app: Data<&App>) -> poem::Response {
         .unwrap_or_default();
     let cameras = app.ingest().snapshots();
     let pool = app.ingest().pool().metrics();
+    let swept = app
+        .ingest()
+        .tracks_swept
+        .load(std::sync::atomic::Ordering::Relaxed);
     app.telemetry().record(|| {
         if let Some(head) = head {
             gauge!("vigil_event_log_head").set(head as f64);
@@ -332,6 +349,7 @@ pub async fn metrics(app: Data<&App>) -> poem::Response {
         counter!("vigil_inference_person_regions_total").absolute(get(&pool.person_regions));
         counter!("vigil_inference_dropped_total").absolute(get(&pool.dropped));
         counter!("vigil_inference_failed_total").absolute(get(&pool.failed));
+        counter!("vigil_tracks_swept_total").absolute(swept);
         for (id, now) in &cameras {
             let c = now.counts;
             for (name, value) in [
@@ -344,6 +362,8 @@ pub async fn metrics(app: Data<&App>) -> poem::Response {
                 ("vigil_camera_motion_frames_total", c.with_motion),
                 ("vigil_camera_region_frames_total", c.in_regions),
                 ("vigil_camera_held_total", c.held),
+                ("vigil_camera_media_dropped_total", c.media_dropped),
+                ("vigil_camera_events_dropped_total", c.events_dropped),
             ] {
                 counter!(name, "camera" => id.clone()).absolute(value);
             }

@@ -16,7 +16,7 @@ use std::time::Duration;
 use tracing_subscriber::EnvFilter;
 
 use crate::config::Config;
-use crate::store::{SqlEventStore, open_pool};
+use crate::store::{SqlEventStore, open_pool_with};
 
 /// Sets up logging on stderr from the config's filter and format.
 pub fn init_tracing(config: &Config) {
@@ -43,9 +43,10 @@ pub fn write_out(text: &str) -> anyhow::Result<()> {
 
 /// Opens the configured database and event store, without starting anything.
 pub async fn open_store(config: &Config) -> anyhow::Result<(sqlx::AnyPool, Arc<SqlEventStore>)> {
-    let (pool, backend) = open_pool(
+    let (pool, backend) = open_pool_with(
         &config.effective_database_url(),
         config.database_max_connections,
+        Duration::from_secs(config.database_timeout_secs),
     )
     .await?;
     let store = SqlEventStore::new(

@@ -43,6 +43,8 @@ pub enum Refusal {
     VersionMismatch,
     /// It cannot be done now; retrying later may work (models busy, a read model lagging).
     Unavailable,
+    /// What it must store does not fit: the media folder is full.
+    StorageFull,
 }
 
 /// Why a use case did not do what it was asked.

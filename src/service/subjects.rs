@@ -188,6 +188,16 @@ pub async fn store_faces(app: &App, found: Vec<FoundIn>) -> Result<Vec<SubjectFa
         .map_err(ServiceError::internal)?;
         let crop = match app.ingest().blobs().put(&jpeg).await {
             Ok(sha) => sha,
+            Err(e) if vigil_actors::blob::is_storage_full(&e) => {
+                discard_crops(app, &faces).await;
+                return Err(ServiceError::refused(
+                    Refusal::StorageFull,
+                    "STORAGE_FULL",
+                    "the media folder is full: the face crops cannot be stored and nothing was \
+                     enrolled; make room (delete clips, lower clip_budget_mib) and send it again",
+                    json!({}),
+                ));
+            }
             Err(e) => {
                 discard_crops(app, &faces).await;
                 return Err(ServiceError::internal(format!(

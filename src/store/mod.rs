@@ -104,9 +104,22 @@ impl Backend {
     }
 }
 
+/// How long a caller of [`open_pool`] waits for a connection before the pool gives up.
+pub const DEFAULT_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Opens a pool on `url`, creating a SQLite file (and its folder) when missing, and applies
 /// every migration.
 pub async fn open_pool(url: &str, max_connections: u32) -> Result<(AnyPool, Backend), sqlx::Error> {
+    open_pool_with(url, max_connections, DEFAULT_ACQUIRE_TIMEOUT).await
+}
+
+/// [`open_pool`] whose callers wait at most `acquire_timeout` for a connection: while the
+/// database is down, a request is refused after that long instead of hanging.
+pub async fn open_pool_with(
+    url: &str,
+    max_connections: u32,
+    acquire_timeout: Duration,
+) -> Result<(AnyPool, Backend), sqlx::Error> {
     sqlx::any::install_default_drivers();
     let backend = Backend::of_url(url)?;
     let mut url = url.to_string();
@@ -127,7 +140,7 @@ pub async fn open_pool(url: &str, max_connections: u32) -> Result<(AnyPool, Back
     let options = AnyConnectOptions::from_str(&url)?;
     let pool = AnyPoolOptions::new()
         .max_connections(max_connections)
-        .acquire_timeout(Duration::from_secs(10))
+        .acquire_timeout(acquire_timeout)
         .after_connect(move |conn, _meta| {
             Box::pin(async move {
                 if backend == Backend::Sqlite {

@@ -1263,6 +1263,347 @@ async fn failed_camera_actors_restart_with_backoff_while_the_others_keep_running
     server.stop().await;
 }
 
+/// The tracks of `camera` started and not ended in `events`, as (track id, its start).
+fn open_tracks(events: &[RecordedEvent], camera: &str) -> Vec<(String, RecordedEvent)> {
+    let ended: Vec<&str> = events
+        .iter()
+        .filter(|e| e.event_type == "appearance.ended" && e.payload["camera_id"] == camera)
+        .map(|e| e.payload["track_id"].as_str().unwrap())
+        .collect();
+    events
+        .iter()
+        .filter(|e| e.event_type == "appearance.started" && e.payload["camera_id"] == camera)
+        .filter(|e| !ended.contains(&e.payload["track_id"].as_str().unwrap()))
+        .map(|e| {
+            (
+                e.payload["track_id"].as_str().unwrap().to_string(),
+                e.clone(),
+            )
+        })
+        .collect()
+}
+
+/// Checks that each of `open` (tracks open before a failure) was ended by the sweep, once,
+/// where it started; answers how many.
+fn assert_swept(events: &[RecordedEvent], open: &[(String, RecordedEvent)]) -> usize {
+    for (track, started) in open {
+        let ends: Vec<&RecordedEvent> = events
+            .iter()
+            .filter(|e| e.event_type == "appearance.ended" && e.payload["track_id"] == *track)
+            .collect();
+        assert_eq!(ends.len(), 1, "track {track} ended once");
+        let end = ends[0];
+        assert_eq!(end.stream, started.stream);
+        assert_eq!(end.stream_version, 2);
+        assert_eq!(end.actor, "system:track-sweep");
+        let p = &end.payload;
+        assert_eq!(p["reason"], "interrupted", "{p}");
+        assert_eq!(p["started_at"], started.payload["started_at"]);
+        assert_eq!(p["ended_at"], started.payload["started_at"], "{p}");
+        assert_eq!(p["exit_frame"], started.payload["entry_frame"]);
+        assert_eq!(p["last_bbox"], started.payload["bbox"]);
+        assert!(p["best_face"].is_null(), "{p}");
+    }
+    open.len()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tracks_a_failed_camera_actor_left_open_are_ended_before_it_restarts() {
+    let _serial = SERIAL.lock().await;
+    let db = TestDb::new(Which::Sqlite).await;
+    let server = ingest_server(&db).await;
+    register(
+        &server,
+        json!({"id": "door", "name": "Door", "source": "push", "sample_fps": 5}),
+    )
+    .await;
+    wait_until_running(&server, "door").await;
+    push_person(&server, "door", "astronaut.png", 4).await;
+    wait_tracks(&server, "door", 1, 60).await;
+    let open = open_tracks(&all_events(&server).await, "door");
+    assert!(!open.is_empty(), "the persons are still in view");
+
+    // The actor fails with its tracks open; the supervisor ends them before the restart.
+    let supervision = server.app.supervision().unwrap().clone();
+    let actor = supervision.actor_of("door").await.expect("door runs");
+    actor
+        .cast(vigil_actors::camera_actor::CameraMsg::Panic(
+            "test panic".into(),
+        ))
+        .unwrap();
+    until(30, "the open tracks ended", || async {
+        open_tracks(&all_events(&server).await, "door")
+            .is_empty()
+            .then_some(())
+    })
+    .await;
+    let events = all_events(&server).await;
+    assert_eq!(assert_swept(&events, &open), open.len());
+    until(30, "door running again", || async {
+        supervision
+            .actor_of("door")
+            .await
+            .filter(|a| a.get_id() != actor.get_id())
+    })
+    .await;
+    let metrics = server.metrics().await;
+    assert!(
+        metrics.contains(&format!("vigil_tracks_swept_total {}", open.len())),
+        "{metrics}"
+    );
+    // The new actor's tracks are its own: it follows the person again and nothing ends them.
+    push_person(&server, "door", "astronaut.png", 4).await;
+    let started = wait_tracks(&server, "door", open.len() + 1, 60).await;
+    let reopened = open_tracks(&all_events(&server).await, "door");
+    assert!(
+        !reopened.is_empty()
+            && reopened
+                .iter()
+                .all(|(t, _)| !open.iter().any(|(o, _)| o == t)),
+        "{} tracks started, the new ones open",
+        started.len()
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tracks_open_when_the_process_was_killed_are_ended_at_its_next_start() {
+    let _serial = SERIAL.lock().await;
+    let db = TestDb::new(Which::Sqlite).await;
+    let data = db.dir.path().join("data");
+    let envs = [("VIGIL_MODELS_BACKEND", "cpu")];
+    let (mut child, base) = crate::durability::spawn_server_with(&db.url, &data, &envs).await;
+    let client = reqwest::Client::new();
+    let res = client
+        .post(format!("{base}/api/v1/cameras"))
+        .header("x-api-key", crate::support::KEY)
+        .json(&json!({"id": "door", "name": "Door", "source": "push", "sample_fps": 5}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
+    let frames = tempfile::tempdir().unwrap();
+    let start = chrono::Utc::now() - chrono::Duration::seconds(30);
+    for i in 0..4 {
+        let file = person_over_scene(frames.path(), i, "astronaut.png");
+        let time = (start + chrono::Duration::milliseconds(200 * i as i64)).to_rfc3339();
+        // The camera's actor may not run yet (409): the same frame again.
+        until(30, "a frame taken", || async {
+            let part = ("f.jpg".to_string(), std::fs::read(&file).unwrap());
+            let res = client
+                .post(format!("{base}/api/v1/cameras/door/frames"))
+                .header("x-api-key", crate::support::KEY)
+                .multipart(multipart(&[part], std::slice::from_ref(&time)))
+                .send()
+                .await
+                .unwrap();
+            (res.status() == 200).then_some(())
+        })
+        .await;
+    }
+    let store = db.store().await;
+    let open = until(60, "a track started", || async {
+        let open = open_tracks(&events_in(&*store).await, "door");
+        (!open.is_empty()).then_some(open)
+    })
+    .await;
+    child.start_kill().expect("SIGKILL");
+    child.wait().await.unwrap();
+    assert_eq!(
+        open_tracks(&events_in(&*store).await, "door").len(),
+        open.len(),
+        "a killed process ends nothing"
+    );
+
+    let (_child, base) = crate::durability::spawn_server_with(&db.url, &data, &envs).await;
+    until(30, "the open tracks ended", || async {
+        open_tracks(&events_in(&*store).await, "door")
+            .is_empty()
+            .then_some(())
+    })
+    .await;
+    assert_eq!(assert_swept(&events_in(&*store).await, &open), open.len());
+    let metrics = client
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(&format!("vigil_tracks_swept_total {}", open.len())),
+        "{metrics}"
+    );
+}
+
+/// A tmpfs of `kib` KiB mounted at a folder for the value's life: a disk that fills up. Needs
+/// root (`mount`), as the tests run in CI.
+struct SmallDisk(PathBuf);
+
+impl SmallDisk {
+    fn mount(dir: &Path, kib: u32) -> Self {
+        std::fs::create_dir_all(dir).unwrap();
+        let out = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={kib}k"), "tmpfs"])
+            .arg(dir)
+            .output()
+            .expect("mount runs");
+        assert!(
+            out.status.success(),
+            "this test mounts a size-limited tmpfs as the media folder, which needs root: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Self(dir.to_path_buf())
+    }
+
+    /// Fills it to the last byte with one file, whose path it answers.
+    fn fill(&self) -> PathBuf {
+        let filler = self.0.join("filler");
+        let written = std::fs::write(&filler, vec![0u8; 64 << 20]);
+        assert_eq!(
+            written.map_err(|e| e.kind()),
+            Err(std::io::ErrorKind::StorageFull),
+            "the disk is full"
+        );
+        filler
+    }
+
+    /// Every file in it, by path relative to it.
+    fn files(&self) -> Vec<String> {
+        fn walk(dir: &Path, root: &Path, out: &mut Vec<String>) {
+            for e in std::fs::read_dir(dir).unwrap() {
+                let e = e.unwrap();
+                if e.file_type().unwrap().is_dir() {
+                    walk(&e.path(), root, out);
+                } else {
+                    out.push(e.path().strip_prefix(root).unwrap().display().to_string());
+                }
+            }
+        }
+        let mut out = vec![];
+        walk(&self.0, &self.0, &mut out);
+        out.sort();
+        out
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_media_disk_refuses_uploads_with_507_while_cameras_keep_raising_incidents() {
+    let _serial = SERIAL.lock().await;
+    let db = TestDb::new(Which::Sqlite).await;
+    let disk = SmallDisk::mount(&db.dir.path().join("data/blobs"), 2048);
+    let server = ingest_server(&db).await;
+    let res = server
+        .req(Method::PATCH, "/api/v1/calibration")
+        .json(&json!({"cameras": {"door": {"intrusion_zones": ["hall"]}}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200, "{}", res.text().await.unwrap());
+    register(
+        &server,
+        json!({"id": "door", "name": "Door", "source": "push", "sample_fps": 5,
+               "features": {"intrusion": true},
+               "zones": [{"name": "hall", "polygon": [{"x": 0, "y": 0}, {"x": 1, "y": 0}, {"x": 1, "y": 1}, {"x": 0, "y": 1}]}]}),
+    )
+    .await;
+    wait_until_running(&server, "door").await;
+    let filler = disk.fill();
+
+    // An upload that must store pictures is refused, and nothing is enrolled.
+    let body = crate::support::expect_error(
+        send_astronaut(&server).await,
+        reqwest::StatusCode::INSUFFICIENT_STORAGE,
+        "STORAGE_FULL",
+    )
+    .await;
+    assert!(
+        body["error"]["message"].as_str().unwrap().contains("full"),
+        "{body}"
+    );
+    let (status, subjects) = call(&server, Method::GET, "/api/v1/subjects", None).await;
+    assert_eq!(status, 200);
+    assert_eq!(subjects["items"], json!([]), "nothing enrolled");
+
+    // The camera keeps analysing and its rule still records the intrusion, without pictures.
+    push_person(&server, "door", "astronaut.png", 4).await;
+    let incident = until(60, "an intrusion on `door`", || async {
+        incidents(&server, "door", "intrusion")
+            .await
+            .into_iter()
+            .next()
+    })
+    .await;
+    let (status, incident) = call(
+        &server,
+        Method::GET,
+        &format!("/api/v1/incidents/{}", incident["id"].as_str().unwrap()),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    let incident = &incident["incident"];
+    assert_eq!(incident["evidence"], json!([]), "{incident}");
+    assert_eq!(incident["evidence_count"], 0, "{incident}");
+    assert!(
+        incident["reasoning"]
+            .as_str()
+            .is_some_and(|r| !r.is_empty()),
+        "{incident}"
+    );
+    let ingest = camera(&server, "door").await["ingest"].clone();
+    assert!(ingest["analysed"].as_u64().unwrap() >= 4, "{ingest}");
+    assert!(ingest["media_dropped"].as_u64().unwrap() >= 1, "{ingest}");
+    assert!(
+        camera_events(&server, "door", "appearance.started")
+            .await
+            .is_empty(),
+        "a track whose entry frame could not be stored is not recorded"
+    );
+    let metrics = server.metrics().await;
+    assert!(
+        metrics.contains("vigil_camera_media_dropped_total{camera=\"door\"}"),
+        "{metrics}"
+    );
+    let (status, ready) = call(&server, Method::GET, "/health/ready", None).await;
+    assert_eq!((status, &ready["media"]), (503, &json!("full")), "{ready}");
+    assert_eq!(ready["status"], "degraded");
+    // Nothing half-written was left behind.
+    assert_eq!(disk.files(), ["filler"]);
+
+    // Room is made: readiness sees it, uploads and the camera's pictures are stored again.
+    std::fs::remove_file(&filler).unwrap();
+    let (_, ready) = call(&server, Method::GET, "/health/ready", None).await;
+    assert_eq!(ready["media"], "ok", "{ready}");
+    enrol_astronaut(&server).await;
+    for action in ["stop", "start"] {
+        let (status, body) = call(
+            &server,
+            Method::POST,
+            &format!("/api/v1/cameras/door/{action}"),
+            None,
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+    }
+    wait_until_running(&server, "door").await;
+    push_person(&server, "door", "astronaut.png", 4).await;
+    let started = wait_tracks(&server, "door", 1, 60).await;
+    let entry = started[0].payload["entry_frame"]["blob"].as_str().unwrap();
+    media_is_jpeg(&server, entry).await;
+    server.stop().await;
+}
+
 /// Frame `i` of a face walking over the pedestrian scene: the astronaut photo (a real face),
 /// 256 px square, moved 40 px right per frame over a frame of the clip; made with ffmpeg.
 fn face_over_scene(dir: &Path, i: usize) -> PathBuf {
@@ -1574,6 +1915,14 @@ async fn push_person(server: &TestServer, camera: &str, image: &str, n: usize) {
 
 /// Enrols the astronaut's photo on the watch list (critical), through the API; her subject id.
 async fn enrol_astronaut(server: &TestServer) -> String {
+    let res = send_astronaut(server).await;
+    assert_eq!(res.status(), 201, "{}", res.text().await.unwrap());
+    let subject: Value = res.json().await.unwrap();
+    subject["id"].as_str().unwrap().to_string()
+}
+
+/// The enrolment request of [`enrol_astronaut`], answered as it is.
+async fn send_astronaut(server: &TestServer) -> reqwest::Response {
     let photo = std::fs::read(assets().join("images/astronaut.png")).unwrap();
     let form = reqwest::multipart::Form::new()
         .part(
@@ -1586,15 +1935,12 @@ async fn enrol_astronaut(server: &TestServer) -> String {
         .text("name", "Eileen Collins")
         .text("category", "watchlist")
         .text("severity", "critical");
-    let res = server
+    server
         .req(Method::POST, "/api/v1/subjects")
         .multipart(form)
         .send()
         .await
-        .unwrap();
-    assert_eq!(res.status(), 201, "{}", res.text().await.unwrap());
-    let subject: Value = res.json().await.unwrap();
-    subject["id"].as_str().unwrap().to_string()
+        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -9,6 +9,7 @@ mod api;
 mod cameras;
 mod cli;
 mod durability;
+mod faults;
 mod incidents;
 mod kafka;
 mod metrics;

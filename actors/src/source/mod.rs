@@ -134,6 +134,13 @@ pub struct CameraCounters {
     /// Face descriptors computed for its tracks (each track's face is described only where it
     /// improved, at most every `face_descriptor_every_frames` frames).
     pub faces_described: AtomicU64,
+    /// Pictures (evidence frames, entry and exit frames, face crops) not stored because the
+    /// media folder was full: what they belonged to was recorded without them, or not at all.
+    pub media_dropped: AtomicU64,
+    /// Events not recorded because the event store could not be reached (track starts,
+    /// findings, matches; track ends wait in a bounded buffer and count here when it
+    /// overflows).
+    pub events_dropped: AtomicU64,
 }
 
 impl CameraCounters {

@@ -110,7 +110,9 @@ pub struct AppearanceEnded {
     /// The clearest face, when one was seen.
     pub best_face: Option<BestFace>,
     /// Why it ended: `lost` (not seen for a while, or the source was lost), `stopped` (ingest
-    /// stopped) or `ended` (the camera's video file ended).
+    /// stopped), `ended` (the camera's video file ended) or `interrupted` (its actor stopped
+    /// without ending it, killed with the process or failed: recorded by the sweep before the
+    /// camera started again, with its start as all that is known).
     pub reason: String,
 }
 
