@@ -95,7 +95,12 @@ pub fn topic_for(prefix: &str, event_type: &str) -> String {
 pub struct KafkaRelay {
     store: Arc<dyn EventStore>,
     pool: AnyPool,
-    producer: FutureProducer,
+    /// The producer's settings, to make a fresh one after an error.
+    client: ClientConfig,
+    /// Replaced at every (re)start of the relay: an idempotent producer keeps its producer id
+    /// and sequence numbers, which a broker that lost its state (restarted on memory storage,
+    /// rebuilt) refuses until the messages time out, again and again.
+    producer: std::sync::RwLock<FutureProducer>,
     admin: AdminClient<DefaultClientContext>,
     prefix: String,
     source: String,
@@ -130,7 +135,8 @@ impl KafkaRelay {
         Ok(Self {
             store,
             pool,
-            producer,
+            client,
+            producer: std::sync::RwLock::new(producer),
             admin,
             prefix: config.kafka_topic_prefix.clone(),
             source: match config.public_base_url.trim_end_matches('/') {
@@ -217,6 +223,7 @@ impl KafkaRelay {
                 (topic_for(&self.prefix, &e.event_type), payload, e)
             })
             .collect();
+        let producer = self.producer.read().expect("producer lock").clone();
         // Enqueue every message first (librdkafka keeps each partition's order), then await all.
         let sends: Vec<_> = payloads
             .iter()
@@ -260,7 +267,7 @@ impl KafkaRelay {
                     .key(e.stream.as_str())
                     .payload(payload.as_str())
                     .headers(headers);
-                self.producer.send(record, self.timeout)
+                producer.send(record, self.timeout)
             })
             .collect();
         for result in futures::future::join_all(sends).await {
@@ -291,6 +298,10 @@ impl KafkaRelay {
     }
 
     async fn follow(&self) -> Result<(), RelayError> {
+        let fresh: FutureProducer = self.client.create()?;
+        let old = std::mem::replace(&mut *self.producer.write().expect("producer lock"), fresh);
+        // Dropping a producer purges and flushes it (up to half a second): not on this thread.
+        tokio::task::spawn_blocking(move || drop(old));
         self.checkpoint_row().ensure().await?;
         self.ensure_topics(&[]).await?;
         let mut known: HashSet<String> = HashSet::new();

@@ -140,6 +140,11 @@ impl OpenTracks {
         }
     }
 
+    /// The cameras with open tracks.
+    pub fn cameras(&self) -> impl Iterator<Item = &str> {
+        self.by_camera.keys().map(String::as_str)
+    }
+
     /// How many tracks are open, on every camera.
     pub fn len(&self) -> usize {
         self.by_camera.values().map(HashMap::len).sum()
@@ -793,6 +798,9 @@ mod tests {
         assert_eq!(open.len(), 1);
         open.restore(a);
         assert_eq!(open.len(), 3);
+        let mut cameras: Vec<&str> = open.cameras().collect();
+        cameras.sort();
+        assert_eq!(cameras, ["a", "b"]);
         assert_eq!(open.take("b").len(), 1);
         open.take("a");
         assert!(open.is_empty());

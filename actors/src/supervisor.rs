@@ -6,7 +6,8 @@
 //! backoff; the others keep running. A camera whose video file was read to its end is
 //! reported `ended` and left stopped until its settings change (also across a restart).
 //! Before a camera's actor starts, the tracks the log says are open on it — left by a process
-//! that was killed, or by an actor that failed — are ended (`interrupted`): the sweep.
+//! that was killed, or by an actor that failed — are ended (`interrupted`): the sweep; once the
+//! node's first fold is done, so are those of the cameras that do not run.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -57,6 +58,9 @@ pub enum SupervisorMsg {
     },
     /// The cameras with a running actor, sorted.
     Running(RpcReplyPort<Vec<String>>),
+    /// The initial fold is done: end the open tracks of the cameras that do not run (disabled
+    /// or removed while no node ran them); those that run were swept as they started.
+    SweepIdle,
     /// The actor of a camera (tests reach it to make it fail).
     ActorOf(String, RpcReplyPort<Option<ActorRef<CameraMsg>>>),
     /// Stop every camera actor, recording `stopped`, and answer when done.
@@ -267,6 +271,9 @@ async fn follow(
         {
             return;
         }
+    }
+    if supervisor.cast(SupervisorMsg::SweepIdle).is_err() {
+        return;
     }
     loop {
         let mut live = store.subscribe_all(after);
@@ -541,6 +548,19 @@ impl Actor for CameraSupervisor {
                     .collect();
                 ids.sort();
                 let _ = reply.send(ids);
+            }
+            SupervisorMsg::SweepIdle => {
+                let idle: Vec<String> = state
+                    .open
+                    .lock()
+                    .expect("open tracks lock")
+                    .cameras()
+                    .filter(|id| !state.cameras.contains_key(*id))
+                    .map(str::to_string)
+                    .collect();
+                for id in idle {
+                    Self::sweep(state, &id).await;
+                }
             }
             SupervisorMsg::ActorOf(id, reply) => {
                 let _ = reply.send(state.cameras.get(&id).and_then(|e| e.actor.clone()));

@@ -15,6 +15,9 @@
 //! repeated at the switch. A client that falls `ws_buffer` messages behind is closed with code
 //! 4008 and a reason naming the `after_position` to resume from. `system` messages (head,
 //! projection lag, camera count, queue depth) and pings come every `ws_heartbeat_secs`.
+//! When the store fails under a subscription (the database is down), the client gets
+//! `{"type": "error", "code": "SUBSCRIPTION_INTERRUPTED", "after_position"}` and the server
+//! subscribes again from there every two seconds until the store answers: a pause, no gap.
 //! `/ws/events`, `/ws/detections`, `/ws/system` and `/ws/analysis` start with preset topics.
 
 use std::sync::Arc;
@@ -40,6 +43,9 @@ pub const PROTOCOL: &str = "vigil";
 
 /// The close code of a client that fell too far behind.
 pub const SLOW_CONSUMER: u16 = 4008;
+
+/// How long a connection waits to subscribe again after the store failed under it.
+const RESUBSCRIBE_AFTER: Duration = Duration::from_secs(2);
 
 /// How long a closing connection may take to flush what is queued before it is dropped.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -230,10 +236,15 @@ async fn serve_connection<S, R>(
     };
     let mut filter = Filter::default();
     let mut subscription: Option<EventSubscription> = None;
+    // The position of the last event taken from the subscription (sent or filtered out), and,
+    // after the store failed under the subscription, when to subscribe again from there.
+    let mut taken = 0;
+    let mut resume: Option<tokio::time::Instant> = None;
     if let Some(topics) = preset {
         filter.topics = topics;
         let from = app.store().head_position().await.unwrap_or(0);
         subscription = Some(app.store().subscribe_all(from));
+        taken = from;
         delivered.store(from, Ordering::SeqCst);
         send_control(
             json!({"type": "subscribed", "topics": filter.topics, "after_position": from}),
@@ -276,6 +287,8 @@ async fn serve_connection<S, R>(
                         }
                         filter = Filter { topics, camera_ids, severities };
                         subscription = Some(app.store().subscribe_all(from));
+                        taken = from;
+                        resume = None;
                         delivered.store(from, Ordering::SeqCst);
                         send_control(json!({"type": "subscribed", "topics": filter.topics, "after_position": from}));
                     }
@@ -285,13 +298,19 @@ async fn serve_connection<S, R>(
                 let batch = match batch {
                     Some(Ok(batch)) => batch,
                     Some(Err(err)) => {
-                        send_control(json!({"type": "error", "code": "SUBSCRIPTION_FAILED", "message": err.to_string()}));
+                        // The store failed (the database is down): subscribe again from the
+                        // last event taken, so the client sees a pause, not a gap.
+                        send_control(json!({"type": "error", "code": "SUBSCRIPTION_INTERRUPTED",
+                            "message": format!("{err}; resuming after position {taken}"),
+                            "after_position": taken}));
                         subscription = None;
+                        resume = Some(tokio::time::Instant::now() + RESUBSCRIBE_AFTER);
                         continue;
                     }
                     None => { subscription = None; continue; }
                 };
                 for event in &batch {
+                    taken = event.position;
                     let Some(topic) = filter.admits(&principal, event) else { continue };
                     let message = json!({
                         "type": "event",
@@ -311,6 +330,10 @@ async fn serve_connection<S, R>(
                 if slow {
                     break;
                 }
+            }
+            () = tokio::time::sleep_until(resume.unwrap_or_else(tokio::time::Instant::now)), if resume.is_some() && subscription.is_none() => {
+                resume = None;
+                subscription = Some(app.store().subscribe_all(taken));
             }
             _ = tick.tick() => {
                 let _ = control_tx.send(Outgoing::Ping);

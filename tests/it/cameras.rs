@@ -1374,55 +1374,80 @@ async fn tracks_open_when_the_process_was_killed_are_ended_at_its_next_start() {
     let envs = [("VIGIL_MODELS_BACKEND", "cpu")];
     let (mut child, base) = crate::durability::spawn_server_with(&db.url, &data, &envs).await;
     let client = reqwest::Client::new();
-    let res = client
-        .post(format!("{base}/api/v1/cameras"))
-        .header("x-api-key", crate::support::KEY)
-        .json(&json!({"id": "door", "name": "Door", "source": "push", "sample_fps": 5}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 201);
+    // Two cameras with persons in view: `door` runs again after the restart, `yard` is removed
+    // while no process runs it.
+    for id in ["door", "yard"] {
+        let res = client
+            .post(format!("{base}/api/v1/cameras"))
+            .header("x-api-key", crate::support::KEY)
+            .json(&json!({"id": id, "name": id, "source": "push", "sample_fps": 5}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 201);
+    }
     let frames = tempfile::tempdir().unwrap();
     let start = chrono::Utc::now() - chrono::Duration::seconds(30);
     for i in 0..4 {
         let file = person_over_scene(frames.path(), i, "astronaut.png");
         let time = (start + chrono::Duration::milliseconds(200 * i as i64)).to_rfc3339();
-        // The camera's actor may not run yet (409): the same frame again.
-        until(30, "a frame taken", || async {
-            let part = ("f.jpg".to_string(), std::fs::read(&file).unwrap());
-            let res = client
-                .post(format!("{base}/api/v1/cameras/door/frames"))
-                .header("x-api-key", crate::support::KEY)
-                .multipart(multipart(&[part], std::slice::from_ref(&time)))
-                .send()
-                .await
-                .unwrap();
-            (res.status() == 200).then_some(())
-        })
-        .await;
+        for id in ["door", "yard"] {
+            // The camera's actor may not run yet (409): the same frame again.
+            until(30, "a frame taken", || async {
+                let part = ("f.jpg".to_string(), std::fs::read(&file).unwrap());
+                let res = client
+                    .post(format!("{base}/api/v1/cameras/{id}/frames"))
+                    .header("x-api-key", crate::support::KEY)
+                    .multipart(multipart(&[part], std::slice::from_ref(&time)))
+                    .send()
+                    .await
+                    .unwrap();
+                (res.status() == 200).then_some(())
+            })
+            .await;
+        }
     }
     let store = db.store().await;
-    let open = until(60, "a track started", || async {
-        let open = open_tracks(&events_in(&*store).await, "door");
-        (!open.is_empty()).then_some(open)
+    let open = until(60, "tracks started on both cameras", || async {
+        let events = events_in(&*store).await;
+        let (door, yard) = (open_tracks(&events, "door"), open_tracks(&events, "yard"));
+        (!door.is_empty() && !yard.is_empty()).then_some((door, yard))
     })
     .await;
     child.start_kill().expect("SIGKILL");
     child.wait().await.unwrap();
+    let events = events_in(&*store).await;
     assert_eq!(
-        open_tracks(&events_in(&*store).await, "door").len(),
-        open.len(),
+        (
+            open_tracks(&events, "door").len(),
+            open_tracks(&events, "yard").len()
+        ),
+        (open.0.len(), open.1.len()),
         "a killed process ends nothing"
     );
+    vigil_actors::handler::CommandHandler::new(store.clone())
+        .execute::<vigil_actors::aggregates::camera::CameraAggregate>(
+            "yard",
+            vigil_actors::aggregates::camera::CameraCommand::Remove,
+            &vigil_schemas::EventMeta {
+                correlation_id: uuid::Uuid::now_v7(),
+                causation_id: None,
+                actor: "test".into(),
+            },
+            None,
+        )
+        .await
+        .unwrap();
 
     let (_child, base) = crate::durability::spawn_server_with(&db.url, &data, &envs).await;
     until(30, "the open tracks ended", || async {
-        open_tracks(&events_in(&*store).await, "door")
-            .is_empty()
+        let events = events_in(&*store).await;
+        (open_tracks(&events, "door").is_empty() && open_tracks(&events, "yard").is_empty())
             .then_some(())
     })
     .await;
-    assert_eq!(assert_swept(&events_in(&*store).await, &open), open.len());
+    let events = events_in(&*store).await;
+    let swept = assert_swept(&events, &open.0) + assert_swept(&events, &open.1);
     let metrics = client
         .get(format!("{base}/metrics"))
         .send()
@@ -1432,7 +1457,7 @@ async fn tracks_open_when_the_process_was_killed_are_ended_at_its_next_start() {
         .await
         .unwrap();
     assert!(
-        metrics.contains(&format!("vigil_tracks_swept_total {}", open.len())),
+        metrics.contains(&format!("vigil_tracks_swept_total {swept}")),
         "{metrics}"
     );
 }

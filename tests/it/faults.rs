@@ -244,6 +244,24 @@ async fn a_stopped_database_is_refused_with_503_and_retry_after_and_recovers_wit
     })
     .await;
     let analysed_before = analysed(&client, &base).await;
+    // A dashboard follows the cameras over a WebSocket from here.
+    let mut ws = {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let mut request = format!("{}/ws", base.replace("http://", "ws://"))
+            .into_client_request()
+            .unwrap();
+        request
+            .headers_mut()
+            .insert("x-api-key", KEY.parse().unwrap());
+        tokio_tungstenite::connect_async(request).await.unwrap().0
+    };
+    let head = store.head_position().await.unwrap();
+    ws_send(
+        &mut ws,
+        json!({"type": "subscribe", "topics": ["cameras"], "after_position": head}),
+    )
+    .await;
+    assert_eq!(ws_next(&mut ws, "subscribed").await["after_position"], head);
 
     pg.stop_immediately();
     let stopped_at = Instant::now();
@@ -270,6 +288,11 @@ async fn a_stopped_database_is_refused_with_503_and_retry_after_and_recovers_wit
     assert!(retry_after.is_some());
     let (status, ..) = timed(&client, get.clone(), url("/health/live"), None).await;
     assert_eq!(status, 200, "the process itself is alive");
+    let interrupted = ws_next(&mut ws, "error").await;
+    assert_eq!(
+        interrupted["code"], "SUBSCRIPTION_INTERRUPTED",
+        "{interrupted}"
+    );
 
     // The camera kept analysing while the database was down.
     let analysed_during = analysed(&client, &base).await;
@@ -293,6 +316,29 @@ async fn a_stopped_database_is_refused_with_503_and_retry_after_and_recovers_wit
     )
     .await;
     assert_eq!(status, 201, "{body}");
+    // The same WebSocket goes on after the outage: every camera event since its position,
+    // the new camera's registration among them.
+    let expected: Vec<(u64, String)> = store
+        .read_all(head, 100_000)
+        .await
+        .unwrap()
+        .iter()
+        .filter(|e| e.event_type.starts_with("camera."))
+        .map(|e| (e.position, e.stream.clone()))
+        .collect();
+    assert!(
+        expected.iter().any(|(_, stream)| stream == "camera-after"),
+        "{expected:?}"
+    );
+    let mut got = vec![];
+    while got.len() < expected.len() {
+        let event = ws_next(&mut ws, "event").await;
+        got.push((
+            event["position"].as_u64().unwrap(),
+            event["stream"].as_str().unwrap().to_string(),
+        ));
+    }
+    assert_eq!(got, expected, "no gap, no repeat across the outage");
     until(60, "the projections following again", || async {
         let (status, ..) = timed(&client, get.clone(), url("/api/v1/cameras/after"), None).await;
         (status == 200).then_some(())
@@ -331,6 +377,38 @@ async fn a_stopped_database_is_refused_with_503_and_retry_after_and_recovers_wit
         child.try_wait().unwrap().is_none(),
         "recovered without a restart (the outage lasted {outage:?})"
     );
+}
+
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn ws_send(ws: &mut Ws, message: serde_json::Value) {
+    use futures::SinkExt;
+    ws.send(tokio_tungstenite::tungstenite::Message::Text(
+        message.to_string().into(),
+    ))
+    .await
+    .unwrap();
+}
+
+/// The next message of type `kind` (others skipped), within 60 s.
+async fn ws_next(ws: &mut Ws, kind: &str) -> serde_json::Value {
+    use futures::StreamExt;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let message = tokio::time::timeout(left, ws.next())
+            .await
+            .unwrap_or_else(|_| panic!("no `{kind}` message in 60 s"))
+            .expect("the WebSocket stays open")
+            .expect("a frame");
+        if let tokio_tungstenite::tungstenite::Message::Text(text) = message {
+            let value: serde_json::Value = serde_json::from_str(&text).unwrap();
+            if value["type"] == kind {
+                return value;
+            }
+        }
+    }
 }
 
 /// Frames camera `plaza` analysed, from `/metrics` (which answers without the database).

@@ -522,6 +522,66 @@ async fn the_relay_resumes_from_its_checkpoint_after_a_crash_and_a_broker_outage
     db.cleanup().await;
 }
 
+/// The relay keeps running while its broker is replaced by one that lost every state
+/// (memory storage): its idempotent producer's id means nothing to the new broker, so the relay
+/// starts over with a fresh producer and goes on from its checkpoint.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_running_relay_goes_on_when_its_broker_comes_back_empty() {
+    let port = free_port();
+    let broker = Broker::start(port).await;
+    let db = TestDb::new(Which::Sqlite).await;
+    let mut config = db.config();
+    config.kafka_brokers = format!("127.0.0.1:{port}");
+    config.kafka_partitions = 1;
+    config.kafka_message_timeout_ms = 2000;
+    let (pool, backend) = vigil::store::open_pool(&db.url, 4).await.unwrap();
+    let store: Arc<dyn EventStore> = Arc::new(
+        vigil::store::SqlEventStore::new(pool.clone(), backend, Duration::from_millis(50))
+            .await
+            .unwrap(),
+    );
+    let relay = tokio::spawn(
+        KafkaRelay::new(&config, store.clone(), pool.clone())
+            .unwrap()
+            .run(),
+    );
+    store
+        .append("camera-a", ExpectedVersion::Any, updates("a", 10))
+        .await
+        .unwrap();
+    wait_for_checkpoint(&pool, 10, Duration::from_secs(60)).await;
+    broker.stop().await;
+    let broker = Broker::start(port).await; // the same address, nothing of the old state
+    store
+        .append("camera-b", ExpectedVersion::Any, updates("b", 10))
+        .await
+        .unwrap();
+    wait_for_checkpoint(&pool, 20, Duration::from_secs(90)).await;
+    let want: HashSet<String> = store
+        .read_all(10, 100)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.event_id.to_string())
+        .collect();
+    let expected = want.clone();
+    let received = consume(&broker.addr(), &["vigil.cameras"], 1, move |r| {
+        let ids: HashSet<&str> = r.iter().map(|m| m.event_id.as_str()).collect();
+        expected.iter().all(|w| ids.contains(w.as_str()))
+    })
+    .await;
+    let ids = check_order(&received);
+    for id in &want {
+        assert!(
+            ids.contains(id),
+            "event {id} relayed after the broker came back"
+        );
+    }
+    relay.abort();
+    broker.stop().await;
+    db.cleanup().await;
+}
+
 /// Two nodes share a PostgreSQL database: one relay leads (no duplicates), and when its node
 /// stops the other takes over from the checkpoint. The follower node's projections track the
 /// leader's, so reads there see writes made on the other node.
