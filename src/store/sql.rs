@@ -5,6 +5,13 @@
 //! N+1 before N. (A PostgreSQL sequence hands out numbers at insert time, and transactions
 //! commit in any order, so a reader polling `position > checkpoint` would skip an event that
 //! commits late.) Subscribers check that contiguity and fail loudly on a hole.
+//!
+//! Live subscriptions share one reader: a subscription catches up with its own reads, then
+//! takes the batches of the store's tail task, which alone reads what is new (woken by this
+//! process's appends, or every `poll_interval` for other processes'). A hundred WebSocket
+//! clients and a dozen projections cost one query per append, not one each. A subscription
+//! that falls behind the tail's buffer, or finds a hole between what it has and the tail's
+//! batch, reads the difference itself.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,7 +21,7 @@ use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use sqlx::any::AnyRow;
 use sqlx::{AnyPool, Row};
-use tokio::sync::{Mutex, watch};
+use tokio::sync::{Mutex, broadcast, watch};
 use uuid::Uuid;
 use vigil_projections::format_time;
 use vigil_schemas::{
@@ -26,6 +33,17 @@ use super::Backend;
 
 /// Events per page a subscription reads.
 const SUBSCRIPTION_BATCH: usize = 500;
+/// Batches the tail keeps for subscriptions that have not taken them yet.
+const TAIL_BUFFER: usize = 256;
+
+/// What the tail task tells live subscriptions.
+#[derive(Clone)]
+enum Tail {
+    /// The events after the previous batch.
+    Events(Arc<Vec<RecordedEvent>>),
+    /// Reading failed (the database is down): live subscriptions end with this error.
+    Failed(String),
+}
 /// Events per INSERT statement (11 parameters each, well under both backends' limits).
 const INSERT_CHUNK: usize = 200;
 
@@ -45,6 +63,10 @@ struct Inner {
     sqlite_writer: Mutex<()>,
     /// How often a live subscription looks for events appended by other processes.
     poll_interval: Duration,
+    /// The tail task's channel while it runs (it stops when no subscription listens).
+    tail: std::sync::Mutex<Option<broadcast::Sender<Tail>>>,
+    /// Pages of the log read (`read_all`).
+    log_reads: std::sync::atomic::AtomicU64,
 }
 
 /// An [`EventStore`] in a SQL database. Cheap to clone.
@@ -67,6 +89,8 @@ impl SqlEventStore {
                 head: watch::Sender::new(0),
                 sqlite_writer: Mutex::new(()),
                 poll_interval,
+                tail: std::sync::Mutex::new(None),
+                log_reads: std::sync::atomic::AtomicU64::new(0),
             }),
         };
         let head = store.head_position().await?;
@@ -82,6 +106,75 @@ impl SqlEventStore {
     /// Which backend this is.
     pub fn backend(&self) -> Backend {
         self.inner.backend
+    }
+
+    /// Pages of the log this store read since it was opened (subscriptions' reads included).
+    pub fn log_reads(&self) -> u64 {
+        self.inner
+            .log_reads
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// A receiver of the tail's batches, starting the tail task when none runs.
+    fn tail(&self) -> broadcast::Receiver<Tail> {
+        let mut running = self.inner.tail.lock().expect("tail lock");
+        if let Some(tx) = running.as_ref() {
+            return tx.subscribe();
+        }
+        let (tx, rx) = broadcast::channel(TAIL_BUFFER);
+        *running = Some(tx.clone());
+        let last = *self.inner.head.borrow();
+        tokio::spawn(run_tail(Arc::downgrade(&self.inner), tx, last));
+        rx
+    }
+}
+
+/// Reads what is appended after `last` and hands it to every live subscription, until no
+/// subscription listens or the store is dropped.
+async fn run_tail(inner: std::sync::Weak<Inner>, tx: broadcast::Sender<Tail>, mut last: u64) {
+    loop {
+        let Some(strong) = inner.upgrade() else {
+            return;
+        };
+        {
+            let mut running = strong.tail.lock().expect("tail lock");
+            if tx.receiver_count() == 0 {
+                *running = None;
+                return;
+            }
+        }
+        let store = SqlEventStore { inner: strong };
+        let mut wake = store.inner.head.subscribe();
+        wake.mark_unchanged();
+        let poll = store.inner.poll_interval;
+        match store.read_all(last, SUBSCRIPTION_BATCH).await {
+            Ok(batch) if !batch.is_empty() => {
+                let contiguous = batch
+                    .iter()
+                    .enumerate()
+                    .all(|(i, e)| e.position == last + 1 + i as u64);
+                if !contiguous {
+                    // A hole: every live subscription reads for itself and reports it.
+                    let _ = tx.send(Tail::Failed(format!(
+                        "the tail found a hole after position {last}"
+                    )));
+                    *store.inner.tail.lock().expect("tail lock") = None;
+                    return;
+                }
+                last = batch.last().expect("non-empty").position;
+                let _ = tx.send(Tail::Events(Arc::new(batch)));
+            }
+            Ok(_) => {
+                drop(store);
+                // Wake on an append in this process, or poll for other processes' appends.
+                let _ = tokio::time::timeout(poll, wake.changed()).await;
+            }
+            Err(err) => {
+                let _ = tx.send(Tail::Failed(err.to_string()));
+                drop(store);
+                tokio::time::sleep(poll).await;
+            }
+        }
     }
 }
 
@@ -311,6 +404,9 @@ impl EventStore for SqlEventStore {
     }
 
     async fn read_all(&self, after: u64, limit: usize) -> Result<Vec<RecordedEvent>, StoreError> {
+        self.inner
+            .log_reads
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT {COLUMNS} FROM events WHERE position > $1 ORDER BY position ASC LIMIT $2"
         )))
@@ -370,13 +466,17 @@ impl EventStore for SqlEventStore {
         struct State {
             store: SqlEventStore,
             last: u64,
-            wake: watch::Receiver<u64>,
+            /// The tail's batches, taken once caught up.
+            tail: broadcast::Receiver<Tail>,
+            live: bool,
             failed: bool,
         }
         let state = State {
-            wake: self.inner.head.subscribe(),
+            // Listening before the first read: nothing appended meanwhile is missed.
+            tail: self.tail(),
             store: self.clone(),
             last: after,
+            live: false,
             failed: false,
         };
         futures::stream::unfold(state, |mut s| async move {
@@ -384,35 +484,63 @@ impl EventStore for SqlEventStore {
                 return None;
             }
             loop {
-                s.wake.mark_unchanged();
-                let batch = match s.store.read_all(s.last, SUBSCRIPTION_BATCH).await {
-                    Ok(batch) => batch,
-                    Err(err) => {
-                        s.failed = true;
-                        return Some((Err(err), s));
+                if !s.live {
+                    let batch = match s.store.read_all(s.last, SUBSCRIPTION_BATCH).await {
+                        Ok(batch) => batch,
+                        Err(err) => {
+                            s.failed = true;
+                            return Some((Err(err), s));
+                        }
+                    };
+                    if batch.is_empty() {
+                        s.live = true;
+                        continue;
                     }
-                };
-                if batch.is_empty() {
-                    // Wake on an append in this process, or poll for other processes' appends.
-                    let _ =
-                        tokio::time::timeout(s.store.inner.poll_interval, s.wake.changed()).await;
-                    continue;
+                    for (i, event) in batch.iter().enumerate() {
+                        let expected = s.last + 1 + i as u64;
+                        if event.position != expected {
+                            s.failed = true;
+                            return Some((
+                                Err(StoreError::Gap {
+                                    expected,
+                                    found: event.position,
+                                }),
+                                s,
+                            ));
+                        }
+                    }
+                    s.last = batch.last().expect("non-empty").position;
+                    return Some((Ok(batch), s));
                 }
-                for (i, event) in batch.iter().enumerate() {
-                    let expected = s.last + 1 + i as u64;
-                    if event.position != expected {
+                match s.tail.recv().await {
+                    Ok(Tail::Events(batch)) => {
+                        let fresh: Vec<RecordedEvent> = batch
+                            .iter()
+                            .filter(|e| e.position > s.last)
+                            .cloned()
+                            .collect();
+                        match fresh.first() {
+                            None => continue,
+                            // Some came between what it read and this batch: read them.
+                            Some(first) if first.position != s.last + 1 => s.live = false,
+                            Some(_) => {
+                                s.last = fresh.last().expect("non-empty").position;
+                                return Some((Ok(fresh), s));
+                            }
+                        }
+                    }
+                    Ok(Tail::Failed(reason)) => {
                         s.failed = true;
-                        return Some((
-                            Err(StoreError::Gap {
-                                expected,
-                                found: event.position,
-                            }),
-                            s,
-                        ));
+                        return Some((Err(StoreError::Backend(reason)), s));
+                    }
+                    // Fell behind the tail's buffer: read what it missed.
+                    Err(broadcast::error::RecvError::Lagged(_)) => s.live = false,
+                    // The tail stopped (it found a hole): listen to a new one, read meanwhile.
+                    Err(broadcast::error::RecvError::Closed) => {
+                        s.tail = s.store.tail();
+                        s.live = false;
                     }
                 }
-                s.last = batch.last().expect("non-empty").position;
-                return Some((Ok(batch), s));
             }
         })
         .boxed()

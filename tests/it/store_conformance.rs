@@ -507,6 +507,60 @@ conformance!(
     optimistic_concurrency_has_one_winner_per_version,
 );
 
+/// Many live subscriptions share one reader of the SQL log: fifty subscribers following ten
+/// appends cost the store a handful of reads, not one per subscriber and append, and each
+/// still sees every event once, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sql_live_subscriptions_share_one_reader() {
+    let db = TestDb::new(Which::Sqlite).await;
+    let store = db.store().await;
+    store
+        .append("s-0", ExpectedVersion::NoStream, events(5))
+        .await
+        .unwrap();
+    let mut subscriptions: Vec<_> = (0..50).map(|_| store.subscribe_all(0)).collect();
+    // Each catches up with its own reads.
+    for sub in &mut subscriptions {
+        let batch = sub.next().await.unwrap().unwrap();
+        assert_eq!(batch.len(), 5);
+    }
+    let before = store.log_reads();
+    let followers: Vec<_> = subscriptions
+        .into_iter()
+        .map(|mut sub| {
+            tokio::spawn(async move {
+                let mut seen = vec![];
+                while seen.len() < 10 {
+                    for e in sub.next().await.unwrap().unwrap() {
+                        seen.push(e.position);
+                    }
+                }
+                seen
+            })
+        })
+        .collect();
+    for i in 0..10 {
+        store
+            .append(
+                &format!("s-{}", i + 1),
+                ExpectedVersion::NoStream,
+                events(1),
+            )
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for follower in followers {
+        assert_eq!(follower.await.unwrap(), (6..=15).collect::<Vec<u64>>());
+    }
+    let reads = store.log_reads() - before;
+    assert!(
+        reads < 200,
+        "50 live subscriptions and 10 appends took {reads} reads of the log (one each would be 500)"
+    );
+    db.cleanup().await;
+}
+
 /// The same cases on a KurrentDB server named by `VIGIL_KURRENTDB_URL`, one after another (the
 /// server is shared, so positions are only predictable with one case writing at a time).
 ///
