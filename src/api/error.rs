@@ -152,7 +152,7 @@ impl ApiError {
     /// 503 `DATABASE_UNAVAILABLE`: the database did not answer within `database_timeout_secs`
     /// (stopped, restarting, unreachable, or every connection busy). Nothing was changed by a
     /// write refused so before it reached the database; one cut off mid-commit may have been
-    /// stored, which a retry with the same `Idempotency-Key` settles. The response carries
+    /// stored (a client reads before it retries). The response carries
     /// `Retry-After` ([`RETRY_AFTER_SECS`]).
     pub fn database_unavailable(cause: impl std::fmt::Display) -> Self {
         tracing::warn!(error = %cause, "database unavailable");

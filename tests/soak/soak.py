@@ -922,8 +922,12 @@ def report(args, plan, faults, samples, record, check, counts, settled):
     lines += ["", f"RSS after warm-up (longest run of the process): {m['rss_mib_after_warmup_first']} → "
               f"{m['rss_mib_after_warmup_last']} MiB (max {m['rss_mib_max']}); open files "
               f"{m['fds_after_warmup_first']} → {m['fds_after_warmup_last']} (max {m['fds_max']}).", ""]
+    fr = summary["frames"]
+    lines += [f"Frames sampled / analysed by the last run of the process: {fr['sampled']} / "
+              f"{fr['analysed']} (the rest were still, or dropped while the pool was busy); "
+              f"pictures not stored (media full): {fr['media_dropped']}.", ""]
     lines += ["| invariant | holds |", "| --- | --- |"]
-    lines += [f"| {name} | {'yes' if ok else 'NO'} |" for name, (ok, _) in check.items()]
+    lines += [f"| {name} | {'yes' if ok else 'NO'} |" for name, (ok, _) in sorted(check.items())]
     (out / "summary.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     plot(out, samples, record, faults)
