@@ -428,10 +428,15 @@ async fn run_readme_consumer(brokers: &str) -> String {
 
 /// The relay dies mid-flow, then the broker goes away while events keep coming: the checkpoint
 /// waits, and once a broker is back every event after it arrives, duplicates only by event id.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn the_relay_resumes_from_its_checkpoint_after_a_crash_and_a_broker_outage() {
-    let port = free_port();
-    let broker = Broker::start(port).await;
+/// A SQLite store and a relay config for the broker on `port` (one partition, 2 s timeouts).
+async fn relay_setup(
+    port: u16,
+) -> (
+    TestDb,
+    vigil::config::Config,
+    sqlx::AnyPool,
+    Arc<dyn EventStore>,
+) {
     let db = TestDb::new(Which::Sqlite).await;
     let mut config = db.config();
     config.kafka_brokers = format!("127.0.0.1:{port}");
@@ -443,6 +448,14 @@ async fn the_relay_resumes_from_its_checkpoint_after_a_crash_and_a_broker_outage
             .await
             .unwrap(),
     );
+    (db, config, pool, store)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_relay_resumes_from_its_checkpoint_after_a_crash_and_a_broker_outage() {
+    let port = free_port();
+    let broker = Broker::start(port).await;
+    let (db, config, pool, store) = relay_setup(port).await;
 
     let relay = tokio::spawn(
         KafkaRelay::new(&config, store.clone(), pool.clone())
@@ -529,17 +542,7 @@ async fn the_relay_resumes_from_its_checkpoint_after_a_crash_and_a_broker_outage
 async fn a_running_relay_goes_on_when_its_broker_comes_back_empty() {
     let port = free_port();
     let broker = Broker::start(port).await;
-    let db = TestDb::new(Which::Sqlite).await;
-    let mut config = db.config();
-    config.kafka_brokers = format!("127.0.0.1:{port}");
-    config.kafka_partitions = 1;
-    config.kafka_message_timeout_ms = 2000;
-    let (pool, backend) = vigil::store::open_pool(&db.url, 4).await.unwrap();
-    let store: Arc<dyn EventStore> = Arc::new(
-        vigil::store::SqlEventStore::new(pool.clone(), backend, Duration::from_millis(50))
-            .await
-            .unwrap(),
-    );
+    let (db, config, pool, store) = relay_setup(port).await;
     let relay = tokio::spawn(
         KafkaRelay::new(&config, store.clone(), pool.clone())
             .unwrap()
