@@ -1,11 +1,13 @@
 //! Ingest benchmarks: a camera fleet through decode → sample → motion gating → inference
 //! pool → tracker — busy cameras playing the pedestrian clip and quiet ones (sensor noise and
 //! a drifting exposure; every other one with people crossing for 5 s a minute) — and the CPU
-//! share of receiving and decoding one 720p25 RTSP camera.
+//! share of receiving and decoding one 720p25 RTSP camera, and frame-in → incident on the
+//! WebSocket for a push camera.
 //!
 //! `cargo bench --bench ingest` (needs what scripts/setup installs: the clip, ffmpeg, the
 //! GStreamer RTSP server for Python). `VIGIL_BENCH_BACKEND=cpu|wgpu|auto` (default `cpu`)
-//! picks the models' device, `VIGIL_BENCH_SECS` the measuring window per row (default 30).
+//! picks the models' device, `VIGIL_BENCH_SECS` the measuring window per row (default 30),
+//! `VIGIL_BENCH_PARTS` which parts run (`fleet,quality,latency,rtsp`, the default: all).
 #![allow(clippy::print_stdout)] // a benchmark reports on stdout
 
 use std::path::{Path, PathBuf};
@@ -24,6 +26,13 @@ fn secs() -> u64 {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(30)
+}
+
+/// Whether `VIGIL_BENCH_PARTS` (comma-separated; absent: every part) names `part`.
+fn runs(part: &str) -> bool {
+    std::env::var("VIGIL_BENCH_PARTS")
+        .ok()
+        .is_none_or(|parts| parts.split(',').any(|p| p.trim() == part))
 }
 
 fn backend() -> vigil_models::BackendPreference {
@@ -493,6 +502,152 @@ async fn rtsp_share(url: &str, fps: f64, window: Duration) -> (f64, f64) {
     ((cpu_seconds() - cpu0) / wall, decoded)
 }
 
+/// A push camera posting the pedestrian clip's frames (`frames`, 10 fps; every other one is
+/// sent, one request a frame at 5 fps, each stamped with the time it is sent) to a server with
+/// an intrusion zone over the whole picture, and a WebSocket client on `incidents`: for each
+/// `incident.opened`, the time from the start of the upload of the frame it was found in (its
+/// `occurred_at` is that frame's stamp) to the event's arrival on the socket. Sorted, in ms.
+async fn push_latencies(frames: &Path, window: Duration) -> Vec<f64> {
+    use futures::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::{Message, client::IntoClientRequest};
+
+    const KEY: &str = "bench-admin-key";
+    let dir = tempfile::tempdir().unwrap();
+    let config = Config {
+        data_dir: dir.path().join("data"),
+        admin_key: KEY.into(),
+        models_backend: backend(),
+        log: "warn".into(),
+        ..Config::default()
+    };
+    let (app, _) = App::open(config).await.unwrap();
+    app.ingest().pool().preload();
+    let _tasks = app.spawn_background();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(vigil::api::serve(app.clone(), listener, async {
+        let _ = stopped.await;
+    }));
+    let http = reqwest::Client::new();
+    let send = |method: reqwest::Method, path: &str, body: serde_json::Value| {
+        let request = http
+            .request(method, format!("{base}{path}"))
+            .header("x-api-key", KEY)
+            .json(&body);
+        async move {
+            let res = request.send().await.unwrap();
+            assert!(res.status().is_success(), "{}", res.text().await.unwrap());
+        }
+    };
+    send(
+        reqwest::Method::PATCH,
+        "/api/v1/calibration",
+        serde_json::json!({"cameras": {"door": {"intrusion_zones": ["all"]}}}),
+    )
+    .await;
+    send(
+        reqwest::Method::POST,
+        "/api/v1/cameras",
+        serde_json::json!({"id": "door", "name": "Door", "source": "push", "sample_fps": 5,
+            "features": {"intrusion": true},
+            "zones": [{"name": "all", "polygon": [{"x": 0, "y": 0}, {"x": 1, "y": 0}, {"x": 1, "y": 1}, {"x": 0, "y": 1}]}]}),
+    )
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while app.ingest().runtime_of("door").is_none() {
+        assert!(Instant::now() < deadline, "the push camera did not start");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut request = format!("{}/ws", base.replace("http://", "ws://"))
+        .into_client_request()
+        .unwrap();
+    request
+        .headers_mut()
+        .insert("x-api-key", KEY.parse().unwrap());
+    let (mut socket, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+    socket
+        .send(Message::text(
+            serde_json::json!({"type": "subscribe", "topics": ["incidents"]}).to_string(),
+        ))
+        .await
+        .unwrap();
+    // Upload start of each frame, by its stamp.
+    let sent = Arc::new(std::sync::Mutex::new(Vec::<(
+        chrono::DateTime<chrono::Utc>,
+        Instant,
+    )>::new()));
+    let latencies = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let reader = {
+        let (sent, out) = (sent.clone(), latencies.clone());
+        tokio::spawn(async move {
+            while let Some(Ok(message)) = socket.next().await {
+                let Message::Text(text) = message else {
+                    continue;
+                };
+                let arrived = Instant::now();
+                let event: serde_json::Value = serde_json::from_str(&text).unwrap();
+                if event["event_type"] != "incident.opened" {
+                    continue;
+                }
+                let at: chrono::DateTime<chrono::Utc> =
+                    event["occurred_at"].as_str().unwrap().parse().unwrap();
+                let sent = sent.lock().unwrap();
+                if let Some((_, started)) = sent.iter().find(|(stamp, _)| {
+                    (*stamp - at).num_microseconds().unwrap_or(i64::MAX).abs() < 1000
+                }) {
+                    out.lock()
+                        .unwrap()
+                        .push(arrived.duration_since(*started).as_secs_f64() * 1000.0);
+                }
+            }
+        })
+    };
+    let mut files: Vec<PathBuf> = std::fs::read_dir(frames)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    let started = Instant::now();
+    for (i, file) in files.iter().step_by(2).enumerate() {
+        if started.elapsed() > window {
+            break;
+        }
+        let slot = started + Duration::from_millis(200 * i as u64);
+        tokio::time::sleep_until(slot.into()).await;
+        let stamp = chrono::Utc::now();
+        sent.lock().unwrap().push((stamp, Instant::now()));
+        let form = reqwest::multipart::Form::new()
+            .part(
+                "files",
+                reqwest::multipart::Part::bytes(std::fs::read(file).unwrap())
+                    .file_name("f.jpg")
+                    .mime_str("image/jpeg")
+                    .unwrap(),
+            )
+            .text(
+                "timestamps",
+                stamp.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+            );
+        let res = http
+            .post(format!("{base}/api/v1/cameras/door/frames"))
+            .header("x-api-key", KEY)
+            .multipart(form)
+            .send()
+            .await
+            .unwrap();
+        assert!(res.status().is_success(), "{}", res.text().await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    reader.abort();
+    let _ = stop.send(());
+    let _ = server.await;
+    app.stop_ingest().await;
+    let mut out = std::mem::take(&mut *latencies.lock().unwrap());
+    out.sort_by(f64::total_cmp);
+    out
+}
+
 #[tokio::main]
 async fn main() {
     let window = Duration::from_secs(secs());
@@ -537,37 +692,69 @@ async fn main() {
         crossing: servers[2].url.clone(),
     };
     let machine = std::thread::available_parallelism().map_or(0, |n| n.get());
-    println!(
-        "\nFleet: MJPEG cameras (768x576, 10 fps each, sampled at 5 fps) → motion gating → pool → \
+    if runs("fleet") {
+        println!(
+            "\nFleet: MJPEG cameras (768x576, 10 fps each, sampled at 5 fps) → motion gating → pool → \
          tracker; busy cameras play the pedestrian clip, quiet ones a grey wall with sensor noise \
          and a drifting exposure (every other one with 5 s of pedestrians a minute); models on \
          `{:?}`, {machine} CPU cores, {} s per row\n",
-        backend(),
-        window.as_secs()
-    );
-    println!(
-        "| busy + quiet | workers | sampled/s | analysed/s | in regions | detector passes per analysed frame | held/s | busy analysed | quiet motion frames/s | quiet analysed/s | quiet motion analysed | dropped | faces described/s | mean batch | CPU cores |"
-    );
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
-    for (busy, quiet) in [(1, 0), (4, 0), (2, 2), (2, 14), (2, 30)] {
-        println!("{}", fleet(busy, quiet, 1, &urls, window).await);
+            backend(),
+            window.as_secs()
+        );
+        println!(
+            "| busy + quiet | workers | sampled/s | analysed/s | in regions | detector passes per analysed frame | held/s | busy analysed | quiet motion frames/s | quiet analysed/s | quiet motion analysed | dropped | faces described/s | mean batch | CPU cores |"
+        );
+        println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+        for (busy, quiet) in [(1, 0), (4, 0), (2, 2), (2, 14), (2, 30)] {
+            println!("{}", fleet(busy, quiet, 1, &urls, window).await);
+        }
     }
     drop(servers);
 
-    let short = work.path().join("quality").join("clip.mp4");
-    std::fs::create_dir_all(short.parent().unwrap()).unwrap();
-    ffmpeg(&[
-        "-i",
-        clip.to_str().unwrap(),
-        "-t",
-        &QUALITY_SECS.to_string(),
-        "-c:v",
-        "libx264",
-        "-preset",
-        "ultrafast",
-        short.to_str().unwrap(),
-    ]);
-    quality(&short).await;
+    if runs("latency") {
+        let latencies = push_latencies(&frames, window.max(Duration::from_secs(60))).await;
+        let at = |q: f64| {
+            latencies
+                .get(((latencies.len() as f64 * q) as usize).min(latencies.len().saturating_sub(1)))
+                .map_or("–".to_string(), |ms| format!("{ms:.0}"))
+        };
+        println!(
+            "\nA push camera (one upload a frame, 5 fps, the clip; intrusion zone over the whole \
+         picture): frame-in → `incident.opened` on the WebSocket\n"
+        );
+        println!("| incidents | p50 ms | p99 ms | max ms |");
+        println!("|---:|---:|---:|---:|");
+        println!(
+            "| {} | {} | {} | {} |",
+            latencies.len(),
+            at(0.5),
+            at(0.99),
+            latencies
+                .last()
+                .map_or("–".to_string(), |ms| format!("{ms:.0}"))
+        );
+    }
+
+    if runs("quality") {
+        let short = work.path().join("quality").join("clip.mp4");
+        std::fs::create_dir_all(short.parent().unwrap()).unwrap();
+        ffmpeg(&[
+            "-i",
+            clip.to_str().unwrap(),
+            "-t",
+            &QUALITY_SECS.to_string(),
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            short.to_str().unwrap(),
+        ]);
+        quality(&short).await;
+    }
+
+    if !runs("rtsp") {
+        return;
+    }
 
     let hd = work.path().join("clip720.mp4");
     ffmpeg(&[

@@ -7,6 +7,12 @@
 //! `vigil-actors`, the read side in `vigil-projections`, the models in `vigil-models`.
 #![deny(missing_docs)]
 
+/// jemalloc, with background threads returning freed pages to the system after 10 s: under
+/// glibc's allocator a burst (a fault's backlog, many clients at once) left the process's
+/// resident memory higher for good. Its counters are the `vigil_memory_*` series.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 pub mod access;
 pub mod api;
 pub mod app;

@@ -134,6 +134,18 @@ pub const SERIES: &[(&str, &str, Option<Unit>, &str)] = &[
         "Sampled frames dropped before analysis per camera.",
     ),
     (
+        "vigil_memory_allocated_bytes",
+        "gauge",
+        None,
+        "Bytes the process has allocated and not freed (jemalloc's count).",
+    ),
+    (
+        "vigil_memory_resident_bytes",
+        "gauge",
+        None,
+        "Bytes of physical memory the allocator holds, freed-but-kept pages included (jemalloc's count).",
+    ),
+    (
         "vigil_camera_analysed_total",
         "counter",
         None,
@@ -315,9 +327,22 @@ impl Telemetry {
     /// The Prometheus text exposition of everything recorded, with the process's own series
     /// (CPU, memory, file descriptors, threads, start time) read now.
     pub fn render(&self) -> String {
-        self.record(|| self.process.collect());
+        self.record(|| {
+            self.process.collect();
+            if let Some((allocated, resident)) = allocator_stats() {
+                metrics::gauge!("vigil_memory_allocated_bytes").set(allocated as f64);
+                metrics::gauge!("vigil_memory_resident_bytes").set(resident as f64);
+            }
+        });
         self.handle.render()
     }
+}
+
+/// jemalloc's allocated and resident bytes, refreshed now; `None` when they cannot be read.
+pub fn allocator_stats() -> Option<(usize, usize)> {
+    use tikv_jemalloc_ctl::{epoch, stats};
+    epoch::advance().ok()?;
+    Some((stats::allocated::read().ok()?, stats::resident::read().ok()?))
 }
 
 #[cfg(test)]
@@ -341,5 +366,20 @@ mod tests {
         );
         assert!(text.contains("process_resident_memory_bytes"), "{text}");
         assert!(b.render().contains("vigil_event_log_head 9"));
+    }
+
+    #[test]
+    fn the_allocator_counts_what_is_allocated_and_exports_it() {
+        let (before, _) = allocator_stats().expect("jemalloc's statistics");
+        let block = vec![1u8; 64 << 20];
+        let (during, resident) = allocator_stats().unwrap();
+        assert!(during >= before + (60 << 20), "{before} → {during}");
+        assert!(resident >= 64 << 20, "{resident}");
+        drop(block);
+        let (after, _) = allocator_stats().unwrap();
+        assert!(after + (60 << 20) <= during, "{during} → {after}");
+        let text = Telemetry::new().render();
+        assert!(text.contains("# TYPE vigil_memory_allocated_bytes gauge"), "{text}");
+        assert!(text.contains("vigil_memory_resident_bytes "), "{text}");
     }
 }

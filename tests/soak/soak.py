@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Vigil's soak: a camera fleet, clients and a seeded schedule of faults, then invariants.
 
-    scripts/soak [--minutes 60] [--seed 1] [--out DIR] [--vigil BIN]
+    scripts/soak [--minutes 60] [--seed 1] [--out DIR] [--vigil BIN] [--faults KIND,…]
 
 Starts, in a temporary folder:
   - a PostgreSQL cluster of its own (initdb; run as `postgres` when we are root), so the
@@ -18,8 +18,9 @@ Starts, in a temporary folder:
     vanishes without a close.
 
 The fault schedule (printed, seeded) stops and crashes PostgreSQL, kills the broker for a
-while, kills and restarts a camera server, fills the media folder, SIGKILLs and SIGSTOPs Vigil.
-Every two seconds it samples Vigil's memory (RSS) and open files. At the end, with every fault
+while, kills and restarts a camera server, fills the media folder, SIGKILLs and SIGSTOPs Vigil
+(--faults keeps only the kinds it names). Every two seconds it samples Vigil's memory (RSS) and
+open files, every ten seconds what its allocator has in use. At the end, with every fault
 undone, it checks:
 
   1. every write a client was told succeeded is in the store;
@@ -462,17 +463,35 @@ def vanishing_ws(vigil, stop):
         stop.wait(2)
 
 
+def allocated_mib(vigil):
+    """What the allocator says is in use (`vigil_memory_allocated_bytes`), in MiB, or None."""
+    try:
+        text = requests.get(vigil.base + "/metrics", headers={"x-api-key": KEY}, timeout=5).text
+    except requests.RequestException:
+        return None
+    for line in text.splitlines():
+        if line.startswith("vigil_memory_allocated_bytes "):
+            return round(float(line.split()[1]) / (1 << 20), 1)
+    return None
+
+
 def sampler(vigil, record, stop, rows):
+    """RSS and open files every 2 s; what the allocator holds every 10 s (else empty)."""
+    n = 0
     while not stop.is_set():
         pid = vigil.pid()
         if pid:
             try:
                 status = Path(f"/proc/{pid}/status").read_text()
-                rss = next(int(l.split()[1]) for l in status.splitlines() if l.startswith("VmRSS"))
+                kib = {l.split(":")[0]: int(l.split()[1]) for l in status.splitlines()
+                       if l.startswith(("VmRSS", "RssAnon"))}
                 fds = len(os.listdir(f"/proc/{pid}/fd"))
-                rows.append((round(time.time() - record.t0, 1), vigil.starts, round(rss / 1024, 1),
-                             fds, record.phase))
-            except (OSError, StopIteration):
+                allocated = allocated_mib(vigil) if n % 5 == 0 and record.phase == "-" else None
+                rows.append((round(time.time() - record.t0, 1), vigil.starts,
+                             round(kib["VmRSS"] / 1024, 1), fds, record.phase, allocated,
+                             round(kib["RssAnon"] / 1024, 1)))
+                n += 1
+            except (OSError, KeyError):
                 pass
         stop.wait(2)
 
@@ -481,14 +500,15 @@ FAULTS = ["postgres-stop", "broker-kill", "camera-kill", "media-full", "vigil-ki
           "postgres-crash", "vigil-stop"]
 
 
-def schedule(rng, minutes):
+def schedule(rng, minutes, faults=FAULTS):
     """(start s, fault, duration s): the first after a minute of warm-up, then one after
-    another with a pause between; every kind once per round, rounds in seeded order."""
+    another with a pause between; every kind of `faults` once per round, rounds in seeded
+    order."""
     total = minutes * 60
     short = minutes <= 10
     out, t = [], 45.0 if short else 120.0
     while True:
-        kinds = FAULTS[:]
+        kinds = list(faults)
         rng.shuffle(kinds)
         for kind in kinds:
             if kind in ("vigil-kill", "postgres-crash"):
@@ -597,9 +617,15 @@ def main():
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--out", type=Path, default=Path("soak-out"))
     parser.add_argument("--vigil", default=os.environ.get("VIGIL_BIN"))
+    parser.add_argument("--faults", default=",".join(FAULTS),
+                        help="the kinds of fault to schedule, comma-separated (default: all)")
     parser.add_argument("--assets", type=Path,
                         default=Path(os.environ.get("VIGIL_ASSETS", Path.home() / ".cache/vigil/assets")))
     args = parser.parse_args()
+    faults = [f for f in args.faults.split(",") if f]
+    unknown = sorted(set(faults) - set(FAULTS))
+    if unknown or not faults:
+        sys.exit(f"soak: --faults takes kinds among {', '.join(FAULTS)}; not {', '.join(unknown) or 'none'}")
     if not args.vigil or not Path(args.vigil).exists():
         sys.exit("soak: --vigil must name a built vigil binary")
     clip = args.assets / "images/vtest.avi"
@@ -607,7 +633,7 @@ def main():
         sys.exit(f"soak: {clip} is missing: run scripts/setup")
     args.out.mkdir(parents=True, exist_ok=True)
     rng = random.Random(args.seed)
-    plan = schedule(random.Random(args.seed), args.minutes)
+    plan = schedule(random.Random(args.seed), args.minutes, faults)
     log(f"seed {args.seed}, {args.minutes} min; fault schedule:")
     for start, kind, duration in plan:
         log(f"  at {start:7.1f} s  {kind:15s} for {duration:5.1f} s")
@@ -861,7 +887,7 @@ def report(args, plan, faults, samples, record, check, counts, settled):
     out = args.out
     with open(out / "samples.csv", "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["t_s", "process", "rss_mib", "fds", "phase"])
+        w.writerow(["t_s", "process", "rss_mib", "fds", "phase", "allocated_mib", "rss_anon_mib"])
         w.writerows(samples)
     with open(out / "requests.csv", "w", newline="") as f:
         w = csv.writer(f)
@@ -883,8 +909,8 @@ def report(args, plan, faults, samples, record, check, counts, settled):
 
     # Memory after warm-up: per process run, the first and last samples two minutes on.
     runs = {}
-    for t, proc, rss, fds, _ in samples:
-        runs.setdefault(proc, []).append((t, rss, fds))
+    for t, proc, rss, fds, _, allocated, anon in samples:
+        runs.setdefault(proc, []).append((t, rss, fds, allocated, anon))
     longest = max(runs.values(), key=len) if runs else []
     warm = [s for s in longest if s[0] - longest[0][0] >= 60] if longest else []
     summary = {
@@ -900,6 +926,10 @@ def report(args, plan, faults, samples, record, check, counts, settled):
             "fds_after_warmup_first": warm[0][2] if warm else None,
             "fds_after_warmup_last": warm[-1][2] if warm else None,
             "fds_max": max((s[3] for s in samples), default=None),
+            "rss_anon_mib_after_warmup_first": warm[0][4] if warm else None,
+            "rss_anon_mib_after_warmup_last": warm[-1][4] if warm else None,
+            "allocated_mib_after_warmup_first": next((s[3] for s in warm if s[3] is not None), None),
+            "allocated_mib_after_warmup_last": next((s[3] for s in reversed(warm) if s[3] is not None), None),
         },
         "frames": {"sampled": counts.get("vigil_camera_sampled_total"),
                    "analysed": counts.get("vigil_camera_analysed_total"),
@@ -919,7 +949,11 @@ def report(args, plan, faults, samples, record, check, counts, settled):
     m = summary["memory"]
     lines += ["", f"RSS after warm-up (longest run of the process): {m['rss_mib_after_warmup_first']} → "
               f"{m['rss_mib_after_warmup_last']} MiB (max {m['rss_mib_max']}); open files "
-              f"{m['fds_after_warmup_first']} → {m['fds_after_warmup_last']} (max {m['fds_max']}).", ""]
+              f"{m['fds_after_warmup_first']} → {m['fds_after_warmup_last']} (max {m['fds_max']}); "
+              f"anonymous RSS (not the mapped binary) {m['rss_anon_mib_after_warmup_first']} → "
+              f"{m['rss_anon_mib_after_warmup_last']} MiB; "
+              f"allocated (jemalloc) {m['allocated_mib_after_warmup_first']} → "
+              f"{m['allocated_mib_after_warmup_last']} MiB.", ""]
     fr = summary["frames"]
     lines += [f"Frames sampled / analysed by the last run of the process: {fr['sampled']} / "
               f"{fr['analysed']} (the rest were still, or dropped while the pool was busy); "
@@ -940,6 +974,12 @@ def plot(out, samples, record, faults):
     fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(10, 6), sharex=True)
     t = [s[0] / 60 for s in samples]
     ax1.plot(t, [s[2] for s in samples], label="RSS (MiB)", color="tab:blue")
+    ax1.plot(t, [s[6] for s in samples], label="anonymous RSS (MiB)", color="tab:cyan")
+    allocated = [(s[0] / 60, s[5]) for s in samples if s[5] is not None]
+    ax1.plot([a[0] for a in allocated], [a[1] for a in allocated], label="allocated (MiB)",
+             color="tab:purple")
+    ax1.set_ylim(bottom=0)
+    ax1.legend(loc="lower left", fontsize=7)
     ax1b = ax1.twinx()
     ax1b.plot(t, [s[3] for s in samples], label="open files", color="tab:orange")
     ax1.set_ylabel("RSS (MiB)")
