@@ -342,7 +342,10 @@ impl Telemetry {
 pub fn allocator_stats() -> Option<(usize, usize)> {
     use tikv_jemalloc_ctl::{epoch, stats};
     epoch::advance().ok()?;
-    Some((stats::allocated::read().ok()?, stats::resident::read().ok()?))
+    Some((
+        stats::allocated::read().ok()?,
+        stats::resident::read().ok()?,
+    ))
 }
 
 #[cfg(test)]
@@ -379,7 +382,10 @@ mod tests {
         let (after, _) = allocator_stats().unwrap();
         assert!(after + (60 << 20) <= during, "{during} → {after}");
         let text = Telemetry::new().render();
-        assert!(text.contains("# TYPE vigil_memory_allocated_bytes gauge"), "{text}");
+        assert!(
+            text.contains("# TYPE vigil_memory_allocated_bytes gauge"),
+            "{text}"
+        );
         assert!(text.contains("vigil_memory_resident_bytes "), "{text}");
     }
 }
