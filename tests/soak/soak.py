@@ -463,20 +463,29 @@ def vanishing_ws(vigil, stop):
         stop.wait(2)
 
 
+def metric_totals(text, names):
+    """Each of `names` summed over its samples (all label sets) in a Prometheus exposition;
+    absent series are left out."""
+    totals = {}
+    for line in text.splitlines():
+        for name in names:
+            if line.startswith(name):
+                totals[name] = totals.get(name, 0) + float(line.rsplit(" ", 1)[1])
+    return totals
+
+
 def allocated_mib(vigil):
     """What the allocator says is in use (`vigil_memory_allocated_bytes`), in MiB, or None."""
     try:
         text = requests.get(vigil.base + "/metrics", headers={"x-api-key": KEY}, timeout=5).text
     except requests.RequestException:
         return None
-    for line in text.splitlines():
-        if line.startswith("vigil_memory_allocated_bytes "):
-            return round(float(line.split()[1]) / (1 << 20), 1)
-    return None
+    allocated = metric_totals(text, ["vigil_memory_allocated_bytes"]).get("vigil_memory_allocated_bytes")
+    return None if allocated is None else round(allocated / (1 << 20), 1)
 
 
 def sampler(vigil, record, stop, rows):
-    """RSS and open files every 2 s; what the allocator holds every 10 s (else empty)."""
+    """RSS and open files every 2 s; what the allocator has in use every 10 s (else empty)."""
     n = 0
     while not stop.is_set():
         pid = vigil.pid()
@@ -772,13 +781,9 @@ def main():
             time.sleep(1)
         check["7 cameras online after their servers came back"] = (
             all(s == "online" for s in statuses.values()), statuses)
-        metrics = api("GET", "/metrics").text
-        counts = {}
-        for line in metrics.splitlines():
-            for name in ("vigil_camera_sampled_total", "vigil_camera_analysed_total",
-                         "vigil_camera_media_dropped_total", "vigil_tracks_swept_total"):
-                if line.startswith(name):
-                    counts[name] = counts.get(name, 0) + float(line.rsplit(" ", 1)[1])
+        counts = metric_totals(api("GET", "/metrics").text,
+                               ["vigil_camera_sampled_total", "vigil_camera_analysed_total",
+                                "vigil_camera_media_dropped_total", "vigil_tracks_swept_total"])
         relay = relay_checkpoint(vigil)
 
         # A graceful stop ends every track; a start sweeps what the kills left; stop again.
