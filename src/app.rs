@@ -117,6 +117,8 @@ struct Inner {
     ingest: Arc<Ingest>,
     /// Where pushed frames go.
     push: Arc<PushRegistry>,
+    /// This node's camera leases (ingest on PostgreSQL).
+    cluster: Option<Arc<crate::cluster::LeaseKeeper>>,
     /// The supervision tree, once started (`ingest = true`).
     supervision: tokio::sync::OnceCell<Supervision>,
     /// Whether the models' weight files are present and match their checksums (checked once).
@@ -175,7 +177,8 @@ impl App {
             Duration::from_secs(config.database_timeout_secs),
         )
         .await?;
-        let store = crate::store::open_event_store(&config, pool.clone(), backend).await?;
+        let (store, sql_store) =
+            crate::store::open_event_stores(&config, pool.clone(), backend).await?;
         let handler = CommandHandler::new(store.clone());
         let vectors = config.vector_store();
         let runners = vigil_projections::all(vectors.clone())
@@ -214,23 +217,36 @@ impl App {
             telemetry.histogram("vigil_inference_batch_size"),
         );
         let push = Arc::new(PushRegistry::default());
-        let ingest = Arc::new(
-            Ingest::new(
-                handler.clone(),
-                inference,
-                BlobStore::new(config.data_dir.join("blobs")),
-                Arc::new(Transports {
-                    push: push.clone(),
-                    video_dirs: config.video_dirs_allowed(),
-                }),
-                Backoff {
-                    initial: Duration::from_millis(config.camera_backoff_initial_ms),
-                    max: Duration::from_millis(config.camera_backoff_max_ms),
-                },
-                vigil_actors::tracker::TrackerConfig::default(),
-            )
-            .with_clips(config.clip_settings()),
-        );
+        // Ingest nodes on PostgreSQL share the cameras through leases; on SQLite (one node)
+        // the node runs every camera.
+        let cluster = (config.ingest && backend == Backend::Postgres).then(|| {
+            Arc::new(crate::cluster::LeaseKeeper::new(
+                crate::cluster::ClusterSettings::of(&config),
+                pool.clone(),
+                backend,
+                store.clone(),
+                sql_store,
+            ))
+        });
+        let ingest = Ingest::new(
+            handler.clone(),
+            inference,
+            BlobStore::new(config.data_dir.join("blobs")),
+            Arc::new(Transports {
+                push: push.clone(),
+                video_dirs: config.video_dirs_allowed(),
+            }),
+            Backoff {
+                initial: Duration::from_millis(config.camera_backoff_initial_ms),
+                max: Duration::from_millis(config.camera_backoff_max_ms),
+            },
+            vigil_actors::tracker::TrackerConfig::default(),
+        )
+        .with_clips(config.clip_settings());
+        let ingest = Arc::new(match &cluster {
+            Some(keeper) => ingest.with_leases(keeper.clone()),
+            None => ingest,
+        });
         let links = crate::links::MediaLinks::new(
             &pepper,
             &config.public_base_url,
@@ -255,6 +271,7 @@ impl App {
                 compute,
                 ingest,
                 push,
+                cluster,
                 supervision: tokio::sync::OnceCell::new(),
                 weights: std::sync::OnceLock::new(),
             }),
@@ -310,6 +327,9 @@ impl App {
             )
             .run(),
         ));
+        if let Some(keeper) = &self.inner.cluster {
+            tasks.push(tokio::spawn(keeper.clone().run(self.inner.ingest.clone())));
+        }
         if self.inner.config.ingest {
             let app = self.clone();
             tasks.push(tokio::spawn(async move {
@@ -397,11 +417,20 @@ impl App {
         self.inner.supervision.get()
     }
 
-    /// Stops every camera actor (each records `stopped`); call before shutting down.
+    /// Stops every camera actor (each records `stopped`) and hands this node's camera leases
+    /// back; call before shutting down.
     pub async fn stop_ingest(&self) {
         if let Some(supervision) = self.inner.supervision.get() {
             supervision.shutdown().await;
         }
+        if let Some(keeper) = &self.inner.cluster {
+            keeper.release_all().await;
+        }
+    }
+
+    /// This node's camera leases, where ingest nodes share the cameras (PostgreSQL).
+    pub fn cluster(&self) -> Option<&Arc<crate::cluster::LeaseKeeper>> {
+        self.inner.cluster.as_ref()
     }
 
     /// The event store.

@@ -110,6 +110,19 @@ pub struct Config {
     pub max_upload_bytes: usize,
     /// Run camera ingest (the camera actors) on this node (`VIGIL_INGEST`).
     pub ingest: bool,
+    /// This node's name among the nodes sharing a database (`VIGIL_NODE_ID`): it owns camera
+    /// leases and signs its cameras' events. Empty: `{host name}-{listen port}`. Must be
+    /// unique per node and stay the same across its restarts.
+    pub node_id: String,
+    /// How long a node's lease on a camera lasts without a heartbeat, in seconds
+    /// (`VIGIL_CAMERA_LEASE_SECS`): a node that dies loses its cameras to the others after
+    /// this long. Used on PostgreSQL, where ingest nodes share the cameras.
+    pub camera_lease_secs: u64,
+    /// How often a node renews its leases and takes or gives back cameras, in seconds
+    /// (`VIGIL_CAMERA_HEARTBEAT_SECS`; at most half the lease).
+    pub camera_heartbeat_secs: u64,
+    /// The most cameras this node takes (`VIGIL_MAX_CAMERAS`); 0: no limit, an even share.
+    pub max_cameras: u32,
     /// Inference worker threads, each with its own copy of the models
     /// (`VIGIL_INFERENCE_WORKERS`).
     pub inference_workers: usize,
@@ -289,6 +302,10 @@ impl Default for Config {
             assets_dir: String::new(),
             max_upload_bytes: 20 << 20,
             ingest: true,
+            node_id: String::new(),
+            camera_lease_secs: 15,
+            camera_heartbeat_secs: 5,
+            max_cameras: 0,
             inference_workers: 1,
             inference_max_batch: 4,
             inference_max_wait_ms: 20,
@@ -365,6 +382,10 @@ const ENV_KEYS: &[&str] = &[
     "ws_heartbeat_secs",
     "max_upload_bytes",
     "ingest",
+    "node_id",
+    "camera_lease_secs",
+    "camera_heartbeat_secs",
+    "max_cameras",
     "inference_workers",
     "inference_max_batch",
     "inference_max_wait_ms",
@@ -456,6 +477,14 @@ impl Config {
         Ok(config)
     }
 
+    /// This node's name: `node_id`, else `{host name}-{listen port}`.
+    pub fn effective_node_id(&self) -> String {
+        if !self.node_id.is_empty() {
+            return self.node_id.clone();
+        }
+        format!("{}-{}", host_name(), self.listen.port())
+    }
+
     fn check(&self) -> Result<(), String> {
         if !matches!(self.log_format.as_str(), "text" | "json") {
             return Err(format!(
@@ -510,6 +539,23 @@ impl Config {
                 "camera_backoff_initial_ms must be at least 1 and at most camera_backoff_max_ms"
                     .into(),
             );
+        }
+        if self.camera_heartbeat_secs == 0
+            || self.camera_lease_secs < 2 * self.camera_heartbeat_secs
+        {
+            return Err(
+                "camera_heartbeat_secs must be at least 1 and camera_lease_secs at least twice it"
+                    .into(),
+            );
+        }
+        if !self.node_id.is_empty()
+            && (self.node_id.len() > 64
+                || !self
+                    .node_id
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)))
+        {
+            return Err("node_id must be 1-64 of A-Z a-z 0-9 - _ .".into());
         }
         if self.request_timeout_secs == 0 {
             return Err("request_timeout_secs must be at least 1".into());
@@ -661,6 +707,15 @@ pub fn mask_url(url: &str) -> String {
 
 /// Actors of events the configuration caused start with this.
 pub const DECLARED_ACTOR_PREFIX: &str = "config:";
+
+/// The machine's host name (`node` when it cannot be read).
+pub fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "node".into())
+}
 
 #[cfg(test)]
 #[allow(clippy::result_large_err)] // figment::Jail's closures return figment::Error

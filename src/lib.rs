@@ -16,6 +16,7 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 pub mod access;
 pub mod api;
 pub mod app;
+pub mod cluster;
 pub mod cmds;
 pub mod config;
 pub mod declared;

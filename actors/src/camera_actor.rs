@@ -25,6 +25,7 @@ use crate::appearances::{
 use crate::clips::{Covered, FinishedClip, Recorder};
 use crate::frame::{Frame, RgbImage, encode_jpeg};
 use crate::geometry::in_polygon;
+use crate::handler::CommandHandler;
 use crate::motion::MotionDetector;
 use crate::node::{CameraRuntime, CameraSpec, Ingest, MotionSeen};
 use crate::pool::{Analysis, PoolError, Scored, Want};
@@ -94,6 +95,10 @@ pub struct CameraActor;
 /// State of a running camera actor.
 pub struct CameraState {
     ingest: Arc<Ingest>,
+    /// Appends its events: fenced by its lease where cameras are leased to nodes.
+    handler: CommandHandler,
+    /// The fencing token of its lease, where cameras are leased to nodes.
+    token: Option<u64>,
     spec: CameraSpec,
     /// Told when the camera receives its first frame since the actor started (the
     /// supervisor then starts its backoff over).
@@ -147,7 +152,10 @@ const PENDING_ENDS: usize = 256;
 
 /// Whether `e` says the event store could not be reached (rather than refusing the append).
 fn unreachable(e: &vigil_schemas::StoreError) -> bool {
-    matches!(e, vigil_schemas::StoreError::Backend(_))
+    matches!(
+        e,
+        vigil_schemas::StoreError::Backend(_) | vigil_schemas::StoreError::Fenced { .. }
+    )
 }
 
 impl Drop for CameraState {
@@ -160,7 +168,11 @@ impl Drop for CameraState {
 
 /// Starts the clip recorder of a camera when the node records clips, with the task that
 /// stores what it finishes.
-fn start_recorder(ingest: &Arc<Ingest>, spec: &CameraSpec) -> Option<Recorder> {
+fn start_recorder(
+    ingest: &Arc<Ingest>,
+    handler: &CommandHandler,
+    spec: &CameraSpec,
+) -> Option<Recorder> {
     let settings = ingest.clips.clone()?;
     let (finished_tx, mut finished) = tokio::sync::mpsc::unbounded_channel();
     let recorder = match Recorder::start(&spec.id, &ingest.clips_dir(), settings, finished_tx) {
@@ -170,10 +182,10 @@ fn start_recorder(ingest: &Arc<Ingest>, spec: &CameraSpec) -> Option<Recorder> {
             return None;
         }
     };
-    let (ingest, camera) = (ingest.clone(), spec.id.clone());
+    let (ingest, handler, camera) = (ingest.clone(), handler.clone(), spec.id.clone());
     tokio::spawn(async move {
         while let Some(clip) = finished.recv().await {
-            if let Err(e) = store_clip(&ingest, &camera, &clip).await {
+            if let Err(e) = store_clip(&ingest, &handler, &camera, &clip).await {
                 tracing::warn!(camera = %camera, error = %e, "a finished clip could not be stored");
                 // Still in the partial folder when it could not be moved.
                 let _ = tokio::fs::remove_file(&clip.path).await;
@@ -186,6 +198,7 @@ fn start_recorder(ingest: &Arc<Ingest>, spec: &CameraSpec) -> Option<Recorder> {
 /// Moves a finished clip's file into the blob store and records `clip.recorded`.
 async fn store_clip(
     ingest: &Ingest,
+    handler: &CommandHandler,
     camera: &str,
     clip: &FinishedClip,
 ) -> Result<(), ActorProcessingErr> {
@@ -210,10 +223,9 @@ async fn store_clip(
     let meta = EventMeta {
         correlation_id: Uuid::now_v7(),
         causation_id: None,
-        actor: format!("camera:{camera}"),
+        actor: ingest.signed(format!("camera:{camera}")),
     };
-    ingest
-        .handler
+    handler
         .store()
         .append(
             &clip_stream(&clip_id),
@@ -228,17 +240,20 @@ async fn store_clip(
 impl Actor for CameraActor {
     type Msg = CameraMsg;
     type State = CameraState;
-    type Arguments = (Arc<Ingest>, CameraSpec, OnOnline);
+    /// The node context, the camera, whom to tell it is online, and its lease's fencing token
+    /// where cameras are leased to nodes.
+    type Arguments = (Arc<Ingest>, CameraSpec, OnOnline, Option<u64>);
 
     async fn pre_start(
         &self,
         myself: ActorRef<CameraMsg>,
-        (ingest, spec, on_online): Self::Arguments,
+        (ingest, spec, on_online, token): Self::Arguments,
     ) -> Result<CameraState, ActorProcessingErr> {
         let runtime = ingest.runtime(&spec.id);
         runtime.running.store(true, Ordering::Relaxed);
         let slot = Arc::new(FrameSlot::default());
-        let clips = start_recorder(&ingest, &spec);
+        let handler = ingest.handler_for(&spec.id, token);
+        let clips = start_recorder(&ingest, &handler, &spec);
         let clips_from_frames =
             clips.is_some() && !crate::clips::from_compressed_stream(&spec.source);
         let sink = clips.as_ref().map(Recorder::sink);
@@ -293,6 +308,8 @@ impl Actor for CameraActor {
         Ok(CameraState {
             tracker: Tracker::new(ingest.tracker),
             ingest,
+            handler,
+            token,
             spec,
             on_online,
             runtime,
@@ -367,7 +384,11 @@ impl CameraState {
     /// Notes that an append found the event store unreachable.
     fn store_failed(&mut self, e: &vigil_schemas::StoreError) {
         if self.store_down_until.is_none() {
-            tracing::warn!(camera = %self.spec.id, error = %e, "the event store is unreachable: analysis goes on, its events are dropped (counted) until it answers");
+            if matches!(e, vigil_schemas::StoreError::Fenced { .. }) {
+                tracing::warn!(camera = %self.spec.id, error = %e, "this node lost the camera's lease: its events are dropped (counted) until its actor stops");
+            } else {
+                tracing::warn!(camera = %self.spec.id, error = %e, "the event store is unreachable: analysis goes on, its events are dropped (counted) until it answers");
+            }
         }
         self.store_down_until = Some(Instant::now() + STORE_RETRY);
     }
@@ -408,7 +429,6 @@ impl CameraState {
             && let Some((stream, event)) = self.pending_ends.front().cloned()
         {
             match self
-                .ingest
                 .handler
                 .store()
                 .append(&stream, ExpectedVersion::Exact(1), vec![event])
@@ -440,7 +460,7 @@ impl CameraState {
         EventMeta {
             correlation_id: Uuid::now_v7(),
             causation_id: None,
-            actor: format!("camera:{}", self.spec.id),
+            actor: self.ingest.signed(format!("camera:{}", self.spec.id)),
         }
     }
 
@@ -454,6 +474,18 @@ impl CameraState {
             reply,
             uploaded,
         } = taken;
+        if let Some(token) = self.token
+            && !self.ingest.holds_lease(&self.spec.id, token)
+        {
+            // The node gave the camera up or lost it: the supervisor stops this actor soon;
+            // until then it analyses nothing (another node may already run the camera).
+            if let Some(reply) = reply {
+                let _ = reply.send(FrameOutcome::failed(
+                    "this node no longer runs the camera".into(),
+                ));
+            }
+            return Ok(());
+        }
         self.come_online().await?;
         let settings = self.ingest.calibration_for(&self.spec.id);
         let look = self.look(&frame, uploaded, &settings).await?;
@@ -547,7 +579,8 @@ impl CameraState {
         );
         match self
             .ingest
-            .report_status(
+            .report_status_via(
+                &self.handler,
                 &self.spec.id,
                 vigil_schemas::events::CameraStatus::Online,
                 reason,
@@ -747,7 +780,6 @@ impl CameraState {
                 continue;
             }
             match self
-                .ingest
                 .handler
                 .store()
                 .append(
@@ -824,7 +856,6 @@ impl CameraState {
                 continue;
             }
             match self
-                .ingest
                 .handler
                 .execute::<Subject>(
                     &subject,
@@ -1010,7 +1041,9 @@ impl CameraState {
         let meta = EventMeta {
             correlation_id: Uuid::now_v7(),
             causation_id: None,
-            actor: format!("rule:{}", finding.kind.as_str()),
+            actor: self
+                .ingest
+                .signed(format!("rule:{}", finding.kind.as_str())),
         };
         match self.incidents.fate(&key, at, merge_seconds) {
             FindingFate::KeepsOpen(id) => {
@@ -1026,7 +1059,6 @@ impl CameraState {
                 let added =
                     IncidentCommand::AddEvidence(evidence_added(&id, &finding, evidence, at));
                 match self
-                    .ingest
                     .handler
                     .execute_at::<Incident>(&id, added, &meta, None, Some(at))
                     .await
@@ -1063,7 +1095,6 @@ impl CameraState {
         // The incident happened when its frame was captured (a file camera's `start` plus the
         // frame's offset), not when it was analysed.
         let done = match self
-            .ingest
             .handler
             .execute_at::<Incident>(&id, opened, &meta, None, Some(at))
             .await
@@ -1201,7 +1232,6 @@ impl CameraState {
             return Ok(Some(track_id));
         }
         match self
-            .ingest
             .handler
             .store()
             .append(&stream, ExpectedVersion::Exact(1), vec![event.clone()])

@@ -53,6 +53,31 @@ impl Backoff {
     }
 }
 
+/// Which cameras this node runs where several ingest nodes share one database: each camera is
+/// leased to one node at a time (`src/cluster.rs` keeps the leases in PostgreSQL). The
+/// supervisor says which cameras it would run, and runs those the keeper says it holds; each
+/// camera actor appends through a store fenced by its lease's token, so a node that lost a
+/// camera (paused past its lease, cut off) writes nothing more for it.
+pub trait CameraLeases: Send + Sync {
+    /// This node's name; the events its cameras append are signed `…@{node}`.
+    fn node(&self) -> &str;
+    /// The cameras this node would run if they were its own: enabled, not ended, and pulled
+    /// from a source (push cameras are analysed where their frames arrive, on any node).
+    fn want(&self, cameras: std::collections::BTreeSet<String>);
+    /// Whether this node holds `camera`'s lease with `token` now (as its last beat said).
+    fn holds(&self, camera: &str, token: u64) -> bool;
+    /// The leases this node holds, camera → fencing token; changes are announced.
+    fn held(&self) -> tokio::sync::watch::Receiver<std::collections::BTreeMap<String, u64>>;
+    /// A store whose appends commit only while this node holds `camera`'s lease with `token`
+    /// ([`vigil_schemas::StoreError::Fenced`] otherwise).
+    fn fenced(&self, camera: &str, token: u64) -> Arc<dyn vigil_schemas::EventStore>;
+}
+
+/// Whether a camera's source is one that nodes lease (every source but `push`).
+pub fn leased_source(source: &str) -> bool {
+    source != "push"
+}
+
 /// What every camera actor of a node shares.
 pub struct Ingest {
     /// Appends status and track events.
@@ -76,6 +101,8 @@ pub struct Ingest {
     pub(crate) clips: Option<crate::clips::ClipSettings>,
     /// Tracks the supervisor's sweep ended (`interrupted`) since the node started.
     pub tracks_swept: std::sync::atomic::AtomicU64,
+    /// The camera leases, where nodes share cameras; none: this node runs every camera.
+    pub(crate) leases: Option<Arc<dyn CameraLeases>>,
 }
 
 impl std::fmt::Debug for Ingest {
@@ -108,6 +135,44 @@ impl Ingest {
             gallery: std::sync::RwLock::default(),
             clips: Some(crate::clips::ClipSettings::default()),
             tracks_swept: std::sync::atomic::AtomicU64::new(0),
+            leases: None,
+        }
+    }
+
+    /// With cameras leased to nodes (several ingest nodes on one database).
+    pub fn with_leases(mut self, leases: Arc<dyn CameraLeases>) -> Self {
+        self.leases = Some(leases);
+        self
+    }
+
+    /// The camera leases, when cameras are leased.
+    pub fn leases(&self) -> Option<&Arc<dyn CameraLeases>> {
+        self.leases.as_ref()
+    }
+
+    /// The command handler a camera's actor appends through: fenced by its lease's `token`
+    /// when cameras are leased (and the camera holds one), else the node's.
+    pub fn handler_for(&self, camera_id: &str, token: Option<u64>) -> CommandHandler {
+        match (&self.leases, token) {
+            (Some(leases), Some(token)) => CommandHandler::new(leases.fenced(camera_id, token)),
+            _ => self.handler.clone(),
+        }
+    }
+
+    /// Whether a camera's actor that started with lease `token` may go on analysing: this
+    /// node still holds the lease (true where cameras are not leased).
+    pub fn holds_lease(&self, camera_id: &str, token: u64) -> bool {
+        self.leases
+            .as_ref()
+            .is_none_or(|leases| leases.holds(camera_id, token))
+    }
+
+    /// The actor name `who` (`camera:{id}`, `rule:{kind}`) as this node signs it: with
+    /// `@{node}` when cameras are leased, so the log says which node wrote.
+    pub fn signed(&self, who: String) -> String {
+        match &self.leases {
+            Some(leases) => format!("{who}@{}", leases.node()),
+            None => who,
         }
     }
 
@@ -235,13 +300,25 @@ impl Ingest {
         status: CameraStatus,
         reason: String,
     ) -> Result<(), ActorProcessingErr> {
+        self.report_status_via(&self.handler, camera_id, status, reason)
+            .await
+    }
+
+    /// [`report_status`](Self::report_status) through `handler` (a camera's fenced one).
+    pub async fn report_status_via(
+        &self,
+        handler: &CommandHandler,
+        camera_id: &str,
+        status: CameraStatus,
+        reason: String,
+    ) -> Result<(), ActorProcessingErr> {
         tracing::info!(camera = camera_id, status = status.as_str(), %reason, "camera status");
         let meta = EventMeta {
             correlation_id: uuid::Uuid::now_v7(),
             causation_id: None,
-            actor: format!("camera:{camera_id}"),
+            actor: self.signed(format!("camera:{camera_id}")),
         };
-        self.handler
+        handler
             .execute::<CameraStatusAggregate>(
                 camera_id,
                 ReportStatus {

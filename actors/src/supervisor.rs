@@ -28,6 +28,9 @@ use crate::camera_actor::{CameraActor, CameraMsg, OnOnline};
 use crate::node::{CameraSpec, Ingest};
 use crate::source::SourceError;
 
+/// How long an actor whose lease went to another node may take to stop before it is killed.
+const LEASE_STOP_GRACE: Duration = Duration::from_secs(2);
+
 /// What the camera events say a camera should be doing.
 #[derive(Debug, Clone, PartialEq)]
 pub enum CameraChange {
@@ -65,6 +68,9 @@ pub enum SupervisorMsg {
     ActorOf(String, RpcReplyPort<Option<ActorRef<CameraMsg>>>),
     /// Stop every camera actor, recording `stopped`, and answer when done.
     Shutdown(RpcReplyPort<()>),
+    /// The camera leases this node holds now (camera → fencing token), where cameras are
+    /// leased to nodes: run those it wants, stop those it lost.
+    Held(std::collections::BTreeMap<String, u64>),
 }
 
 struct Entry {
@@ -77,6 +83,8 @@ struct Entry {
     lost: bool,
     /// Its video file was read to the end: not restarted until its settings change.
     ended: bool,
+    /// The fencing token of the lease its running actor started with (leased cameras).
+    token: Option<u64>,
 }
 
 /// The camera supervisor.
@@ -90,11 +98,53 @@ pub struct SupervisorState {
     shutting_down: bool,
     /// The tracks the log says are open (folded by the follower).
     open: Arc<std::sync::Mutex<OpenTracks>>,
+    /// The camera leases this node holds (camera → token), where cameras are leased.
+    held: std::collections::BTreeMap<String, u64>,
+    /// Forwards the lease keeper's changes as [`SupervisorMsg::Held`].
+    lease_watch: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Drop for SupervisorState {
     fn drop(&mut self) {
         self.follower.abort();
+        if let Some(watch) = &self.lease_watch {
+            watch.abort();
+        }
+    }
+}
+
+impl SupervisorState {
+    /// Whether camera `id` runs only where its lease is (cameras are leased to nodes and it
+    /// pulls from a source).
+    fn leased(&self, id: &str) -> bool {
+        self.ingest.leases.is_some()
+            && self
+                .cameras
+                .get(id)
+                .is_some_and(|e| crate::node::leased_source(&e.spec.source))
+    }
+
+    /// Tells the lease keeper which cameras this node would run.
+    fn announce_wanted(&self) {
+        if let Some(leases) = &self.ingest.leases {
+            let wanted = self
+                .cameras
+                .iter()
+                .filter(|(_, e)| !e.ended && crate::node::leased_source(&e.spec.source))
+                .map(|(id, _)| id.clone())
+                .collect();
+            leases.want(wanted);
+        }
+    }
+
+    /// Whether this node may record camera `id`'s status: it runs it (or every camera), and
+    /// the handler fenced by its token to do it with.
+    fn status_handler(&self, id: &str) -> Option<crate::handler::CommandHandler> {
+        if !self.leased(id) {
+            return Some(self.ingest.handler.clone());
+        }
+        let token = self.cameras.get(id)?.token?;
+        Some(self.ingest.handler_for(id, Some(token)))
     }
 }
 
@@ -358,10 +408,22 @@ impl CameraSupervisor {
         if !state.cameras.contains_key(id) {
             return Ok(());
         }
+        let token = state.held.get(id).copied();
+        if state.leased(id) && token.is_none() {
+            // Another node runs it (or will): started here when this node gets its lease
+            // (`apply_held`), with no restart pending.
+            if let Some(entry) = state.cameras.get_mut(id) {
+                entry.token = None;
+                entry.attempts = 0;
+                entry.generation += 1;
+            }
+            return Ok(());
+        }
         Self::sweep(state, id).await;
         let Some(entry) = state.cameras.get_mut(id) else {
             return Ok(());
         };
+        entry.token = token;
         // Nothing received yet by this start (how a later failure tells `offline` from `error`).
         let runtime = state.ingest.runtime(id);
         *runtime.source.lock().expect("lock") = String::new();
@@ -371,7 +433,7 @@ impl CameraSupervisor {
         let online: OnOnline = Arc::new(move |id: &str| {
             let _ = supervisor.cast(SupervisorMsg::Online(id.to_string()));
         });
-        let args = (state.ingest.clone(), entry.spec.clone(), online);
+        let args = (state.ingest.clone(), entry.spec.clone(), online, token);
         match Actor::spawn_linked(None, CameraActor, args, myself.get_cell()).await {
             Ok((actor, _)) => entry.actor = Some(actor),
             Err(e) => {
@@ -410,10 +472,16 @@ impl CameraSupervisor {
             CameraStatus::Error
         };
         tracing::warn!(camera = id, %reason, retry_in = ?delay, "camera actor failed");
-        if let Err(e) = state
-            .ingest
-            .report_status(id, status, format!("{reason}; retrying in {delay:?}"))
-            .await
+        if let Some(handler) = state.status_handler(id)
+            && let Err(e) = state
+                .ingest
+                .report_status_via(
+                    &handler,
+                    id,
+                    status,
+                    format!("{reason}; retrying in {delay:?}"),
+                )
+                .await
         {
             tracing::error!(camera = id, error = %e, "could not record a camera status");
         }
@@ -433,16 +501,22 @@ impl CameraSupervisor {
         entry.ended = true;
         entry.attempts = 0;
         entry.generation += 1;
-        if let Err(e) = state
-            .ingest
-            .report_status(id, CameraStatus::Ended, reason)
-            .await
+        if let Some(handler) = state.status_handler(id)
+            && let Err(e) = state
+                .ingest
+                .report_status_via(&handler, id, CameraStatus::Ended, reason)
+                .await
         {
             tracing::error!(camera = id, error = %e, "could not record a camera status");
         }
+        // An ended camera is not wanted any more: its lease goes back.
+        state.announce_wanted();
     }
 
     async fn stop_camera(state: &mut SupervisorState, id: &str, reason: &str) {
+        // Recorded by the node that runs it (where cameras are leased, this one only when it
+        // holds the lease).
+        let handler = state.status_handler(id);
         let Some(entry) = state.cameras.remove(id) else {
             return;
         };
@@ -451,13 +525,64 @@ impl CameraSupervisor {
                 .stop_and_wait(Some(reason.to_string()), Some(Duration::from_secs(10)))
                 .await;
         }
-        if let Err(e) = state
-            .ingest
-            .report_status(id, CameraStatus::Stopped, reason.to_string())
-            .await
+        state.announce_wanted();
+        if let Some(handler) = handler
+            && let Err(e) = state
+                .ingest
+                .report_status_via(&handler, id, CameraStatus::Stopped, reason.to_string())
+                .await
         {
             tracing::warn!(camera = id, error = %e, "could not record a camera status");
         }
+    }
+
+    /// Runs the leased cameras this node now holds and stops those it lost (without a status:
+    /// the node that took one records it). A camera waiting for a restart after a failure
+    /// is left to that restart.
+    async fn apply_held(
+        myself: &ActorRef<SupervisorMsg>,
+        state: &mut SupervisorState,
+        held: std::collections::BTreeMap<String, u64>,
+    ) -> Result<(), ActorProcessingErr> {
+        state.held = held;
+        let mut ids: Vec<String> = state.cameras.keys().cloned().collect();
+        ids.sort();
+        for id in ids {
+            if !state.leased(&id) {
+                continue;
+            }
+            let now = state.held.get(&id).copied();
+            let Some(entry) = state.cameras.get_mut(&id) else {
+                continue;
+            };
+            let running = entry.actor.is_some();
+            if running && entry.token == now {
+                continue;
+            }
+            if running {
+                let actor = entry.actor.take().expect("running");
+                entry.token = None;
+                entry.generation += 1;
+                tracing::info!(camera = %id, "this node no longer holds the camera's lease; stopping its actor");
+                // Its frames are skipped from now on (`Ingest::holds_lease`); an actor still busy
+                // with one after a moment is killed rather than holding the supervisor up.
+                if actor
+                    .stop_and_wait(Some("lease lost".into()), Some(LEASE_STOP_GRACE))
+                    .await
+                    .is_err()
+                {
+                    tracing::warn!(camera = %id, "the camera's actor did not stop in time; killing it");
+                    let _ = actor.kill_and_wait(Some(Duration::from_secs(5))).await;
+                }
+            } else if entry.ended || entry.attempts > 0 {
+                continue;
+            }
+            if now.is_some() {
+                tracing::info!(camera = %id, token = now, "this node took the camera's lease; starting its actor");
+                Self::start_camera(myself, state, &id).await?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -472,6 +597,21 @@ impl Actor for CameraSupervisor {
         ingest: Arc<Ingest>,
     ) -> Result<SupervisorState, ActorProcessingErr> {
         let open = Arc::new(std::sync::Mutex::new(OpenTracks::default()));
+        let lease_watch = ingest.leases.as_ref().map(|leases| {
+            let mut held = leases.held();
+            let supervisor = myself.clone();
+            tokio::spawn(async move {
+                loop {
+                    let now = held.borrow_and_update().clone();
+                    if supervisor.cast(SupervisorMsg::Held(now)).is_err() {
+                        return;
+                    }
+                    if held.changed().await.is_err() {
+                        return;
+                    }
+                }
+            })
+        });
         let follower = tokio::spawn(follow(ingest.clone(), myself, open.clone()));
         Ok(SupervisorState {
             ingest,
@@ -479,6 +619,8 @@ impl Actor for CameraSupervisor {
             follower,
             shutting_down: false,
             open,
+            held: Default::default(),
+            lease_watch,
         })
     }
 
@@ -517,8 +659,10 @@ impl Actor for CameraSupervisor {
                         generation,
                         lost: false,
                         ended: false,
+                        token: None,
                     },
                 );
+                state.announce_wanted();
                 Self::start_camera(&myself, state, &id).await?;
             }
             SupervisorMsg::Apply(CameraChange::Stop { id, reason }) => {
@@ -560,6 +704,11 @@ impl Actor for CameraSupervisor {
                     .collect();
                 for id in idle {
                     Self::sweep(state, &id).await;
+                }
+            }
+            SupervisorMsg::Held(held) => {
+                if !state.shutting_down {
+                    Self::apply_held(&myself, state, held).await?;
                 }
             }
             SupervisorMsg::ActorOf(id, reply) => {

@@ -80,6 +80,11 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
         "clip_tracks",
         include_str!("../migrations/0011_clip_tracks.sql"),
     ),
+    (
+        12,
+        "cluster",
+        include_str!("../migrations/0012_cluster.sql"),
+    ),
 ];
 
 /// The SQL databases Vigil's migrations serve.

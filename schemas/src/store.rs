@@ -102,6 +102,18 @@ pub enum StoreError {
         /// What is wrong.
         reason: String,
     },
+    /// The writer appends for a camera whose lease its node no longer holds with the token
+    /// it started with (another node took the camera, or the lease expired while the node was
+    /// stopped or cut off); nothing was appended.
+    #[error("node `{node}` no longer holds the lease of camera `{camera}` (token {token})")]
+    Fenced {
+        /// The camera.
+        camera: String,
+        /// The node that tried to write.
+        node: String,
+        /// The fencing token it wrote with.
+        token: u64,
+    },
     /// The backend failed (connection lost, disk full, …).
     #[error("event store backend: {0}")]
     Backend(String),

@@ -44,6 +44,7 @@ pub const OPERATION_SCOPES: &[(&str, &str)] = &[
     ("audit_export", "read:audit"),
     ("list_projections", "admin"),
     ("get_gpu", "admin"),
+    ("list_nodes", "admin"),
     ("create_api_key", "admin"),
     ("list_api_keys", "admin"),
     ("get_api_key", "admin"),

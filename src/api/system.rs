@@ -171,6 +171,59 @@ pub struct GpuDto {
     pub preference: String,
 }
 
+/// One camera a node runs.
+#[derive(Debug, Clone, Object)]
+#[oai(skip_serializing_if_is_none)]
+pub struct NodeCameraDto {
+    /// The camera.
+    pub camera_id: String,
+    /// The fencing token of the node's lease (grows at every change of hands); absent where
+    /// cameras are not leased (SQLite).
+    pub lease_token: Option<u64>,
+    /// Seconds since the node took the lease.
+    pub held_seconds: Option<f64>,
+    /// Seconds until the lease expires unless renewed.
+    pub lease_expires_in_seconds: Option<f64>,
+}
+
+/// A node sharing the database.
+#[derive(Debug, Clone, Object)]
+#[oai(skip_serializing_if_is_none)]
+pub struct NodeDto {
+    /// Its name (`node_id`).
+    pub node_id: String,
+    /// Whether it is the node that answers.
+    pub this_node: bool,
+    /// Whether it beat within the lease time; a dead node's cameras go to the others.
+    pub alive: bool,
+    /// When its process started.
+    pub started_at: Option<String>,
+    /// Seconds since its last heartbeat (absent where cameras are not leased).
+    pub heartbeat_age_seconds: Option<f64>,
+    /// The most cameras it takes; 0: an even share.
+    pub max_cameras: u32,
+    /// Camera actors running on it, at its last heartbeat.
+    pub cameras_running: u64,
+    /// Sampled frames its cameras handle per second, at its last heartbeat.
+    pub frames_per_second: f64,
+    /// The cameras it holds, sorted by id.
+    pub cameras: Vec<NodeCameraDto>,
+}
+
+/// Which node runs which camera.
+#[derive(Debug, Clone, Object)]
+pub struct NodesDto {
+    /// `leases`: ingest nodes on PostgreSQL share the cameras, one node per camera at a time;
+    /// `single`: one node (SQLite) runs every camera.
+    pub mode: String,
+    /// Seconds a lease lasts without renewal (`camera_lease_secs`).
+    pub lease_seconds: u64,
+    /// Seconds between heartbeats (`camera_heartbeat_secs`).
+    pub heartbeat_seconds: u64,
+    /// The nodes, sorted by name; nodes silent for a day are left out.
+    pub nodes: Vec<NodeDto>,
+}
+
 /// System endpoints.
 pub struct SystemApi;
 
@@ -254,6 +307,52 @@ impl SystemApi {
                 .ok()
                 .and_then(|v| v.as_str().map(str::to_string))
                 .unwrap_or_default(),
+        }))
+    }
+
+    /// The nodes sharing this database and the cameras each runs.
+    ///
+    /// On PostgreSQL every ingest node holds leases on cameras (one node per camera at a time,
+    /// an even share each, taken over when a node stops beating for the lease time). On SQLite
+    /// the one node runs every camera.
+    #[oai(
+        path = "/api/v1/system/nodes",
+        method = "get",
+        operation_id = "list_nodes"
+    )]
+    async fn nodes(&self, app: Data<&App>, auth: Auth) -> Result<Json<NodesDto>, ApiError> {
+        auth.require("list_nodes")?;
+        let nodes = crate::service::nodes::list(&app).await?;
+        let leased = nodes.leased;
+        let seconds = |ms: i64| leased.then_some(ms as f64 / 1000.0);
+        Ok(Json(NodesDto {
+            mode: if leased { "leases" } else { "single" }.into(),
+            lease_seconds: nodes.lease.as_secs(),
+            heartbeat_seconds: nodes.heartbeat.as_secs(),
+            nodes: nodes
+                .nodes
+                .into_iter()
+                .map(|n| NodeDto {
+                    this_node: n.node_id == nodes.this_node,
+                    node_id: n.node_id,
+                    alive: n.alive,
+                    started_at: n.started_at,
+                    heartbeat_age_seconds: seconds(n.heartbeat_age_ms),
+                    max_cameras: n.max_cameras,
+                    cameras_running: n.load.cameras_running as u64,
+                    frames_per_second: n.load.frames_per_second,
+                    cameras: n
+                        .leases
+                        .into_iter()
+                        .map(|l| NodeCameraDto {
+                            camera_id: l.camera_id,
+                            lease_token: leased.then_some(l.token),
+                            held_seconds: seconds(l.held_ms),
+                            lease_expires_in_seconds: seconds(l.expires_in_ms),
+                        })
+                        .collect(),
+                })
+                .collect(),
         }))
     }
 

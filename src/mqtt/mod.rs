@@ -80,12 +80,7 @@ pub fn client_id(config: &Config) -> String {
     if !config.mqtt_client_id.is_empty() {
         return config.mqtt_client_id.clone();
     }
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .map(|h| h.trim().to_string())
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "node".into());
-    format!("vigil-{host}")
+    format!("vigil-{}", crate::config::host_name())
 }
 
 fn options(address: &BrokerAddress, client_id: String, will: Option<LastWill>) -> MqttOptions {

@@ -13,6 +13,7 @@
 //! | [`incidents`] | retention (delete old incidents and their media), reanalysis of evidence |
 //! | [`search`] | search by face: identify among enrolled subjects, then their appearances |
 //! | [`ingest`] | hand a pushed frame to its camera's actor, waiting while it starts |
+//! | [`nodes`] | which node runs which camera: the nodes sharing the database, their leases |
 //! | [`actions`] | which targets an action goes to, request one, open or extend an outside alert's incident |
 //! | [`visibility`] | read-your-writes: wait until the read models show a write |
 
@@ -20,6 +21,7 @@ pub mod actions;
 pub mod clips;
 pub mod incidents;
 pub mod ingest;
+pub mod nodes;
 pub mod search;
 pub mod subjects;
 pub mod visibility;

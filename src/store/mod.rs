@@ -53,12 +53,22 @@ pub async fn open_event_store(
     pool: AnyPool,
     backend: Backend,
 ) -> Result<std::sync::Arc<dyn EventStore>, StoreError> {
+    Ok(open_event_stores(config, pool, backend).await?.0)
+}
+
+/// [`open_event_store`], with the same store as [`SqlEventStore`] when it is the SQL one (its
+/// fenced appends serve leased cameras).
+pub async fn open_event_stores(
+    config: &Config,
+    pool: AnyPool,
+    backend: Backend,
+) -> Result<(std::sync::Arc<dyn EventStore>, Option<SqlEventStore>), StoreError> {
     if !config.kurrentdb_url.is_empty() {
         #[cfg(feature = "kurrentdb")]
         {
             let store = kurrent::KurrentEventStore::connect(&config.kurrentdb_url).await?;
             tracing::info!(url = %mask_url(&config.kurrentdb_url), "event store: KurrentDB");
-            return Ok(std::sync::Arc::new(store));
+            return Ok((std::sync::Arc::new(store), None));
         }
         #[cfg(not(feature = "kurrentdb"))]
         return Err(StoreError::Backend(
@@ -73,7 +83,7 @@ pub async fn open_event_store(
         Duration::from_millis(config.poll_interval_ms),
     )
     .await?;
-    Ok(std::sync::Arc::new(store))
+    Ok((std::sync::Arc::new(store.clone()), Some(store)))
 }
 
 /// Which SQL database a URL names.

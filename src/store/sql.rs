@@ -216,13 +216,48 @@ fn decode_row(row: &AnyRow) -> Result<RecordedEvent, StoreError> {
     })
 }
 
-#[async_trait]
-impl EventStore for SqlEventStore {
-    async fn append(
+/// A camera lease an append must hold at commit (`src/cluster.rs`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseFence {
+    /// The camera whose events are appended.
+    pub camera: String,
+    /// The node appending.
+    pub node: String,
+    /// The token of the lease the camera's actor started with.
+    pub token: u64,
+}
+
+/// The database's clock in milliseconds since the epoch, as SQL: leases are compared with
+/// one clock, whatever the nodes' clocks say.
+pub fn now_ms_sql(backend: Backend) -> &'static str {
+    match backend {
+        Backend::Postgres => "CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)",
+        Backend::Sqlite => "CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)",
+    }
+}
+
+impl SqlEventStore {
+    /// Appends like [`EventStore::append`], only while `fence.node` holds the lease of
+    /// `fence.camera` with `fence.token`, unexpired by the database's clock; else
+    /// [`StoreError::Fenced`] and nothing is appended. The lease row is share-locked until
+    /// commit, so no other node takes the camera between the check and the commit.
+    pub async fn append_fenced(
         &self,
         stream: &str,
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
+        fence: &LeaseFence,
+    ) -> Result<AppendOutcome, StoreError> {
+        self.append_checked(stream, expected, events, Some(fence))
+            .await
+    }
+
+    async fn append_checked(
+        &self,
+        stream: &str,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+        fence: Option<&LeaseFence>,
     ) -> Result<AppendOutcome, StoreError> {
         super::check_batch(stream, &events)?;
         let _writer = match self.inner.backend {
@@ -239,6 +274,32 @@ impl EventStore for SqlEventStore {
         .await
         .and_then(|row| row.try_get(0))
         .map_err(backend_err)?;
+
+        // 1b. The writer's camera lease, where it writes for a leased camera.
+        if let Some(fence) = fence {
+            let lock = match self.inner.backend {
+                Backend::Postgres => " FOR SHARE",
+                Backend::Sqlite => "",
+            };
+            let held = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "SELECT token FROM camera_leases WHERE camera_id = $1 AND owner = $2 \
+                 AND token = $3 AND expires_ms > {}{lock}",
+                now_ms_sql(self.inner.backend)
+            )))
+            .bind(fence.camera.as_str())
+            .bind(fence.node.as_str())
+            .bind(fence.token as i64)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(backend_err)?;
+            if held.is_none() {
+                return Err(StoreError::Fenced {
+                    camera: fence.camera.clone(),
+                    node: fence.node.clone(),
+                    token: fence.token,
+                });
+            }
+        }
 
         // 2. A retry of a stored batch gets its original positions back.
         let placeholders: Vec<String> = (1..=events.len()).map(|i| format!("${i}")).collect();
@@ -373,6 +434,18 @@ impl EventStore for SqlEventStore {
             last_position: last,
             stream_version: (actual + count) as u64,
         })
+    }
+}
+
+#[async_trait]
+impl EventStore for SqlEventStore {
+    async fn append(
+        &self,
+        stream: &str,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> Result<AppendOutcome, StoreError> {
+        self.append_checked(stream, expected, events, None).await
     }
 
     async fn read_stream(

@@ -23,7 +23,7 @@ use crate::support::{
 };
 
 /// One camera test at a time.
-static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+pub(crate) static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 fn assets() -> PathBuf {
     vigil_models::default_assets_dir()

@@ -8,6 +8,7 @@ mod access;
 mod api;
 mod cameras;
 mod cli;
+mod cluster;
 mod durability;
 mod faults;
 mod incidents;

@@ -122,7 +122,13 @@ impl TestServer {
         Self::start_on(config, listener).await
     }
 
-    async fn start_on(config: Config, listener: tokio::net::TcpListener) -> Self {
+    async fn start_on(mut config: Config, listener: tokio::net::TcpListener) -> Self {
+        // In-process servers keep the default listen address in their config: each gets a
+        // node name of its own from the port it really listens on.
+        if config.node_id.is_empty() {
+            let port = listener.local_addr().expect("addr").port();
+            config.node_id = format!("test-{port}");
+        }
         let (app, _) = App::open(config).await.expect("app opens");
         let mut tasks = app.spawn_background();
         // As `vigil serve` does.
