@@ -18,7 +18,6 @@ use crate::access::{
 };
 use crate::config::Config;
 use crate::store::{Backend, open_pool_with};
-use vigil_actors::blob::BlobStore;
 use vigil_actors::node::{Backoff, Ingest};
 use vigil_actors::pool::{Analyzer, InferencePool, PoolConfig};
 use vigil_actors::source::Transports;
@@ -44,6 +43,9 @@ pub enum StartError {
     /// The admin key or the key pepper could not be set up.
     #[error("key setup: {0}")]
     Keys(String),
+    /// The media store could not be opened.
+    #[error("media store: {0}")]
+    Media(String),
 }
 
 /// Who a valid key belongs to and what it may do.
@@ -231,7 +233,7 @@ impl App {
         let ingest = Ingest::new(
             handler.clone(),
             inference,
-            BlobStore::new(config.data_dir.join("blobs")),
+            config.blob_store().map_err(StartError::Media)?,
             Arc::new(Transports {
                 push: push.clone(),
                 video_dirs: config.video_dirs_allowed(),

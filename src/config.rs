@@ -177,8 +177,28 @@ pub struct Config {
     /// `[[auto_actions]]`: `kinds` (empty: every kind), `min_severity`, `actions`).
     pub auto_actions: Vec<AutoAction>,
     /// Folder of the Lance vector tables (`subject_faces.lance`, `appearances.lance`)
-    /// (`VIGIL_LANCE_DIR`). Empty: `{data_dir}/lance`. Nodes sharing a database must share it.
+    /// (`VIGIL_LANCE_DIR`). Empty: `{data_dir}/lance`. Nodes sharing a database must share it,
+    /// or use `object_store_url`.
     pub lance_dir: String,
+    /// Where media (frames, crops, clips) and the Lance tables live
+    /// (`VIGIL_OBJECT_STORE_URL`): empty, local folders (`{data_dir}/blobs`, `lance_dir`); or
+    /// `s3://bucket[/prefix]`, an S3-compatible bucket that every node shares (media under
+    /// `{prefix}/media/`, tables under `{prefix}/lance/`).
+    pub object_store_url: String,
+    /// The S3-compatible server's endpoint (`VIGIL_S3_ENDPOINT`), e.g. `http://minio:9000`;
+    /// empty: AWS (or `AWS_ENDPOINT`).
+    pub s3_endpoint: String,
+    /// The bucket's region (`VIGIL_S3_REGION`); empty: `AWS_REGION`, else `us-east-1`.
+    pub s3_region: String,
+    /// Access key id (`VIGIL_S3_ACCESS_KEY_ID`); empty: `AWS_ACCESS_KEY_ID`.
+    pub s3_access_key_id: String,
+    /// Secret access key (`VIGIL_S3_SECRET_ACCESS_KEY`); empty: `AWS_SECRET_ACCESS_KEY`.
+    pub s3_secret_access_key: String,
+    /// `POST /api/v1/media/{sha256}/sign` hands out the bucket's own presigned URLs
+    /// (`VIGIL_S3_PRESIGN`), which clients fetch from the bucket directly; off, Vigil's signed
+    /// URLs, served by Vigil from the bucket. Turn it on only where clients can reach
+    /// `s3_endpoint`.
+    pub s3_presign: bool,
     /// Rows from which a vector table gets an IVF-PQ index; below, face search is exact
     /// (`VIGIL_SEARCH_ANN_MIN_ROWS`).
     pub search_ann_min_rows: usize,
@@ -336,6 +356,12 @@ impl Default for Config {
             webhooks: Vec::new(),
             auto_actions: Vec::new(),
             lance_dir: String::new(),
+            object_store_url: String::new(),
+            s3_endpoint: String::new(),
+            s3_region: String::new(),
+            s3_access_key_id: String::new(),
+            s3_secret_access_key: String::new(),
+            s3_presign: false,
             search_ann_min_rows: vigil_projections::vectors::VectorConfig::default().ann_min_rows,
             search_nprobes: vigil_projections::vectors::VectorConfig::default().nprobes,
             search_refine: vigil_projections::vectors::VectorConfig::default().refine,
@@ -404,6 +430,12 @@ const ENV_KEYS: &[&str] = &[
     "webhooks",
     "auto_actions",
     "lance_dir",
+    "object_store_url",
+    "s3_endpoint",
+    "s3_region",
+    "s3_access_key_id",
+    "s3_secret_access_key",
+    "s3_presign",
     "search_ann_min_rows",
     "search_nprobes",
     "search_refine",
@@ -432,14 +464,68 @@ impl Config {
 
     /// The vector store these settings describe.
     pub fn vector_store(&self) -> std::sync::Arc<vigil_projections::vectors::VectorStore> {
-        std::sync::Arc::new(vigil_projections::vectors::VectorStore::new(
-            self.effective_lance_dir(),
-            vigil_projections::vectors::VectorConfig {
-                ann_min_rows: self.search_ann_min_rows,
-                nprobes: self.search_nprobes.max(1),
-                refine: self.search_refine.max(1),
-            },
-        ))
+        let config = vigil_projections::vectors::VectorConfig {
+            ann_min_rows: self.search_ann_min_rows,
+            nprobes: self.search_nprobes.max(1),
+            refine: self.search_refine.max(1),
+        };
+        std::sync::Arc::new(match self.bucket() {
+            Some(at) => vigil_projections::vectors::VectorStore::in_bucket(
+                &format!("s3://{}/{}", at.bucket, join_key(&at.prefix, "lance")),
+                lance_storage_options(&at),
+                config,
+            ),
+            None => {
+                vigil_projections::vectors::VectorStore::new(self.effective_lance_dir(), config)
+            }
+        })
+    }
+
+    /// The bucket `object_store_url` names (with the URL's own prefix), `None` for local
+    /// folders. Call after [`Config::load`] checked the URL.
+    pub fn bucket(&self) -> Option<vigil_actors::blob::S3Location> {
+        let (bucket, prefix) = parse_s3_url(&self.object_store_url).ok()??;
+        Some(vigil_actors::blob::S3Location {
+            bucket,
+            prefix,
+            endpoint: self.s3_endpoint.clone(),
+            region: self.s3_region.clone(),
+            access_key_id: self.s3_access_key_id.clone(),
+            secret_access_key: self.s3_secret_access_key.clone(),
+            presign: self.s3_presign,
+        })
+    }
+
+    /// The media store these settings describe: `{data_dir}/blobs`, or the bucket's
+    /// `{prefix}/media/` (with `{data_dir}/blobs` for the clips being written).
+    pub fn blob_store(&self) -> Result<vigil_actors::blob::BlobStore, String> {
+        let root = self.data_dir.join("blobs");
+        match self.bucket() {
+            None => Ok(vigil_actors::blob::BlobStore::new(root)),
+            Some(mut at) => {
+                at.prefix = join_key(&at.prefix, "media");
+                vigil_actors::blob::BlobStore::s3(root, &at).map_err(|e| e.to_string())
+            }
+        }
+    }
+
+    /// The origin presigned media URLs point at (the console's pages may load media from it):
+    /// `s3_endpoint`'s, or AWS's; `None` unless media are presigned by a bucket.
+    pub fn presigned_media_origin(&self) -> Option<String> {
+        if !self.s3_presign || !self.uses_bucket() {
+            return None;
+        }
+        if self.s3_endpoint.is_empty() {
+            return Some("https://*.amazonaws.com".into());
+        }
+        url::Url::parse(&self.s3_endpoint)
+            .ok()
+            .map(|u| u.origin().ascii_serialization())
+    }
+
+    /// Whether media and the Lance tables live in a bucket.
+    pub fn uses_bucket(&self) -> bool {
+        !self.object_store_url.is_empty()
     }
 
     /// Loads the effective config: defaults, then `file` (or `./vigil.toml` when it exists),
@@ -486,6 +572,23 @@ impl Config {
     }
 
     fn check(&self) -> Result<(), String> {
+        parse_s3_url(&self.object_store_url)?;
+        if !self.object_store_url.is_empty() && !self.lance_dir.is_empty() {
+            return Err(
+                "lance_dir and object_store_url exclude each other: with a bucket, the Lance \
+                 tables live in it"
+                    .into(),
+            );
+        }
+        if !(self.s3_endpoint.is_empty()
+            || self.s3_endpoint.starts_with("http://")
+            || self.s3_endpoint.starts_with("https://"))
+        {
+            return Err(format!(
+                "s3_endpoint must be an http:// or https:// URL, not `{}`",
+                self.s3_endpoint
+            ));
+        }
         if !matches!(self.log_format.as_str(), "text" | "json") {
             return Err(format!(
                 "log_format must be `text` or `json`, not `{}`",
@@ -715,6 +818,69 @@ pub fn host_name() -> String {
         .map(|h| h.trim().to_string())
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| "node".into())
+}
+
+/// Lance's storage options for the bucket: only what the settings name, so Lance reads the
+/// rest from the `AWS_*` environment as the media store does.
+fn lance_storage_options(
+    at: &vigil_actors::blob::S3Location,
+) -> std::collections::HashMap<String, String> {
+    let mut options = std::collections::HashMap::new();
+    for (key, value) in [
+        ("aws_endpoint", &at.endpoint),
+        ("aws_region", &at.region),
+        ("aws_access_key_id", &at.access_key_id),
+        ("aws_secret_access_key", &at.secret_access_key),
+    ] {
+        if !value.is_empty() {
+            options.insert(key.to_string(), value.clone());
+        }
+    }
+    if at.endpoint.starts_with("http://") {
+        options.insert("allow_http".into(), "true".into());
+    }
+    options
+}
+
+/// `s3://bucket[/prefix]` → `(bucket, prefix)`; empty → `None`; anything else an error.
+fn parse_s3_url(url: &str) -> Result<Option<(String, String)>, String> {
+    if url.is_empty() {
+        return Ok(None);
+    }
+    let bad = || {
+        format!(
+            "object_store_url must be empty (local folders) or `s3://bucket[/prefix]`, not `{url}`"
+        )
+    };
+    let rest = url.strip_prefix("s3://").ok_or_else(bad)?;
+    let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+    let bucket_ok = (3..=63).contains(&bucket.len())
+        && bucket
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.');
+    let prefix = prefix.trim_matches('/');
+    let prefix_ok = prefix.is_empty()
+        || prefix.split('/').all(|part| {
+            !part.is_empty()
+                && part != "."
+                && part != ".."
+                && part
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        });
+    if !bucket_ok || !prefix_ok {
+        return Err(bad());
+    }
+    Ok(Some((bucket.to_string(), prefix.to_string())))
+}
+
+/// `prefix/name`, or `name` when the prefix is empty.
+fn join_key(prefix: &str, name: &str) -> String {
+    if prefix.is_empty() {
+        name.to_string()
+    } else {
+        format!("{prefix}/{name}")
+    }
 }
 
 #[cfg(test)]

@@ -1,18 +1,102 @@
-//! A content-addressed blob store on local disk: frames and face crops that events point at
-//! by SHA-256, never carry.
+//! A content-addressed blob store: frames, face crops and clips that events point at by
+//! SHA-256, never carry. On local disk by default, or in an S3-compatible bucket through
+//! `object_store` (several nodes then share one store).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
+use object_store::signer::Signer;
+use object_store::{ObjectStore, ObjectStoreExt};
 use sha2::{Digest, Sha256};
 
-/// Blobs under one folder: `{root}/{aa}/{bb}/{sha256}`.
+/// Blobs under one folder, `{root}/{aa}/{bb}/{sha256}`, or in a bucket,
+/// `{prefix}/{aa}/{bb}/{sha256}`. The folder holds the clips being written in both cases.
 #[derive(Debug, Clone)]
 pub struct BlobStore {
     root: PathBuf,
     /// The latest write found the file system full (cleared by the next write that fits).
     full: Arc<AtomicBool>,
+    /// Where blobs live when not in `root`.
+    remote: Option<Remote>,
+}
+
+/// A bucket (or any object store) that holds the blobs.
+#[derive(Debug, Clone)]
+struct Remote {
+    store: Arc<dyn ObjectStore>,
+    /// Presigns GET URLs, where the store can and presigning is asked for.
+    signer: Option<Arc<dyn Signer>>,
+    /// Key prefix of every blob (no trailing slash; may be empty).
+    prefix: String,
+    /// What the store is, for logs and `/health`: `s3://bucket/prefix`.
+    label: String,
+}
+
+/// Where an S3-compatible bucket is and how to reach it. Empty fields fall back to the
+/// `AWS_*` environment variables (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
+/// `AWS_REGION`, `AWS_ENDPOINT`), as the AWS tools do.
+#[derive(Debug, Clone, Default)]
+pub struct S3Location {
+    /// The bucket.
+    pub bucket: String,
+    /// Key prefix under which blobs go (no leading or trailing slash; may be empty).
+    pub prefix: String,
+    /// The endpoint of an S3-compatible server (`http://…` allows plain HTTP); empty: AWS.
+    pub endpoint: String,
+    /// The region; empty: the environment's, else `us-east-1`.
+    pub region: String,
+    /// Access key id; empty: the environment's.
+    pub access_key_id: String,
+    /// Secret access key; empty: the environment's.
+    pub secret_access_key: String,
+    /// Hand out the store's presigned URLs for media (else Vigil's own signed URLs).
+    pub presign: bool,
+}
+
+/// Why an object store could not be opened.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot open the S3 bucket `{bucket}`: {reason}")]
+pub struct RemoteError {
+    bucket: String,
+    reason: String,
+}
+
+fn io_err(e: object_store::Error) -> std::io::Error {
+    match e {
+        object_store::Error::NotFound { .. } => {
+            std::io::Error::new(std::io::ErrorKind::NotFound, e.to_string())
+        }
+        e => std::io::Error::other(e.to_string()),
+    }
+}
+
+/// The content type a stored blob is served with: MP4 (an `ftyp` box), PNG, else JPEG.
+pub fn content_type_of(head: &[u8]) -> &'static str {
+    if head.get(4..8) == Some(b"ftyp") {
+        "video/mp4"
+    } else if head.starts_with(b"\x89PNG") {
+        "image/png"
+    } else {
+        "image/jpeg"
+    }
+}
+
+fn put_options(head: &[u8]) -> object_store::PutOptions {
+    let mut attributes = object_store::Attributes::new();
+    attributes.insert(
+        object_store::Attribute::ContentType,
+        content_type_of(head).into(),
+    );
+    attributes.insert(
+        object_store::Attribute::CacheControl,
+        "public, max-age=31536000, immutable".into(),
+    );
+    object_store::PutOptions {
+        attributes,
+        ..Default::default()
+    }
 }
 
 /// Whether `e` says the file system (or the user's quota) is full.
@@ -36,7 +120,91 @@ impl BlobStore {
         Self {
             root: root.into(),
             full: Arc::default(),
+            remote: None,
         }
+    }
+
+    /// A store whose blobs live in `store` under `prefix`, with `root` a local folder for the
+    /// clips being written; `signer` presigns media URLs.
+    pub fn in_object_store(
+        root: impl Into<PathBuf>,
+        store: Arc<dyn ObjectStore>,
+        prefix: &str,
+        signer: Option<Arc<dyn Signer>>,
+        label: impl Into<String>,
+    ) -> Self {
+        Self {
+            root: root.into(),
+            full: Arc::default(),
+            remote: Some(Remote {
+                store,
+                signer,
+                prefix: prefix.trim_matches('/').to_string(),
+                label: label.into(),
+            }),
+        }
+    }
+
+    /// A store in the S3-compatible bucket `at` (see [`S3Location`]), with `root` a local
+    /// folder for the clips being written. Opening reaches no server; the first request does.
+    pub fn s3(root: impl Into<PathBuf>, at: &S3Location) -> Result<Self, RemoteError> {
+        // A bucket that does not answer holds a camera's frame or an API request for at most
+        // about ten seconds, not the library's default of three minutes.
+        let retry = object_store::RetryConfig {
+            max_retries: 3,
+            retry_timeout: Duration::from_secs(10),
+            ..Default::default()
+        };
+        let mut builder = object_store::aws::AmazonS3Builder::from_env()
+            .with_bucket_name(&at.bucket)
+            .with_retry(retry);
+        if !at.endpoint.is_empty() {
+            builder = builder
+                .with_endpoint(&at.endpoint)
+                .with_allow_http(at.endpoint.starts_with("http://"));
+        }
+        if !at.region.is_empty() {
+            builder = builder.with_region(&at.region);
+        }
+        if !at.access_key_id.is_empty() {
+            builder = builder.with_access_key_id(&at.access_key_id);
+        }
+        if !at.secret_access_key.is_empty() {
+            builder = builder.with_secret_access_key(&at.secret_access_key);
+        }
+        let s3 = Arc::new(builder.build().map_err(|e| RemoteError {
+            bucket: at.bucket.clone(),
+            reason: e.to_string(),
+        })?);
+        let prefix = at.prefix.trim_matches('/');
+        let label = if prefix.is_empty() {
+            format!("s3://{}", at.bucket)
+        } else {
+            format!("s3://{}/{prefix}", at.bucket)
+        };
+        let signer = at.presign.then(|| s3.clone() as Arc<dyn Signer>);
+        Ok(Self::in_object_store(root, s3, prefix, signer, label))
+    }
+
+    /// `s3://bucket/prefix` when blobs live in a bucket, else `None` (a local folder).
+    pub fn remote_label(&self) -> Option<&str> {
+        self.remote.as_ref().map(|r| r.label.as_str())
+    }
+
+    /// A presigned URL to GET the blob, working for `ttl` — when the blobs live in a store that
+    /// presigns and presigning was asked for; `Ok(None)` otherwise.
+    pub async fn presigned(&self, id: &str, ttl: Duration) -> std::io::Result<Option<String>> {
+        let Some(remote) = &self.remote else {
+            return Ok(None);
+        };
+        let Some(signer) = &remote.signer else {
+            return Ok(None);
+        };
+        let url = signer
+            .signed_url(object_store::signer::Method::GET, &remote.key(id), ttl)
+            .await
+            .map_err(io_err)?;
+        Ok(Some(url.to_string()))
     }
 
     /// Whether its file system was full at the latest write. While it says so, [`Self::probe`]
@@ -48,7 +216,7 @@ impl BlobStore {
     /// Writes and removes a small file to learn whether a full file system has room again;
     /// answers whether it is full now.
     pub async fn probe(&self) -> bool {
-        if !self.is_full() {
+        if !self.is_full() || self.remote.is_some() {
             return false;
         }
         let probe = self
@@ -88,6 +256,19 @@ impl BlobStore {
     /// for which [`is_storage_full`] holds.
     pub async fn put(&self, bytes: &[u8]) -> std::io::Result<String> {
         let id = hex::encode(Sha256::digest(bytes));
+        if let Some(remote) = &self.remote {
+            let key = remote.key(&id);
+            if remote.exists(&key).await? {
+                return Ok(id);
+            }
+            let payload = object_store::PutPayload::from(bytes::Bytes::copy_from_slice(bytes));
+            remote
+                .store
+                .put_opts(&key, payload, put_options(bytes))
+                .await
+                .map_err(io_err)?;
+            return Ok(id);
+        }
         let path = self.path_of(&id);
         if tokio::fs::try_exists(&path).await.unwrap_or(false) {
             return Ok(id);
@@ -128,6 +309,11 @@ impl BlobStore {
         }
         drop(file);
         let id = hex::encode(hasher.finalize());
+        if let Some(remote) = &self.remote {
+            remote.upload(&id, path).await?;
+            tokio::fs::remove_file(path).await?;
+            return Ok((id, size));
+        }
         let dest = self.path_of(&id);
         if tokio::fs::try_exists(&dest).await.unwrap_or(false) {
             tokio::fs::remove_file(path).await?;
@@ -143,6 +329,14 @@ impl BlobStore {
         if !is_blob_id(id) {
             return Ok(false);
         }
+        if let Some(remote) = &self.remote {
+            let key = remote.key(id);
+            if !remote.exists(&key).await? {
+                return Ok(false);
+            }
+            remote.store.delete(&key).await.map_err(io_err)?;
+            return Ok(true);
+        }
         match tokio::fs::remove_file(self.path_of(id)).await {
             Ok(()) => Ok(true),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
@@ -154,6 +348,13 @@ impl BlobStore {
     pub async fn size(&self, id: &str) -> std::io::Result<Option<u64>> {
         if !is_blob_id(id) {
             return Ok(None);
+        }
+        if let Some(remote) = &self.remote {
+            return match remote.store.head(&remote.key(id)).await {
+                Ok(meta) => Ok(Some(meta.size)),
+                Err(object_store::Error::NotFound { .. }) => Ok(None),
+                Err(e) => Err(io_err(e)),
+            };
         }
         match tokio::fs::metadata(self.path_of(id)).await {
             Ok(meta) => Ok(Some(meta.len())),
@@ -186,10 +387,13 @@ impl BlobStore {
         id: &str,
         start: u64,
         len: u64,
-    ) -> std::io::Result<Option<tokio::io::Take<tokio::fs::File>>> {
+    ) -> std::io::Result<Option<BlobReader>> {
         use tokio::io::{AsyncReadExt, AsyncSeekExt};
         if !is_blob_id(id) {
             return Ok(None);
+        }
+        if let Some(remote) = &self.remote {
+            return remote.reader(id, start, len).await;
         }
         let mut file = match tokio::fs::File::open(self.path_of(id)).await {
             Ok(file) => file,
@@ -197,7 +401,7 @@ impl BlobStore {
             Err(e) => return Err(e),
         };
         file.seek(std::io::SeekFrom::Start(start)).await?;
-        Ok(Some(file.take(len)))
+        Ok(Some(Box::pin(file.take(len))))
     }
 
     /// The blob with this id, `None` when absent or when `id` is not a SHA-256.
@@ -205,11 +409,84 @@ impl BlobStore {
         if !is_blob_id(id) {
             return Ok(None);
         }
+        if let Some(remote) = &self.remote {
+            return match remote.store.get(&remote.key(id)).await {
+                Ok(got) => Ok(Some(got.bytes().await.map_err(io_err)?.to_vec())),
+                Err(object_store::Error::NotFound { .. }) => Ok(None),
+                Err(e) => Err(io_err(e)),
+            };
+        }
         match tokio::fs::read(self.path_of(id)).await {
             Ok(bytes) => Ok(Some(bytes)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e),
         }
+    }
+}
+
+/// A reader of part of a blob (a file, or a bucket's response body).
+pub type BlobReader = std::pin::Pin<Box<dyn tokio::io::AsyncRead + Send>>;
+
+impl Remote {
+    fn key(&self, id: &str) -> object_store::path::Path {
+        let key = format!("{}/{}/{id}", &id[..2], &id[2..4]);
+        if self.prefix.is_empty() {
+            object_store::path::Path::from(key)
+        } else {
+            object_store::path::Path::from(format!("{}/{key}", self.prefix))
+        }
+    }
+
+    async fn exists(&self, key: &object_store::path::Path) -> std::io::Result<bool> {
+        match self.store.head(key).await {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::NotFound { .. }) => Ok(false),
+            Err(e) => Err(io_err(e)),
+        }
+    }
+
+    /// Uploads the file at `path` as blob `id` (multipart for a large clip), unless the store
+    /// holds it already.
+    async fn upload(&self, id: &str, path: &Path) -> std::io::Result<()> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let key = self.key(id);
+        if self.exists(&key).await? {
+            return Ok(());
+        }
+        let mut file = tokio::fs::File::open(path).await?;
+        let mut head = [0u8; 8];
+        let n = file.read(&mut head).await?;
+        let mut writer = object_store::buffered::BufWriter::new(self.store.clone(), key)
+            .with_attributes(put_options(&head[..n]).attributes);
+        writer.write_all(&head[..n]).await?;
+        let copied = tokio::io::copy(&mut file, &mut writer).await;
+        match copied {
+            Ok(_) => writer.shutdown().await,
+            Err(e) => {
+                let _ = writer.abort().await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn reader(&self, id: &str, start: u64, len: u64) -> std::io::Result<Option<BlobReader>> {
+        use futures::TryStreamExt;
+        if len == 0 {
+            return Ok(Some(Box::pin(tokio::io::empty())));
+        }
+        let options = object_store::GetOptions {
+            range: Some(object_store::GetRange::Bounded(
+                start..start.saturating_add(len),
+            )),
+            ..Default::default()
+        };
+        let got = match self.store.get_opts(&self.key(id), options).await {
+            Ok(got) => got,
+            Err(object_store::Error::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(io_err(e)),
+        };
+        let stream = got.into_stream().map_err(io_err);
+        Ok(Some(Box::pin(tokio_util::io::StreamReader::new(stream))))
     }
 }
 
@@ -267,6 +544,78 @@ mod tests {
         assert_eq!(store.get("../../etc/passwd").await.unwrap(), None);
         let files = walk(dir.path());
         assert_eq!(files, 2, "one file per distinct blob, no temporaries left");
+    }
+
+    #[tokio::test]
+    async fn a_bucket_holds_blobs_under_the_prefix_and_serves_ranges() {
+        let dir = tempfile::tempdir().unwrap();
+        let memory = Arc::new(object_store::memory::InMemory::new());
+        let store = BlobStore::in_object_store(
+            dir.path(),
+            memory.clone(),
+            "/site-a/media/",
+            None,
+            "memory",
+        );
+        assert_eq!(store.remote_label(), Some("memory"));
+        let id = store.put(b"\xff\xd8 a jpeg").await.unwrap();
+        assert_eq!(
+            store.put(b"\xff\xd8 a jpeg").await.unwrap(),
+            id,
+            "stored once"
+        );
+        let key =
+            object_store::path::Path::from(format!("site-a/media/{}/{}/{id}", &id[..2], &id[2..4]));
+        let meta = memory
+            .head(&key)
+            .await
+            .expect("under the prefix, fanned out");
+        assert_eq!(meta.size, 9);
+        let attributes = memory.get(&key).await.unwrap().attributes;
+        assert_eq!(
+            attributes
+                .get(&object_store::Attribute::ContentType)
+                .map(|v| v.as_ref()),
+            Some("image/jpeg")
+        );
+        assert_eq!(store.size(&id).await.unwrap(), Some(9));
+        assert_eq!(store.get_range(&id, 2, 3).await.unwrap().unwrap(), b" a ");
+        assert_eq!(store.get_range(&id, 7, 40).await.unwrap().unwrap(), b"eg");
+        assert_eq!(store.get(&id).await.unwrap().unwrap(), b"\xff\xd8 a jpeg");
+        // A clip is uploaded from its file, typed by its `ftyp` box, and the file goes.
+        let mut clip = b"\0\0\0\x18ftypisom".to_vec();
+        clip.extend((0..300_000u32).map(|i| (i % 241) as u8));
+        let file = dir.path().join("clip.mp4");
+        std::fs::write(&file, &clip).unwrap();
+        let (clip_id, size) = store.put_file(&file).await.unwrap();
+        assert_eq!(size as usize, clip.len());
+        assert!(!file.exists());
+        assert_eq!(store.get(&clip_id).await.unwrap().unwrap(), clip);
+        let head = memory
+            .get(&store.remote.as_ref().unwrap().key(&clip_id))
+            .await
+            .unwrap();
+        assert_eq!(
+            head.attributes
+                .get(&object_store::Attribute::ContentType)
+                .map(|v| v.as_ref()),
+            Some("video/mp4")
+        );
+        // Deleting answers whether there was something to delete.
+        assert!(store.delete(&id).await.unwrap());
+        assert!(!store.delete(&id).await.unwrap());
+        assert_eq!(store.size(&id).await.unwrap(), None);
+        assert_eq!(store.get(&id).await.unwrap(), None);
+        assert!(store.reader(&id, 0, 4).await.unwrap().is_none());
+        assert_eq!(
+            store
+                .presigned(&clip_id, Duration::from_secs(60))
+                .await
+                .unwrap(),
+            None,
+            "no signer"
+        );
+        assert!(!store.probe().await, "a bucket is never full");
     }
 
     fn walk(dir: &Path) -> usize {

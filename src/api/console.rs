@@ -44,13 +44,18 @@ const ASSETS: &[Asset] = &[
 
 /// The console's Content-Security-Policy: scripts, styles, requests and WebSockets to this
 /// server only; pictures and clips also from the `blob:` URLs the page makes of what it
-/// fetched with its key. No inline script or style attribute, no frames, no forms posted
-/// elsewhere.
-pub const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
-                       img-src 'self' blob: data:; media-src 'self' blob:; connect-src 'self'; \
-                       base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+/// fetched with its key, and from `media_origin` (the bucket, when media URLs are presigned
+/// by it). No inline script or style attribute, no frames, no forms posted elsewhere.
+pub fn csp(media_origin: Option<&str>) -> String {
+    let extra = media_origin.map(|o| format!(" {o}")).unwrap_or_default();
+    format!(
+        "default-src 'none'; script-src 'self'; style-src 'self'; \
+         img-src 'self' blob: data:{extra}; media-src 'self' blob:{extra}; connect-src 'self'; \
+         base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+    )
+}
 
-/// Whether `path` is one of the console's (they get [`CSP`] instead of the API's).
+/// Whether `path` is one of the console's (they get [`csp`] instead of the API's).
 pub fn is_console_path(path: &str) -> bool {
     path == "/" || path.starts_with("/console/")
 }

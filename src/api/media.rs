@@ -198,7 +198,8 @@ fn same(a: &str, b: &str) -> bool {
 /// A signed URL.
 #[derive(Debug, Clone, Object)]
 pub struct SignedUrl {
-    /// Path and query of the signed URL (append to the server's base URL).
+    /// Path and query of the signed URL (append to the server's base URL); or, where media
+    /// live in a bucket that presigns (`s3_presign`), the bucket's absolute presigned URL.
     pub url: String,
     /// When it stops working.
     pub expires_at: DateTime<Utc>,
@@ -264,7 +265,9 @@ impl MediaApi {
     /// Sign a media URL.
     ///
     /// A URL to the media that works without a key until it expires (`ttl_secs`, 1 to 604800,
-    /// default 3600): for an `<img>` in a browser. Keys restricted to some cameras get 403,
+    /// default 3600): for an `<img>` in a browser. Where media live in an S3-compatible bucket
+    /// with `s3_presign` on, the bucket's own presigned URL (absolute), else a path on this
+    /// server. Keys restricted to some cameras get 403,
     /// as for `GET /api/v1/media/{sha256}`.
     #[oai(
         path = "/api/v1/media/:sha256/sign",
@@ -290,6 +293,16 @@ impl MediaApi {
             ));
         }
         stored(&app, &sha256.0).await?;
+        let presigned = app
+            .ingest()
+            .blobs()
+            .presigned(&sha256.0, std::time::Duration::from_secs(ttl))
+            .await
+            .map_err(ApiError::internal)?;
+        if let Some(url) = presigned {
+            let expires_at = Utc::now() + chrono::Duration::seconds(ttl as i64);
+            return Ok(Json(SignedUrl { url, expires_at }));
+        }
         let (url, expires_at) = app.links().signed_path(&sha256.0, ttl);
         Ok(Json(SignedUrl { url, expires_at }))
     }

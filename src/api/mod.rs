@@ -448,7 +448,14 @@ async fn request_middleware<E: Endpoint>(ep: Arc<E>, req: Request) -> poem::Resu
     set(&mut resp, "x-frame-options", "DENY");
     set(&mut resp, "referrer-policy", "no-referrer");
     if console::is_console_path(&path) {
-        set(&mut resp, "content-security-policy", console::CSP);
+        let origin = app
+            .as_ref()
+            .and_then(|a| a.config().presigned_media_origin());
+        set(
+            &mut resp,
+            "content-security-policy",
+            &console::csp(origin.as_deref()),
+        );
     } else if path.starts_with("/api/") {
         set(&mut resp, "cache-control", "no-store");
         set(

@@ -105,7 +105,11 @@ pub async fn checks(config: &Config) -> Vec<Check> {
     out.push(mqtt_check(config).await);
     out.push(webhooks_check(config).await);
     out.push(disk_check("data", &config.data_dir));
-    out.push(disk_check("media", &config.data_dir.join("blobs")));
+    out.push(if config.uses_bucket() {
+        bucket_check(config).await
+    } else {
+        disk_check("media", &config.data_dir.join("blobs"))
+    });
     out.push(clock_check(newest));
     out
 }
@@ -380,6 +384,40 @@ fn nearest_existing(path: &Path) -> Option<PathBuf> {
         .ancestors()
         .find(|p| p.exists())
         .map(Path::to_path_buf)
+}
+
+/// Writes, reads back and deletes a small object in the media bucket.
+async fn bucket_check(config: &Config) -> Check {
+    let store = match config.blob_store() {
+        Ok(store) => store,
+        Err(e) => return Check::new("media", Verdict::Fail, e),
+    };
+    let label = store.remote_label().unwrap_or_default().to_string();
+    let probe = format!("vigil doctor probe {}", uuid::Uuid::now_v7());
+    let round_trip = async {
+        let id = store.put(probe.as_bytes()).await?;
+        let back = store.get(&id).await?;
+        store.delete(&id).await?;
+        Ok::<_, std::io::Error>(back.as_deref() == Some(probe.as_bytes()))
+    };
+    match tokio::time::timeout(std::time::Duration::from_secs(15), round_trip).await {
+        Ok(Ok(true)) => Check::new(
+            "media",
+            Verdict::Ok,
+            format!("{label}: an object was written, read back and deleted"),
+        ),
+        Ok(Ok(false)) => Check::new(
+            "media",
+            Verdict::Fail,
+            format!("{label}: an object written could not be read back"),
+        ),
+        Ok(Err(e)) => Check::new("media", Verdict::Fail, format!("{label}: {e}")),
+        Err(_) => Check::new(
+            "media",
+            Verdict::Fail,
+            format!("{label}: no answer within 15 s (s3_endpoint, network?)"),
+        ),
+    }
 }
 
 fn disk_check(name: &'static str, folder: &Path) -> Check {

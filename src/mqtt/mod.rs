@@ -647,7 +647,7 @@ impl MqttRelay {
             mapper: Mapper {
                 store,
                 pool: pool.clone(),
-                blobs: BlobStore::new(config.data_dir.join("blobs")),
+                blobs: config.blob_store()?,
                 links,
                 topics: Topics::of(config),
                 discovery: config.mqtt_discovery,

@@ -15,6 +15,7 @@ mod incidents;
 mod kafka;
 mod metrics;
 mod mqtt;
+mod objects;
 mod projections;
 mod readme;
 mod store_conformance;

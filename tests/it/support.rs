@@ -310,9 +310,14 @@ pub async fn assert_every_rebuild_equals_live(db: &TestDb) -> Vec<(String, Vec<S
 }
 
 async fn rebuild_equals_live(db: &TestDb, name: &str) -> Vec<String> {
+    rebuild_equals_live_with(db, &db.config(), name).await
+}
+
+/// [`assert_rebuild_equals_live`] with the vector store `config` names (a bucket, say).
+pub async fn rebuild_equals_live_with(db: &TestDb, config: &Config, name: &str) -> Vec<String> {
     let (pool, _) = vigil::store::open_pool(&db.url, 4).await.unwrap();
     let store: Arc<dyn vigil_schemas::EventStore> = db.store().await;
-    let projection = vigil_projections::all(db.config().vector_store())
+    let projection = vigil_projections::all(config.vector_store())
         .into_iter()
         .find(|p| p.name() == name)
         .unwrap_or_else(|| panic!("no projection `{name}`"));
@@ -358,4 +363,120 @@ pub fn blob_count(db: &TestDb) -> usize {
         })
     }
     walk(&db.dir.path().join("data/blobs"))
+}
+
+/// An S3-compatible server for the object-storage tests: moto's server (from PyPI, installed
+/// by `scripts/setup` into the tools' virtual environment) on a free port, a stand-in for
+/// MinIO or a cloud bucket, which these machines do not have. Stopped when dropped.
+pub struct S3Server {
+    child: std::process::Child,
+    /// `http://127.0.0.1:{port}`.
+    pub endpoint: String,
+}
+
+impl S3Server {
+    /// Starts the server and waits until it answers.
+    pub async fn start() -> Self {
+        let venv = std::env::var_os("VIGIL_VENV").map_or_else(
+            || {
+                std::path::PathBuf::from(std::env::var_os("HOME").expect("HOME"))
+                    .join(".cache/vigil/venv")
+            },
+            std::path::PathBuf::from,
+        );
+        let bin = venv.join("bin/moto_server");
+        let port = free_port();
+        let child = std::process::Command::new(&bin)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "the S3 stand-in `{}` does not start ({e}): run scripts/setup",
+                    bin.display()
+                )
+            });
+        let server = Self {
+            child,
+            endpoint: format!("http://127.0.0.1:{port}"),
+        };
+        let client = reqwest::Client::new();
+        for _ in 0..300 {
+            if client.get(&server.endpoint).send().await.is_ok() {
+                return server;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!(
+            "moto_server did not answer on {} within 30 s",
+            server.endpoint
+        );
+    }
+
+    /// Creates the bucket `name`.
+    pub async fn create_bucket(&self, name: &str) {
+        let res = reqwest::Client::new()
+            .put(format!("{}/{name}", self.endpoint))
+            .send()
+            .await
+            .unwrap();
+        assert!(res.status().is_success(), "create bucket: {}", res.status());
+    }
+
+    /// The keys in `bucket` under `prefix`.
+    pub async fn keys(&self, bucket: &str, prefix: &str) -> Vec<String> {
+        let mut keys = vec![];
+        let mut token: Option<String> = None;
+        loop {
+            let mut query = vec![
+                ("list-type", "2".to_string()),
+                ("prefix", prefix.to_string()),
+            ];
+            if let Some(t) = &token {
+                query.push(("continuation-token", t.clone()));
+            }
+            let body = reqwest::Client::new()
+                .get(format!("{}/{bucket}", self.endpoint))
+                .query(&query)
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+            let tag = |text: &str, name: &str| -> Vec<String> {
+                let open = format!("<{name}>");
+                let close = format!("</{name}>");
+                text.split(&open)
+                    .skip(1)
+                    .filter_map(|part| part.split_once(&close).map(|(v, _)| v.to_string()))
+                    .collect()
+            };
+            keys.extend(tag(&body, "Key"));
+            token = tag(&body, "NextContinuationToken").into_iter().next();
+            if token.is_none() {
+                return keys;
+            }
+        }
+    }
+
+    /// A config whose media and Lance tables live in `bucket` under `prefix` on this server.
+    pub fn config(&self, base: Config, bucket: &str, prefix: &str) -> Config {
+        Config {
+            object_store_url: format!("s3://{bucket}/{prefix}"),
+            s3_endpoint: self.endpoint.clone(),
+            s3_region: "us-east-1".into(),
+            s3_access_key_id: "vigil-test".into(),
+            s3_secret_access_key: "vigil-test-secret".into(),
+            ..base
+        }
+    }
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

@@ -28,6 +28,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use lance::Dataset;
+use lance::dataset::builder::DatasetBuilder;
 use lance::dataset::optimize::{CompactionOptions, compact_files};
 use lance::dataset::{
     MergeInsertBuilder, UpdateBuilder, WhenMatched, WhenNotMatched, WriteMode, WriteParams,
@@ -43,6 +44,9 @@ use lance::deps::arrow_array::{
 use lance::deps::arrow_schema::{DataType, Field, Schema, SchemaRef};
 use lance::index::DatasetIndexExt;
 use lance::index::vector::VectorIndexParams;
+use lance::io::{
+    ObjectStore as LanceObjectStore, ObjectStoreParams, ObjectStoreRegistry, StorageOptionsAccessor,
+};
 use lance_index::IndexType;
 use lance_index::optimize::OptimizeOptions;
 use lance_linalg::distance::MetricType;

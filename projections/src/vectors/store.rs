@@ -5,7 +5,8 @@ use super::*;
 
 /// The Lance tables: written by [`VectorProjection`], searched by the API.
 pub struct VectorStore {
-    root: PathBuf,
+    /// The tables' folder, or their `s3://` URI.
+    location: String,
     config: VectorConfig,
     faces: Table,
     appearances: Table,
@@ -16,7 +17,7 @@ pub struct VectorStore {
 impl std::fmt::Debug for VectorStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("VectorStore")
-            .field("root", &self.root)
+            .field("location", &self.location)
             .field("config", &self.config)
             .finish_non_exhaustive()
     }
@@ -60,21 +61,49 @@ impl AppearanceFilter {
 }
 
 impl VectorStore {
-    /// The tables under `root` (created on first write).
+    /// The tables under the folder `root` (created on first write).
     pub fn new(root: impl Into<PathBuf>, config: VectorConfig) -> Self {
-        let root = root.into();
+        Self::at(root.into().display().to_string(), None, config)
+    }
+
+    /// The tables under `uri` (`s3://bucket/prefix`) in an S3-compatible bucket, reached with
+    /// Lance's `storage_options` (`aws_endpoint`, `aws_region`, `aws_access_key_id`,
+    /// `aws_secret_access_key`, `allow_http`; what is absent comes from the `AWS_*`
+    /// environment). One node writes (the projection's leader); every node reads. Commits use
+    /// the bucket's conditional puts, so two writers could not both commit one version.
+    pub fn in_bucket(
+        uri: &str,
+        storage_options: HashMap<String, String>,
+        config: VectorConfig,
+    ) -> Self {
+        Self::at(uri.to_string(), Some(storage_options), config)
+    }
+
+    fn at(location: String, remote: Option<HashMap<String, String>>, config: VectorConfig) -> Self {
         Self {
-            faces: Table::new(&root, "subject_faces", "face_id", faces_schema()),
-            appearances: Table::new(&root, "appearances", "appearance_id", appearances_schema()),
-            root,
+            faces: Table::new(
+                &location,
+                remote.clone(),
+                "subject_faces",
+                "face_id",
+                faces_schema(),
+            ),
+            appearances: Table::new(
+                &location,
+                remote,
+                "appearances",
+                "appearance_id",
+                appearances_schema(),
+            ),
+            location,
             config,
             writing: Mutex::new(()),
         }
     }
 
-    /// Where the tables live.
-    pub fn root(&self) -> &Path {
-        &self.root
+    /// Where the tables live: a folder, or an `s3://` URI.
+    pub fn location(&self) -> &str {
+        &self.location
     }
 
     /// The search settings.

@@ -8,13 +8,19 @@ pub(crate) struct Table {
     name: &'static str,
     key: &'static str,
     uri: String,
+    /// The bucket's storage options (endpoint, credentials) when the table lives in one;
+    /// `None` on local disk.
+    remote: Option<HashMap<String, String>>,
     schema: SchemaRef,
     dataset: RwLock<Option<Dataset>>,
 }
 
 impl Table {
+    /// The table `name` under `base` (a folder, or an `s3://` URI with `remote`'s storage
+    /// options).
     pub(crate) fn new(
-        root: &Path,
+        base: &str,
+        remote: Option<HashMap<String, String>>,
         name: &'static str,
         key: &'static str,
         schema: SchemaRef,
@@ -22,7 +28,8 @@ impl Table {
         Self {
             name,
             key,
-            uri: root.join(format!("{name}.lance")).display().to_string(),
+            uri: format!("{}/{name}.lance", base.trim_end_matches('/')),
+            remote,
             schema,
             dataset: RwLock::new(None),
         }
@@ -35,8 +42,37 @@ impl Table {
         }
     }
 
+    /// On local disk, whether the table was ever written (a bucket is asked by opening it).
     pub(crate) fn exists(&self) -> bool {
-        Path::new(&self.uri).join("_versions").is_dir()
+        self.remote.is_some() || Path::new(&self.uri).join("_versions").is_dir()
+    }
+
+    /// Where the bucket is and how to reach it, for Lance.
+    fn store_params(&self) -> Option<ObjectStoreParams> {
+        let options = self.remote.clone()?;
+        Some(ObjectStoreParams {
+            storage_options_accessor: Some(Arc::new(StorageOptionsAccessor::with_static_options(
+                options,
+            ))),
+            ..Default::default()
+        })
+    }
+
+    /// Opens the table's latest version; `None` when it was never written.
+    async fn open(&self) -> Result<Option<Dataset>, VectorError> {
+        let mut builder = DatasetBuilder::from_uri(&self.uri);
+        if let Some(options) = &self.remote {
+            builder = builder.with_storage_options(options.clone());
+        }
+        match builder.load().await {
+            Ok(ds) => Ok(Some(ds)),
+            Err(lance::Error::DatasetNotFound { .. } | lance::Error::NotFound { .. })
+                if self.remote.is_some() =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(self.err(e)),
+        }
     }
 
     /// The latest version of the dataset, or `None` when it was never written.
@@ -53,9 +89,10 @@ impl Table {
         let mut cached = self.dataset.write().await;
         match cached.as_mut() {
             Some(ds) => ds.checkout_latest().await.map_err(|e| self.err(e))?,
-            None if self.exists() => {
-                *cached = Some(Dataset::open(&self.uri).await.map_err(|e| self.err(e))?)
-            }
+            None if self.exists() => match self.open().await? {
+                Some(ds) => *cached = Some(ds),
+                None => return Ok(None),
+            },
             None => return Ok(None),
         }
         Ok(cached.clone())
@@ -77,6 +114,7 @@ impl Table {
                 self.uri.as_str(),
                 Some(WriteParams {
                     mode: WriteMode::Create,
+                    store_params: self.store_params(),
                     ..Default::default()
                 }),
             )
@@ -303,6 +341,13 @@ impl Table {
     pub(crate) async fn drop_all(&self) -> Result<(), VectorError> {
         let mut cached = self.dataset.write().await;
         *cached = None;
+        if let Some(params) = self.store_params() {
+            let registry = Arc::new(ObjectStoreRegistry::default());
+            let (store, path) = LanceObjectStore::from_uri_and_params(registry, &self.uri, &params)
+                .await
+                .map_err(|e| self.err(e))?;
+            return store.remove_dir_all(path).await.map_err(|e| self.err(e));
+        }
         match tokio::fs::remove_dir_all(&self.uri).await {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
