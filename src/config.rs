@@ -777,6 +777,9 @@ impl Config {
         if !shown.key_pepper.is_empty() {
             shown.key_pepper = "****".into();
         }
+        if !shown.s3_secret_access_key.is_empty() {
+            shown.s3_secret_access_key = "****".into();
+        }
         for target in &mut shown.webhooks {
             if !target.secret.is_empty() {
                 target.secret = "****".into();
