@@ -128,8 +128,11 @@ pub struct Plan {
     pub keep: BTreeSet<String>,
     /// Leases to give back: its actor stops now, the lease goes at the next beat.
     pub release: BTreeSet<String>,
-    /// Free cameras to try to take, most wanted first.
+    /// Free cameras to try to take, most wanted first: every free one, so that one another
+    /// node wins at the same moment is replaced by the next.
     pub take: Vec<String>,
+    /// How many of `take` to win (the node's shortfall from its share).
+    pub short: usize,
 }
 
 /// The beat's decision (pure): `mine` the leases the node holds, `wanted` the cameras it
@@ -161,11 +164,8 @@ pub fn plan(
     } else if plan.keep.len() < target {
         let mut free: Vec<&String> = wanted.iter().filter(|c| !taken.contains(*c)).collect();
         free.sort_by_key(|c| std::cmp::Reverse(affinity(c, node)));
-        plan.take = free
-            .into_iter()
-            .take(target - plan.keep.len())
-            .cloned()
-            .collect();
+        plan.take = free.into_iter().cloned().collect();
+        plan.short = target - plan.keep.len();
     }
     plan
 }
@@ -189,6 +189,10 @@ pub struct LeaseKeeper {
     held: watch::Sender<BTreeMap<String, u64>>,
     /// Given back at the last beat; handed back in the database at the next.
     releasing: Mutex<BTreeSet<String>>,
+    /// When, before the next heartbeat, another node's lease on a camera this node wants
+    /// runs out (its owner stopped renewing): the next beat comes then, so a dead node's
+    /// cameras are taken when its leases expire rather than up to a heartbeat later.
+    expiring: Mutex<Option<Duration>>,
     started_at: DateTime<Utc>,
     stopped: AtomicBool,
 }
@@ -221,6 +225,7 @@ impl LeaseKeeper {
             wake: tokio::sync::Notify::new(),
             held: watch::Sender::new(BTreeMap::new()),
             releasing: Mutex::default(),
+            expiring: Mutex::default(),
             started_at: Utc::now(),
             stopped: AtomicBool::new(false),
         }
@@ -243,9 +248,18 @@ impl LeaseKeeper {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut failing = false;
         loop {
+            let expiring = self.expiring.lock().expect("expiring lock").take();
+            let expired = async {
+                match expiring {
+                    // Past the expiry by a margin, so the database sees it expired.
+                    Some(after) => tokio::time::sleep(after + Duration::from_millis(20)).await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 _ = tick.tick() => {}
                 _ = self.wake.notified() => {}
+                _ = expired => {}
             }
             if self.stopped.load(Ordering::Relaxed) {
                 return;
@@ -325,16 +339,28 @@ impl LeaseKeeper {
             Ok((row.try_get(0)?, max.clamp(0, i64::from(u32::MAX)) as u32))
         })
         .collect::<Result<_, sqlx::Error>>()?;
-        let taken: BTreeSet<String> = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT camera_id FROM camera_leases WHERE expires_ms > {now}"
+        let leased: Vec<(String, String, i64)> = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT camera_id, owner, expires_ms - {now} FROM camera_leases \
+             WHERE expires_ms > {now}"
         )))
         .fetch_all(&self.pool)
         .await?
         .iter()
-        .map(|row| row.try_get(0))
+        .map(|row| Ok((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?)))
         .collect::<Result<_, sqlx::Error>>()?;
+        let taken: BTreeSet<String> = leased.iter().map(|(c, _, _)| c.clone()).collect();
 
         let wanted = self.wanted.lock().expect("wanted lock").clone();
+        // A healthy owner renews every heartbeat, so its leases have more than a lease minus
+        // a heartbeat (at least a heartbeat) to run; one that runs out sooner was not renewed.
+        let heartbeat_ms = self.settings.heartbeat.as_millis() as i64;
+        *self.expiring.lock().expect("expiring lock") = leased
+            .iter()
+            .filter(|(camera, owner, left)| {
+                owner != node && *left < heartbeat_ms && wanted.contains(camera)
+            })
+            .map(|(_, _, left)| Duration::from_millis((*left).max(0) as u64))
+            .min();
         let mut nodes = live;
         if !nodes.iter().any(|(n, _)| n == node) {
             nodes.push((node.to_string(), self.settings.max_cameras));
@@ -350,7 +376,11 @@ impl LeaseKeeper {
             }
         };
 
+        let mut won_count = 0;
         for camera in &plan.take {
+            if won_count == plan.short {
+                break;
+            }
             let won = sqlx::query(sqlx::AssertSqlSafe(format!(
                 "INSERT INTO camera_leases (camera_id, owner, token, acquired_ms, expires_ms) \
                  VALUES ($1, $2, 1, {now}, {now} + $3) ON CONFLICT (camera_id) DO UPDATE SET \
@@ -367,6 +397,7 @@ impl LeaseKeeper {
                 let token: i64 = row.try_get(0)?;
                 tracing::info!(node, camera = %camera, token, "took the camera's lease");
                 tokens.insert(camera.clone(), token as u64);
+                won_count += 1;
             }
         }
         for camera in &plan.release {
@@ -629,10 +660,14 @@ mod tests {
         let wanted = set(&["c1", "c2", "c3", "c4", "c5", "c6"]);
         // Nothing held, nothing taken: take the share, most wanted first.
         let p = plan("a", &set(&[]), &wanted, &set(&[]), 3);
-        assert_eq!(p.take.len(), 3);
+        assert_eq!(p.short, 3);
         let mut by_affinity: Vec<&String> = wanted.iter().collect();
         by_affinity.sort_by_key(|c| std::cmp::Reverse(affinity(c, "a")));
-        assert_eq!(p.take.iter().collect::<Vec<_>>(), by_affinity[..3].to_vec());
+        assert_eq!(
+            p.take.iter().collect::<Vec<_>>(),
+            by_affinity,
+            "every free one, in order"
+        );
         // Taken cameras are not taken again.
         let p = plan(
             "a",
@@ -642,6 +677,7 @@ mod tests {
             3,
         );
         assert_eq!(p.take, vec!["c6".to_string()]);
+        assert_eq!(p.short, 3);
         // Above the share: one goes back, the least wanted.
         let mine = set(&["c1", "c2", "c3", "c4", "c5"]);
         let p = plan("a", &mine, &wanted, &mine, 2);

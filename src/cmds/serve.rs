@@ -61,7 +61,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         app.clone(),
     )));
     let listener = tokio::net::TcpListener::bind(listen).await?;
-    tracing::info!(address = %listener.local_addr()?, backend = ?app.backend(), "vigil listening");
+    let media = app.ingest().blobs();
+    let media = media
+        .remote_label()
+        .map_or_else(|| media.root().display().to_string(), str::to_string);
+    let vectors = app.vectors().location().to_string();
+    tracing::info!(address = %listener.local_addr()?, backend = ?app.backend(), %media, %vectors, "vigil listening");
     let app_for_flush = app.clone();
     api::serve(app, listener, shutdown_signal()).await?;
     // Camera actors end their open tracks and record `stopped` before the store goes away.

@@ -165,8 +165,8 @@ async fn on_sqlite_the_one_node_lists_every_camera_it_runs() {
     server.stop().await;
 }
 
-const LEASE_SECS: f64 = 3.0;
-const HEARTBEAT_SECS: f64 = 1.0;
+const LEASE_SECS: f64 = 6.0;
+const HEARTBEAT_SECS: f64 = 3.0;
 const SAMPLE_EVERY: Duration = Duration::from_millis(250);
 
 /// One `vigil serve` process.
@@ -183,8 +183,8 @@ async fn start_node(db: &TestDb, name: &str, dir: &Path) -> Node {
             ("VIGIL_INGEST", "true"),
             ("VIGIL_NODE_ID", name),
             ("VIGIL_MODELS_BACKEND", "cpu"),
-            ("VIGIL_CAMERA_LEASE_SECS", "3"),
-            ("VIGIL_CAMERA_HEARTBEAT_SECS", "1"),
+            ("VIGIL_CAMERA_LEASE_SECS", "6"),
+            ("VIGIL_CAMERA_HEARTBEAT_SECS", "3"),
             ("VIGIL_KEY_PEPPER", "cluster-test-pepper"),
             ("VIGIL_CLIPS", "false"),
             ("VIGIL_POLL_INTERVAL_MS", "100"),
@@ -551,16 +551,13 @@ async fn three_nodes_share_the_cameras_and_take_over_from_a_dead_or_paused_node(
     eprintln!(
         "cluster: kill -9: leases moved after {lease_moved:.2} s, every camera analysed again after {analysed_after:.2} s (lease {LEASE_SECS} s + heartbeat {HEARTBEAT_SECS} s)"
     );
-    // The leases move within the lease time plus one heartbeat (plus this test's polling).
-    // A camera's first frame on its new node follows once its actor has started, connected,
-    // sampled a frame (1 fps) and analysed it whole (the first frame is), on two cores shared
-    // by three nodes.
+    // The others take the leases when they expire (within the lease time), and the cameras
+    // are analysed within the lease time plus one heartbeat: each camera's actor has then
+    // started on its new node, connected, sampled a frame (1 fps) and analysed it, on two
+    // cores shared by three nodes (plus this test's polling, a quarter of a second).
+    assert!(lease_moved <= LEASE_SECS + 0.5, "{lease_moved}");
     assert!(
-        lease_moved <= LEASE_SECS + HEARTBEAT_SECS + 0.5,
-        "{lease_moved}"
-    );
-    assert!(
-        analysed_after <= LEASE_SECS + HEARTBEAT_SECS + 4.0,
+        analysed_after <= LEASE_SECS + HEARTBEAT_SECS + SAMPLE_EVERY.as_secs_f64(),
         "{analysed_after}"
     );
 
@@ -617,7 +614,7 @@ async fn three_nodes_share_the_cameras_and_take_over_from_a_dead_or_paused_node(
             .unwrap()
             .success()
     );
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    tokio::time::sleep(Duration::from_secs_f64(HEARTBEAT_SECS + 2.0)).await;
 
     // When b took each lost camera back, if it did: (acquired, owner) from the lease table.
     let (pool, _) = vigil::store::open_pool(&db.url, 2).await.unwrap();

@@ -1280,44 +1280,12 @@ async fn stored_clip(
     start: i64,
     bytes: usize,
 ) -> String {
-    use vigil_schemas::ClipEvent;
-    use vigil_schemas::events::{ClipRecorded, clip_stream};
     let file: Vec<u8> = (0..bytes)
         .map(|i| (i * 31 + start as usize) as u8)
         .collect();
     let media = server.app.ingest().blobs().put(&file).await.unwrap();
     let at = Utc::now() - chrono::Duration::minutes(10) + chrono::Duration::seconds(start);
-    let recorded = ClipEvent::Recorded(ClipRecorded {
-        clip_id: id.into(),
-        camera_id: "gate".into(),
-        incident_ids: incidents.iter().map(|i| i.to_string()).collect(),
-        track_ids: vec![],
-        continuous: false,
-        started_at: at,
-        ended_at: at + chrono::Duration::seconds(20),
-        duration_seconds: 20.0,
-        codec: "h264".into(),
-        width: 1280,
-        height: 720,
-        frames: 500,
-        bytes: bytes as u64,
-        media: media.clone(),
-    });
-    let meta = EventMeta {
-        correlation_id: uuid::Uuid::now_v7(),
-        causation_id: None,
-        actor: "camera:gate".into(),
-    };
-    server
-        .app
-        .store()
-        .append(
-            &clip_stream(id),
-            ExpectedVersion::NoStream,
-            vec![recorded.to_new_event(at, &meta)],
-        )
-        .await
-        .unwrap();
+    crate::support::record_clip(server, id, incidents, at, &media, bytes).await;
     media
 }
 

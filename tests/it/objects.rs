@@ -8,11 +8,10 @@ use reqwest::Method;
 use serde_json::{Value, json};
 use vigil::config::Config;
 use vigil::service::clips::ClipLimits;
-use vigil_schemas::events::{ClipRecorded, clip_stream};
-use vigil_schemas::{ClipEvent, DomainEvent, EventMeta, ExpectedVersion};
 
 use crate::support::{
-    S3Server, TestDb, TestServer, Which, answer, call, rebuild_equals_live_with, until,
+    S3Server, TestDb, TestServer, Which, answer, call, files_under, rebuild_equals_live_with,
+    record_clip, until,
 };
 
 const BUCKET: &str = "vigil-test";
@@ -35,22 +34,6 @@ fn node(db: &TestDb, s3: &S3Server, name: &str) -> Config {
         BUCKET,
         PREFIX,
     )
-}
-
-/// Files under a node's local media folder, clips being written included.
-fn local_files(dir: &std::path::Path) -> usize {
-    std::fs::read_dir(dir).map_or(0, |entries| {
-        entries
-            .map(|e| {
-                let e = e.unwrap();
-                if e.file_type().unwrap().is_dir() {
-                    local_files(&e.path())
-                } else {
-                    1
-                }
-            })
-            .sum()
-    })
 }
 
 fn media_key(sha: &str) -> String {
@@ -153,7 +136,7 @@ async fn media_and_face_tables_live_in_a_bucket_that_every_node_reads() {
         "the faces table is in the bucket: {keys:?}"
     );
     assert_eq!(
-        local_files(&db.dir.path().join("a/blobs")),
+        files_under(&db.dir.path().join("a/blobs")),
         0,
         "nothing in the local folder"
     );
@@ -267,7 +250,8 @@ async fn media_and_face_tables_live_in_a_bucket_that_every_node_reads() {
     let (media, size) = a.app.ingest().blobs().put_file(&file).await.unwrap();
     assert_eq!(size as usize, clip.len());
     assert!(!file.exists(), "the uploaded file is removed");
-    record_clip(&a, "c1", &media, clip.len()).await;
+    let at = Utc::now() - chrono::Duration::minutes(10);
+    record_clip(&a, "c1", &[], at, &media, clip.len()).await;
     caught_up(&a, &["clips"]).await;
     let clip_path = format!("/api/v1/media/{media}");
     let res = b.req(Method::GET, &clip_path).send().await.unwrap();
@@ -332,7 +316,7 @@ async fn media_and_face_tables_live_in_a_bucket_that_every_node_reads() {
     })
     .await;
     assert_eq!(
-        local_files(&db.dir.path().join("b/blobs")) + local_files(&db.dir.path().join("a/blobs")),
+        files_under(&db.dir.path().join("b/blobs")) + files_under(&db.dir.path().join("a/blobs")),
         0
     );
     assert!(!db.dir.path().join("b/lance").exists());
@@ -351,41 +335,6 @@ async fn media_and_face_tables_live_in_a_bucket_that_every_node_reads() {
 fn hex_sha(bytes: &[u8]) -> String {
     use sha2::Digest;
     hex::encode(sha2::Sha256::digest(bytes))
-}
-
-async fn record_clip(server: &TestServer, id: &str, media: &str, bytes: usize) {
-    let at = Utc::now() - chrono::Duration::minutes(10);
-    let recorded = ClipEvent::Recorded(ClipRecorded {
-        clip_id: id.into(),
-        camera_id: "gate".into(),
-        incident_ids: vec![],
-        track_ids: vec![],
-        continuous: false,
-        started_at: at,
-        ended_at: at + chrono::Duration::seconds(20),
-        duration_seconds: 20.0,
-        codec: "h264".into(),
-        width: 1280,
-        height: 720,
-        frames: 500,
-        bytes: bytes as u64,
-        media: media.into(),
-    });
-    let meta = EventMeta {
-        correlation_id: uuid::Uuid::now_v7(),
-        causation_id: None,
-        actor: "camera:gate".into(),
-    };
-    server
-        .app
-        .store()
-        .append(
-            &clip_stream(id),
-            ExpectedVersion::NoStream,
-            vec![recorded.to_new_event(at, &meta)],
-        )
-        .await
-        .unwrap();
 }
 
 #[tokio::test]

@@ -348,21 +348,68 @@ pub async fn rebuild_equals_live_with(db: &TestDb, config: &Config, name: &str) 
 
 /// Files in a test node's media store (`{data_dir}/blobs`).
 pub fn blob_count(db: &TestDb) -> usize {
-    fn walk(dir: &std::path::Path) -> usize {
-        std::fs::read_dir(dir).map_or(0, |entries| {
-            entries
-                .map(|e| {
-                    let e = e.unwrap();
-                    if e.file_type().unwrap().is_dir() {
-                        walk(&e.path())
-                    } else {
-                        1
-                    }
-                })
-                .sum()
-        })
-    }
-    walk(&db.dir.path().join("data/blobs"))
+    files_under(&db.dir.path().join("data/blobs"))
+}
+
+/// Files under `dir`, in every sub-folder; 0 when it does not exist.
+pub fn files_under(dir: &std::path::Path) -> usize {
+    std::fs::read_dir(dir).map_or(0, |entries| {
+        entries
+            .map(|e| {
+                let e = e.unwrap();
+                if e.file_type().unwrap().is_dir() {
+                    files_under(&e.path())
+                } else {
+                    1
+                }
+            })
+            .sum()
+    })
+}
+
+/// Records, as a camera's recorder would, that camera `gate` recorded clip `id` of `bytes`
+/// bytes (the stored media `media`) from `at` for 20 s, covering `incidents`.
+pub async fn record_clip(
+    server: &TestServer,
+    id: &str,
+    incidents: &[&str],
+    at: chrono::DateTime<chrono::Utc>,
+    media: &str,
+    bytes: usize,
+) {
+    use vigil_schemas::events::{ClipRecorded, clip_stream};
+    use vigil_schemas::{ClipEvent, DomainEvent, EventMeta, ExpectedVersion};
+    let recorded = ClipEvent::Recorded(ClipRecorded {
+        clip_id: id.into(),
+        camera_id: "gate".into(),
+        incident_ids: incidents.iter().map(|i| i.to_string()).collect(),
+        track_ids: vec![],
+        continuous: false,
+        started_at: at,
+        ended_at: at + chrono::Duration::seconds(20),
+        duration_seconds: 20.0,
+        codec: "h264".into(),
+        width: 1280,
+        height: 720,
+        frames: 500,
+        bytes: bytes as u64,
+        media: media.into(),
+    });
+    let meta = EventMeta {
+        correlation_id: uuid::Uuid::now_v7(),
+        causation_id: None,
+        actor: "camera:gate".into(),
+    };
+    server
+        .app
+        .store()
+        .append(
+            &clip_stream(id),
+            ExpectedVersion::NoStream,
+            vec![recorded.to_new_event(at, &meta)],
+        )
+        .await
+        .unwrap();
 }
 
 /// An S3-compatible server for the object-storage tests: moto's server (from PyPI, installed
