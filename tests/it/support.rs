@@ -269,13 +269,30 @@ pub async fn expect_error(
     body
 }
 
-/// A port nothing listens on now (the OS's pick, released at once).
+/// A port nothing listens on now, for a server this test starts itself (an RTSP server, a
+/// `vigil serve` process). It is picked below the kernel's ephemeral range (32768-60999 on
+/// Linux), where nothing binds port 0 nor connects from: the kernel's own pick could hand the
+/// same port to another test's server (bound to port 0) or to an outgoing connection before
+/// this test's server binds it.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const FIRST: u32 = 20_000;
+    const PORTS: u32 = 12_000;
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    // Test binaries running at once start at different places.
+    let _ = NEXT.compare_exchange(
+        u32::MAX,
+        std::process::id().wrapping_mul(7919) % PORTS,
+        Ordering::Relaxed,
+        Ordering::Relaxed,
+    );
+    for _ in 0..PORTS {
+        let port = (FIRST + NEXT.fetch_add(1, Ordering::Relaxed) % PORTS) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in {FIRST}..{}", FIRST + PORTS)
 }
 
 /// Every event of `stream`, through the audit API.
