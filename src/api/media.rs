@@ -98,9 +98,10 @@ impl MediaBody {
 /// Larger reads are streamed from the file instead of read into memory first.
 const STREAM_FROM: u64 = 1 << 20;
 
-/// Whether stored media is an MP4 file (it opens with an `ftyp` box); else it is a JPEG.
+/// Whether stored media is an MP4 file, by the blob store's one rule (it opens with an `ftyp`
+/// box); else it is a JPEG.
 fn is_mp4(media: &[u8]) -> bool {
-    media.get(4..8) == Some(b"ftyp")
+    vigil_actors::blob::content_type_of(media) == "video/mp4"
 }
 
 /// Stored media, whole or in part.
