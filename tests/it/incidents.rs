@@ -1291,14 +1291,7 @@ async fn stored_clip(
 
 /// Waits until the incidents and clips read models hold every stored event.
 async fn wait_models(server: &TestServer) {
-    let head = server.head().await;
-    for name in ["incidents", "clips"] {
-        let status = server.app.projection_status(name).unwrap();
-        assert!(
-            status.wait_for(head, Duration::from_secs(10)).await,
-            "{name}"
-        );
-    }
+    crate::support::projections_caught_up(server, &["incidents", "clips"], 10).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,8 +1,6 @@
 //! Media and Lance tables in an S3-compatible bucket shared by several nodes, against moto's
 //! S3 server (a stand-in for MinIO or a cloud bucket; see `support::S3Server`).
 
-use std::time::Duration;
-
 use chrono::Utc;
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -10,8 +8,8 @@ use vigil::config::Config;
 use vigil::service::clips::ClipLimits;
 
 use crate::support::{
-    S3Server, TestDb, TestServer, Which, answer, call, files_under, rebuild_equals_live_with,
-    record_clip, until,
+    S3Server, TestDb, TestServer, Which, answer, call, files_under, projections_caught_up,
+    rebuild_equals_live_with, record_clip, until,
 };
 
 const BUCKET: &str = "vigil-test";
@@ -89,14 +87,7 @@ async fn search_face(server: &TestServer, picture_name: &str) -> Value {
 }
 
 async fn caught_up(server: &TestServer, names: &[&str]) {
-    let head = server.head().await;
-    for name in names {
-        let status = server.app.projection_status(name).unwrap();
-        assert!(
-            status.wait_for(head, Duration::from_secs(30)).await,
-            "{name} reached {head}"
-        );
-    }
+    projections_caught_up(server, names, 30).await;
 }
 
 async fn get(client: &reqwest::Client, url: &str, range: Option<&str>) -> (u16, String, Vec<u8>) {

@@ -363,6 +363,18 @@ pub async fn rebuild_equals_live_with(db: &TestDb, config: &Config, name: &str) 
     live.into_iter().map(|(_, d)| d).collect()
 }
 
+/// Waits until each projection of `names` on `server` holds every stored event.
+pub async fn projections_caught_up(server: &TestServer, names: &[&str], secs: u64) {
+    let head = server.head().await;
+    for name in names {
+        let status = server.app.projection_status(name).unwrap();
+        assert!(
+            status.wait_for(head, Duration::from_secs(secs)).await,
+            "{name} did not reach {head}"
+        );
+    }
+}
+
 /// Files in a test node's media store (`{data_dir}/blobs`).
 pub fn blob_count(db: &TestDb) -> usize {
     files_under(&db.dir.path().join("data/blobs"))
