@@ -855,6 +855,17 @@ mod tests {
     }
 
     #[test]
+    fn on_the_cpu_every_graph_convolution_runs_nhwc() {
+        let persons = person_detector(Compute::cpu());
+        let pose = pose_estimator(Compute::cpu());
+        for (name, graph) in [("NanoDet", persons.graph()), ("MoveNet", pose.graph())] {
+            let (nhwc, burn) = graph.convolution_paths();
+            assert!(nhwc > 10, "{name}: {nhwc} NHWC convolutions");
+            assert_eq!(burn, 0, "{name}: convolutions left to Burn");
+        }
+    }
+
+    #[test]
     fn cpu_nanodet_heads_match_the_graph_in_tfjs() {
         nanodet_heads_match(&person_detector(Compute::cpu()), "cpu");
     }

@@ -21,6 +21,7 @@ use serde::Deserialize;
 use serde_json::Value as Json;
 
 use crate::ModelError;
+use crate::cpu::{Act, NhwcConv};
 use crate::nn::{Padding, tf_padding};
 use crate::tfjs;
 
@@ -231,6 +232,9 @@ pub struct GraphModel {
     constants: HashMap<(String, usize), Value>,
     /// Convolution kernels in OIHW, by node name.
     kernels: HashMap<String, Tensor<4>>,
+    /// On the CPU backend, the NHWC convolutions (`crate::cpu`) with their fused bias and
+    /// activation, by node name; a node not here runs through Burn.
+    cpu_convs: HashMap<String, (NhwcConv, Act)>,
     /// The nodes `run` evaluates, each after its inputs: those the declared outputs need, less
     /// the placeholder and everything known at load. Worked out once, not per frame.
     plan: Vec<String>,
@@ -337,6 +341,7 @@ impl GraphModel {
             nodes,
             constants: HashMap::new(),
             kernels: HashMap::new(),
+            cpu_convs: HashMap::new(),
             plan: Vec::new(),
             uses: HashMap::new(),
             declared: outputs.iter().filter_map(|o| split_input(o)).collect(),
@@ -395,6 +400,12 @@ impl GraphModel {
                     Some(Value::F(f)) => f.clone(),
                     _ => return Err(graph.unsupported(&node, "filter is not a constant")),
                 };
+                if *device == Device::flex()
+                    && let Some(native) = graph.cpu_conv(&node, &kernel)
+                {
+                    graph.cpu_convs.insert(node.name.clone(), native);
+                    continue;
+                }
                 let dims = kernel.dims();
                 let depthwise = node.op.contains("Depthwise");
                 // HWIO → OIHW; depthwise [kh, kw, C, m] → [C*m, 1, kh, kw].
@@ -426,6 +437,12 @@ impl GraphModel {
             *graph.uses.entry(key.clone()).or_default() += 1;
         }
         Ok(graph)
+    }
+
+    /// How many of the graph's convolutions run on the NHWC CPU path and how many through
+    /// Burn (all of them through Burn on a wgpu device).
+    pub fn convolution_paths(&self) -> (usize, usize) {
+        (self.cpu_convs.len(), self.kernels.len())
     }
 
     /// Multiply-accumulates of the convolutions run since the last call (then reset).
@@ -670,6 +687,13 @@ impl GraphModel {
                 dims.insert(at, 1);
                 one(x.reshape(&dims))
             }
+            "Conv2D" | "_FusedConv2D" | "DepthwiseConv2dNative" | "FusedDepthwiseConv2dNative"
+                if self.cpu_convs.contains_key(&node.name) =>
+            {
+                // The only reference to the input, so Burn hands its buffer over uncopied.
+                drop(args);
+                one(self.conv_nhwc(node, x)?)
+            }
             "Conv2D" | "_FusedConv2D" | "DepthwiseConv2dNative" | "FusedDepthwiseConv2dNative" => {
                 let mut y = self.conv(node, x)?;
                 if node.op.starts_with("_Fused") || node.op.starts_with("Fused") {
@@ -802,22 +826,7 @@ impl GraphModel {
         if dilations.iter().any(|&d| d != 1) {
             return Err(self.unsupported(node, "dilated convolutions are not implemented"));
         }
-        let padding = match node.attr_str("padding").as_deref() {
-            Some("SAME") => [
-                tf_padding(h, kh, sh, Padding::Same),
-                tf_padding(w, kw, sw, Padding::Same),
-            ],
-            Some("VALID") | None => [(0, 0), (0, 0)],
-            Some("EXPLICIT") => {
-                let p = node.attr_ints("explicit_paddings");
-                let (ph, pw) = if nhwc { (2, 4) } else { (4, 6) };
-                [
-                    (p[ph] as usize, p[ph + 1] as usize),
-                    (p[pw] as usize, p[pw + 1] as usize),
-                ]
-            }
-            Some(other) => return Err(self.unsupported(node, &format!("padding {other}"))),
-        };
+        let padding = self.padding(node, [h, w], [kh, kw], [sh, sw])?;
         let groups = if node.op.contains("Depthwise") {
             in_c
         } else {
@@ -832,6 +841,105 @@ impl GraphModel {
         let options = ConvOptions::new_with_padding([sh, sw], padding, [1, 1], groups);
         let y = conv2d(x, kernel, None, options);
         Ok(Ft::R4(if nhwc { y.permute([0, 2, 3, 1]) } else { y }))
+    }
+
+    /// The (before, after) padding of a convolution node along height and width.
+    fn padding(
+        &self,
+        node: &Node,
+        [h, w]: [usize; 2],
+        [kh, kw]: [usize; 2],
+        [sh, sw]: [usize; 2],
+    ) -> Result<[(usize, usize); 2], ModelError> {
+        Ok(match node.attr_str("padding").as_deref() {
+            Some("SAME") => [
+                tf_padding(h, kh, sh, Padding::Same),
+                tf_padding(w, kw, sw, Padding::Same),
+            ],
+            Some("VALID") | None => [(0, 0), (0, 0)],
+            Some("EXPLICIT") => {
+                let p = node.attr_ints("explicit_paddings");
+                let (ph, pw) = if node.nhwc() { (2, 4) } else { (4, 6) };
+                [
+                    (p[ph] as usize, p[ph + 1] as usize),
+                    (p[pw] as usize, p[pw + 1] as usize),
+                ]
+            }
+            Some(other) => return Err(self.unsupported(node, &format!("padding {other}"))),
+        })
+    }
+
+    /// The CPU convolution for a convolution node, when the node is one it covers: NHWC,
+    /// undilated, a depthwise multiplier of 1, and fused operations (if any) that are a
+    /// constant bias followed by at most one activation. `kernel` is the node's HWIO filter.
+    fn cpu_conv(&self, node: &Node, kernel: &Ft) -> Option<(NhwcConv, Act)> {
+        if !node.nhwc() || node.attr_ints("dilations").iter().any(|&d| d != 1) {
+            return None;
+        }
+        let strides = node.attr_ints("strides");
+        let stride = [*strides.get(1)? as usize, *strides.get(2)? as usize];
+        let dims = kernel.dims();
+        let (kh, kw, cin, cout) = (dims[0], dims[1], dims[2], dims[3]);
+        let mut bias = vec![
+            0.0;
+            if node.op.contains("Depthwise") {
+                cin
+            } else {
+                cout
+            }
+        ];
+        let mut act = Act::Linear;
+        if node.op.starts_with("_Fused") || node.op.starts_with("Fused") {
+            let fused = node.attr_strs("fused_ops");
+            let (first, rest) = fused.split_first()?;
+            if first != "BiasAdd" || rest.len() > 1 {
+                return None;
+            }
+            match self.constants.get(node.inputs.get(2)?) {
+                Some(Value::F(b)) if b.dims() == [bias.len()] => bias = b.to_vec(),
+                _ => return None,
+            }
+            act = match rest.first().map(String::as_str) {
+                None => Act::Linear,
+                Some("Relu") => Act::Relu,
+                Some("Relu6") => Act::Relu6,
+                Some("LeakyRelu") => {
+                    Act::Leaky(node.attr_f("leakyrelu_alpha").unwrap_or(0.2) as f32)
+                }
+                Some(_) => return None,
+            };
+        }
+        let data = kernel.to_vec();
+        let conv = if node.op.contains("Depthwise") {
+            if cout != 1 {
+                return None;
+            }
+            NhwcConv::depthwise(&data, [kh, kw, cin], None, bias, 1)
+        } else {
+            NhwcConv::dense(&data, [kh, kw, cin, cout], None, bias, 1)
+        };
+        Some((conv.with_strides(stride), act))
+    }
+
+    /// A convolution node on the CPU: NHWC in, NHWC out, bias and activation included.
+    fn conv_nhwc(&self, node: &Node, x: Ft) -> Result<Ft, ModelError> {
+        let (conv, act) = &self.cpu_convs[&node.name];
+        let x = x.r4();
+        let [n, h, w, c] = x.dims();
+        let padding = self.padding(node, [h, w], conv.kernel, conv.stride)?;
+        self.macs.fetch_add(
+            n as u64 * conv.macs(h, w, padding),
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        let data = x.into_data();
+        let values = data
+            .as_slice::<f32>()
+            .map_err(|e| self.unsupported(node, &format!("input is not f32: {e:?}")))?;
+        let y = conv.forward(values, [n, h, w, c], padding, *act);
+        Ok(Ft::R4(Tensor::from_data(
+            TensorData::new(y.data, y.dims),
+            &self.device,
+        )))
     }
 
     fn pool(&self, node: &Node, x: Ft) -> Result<Ft, ModelError> {

@@ -16,6 +16,7 @@
 #![deny(missing_docs)]
 
 pub mod bench;
+pub mod cpu;
 pub mod faces;
 pub mod golden;
 pub mod graph;

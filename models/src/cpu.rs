@@ -1,0 +1,557 @@
+//! Convolutions for the CPU backend, in NHWC with the bias and activation fused.
+//!
+//! Burn's CPU backend works in NCHW: each convolution turns its input into NHWC (or an im2col
+//! matrix) and back, and the bias, the activation and the graph runner's layout changes each
+//! take another pass over memory. Profiled on the models bench, those passes cost more than the
+//! matrix multiplications themselves. Here a tensor stays NHWC from layer to layer, so
+//!
+//! - a 1×1 convolution is one matrix multiply of the pixels `[n·h·w, cin]` by the weights
+//!   `[cin, cout]` (TensorFlow's HWIO kernel as stored), with no copy at all;
+//! - a k×k convolution gathers its patches (runs of `cin` contiguous values) a block of output
+//!   pixels at a time, sized to stay in cache, and multiplies that block;
+//! - a depthwise convolution accumulates whole pixels (all channels, contiguous) per kernel tap,
+//!   which vectorises across channels;
+//! - the bias and the activation are applied to each block while it is still in cache.
+//!
+//! The matrix multiplies are the `gemm` crate's (the same kernels Burn's backend uses, with its
+//! AVX-512 kernels enabled where the processor has them); blocks run in parallel on rayon's pool.
+//! Everything here is plain slices: the models move tensors in and out of Burn without copies
+//! (`TensorData` from a `Vec`), and the golden tests hold these kernels to the same outputs.
+
+// The one module of the workspace that allows `unsafe`: the gemm call below (pointers and
+// strides of slices whose lengths are checked first) and the call of a loop compiled for AVX2
+// after the processor was asked whether it has it.
+#![allow(unsafe_code)]
+
+use gemm::{Parallelism, gemm};
+use rayon::prelude::*;
+
+/// The activation applied after the bias.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Act {
+    /// None.
+    Linear,
+    /// `max(x, 0)`.
+    Relu,
+    /// `min(max(x, 0), 6)`.
+    Relu6,
+    /// `x` when positive, else `alpha · x`.
+    Leaky(f32),
+}
+
+/// A convolution's weights laid out for NHWC inputs.
+#[derive(Debug, Clone)]
+pub struct NhwcConv {
+    /// Kernel height and width.
+    pub kernel: [usize; 2],
+    /// Input channels.
+    pub cin: usize,
+    /// Output channels (equal to `cin` for a depthwise convolution).
+    pub cout: usize,
+    /// Stride along height and width.
+    pub stride: [usize; 2],
+    /// One filter per channel (`weight` is `[kh, kw, c]`) instead of a dense kernel
+    /// (`[kh, kw, cin, cout]`, TensorFlow's HWIO).
+    pub depthwise: bool,
+    weight: Vec<f32>,
+    bias: Vec<f32>,
+}
+
+/// An NHWC tensor: values and `[n, h, w, c]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Nhwc {
+    /// Row-major values.
+    pub data: Vec<f32>,
+    /// `[n, h, w, c]`.
+    pub dims: [usize; 4],
+}
+
+/// Output pixels a dense convolution's task handles: enough to keep the gemm's right-hand
+/// side (the weights) packed once per many rows, few enough that the patch block stays in L2.
+fn rows_per_block(k: usize, m: usize) -> usize {
+    let by_cache = (64 * 1024 / k.max(1)).clamp(16, 512);
+    // At least four blocks per thread where the image allows it, so the pool stays balanced.
+    let threads = rayon::current_num_threads().max(1);
+    let by_balance = m.div_ceil(4 * threads).max(16);
+    by_cache.min(by_balance).next_multiple_of(8)
+}
+
+impl NhwcConv {
+    /// A dense convolution from a TensorFlow HWIO kernel (`[kh, kw, cin, cout]` row-major),
+    /// each output channel scaled by `scale` (a folded batch norm), then `bias` added.
+    pub fn dense(
+        hwio: &[f32],
+        shape: [usize; 4],
+        scale: Option<&[f32]>,
+        bias: Vec<f32>,
+        stride: usize,
+    ) -> Self {
+        let [kh, kw, cin, cout] = shape;
+        assert_eq!(hwio.len(), kh * kw * cin * cout, "kernel size");
+        assert_eq!(bias.len(), cout, "one bias per output channel");
+        let weight = match scale {
+            Some(s) => hwio
+                .chunks_exact(cout)
+                .flat_map(|row| row.iter().zip(s).map(|(w, s)| w * s))
+                .collect(),
+            None => hwio.to_vec(),
+        };
+        Self {
+            kernel: [kh, kw],
+            cin,
+            cout,
+            stride: [stride, stride],
+            depthwise: false,
+            weight,
+            bias,
+        }
+    }
+
+    /// A depthwise convolution from a TensorFlow `[kh, kw, c, 1]` kernel, channel `i` scaled
+    /// by `scale[i]`, then `bias` added.
+    pub fn depthwise(
+        kernel: &[f32],
+        shape: [usize; 3],
+        scale: Option<&[f32]>,
+        bias: Vec<f32>,
+        stride: usize,
+    ) -> Self {
+        let [kh, kw, c] = shape;
+        assert_eq!(kernel.len(), kh * kw * c, "kernel size");
+        assert_eq!(bias.len(), c, "one bias per channel");
+        let weight = match scale {
+            Some(s) => kernel
+                .chunks_exact(c)
+                .flat_map(|tap| tap.iter().zip(s).map(|(w, s)| w * s))
+                .collect(),
+            None => kernel.to_vec(),
+        };
+        Self {
+            kernel: [kh, kw],
+            cin: c,
+            cout: c,
+            stride: [stride, stride],
+            depthwise: true,
+            weight,
+            bias,
+        }
+    }
+
+    /// Sets a different stride on each axis.
+    pub fn with_strides(mut self, stride: [usize; 2]) -> Self {
+        self.stride = stride;
+        self
+    }
+
+    /// The output height and width for an `h × w` input padded by `pad`
+    /// (`[(top, bottom), (left, right)]`).
+    pub fn output_size(&self, h: usize, w: usize, pad: [(usize, usize); 2]) -> [usize; 2] {
+        let [kh, kw] = self.kernel;
+        let [sh, sw] = self.stride;
+        [
+            (h + pad[0].0 + pad[0].1 - kh) / sh + 1,
+            (w + pad[1].0 + pad[1].1 - kw) / sw + 1,
+        ]
+    }
+
+    /// Multiply-accumulates for one `h × w` image padded by `pad`.
+    pub fn macs(&self, h: usize, w: usize, pad: [(usize, usize); 2]) -> u64 {
+        let [oh, ow] = self.output_size(h, w, pad);
+        let per_pixel = if self.depthwise {
+            self.cout
+        } else {
+            self.cin * self.cout
+        };
+        (oh * ow * per_pixel * self.kernel[0] * self.kernel[1]) as u64
+    }
+
+    /// The convolution of NHWC `x` (`dims` = `[n, h, w, cin]`), zero-padded by `pad`, then
+    /// the bias and `act`.
+    pub fn forward(&self, x: &[f32], dims: [usize; 4], pad: [(usize, usize); 2], act: Act) -> Nhwc {
+        let [n, h, w, c] = dims;
+        assert_eq!(c, self.cin, "input channels");
+        assert_eq!(x.len(), n * h * w * c, "input size");
+        let [oh, ow] = self.output_size(h, w, pad);
+        let mut out = vec![0.0f32; n * oh * ow * self.cout];
+        let geometry = Geometry {
+            dims,
+            out: [oh, ow],
+            pad: [pad[0].0, pad[1].0],
+        };
+        if self.depthwise {
+            self.depthwise_into(x, &geometry, &mut out, act);
+        } else {
+            self.dense_into(x, &geometry, &mut out, act);
+        }
+        Nhwc {
+            data: out,
+            dims: [n, oh, ow, self.cout],
+        }
+    }
+
+    fn dense_into(&self, x: &[f32], g: &Geometry, out: &mut [f32], act: Act) {
+        let [n, h, w, cin] = g.dims;
+        let [oh, ow] = g.out;
+        let [kh, kw] = self.kernel;
+        let [sh, sw] = self.stride;
+        let k = kh * kw * cin;
+        let m = n * oh * ow;
+        let cout = self.cout;
+        let pointwise = kh == 1 && kw == 1 && sh == 1 && sw == 1 && g.pad == [0, 0];
+        let rows = rows_per_block(k, m);
+        let weight = &self.weight;
+        out.par_chunks_mut(rows * cout).enumerate().for_each_init(
+            Vec::new,
+            |patches: &mut Vec<f32>, (block, dst)| {
+                let first = block * rows;
+                let count = dst.len() / cout;
+                let lhs: &[f32] = if pointwise {
+                    &x[first * cin..(first + count) * cin]
+                } else {
+                    patches.clear();
+                    patches.resize(count * k, 0.0);
+                    for (r, patch) in patches.chunks_exact_mut(k).enumerate() {
+                        let p = first + r;
+                        let (b, oy, ox) = (p / (oh * ow), (p / ow) % oh, p % ow);
+                        for ky in 0..kh {
+                            let iy = (oy * sh + ky) as isize - g.pad[0] as isize;
+                            if iy < 0 || iy >= h as isize {
+                                continue;
+                            }
+                            let row = (b * h + iy as usize) * w;
+                            for kx in 0..kw {
+                                let ix = (ox * sw + kx) as isize - g.pad[1] as isize;
+                                if ix < 0 || ix >= w as isize {
+                                    continue;
+                                }
+                                let src = (row + ix as usize) * cin;
+                                let at = (ky * kw + kx) * cin;
+                                patch[at..at + cin].copy_from_slice(&x[src..src + cin]);
+                            }
+                        }
+                    }
+                    patches
+                };
+                assert!(lhs.len() == count * k && weight.len() == k * cout);
+                // SAFETY: `dst` is `count × cout`, `lhs` is `count × k` and `weight` is
+                // `k × cout`, all row-major and contiguous, as the strides passed say.
+                unsafe {
+                    gemm(
+                        count,
+                        cout,
+                        k,
+                        dst.as_mut_ptr(),
+                        1,
+                        cout as isize,
+                        false,
+                        lhs.as_ptr(),
+                        1,
+                        k as isize,
+                        weight.as_ptr(),
+                        1,
+                        cout as isize,
+                        0.0,
+                        1.0,
+                        false,
+                        false,
+                        false,
+                        Parallelism::None,
+                    );
+                }
+                epilogue(dst, &self.bias, act);
+            },
+        );
+    }
+
+    fn depthwise_into(&self, x: &[f32], g: &Geometry, out: &mut [f32], act: Act) {
+        let [_, h, w, c] = g.dims;
+        let [oh, ow] = g.out;
+        out.par_chunks_mut(ow * c)
+            .enumerate()
+            .for_each(|(row, dst)| {
+                let (b, oy) = (row / oh, row % oh);
+                depthwise_row(self, x, g, b, oy, [h, w, c], dst);
+                epilogue(dst, &self.bias, act);
+            });
+    }
+}
+
+/// Where a convolution reads and writes.
+struct Geometry {
+    /// Input `[n, h, w, c]`.
+    dims: [usize; 4],
+    /// Output height and width.
+    out: [usize; 2],
+    /// Padding before (top, left); what is after follows from the output size.
+    pad: [usize; 2],
+}
+
+/// The output columns `ox` whose input column `ox · stride + tap − pad` lies in `[0, size)`.
+fn valid_range(size: usize, out: usize, stride: usize, tap: usize, pad: usize) -> (usize, usize) {
+    let first = pad.saturating_sub(tap).div_ceil(stride);
+    // Last: largest ox with ox · stride + tap − pad ≤ size − 1.
+    let limit = size + pad;
+    let end = if limit > tap {
+        ((limit - tap - 1) / stride + 1).min(out)
+    } else {
+        0
+    };
+    (first.min(end), end)
+}
+
+fn depthwise_row(
+    conv: &NhwcConv,
+    x: &[f32],
+    g: &Geometry,
+    b: usize,
+    oy: usize,
+    [h, w, c]: [usize; 3],
+    dst: &mut [f32],
+) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+        // SAFETY: the processor has the features the function is compiled for.
+        unsafe { depthwise_row_avx2(conv, x, g, b, oy, [h, w, c], dst) };
+        return;
+    }
+    depthwise_row_generic(conv, x, g, b, oy, [h, w, c], dst);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn depthwise_row_avx2(
+    conv: &NhwcConv,
+    x: &[f32],
+    g: &Geometry,
+    b: usize,
+    oy: usize,
+    dims: [usize; 3],
+    dst: &mut [f32],
+) {
+    depthwise_row_generic(conv, x, g, b, oy, dims, dst);
+}
+
+/// One output row of a depthwise convolution: for each kernel tap, every output pixel of the
+/// row adds its input pixel times the tap's weights (all channels at once).
+#[inline(always)]
+fn depthwise_row_generic(
+    conv: &NhwcConv,
+    x: &[f32],
+    g: &Geometry,
+    b: usize,
+    oy: usize,
+    [h, w, c]: [usize; 3],
+    dst: &mut [f32],
+) {
+    let [kh, kw] = conv.kernel;
+    let [sh, sw] = conv.stride;
+    let ow = g.out[1];
+    for ky in 0..kh {
+        let iy = (oy * sh + ky) as isize - g.pad[0] as isize;
+        if iy < 0 || iy >= h as isize {
+            continue;
+        }
+        let row = &x[(b * h + iy as usize) * w * c..][..w * c];
+        for kx in 0..kw {
+            let weights = &conv.weight[(ky * kw + kx) * c..][..c];
+            let (first, end) = valid_range(w, ow, sw, kx, g.pad[1]);
+            for ox in first..end {
+                let ix = ox * sw + kx - g.pad[1];
+                let src = &row[ix * c..][..c];
+                let acc = &mut dst[ox * c..][..c];
+                for ((a, s), wt) in acc.iter_mut().zip(src).zip(weights) {
+                    *a = s.mul_add(*wt, *a);
+                }
+            }
+        }
+    }
+}
+
+/// Adds the bias to every pixel of `block` (whole pixels of `bias.len()` channels) and
+/// applies `act`.
+fn epilogue(block: &mut [f32], bias: &[f32], act: Act) {
+    #[inline(always)]
+    fn each(block: &mut [f32], bias: &[f32], f: impl Fn(f32) -> f32 + Copy) {
+        for pixel in block.chunks_exact_mut(bias.len()) {
+            for (v, b) in pixel.iter_mut().zip(bias) {
+                *v = f(*v + b);
+            }
+        }
+    }
+    match act {
+        Act::Linear => each(block, bias, |v| v),
+        Act::Relu => each(block, bias, |v| v.max(0.0)),
+        Act::Relu6 => each(block, bias, |v| v.clamp(0.0, 6.0)),
+        Act::Leaky(alpha) => each(block, bias, move |v| if v < 0.0 { alpha * v } else { v }),
+    }
+}
+
+/// NCHW values as NHWC.
+pub fn nchw_to_nhwc(x: &[f32], [_, c, h, w]: [usize; 4]) -> Vec<f32> {
+    let mut out = vec![0.0; x.len()];
+    out.par_chunks_mut(h * w * c)
+        .zip(x.par_chunks(c * h * w))
+        .for_each(|(dst, src)| {
+            for ch in 0..c {
+                for (p, v) in src[ch * h * w..(ch + 1) * h * w].iter().enumerate() {
+                    dst[p * c + ch] = *v;
+                }
+            }
+        });
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The convolution written out term by term, NHWC, as the reference.
+    fn naive(
+        x: &[f32],
+        [n, h, w, cin]: [usize; 4],
+        conv: &NhwcConv,
+        pad: [(usize, usize); 2],
+    ) -> Nhwc {
+        let [oh, ow] = conv.output_size(h, w, pad);
+        let [kh, kw] = conv.kernel;
+        let cout = conv.cout;
+        let mut out = vec![0.0; n * oh * ow * cout];
+        for b in 0..n {
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    for o in 0..cout {
+                        let mut acc = conv.bias[o];
+                        for ky in 0..kh {
+                            for kx in 0..kw {
+                                let iy = (oy * conv.stride[0] + ky) as isize - pad[0].0 as isize;
+                                let ix = (ox * conv.stride[1] + kx) as isize - pad[1].0 as isize;
+                                if iy < 0 || ix < 0 || iy >= h as isize || ix >= w as isize {
+                                    continue;
+                                }
+                                let at = ((b * h + iy as usize) * w + ix as usize) * cin;
+                                if conv.depthwise {
+                                    acc += x[at + o] * conv.weight[(ky * kw + kx) * cin + o];
+                                } else {
+                                    for i in 0..cin {
+                                        acc += x[at + i]
+                                            * conv.weight[((ky * kw + kx) * cin + i) * cout + o];
+                                    }
+                                }
+                            }
+                        }
+                        out[((b * oh + oy) * ow + ox) * cout + o] = acc;
+                    }
+                }
+            }
+        }
+        Nhwc {
+            data: out,
+            dims: [n, oh, ow, cout],
+        }
+    }
+
+    fn values(len: usize, seed: u32) -> Vec<f32> {
+        let mut s = seed.wrapping_mul(2_654_435_761).max(1);
+        (0..len)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 17;
+                s ^= s << 5;
+                (s % 2001) as f32 / 1000.0 - 1.0
+            })
+            .collect()
+    }
+
+    fn close(a: &[f32], b: &[f32]) {
+        assert_eq!(a.len(), b.len());
+        for (i, (x, y)) in a.iter().zip(b).enumerate() {
+            assert!(
+                (x - y).abs() <= 1e-4 * (1.0 + y.abs()),
+                "at {i}: {x} vs {y}"
+            );
+        }
+    }
+
+    #[test]
+    fn dense_convolutions_match_the_definition() {
+        // (kernel, stride, padding, size, channels in, out): a stem, a pointwise layer, a
+        // strided valid one, an asymmetric padding and a batch of two.
+        let cases = [
+            (3, 2, [(0, 1), (0, 1)], [1, 17, 20, 3], 8),
+            (1, 1, [(0, 0), (0, 0)], [2, 9, 7, 16], 24),
+            (3, 1, [(1, 1), (1, 1)], [2, 12, 11, 5], 7),
+            (7, 2, [(0, 0), (0, 0)], [1, 19, 19, 3], 4),
+            (3, 2, [(1, 1), (0, 2)], [1, 8, 6, 4], 3),
+        ];
+        for (i, (k, s, pad, dims, cout)) in cases.into_iter().enumerate() {
+            let cin = dims[3];
+            let kernel = values(k * k * cin * cout, i as u32 + 1);
+            let bias = values(cout, i as u32 + 50);
+            let conv = NhwcConv::dense(&kernel, [k, k, cin, cout], None, bias, s);
+            let x = values(dims.iter().product(), i as u32 + 100);
+            let got = conv.forward(&x, dims, pad, Act::Linear);
+            let want = naive(&x, dims, &conv, pad);
+            assert_eq!(got.dims, want.dims, "case {i}");
+            close(&got.data, &want.data);
+        }
+    }
+
+    #[test]
+    fn depthwise_convolutions_match_the_definition() {
+        let cases = [
+            (3, 1, [(1, 1), (1, 1)], [1, 10, 13, 16]),
+            (3, 2, [(0, 1), (0, 1)], [2, 16, 16, 9]),
+            (5, 2, [(1, 2), (2, 1)], [1, 11, 9, 32]),
+            (3, 1, [(0, 0), (0, 0)], [1, 5, 5, 3]),
+        ];
+        for (i, (k, s, pad, dims)) in cases.into_iter().enumerate() {
+            let c = dims[3];
+            let kernel = values(k * k * c, i as u32 + 7);
+            let conv = NhwcConv::depthwise(&kernel, [k, k, c], None, values(c, 3), s);
+            let x = values(dims.iter().product(), i as u32 + 200);
+            let got = conv.forward(&x, dims, pad, Act::Linear);
+            let want = naive(&x, dims, &conv, pad);
+            assert_eq!(got.dims, want.dims, "case {i}");
+            close(&got.data, &want.data);
+        }
+    }
+
+    #[test]
+    fn scales_fold_into_the_kernel_and_activations_follow_the_bias() {
+        let kernel = [1.0, 2.0, 3.0, 4.0]; // 1×1, cin 2, cout 2: [i][o].
+        let conv = NhwcConv::dense(&kernel, [1, 1, 2, 2], Some(&[1.0, -1.0]), vec![0.5, 0.0], 1);
+        // x = (1, 1): o0 = (1 + 3) · 1 + 0.5, o1 = −(2 + 4).
+        let x = [1.0, 1.0];
+        let dims = [1, 1, 1, 2];
+        let none = [(0, 0), (0, 0)];
+        assert_eq!(conv.forward(&x, dims, none, Act::Linear).data, [4.5, -6.0]);
+        assert_eq!(conv.forward(&x, dims, none, Act::Relu).data, [4.5, 0.0]);
+        assert_eq!(conv.forward(&x, dims, none, Act::Relu6).data, [4.5, 0.0]);
+        assert_eq!(
+            conv.forward(&x, dims, none, Act::Leaky(0.1)).data,
+            [4.5, -0.6]
+        );
+        let big = [4.0, 4.0];
+        assert_eq!(conv.forward(&big, dims, none, Act::Relu6).data, [6.0, 0.0]);
+    }
+
+    #[test]
+    fn the_valid_range_skips_exactly_the_padding() {
+        // size 5, stride 2, pad 1, tap 0: ox·2 − 1 ∈ [0, 5) → ox ∈ [1, 3).
+        assert_eq!(valid_range(5, 3, 2, 0, 1), (1, 3));
+        assert_eq!(valid_range(5, 3, 2, 2, 1), (0, 2));
+        assert_eq!(valid_range(4, 4, 1, 1, 1), (0, 4));
+        assert_eq!(valid_range(4, 4, 1, 0, 1), (1, 4));
+        assert_eq!(valid_range(4, 4, 1, 2, 1), (0, 3));
+    }
+
+    #[test]
+    fn nchw_becomes_nhwc() {
+        // n 1, c 2, h 1, w 3.
+        let x = [1.0, 2.0, 3.0, 10.0, 20.0, 30.0];
+        assert_eq!(
+            nchw_to_nhwc(&x, [1, 2, 1, 3]),
+            vec![1.0, 10.0, 2.0, 20.0, 3.0, 30.0]
+        );
+    }
+}
