@@ -6,6 +6,7 @@ use burn::tensor::module::conv2d;
 use burn::tensor::ops::ConvOptions;
 use burn::tensor::{Device, Tensor, TensorData};
 
+use crate::cpu::{Act, Nhwc, NhwcConv};
 use crate::tfjs::TfTensor;
 
 /// TensorFlow's padding modes.
@@ -42,6 +43,10 @@ pub struct Conv {
     pub groups: usize,
     /// Whether TensorFlow's `same` padding applies (else `valid`).
     pub same: bool,
+    /// On the CPU backend, the same convolution in NHWC (`crate::cpu`), which
+    /// [`Conv::forward_nhwc`] runs.
+    #[module(skip)]
+    pub cpu: Option<NhwcConv>,
 }
 
 /// A TF.js kernel `[kh, kw, in, out]` as OIHW data, each output channel scaled by `scale`.
@@ -94,8 +99,21 @@ impl Conv {
         padding: Padding,
         device: &Device,
     ) -> Self {
+        let cpu = (*device == Device::flex()).then(|| {
+            let s = &kernel.shape;
+            NhwcConv::dense(
+                &kernel.data,
+                [s[0], s[1], s[2], s[3]],
+                scale,
+                bias.clone(),
+                stride,
+            )
+        });
         let (data, shape) = hwio_to_oihw(kernel, scale);
-        Self::build(data, shape, bias, stride, 1, padding, device)
+        Self {
+            cpu,
+            ..Self::build(data, shape, bias, stride, 1, padding, device)
+        }
     }
 
     /// A depthwise convolution from a TF.js `[kh, kw, C, 1]` kernel.
@@ -107,9 +125,16 @@ impl Conv {
         padding: Padding,
         device: &Device,
     ) -> Self {
+        let cpu = (*device == Device::flex()).then(|| {
+            let s = &kernel.shape;
+            NhwcConv::depthwise(&kernel.data, [s[0], s[1], s[2]], scale, bias.clone(), stride)
+        });
         let (data, shape) = depthwise_to_oihw(kernel, scale);
         let groups = shape[0];
-        Self::build(data, shape, bias, stride, groups, padding, device)
+        Self {
+            cpu,
+            ..Self::build(data, shape, bias, stride, groups, padding, device)
+        }
     }
 
     fn build(
@@ -131,7 +156,30 @@ impl Conv {
             stride,
             groups,
             same: padding == Padding::Same,
+            cpu: None,
         }
+    }
+
+    /// Whether [`Conv::forward_nhwc`] can run (the convolution was built for the CPU).
+    pub fn on_cpu(&self) -> bool {
+        self.cpu.is_some()
+    }
+
+    /// On the CPU backend: the convolution of NHWC `x`, then its bias and `act`.
+    pub fn forward_nhwc(&self, x: &Nhwc, act: Act) -> Nhwc {
+        let conv = self.cpu.as_ref().expect("a convolution built for the CPU");
+        let [_, h, w, _] = x.dims;
+        let [kh, kw] = conv.kernel;
+        let padding = if self.same {
+            Padding::Same
+        } else {
+            Padding::Valid
+        };
+        let pad = [
+            tf_padding(h, kh, self.stride, padding),
+            tf_padding(w, kw, self.stride, padding),
+        ];
+        conv.forward(&x.data, x.dims, pad, act)
     }
 
     /// Multiply-accumulates for an `h × w` input, and the output size.
@@ -185,6 +233,17 @@ pub fn mean_scaled_batch(
 ) -> Tensor<4> {
     let (data, shape) = crate::image::nchw_batch(images, |c, v| (v - mean[c]) / 255.0);
     Tensor::from_data(TensorData::new(data, shape), device)
+}
+
+/// An NCHW tensor's values in NHWC (the CPU path's layout).
+pub fn to_nhwc(x: Tensor<4>) -> Nhwc {
+    let [n, c, h, w] = x.dims();
+    let data = x.into_data();
+    let values = data.as_slice::<f32>().expect("f32 tensor");
+    Nhwc {
+        data: crate::cpu::nchw_to_nhwc(values, [n, c, h, w]),
+        dims: [n, h, w, c],
+    }
 }
 
 /// `min(max(x, 0), 6)`.

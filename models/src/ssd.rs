@@ -6,7 +6,8 @@ use burn::module::Module;
 use burn::tensor::{Device, Tensor, TensorData};
 
 use crate::image::{Image, nchw_batch};
-use crate::nn::{Conv, Padding, relu6};
+use crate::cpu::{Act, Nhwc};
+use crate::nn::{Conv, Padding, relu6, to_nhwc};
 use crate::tfjs::Weights;
 use crate::{BoundingBox, ModelError};
 
@@ -215,6 +216,9 @@ impl FaceDetector {
     /// The network on a normalised NCHW batch: box encodings `[N, 5118, 4]` and class logits
     /// `[N, 5118, 3]`, anchors in head, row, column, anchor order.
     pub fn forward(&self, x: Tensor<4>) -> (Tensor<3>, Tensor<3>) {
+        if self.conv0.on_cpu() {
+            return self.forward_cpu(x);
+        }
         let mut x = relu6(self.conv0.forward(x));
         let mut maps = Vec::new();
         for (i, layer) in self.backbone.iter().enumerate() {
@@ -237,6 +241,43 @@ impl FaceDetector {
             classes.push(anchor_major(head.classes.forward(map), 3));
         }
         (Tensor::cat(boxes, 1), Tensor::cat(classes, 1))
+    }
+
+    /// [`FaceDetector::forward`] on the CPU backend: NHWC from the first layer to the heads,
+    /// whose outputs are then already in anchor order.
+    fn forward_cpu(&self, x: Tensor<4>) -> (Tensor<3>, Tensor<3>) {
+        let device = x.device();
+        let n = x.dims()[0];
+        let mut x = self.conv0.forward_nhwc(&to_nhwc(x), Act::Relu6);
+        let mut maps: Vec<Nhwc> = Vec::new();
+        for (i, layer) in self.backbone.iter().enumerate() {
+            x = layer.depthwise.forward_nhwc(&x, Act::Relu6);
+            x = layer.pointwise.forward_nhwc(&x, Act::Relu6);
+            if i + 1 == 11 || i + 1 == 13 {
+                maps.push(x.clone());
+            }
+        }
+        for (i, conv) in self.extra.iter().enumerate() {
+            x = conv.forward_nhwc(&x, Act::Relu6);
+            if i % 2 == 1 {
+                maps.push(x.clone());
+            }
+        }
+        let mut boxes = vec![Vec::with_capacity(ANCHORS * 4); n];
+        let mut classes = vec![Vec::with_capacity(ANCHORS * 3); n];
+        for (map, head) in maps.iter().zip(&self.heads) {
+            for (out, conv) in [(&mut boxes, &head.boxes), (&mut classes, &head.classes)] {
+                let y = conv.forward_nhwc(map, Act::Linear);
+                for (image, part) in out.iter_mut().zip(y.data.chunks_exact(y.data.len() / n)) {
+                    image.extend_from_slice(part);
+                }
+            }
+        }
+        let tensor = |parts: Vec<Vec<f32>>, k: usize| {
+            let anchors = parts[0].len() / k;
+            Tensor::<3>::from_data(TensorData::new(parts.concat(), [n, anchors, k]), &device)
+        };
+        (tensor(boxes, 4), tensor(classes, 3))
     }
 
     /// Decodes one image's raw outputs into face boxes in the pixels of a `width × height`
