@@ -386,6 +386,72 @@ fn epilogue(block: &mut [f32], bias: &[f32], act: Act) {
     }
 }
 
+/// A `k × k` pooling window with stride `s` and no padding over NHWC `x`, each output the
+/// window's maximum (`max`) or mean.
+pub fn pool(x: &Nhwc, k: usize, s: usize, max: bool) -> Nhwc {
+    let [n, h, w, c] = x.dims;
+    let (oh, ow) = ((h - k) / s + 1, (w - k) / s + 1);
+    let mut out = vec![0.0f32; n * oh * ow * c];
+    let scale = 1.0 / (k * k) as f32;
+    out.par_chunks_mut(ow * c)
+        .enumerate()
+        .for_each(|(row, dst)| {
+            let (b, oy) = (row / oh, row % oh);
+            for (ox, px) in dst.chunks_exact_mut(c).enumerate() {
+                px.fill(if max { f32::NEG_INFINITY } else { 0.0 });
+                for ky in 0..k {
+                    for kx in 0..k {
+                        let at = ((b * h + oy * s + ky) * w + ox * s + kx) * c;
+                        for (o, v) in px.iter_mut().zip(&x.data[at..at + c]) {
+                            *o = if max { o.max(*v) } else { *o + v };
+                        }
+                    }
+                }
+                if !max {
+                    px.iter_mut().for_each(|o| *o *= scale);
+                }
+            }
+        });
+    Nhwc {
+        data: out,
+        dims: [n, oh, ow, c],
+    }
+}
+
+/// `relu(x + shortcut)` where `shortcut` may have fewer channels (the rest count as zeros) and
+/// `x` fewer rows and columns (the rest count as zeros, as if padded at the bottom and right);
+/// the result has the shortcut's height and width and `x`'s channels.
+pub fn add_relu(x: &Nhwc, shortcut: &Nhwc) -> Nhwc {
+    let [n, h, w, c] = x.dims;
+    let [sn, sh, sw, sc] = shortcut.dims;
+    assert!(
+        n == sn && h <= sh && w <= sw && sc <= c,
+        "shapes {:?} and {:?}",
+        x.dims,
+        shortcut.dims
+    );
+    let mut out = vec![0.0f32; n * sh * sw * c];
+    out.par_chunks_mut(sw * c)
+        .enumerate()
+        .for_each(|(row, dst)| {
+            let (b, y) = (row / sh, row % sh);
+            for (ox, px) in dst.chunks_exact_mut(c).enumerate() {
+                if y < h && ox < w {
+                    px.copy_from_slice(&x.data[((b * h + y) * w + ox) * c..][..c]);
+                }
+                let s = &shortcut.data[((b * sh + y) * sw + ox) * sc..][..sc];
+                for (o, v) in px.iter_mut().zip(s) {
+                    *o += v;
+                }
+                px.iter_mut().for_each(|o| *o = o.max(0.0));
+            }
+        });
+    Nhwc {
+        data: out,
+        dims: [n, sh, sw, c],
+    }
+}
+
 /// NCHW values as NHWC.
 pub fn nchw_to_nhwc(x: &[f32], [_, c, h, w]: [usize; 4]) -> Vec<f32> {
     let mut out = vec![0.0; x.len()];
@@ -543,6 +609,38 @@ mod tests {
         assert_eq!(valid_range(4, 4, 1, 1, 1), (0, 4));
         assert_eq!(valid_range(4, 4, 1, 0, 1), (1, 4));
         assert_eq!(valid_range(4, 4, 1, 2, 1), (0, 3));
+    }
+
+    #[test]
+    fn pools_take_the_maximum_or_the_mean_of_valid_windows() {
+        // 1 × 3 × 3 × 2: channel 0 counts 0..9, channel 1 is its negative.
+        let data: Vec<f32> = (0..9).flat_map(|v| [v as f32, -(v as f32)]).collect();
+        let x = Nhwc {
+            data,
+            dims: [1, 3, 3, 2],
+        };
+        let max = pool(&x, 2, 1, true);
+        assert_eq!(max.dims, [1, 2, 2, 2]);
+        assert_eq!(max.data, [4.0, 0.0, 5.0, -1.0, 7.0, -3.0, 8.0, -4.0]);
+        let mean = pool(&x, 2, 2, false);
+        assert_eq!(mean.dims, [1, 1, 1, 2]);
+        assert_eq!(mean.data, [2.0, -2.0]);
+    }
+
+    #[test]
+    fn a_shortcut_adds_into_the_first_channels_and_pads_what_is_missing() {
+        // x: 1 × 1 × 1 × 3; shortcut: 1 × 2 × 1 × 2.
+        let x = Nhwc {
+            data: vec![1.0, -5.0, 2.0],
+            dims: [1, 1, 1, 3],
+        };
+        let shortcut = Nhwc {
+            data: vec![1.0, 1.0, -1.0, 3.0],
+            dims: [1, 2, 1, 2],
+        };
+        let y = add_relu(&x, &shortcut);
+        assert_eq!(y.dims, [1, 2, 1, 3]);
+        assert_eq!(y.data, [2.0, 0.0, 2.0, 0.0, 3.0, 0.0]);
     }
 
     #[test]

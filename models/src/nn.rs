@@ -127,7 +127,13 @@ impl Conv {
     ) -> Self {
         let cpu = (*device == Device::flex()).then(|| {
             let s = &kernel.shape;
-            NhwcConv::depthwise(&kernel.data, [s[0], s[1], s[2]], scale, bias.clone(), stride)
+            NhwcConv::depthwise(
+                &kernel.data,
+                [s[0], s[1], s[2]],
+                scale,
+                bias.clone(),
+                stride,
+            )
         });
         let (data, shape) = depthwise_to_oihw(kernel, scale);
         let groups = shape[0];

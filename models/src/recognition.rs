@@ -9,9 +9,10 @@ use burn::tensor::ops::{AvgPoolOptions, MaxPoolOptions};
 use burn::tensor::{Device, Tensor, TensorData};
 
 use crate::ModelError;
+use crate::cpu::{self, Act, Nhwc};
 use crate::image::Image;
 use crate::landmarks::MEAN_RGB;
-use crate::nn::{Conv, Padding, mean_scaled_batch, relu, rows};
+use crate::nn::{Conv, Padding, mean_scaled_batch, relu, rows, to_nhwc};
 use crate::tfjs::Weights;
 
 /// Side of the square network input.
@@ -29,6 +30,17 @@ struct Residual {
 }
 
 impl Residual {
+    /// [`Residual::forward`] on the CPU backend, NHWC.
+    fn forward_cpu(&self, x: Nhwc) -> Nhwc {
+        let out = self.conv1.forward_nhwc(&x, Act::Relu);
+        let out = self.conv2.forward_nhwc(&out, Act::Linear);
+        if self.down {
+            cpu::add_relu(&out, &cpu::pool(&x, 2, 2, false))
+        } else {
+            cpu::add_relu(&out, &x)
+        }
+    }
+
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let out = self.conv2.forward(relu(self.conv1.forward(x.clone())));
         if !self.down {
@@ -149,6 +161,9 @@ impl FaceEmbedder {
 
     /// The network on a normalised NCHW batch: `[N, 128]` descriptors.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
+        if self.stem.on_cpu() {
+            return self.forward_cpu(x);
+        }
         let x = relu(self.stem.forward(x));
         let mut x = max_pool2d(x, MaxPoolOptions::new([3, 3]).with_stride([2, 2]));
         for unit in &self.units {
@@ -157,6 +172,25 @@ impl FaceEmbedder {
         let [n, c, h, w] = x.dims();
         let mean = x.reshape([n, c, h * w]).mean_dim(2).reshape([n, c]);
         mean.matmul(self.fc.val())
+    }
+
+    /// [`FaceEmbedder::forward`] on the CPU backend: NHWC up to the mean over the last map.
+    fn forward_cpu(&self, x: Tensor<4>) -> Tensor<2> {
+        let device = x.device();
+        let x = self.stem.forward_nhwc(&to_nhwc(x), Act::Relu);
+        let mut x = cpu::pool(&x, 3, 2, true);
+        for unit in &self.units {
+            x = unit.forward_cpu(x);
+        }
+        let [n, h, w, c] = x.dims;
+        let mut mean = vec![0.0f32; n * c];
+        for (image, sums) in x.data.chunks_exact(h * w * c).zip(mean.chunks_exact_mut(c)) {
+            for px in image.chunks_exact(c) {
+                sums.iter_mut().zip(px).for_each(|(s, v)| *s += v);
+            }
+            sums.iter_mut().for_each(|s| *s /= (h * w) as f32);
+        }
+        Tensor::<2>::from_data(TensorData::new(mean, [n, c]), &device).matmul(self.fc.val())
     }
 
     /// Multiply-accumulates of one forward pass on one image.

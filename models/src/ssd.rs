@@ -5,8 +5,8 @@
 use burn::module::Module;
 use burn::tensor::{Device, Tensor, TensorData};
 
-use crate::image::{Image, nchw_batch};
 use crate::cpu::{Act, Nhwc};
+use crate::image::{Image, nchw_batch};
 use crate::nn::{Conv, Padding, relu6, to_nhwc};
 use crate::tfjs::Weights;
 use crate::{BoundingBox, ModelError};
