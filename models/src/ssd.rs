@@ -247,8 +247,28 @@ impl FaceDetector {
     /// whose outputs are then already in anchor order.
     fn forward_cpu(&self, x: Tensor<4>) -> (Tensor<3>, Tensor<3>) {
         let device = x.device();
-        let n = x.dims()[0];
-        let mut x = self.conv0.forward_nhwc(&to_nhwc(x), Act::Relu6);
+        let x = to_nhwc(x);
+        let [n, h, w, c] = x.dims;
+        let (mut boxes, mut classes) = (Vec::new(), Vec::new());
+        // One image at a time: its activations stay in cache, a batch's do not.
+        for image in x.data.chunks_exact(h * w * c) {
+            let (b, k) = self.image_cpu(Nhwc {
+                data: image.to_vec(),
+                dims: [1, h, w, c],
+            });
+            boxes.extend(b);
+            classes.extend(k);
+        }
+        let tensor = |values: Vec<f32>, k: usize| {
+            let anchors = values.len() / n / k;
+            Tensor::<3>::from_data(TensorData::new(values, [n, anchors, k]), &device)
+        };
+        (tensor(boxes, 4), tensor(classes, 3))
+    }
+
+    /// One NHWC image through the network: its box encodings and class logits, anchor-major.
+    fn image_cpu(&self, x: Nhwc) -> (Vec<f32>, Vec<f32>) {
+        let mut x = self.conv0.forward_nhwc(&x, Act::Relu6);
         let mut maps: Vec<Nhwc> = Vec::new();
         for (i, layer) in self.backbone.iter().enumerate() {
             x = layer.depthwise.forward_nhwc(&x, Act::Relu6);
@@ -263,21 +283,13 @@ impl FaceDetector {
                 maps.push(x.clone());
             }
         }
-        let mut boxes = vec![Vec::with_capacity(ANCHORS * 4); n];
-        let mut classes = vec![Vec::with_capacity(ANCHORS * 3); n];
+        let mut boxes = Vec::with_capacity(ANCHORS * 4);
+        let mut classes = Vec::with_capacity(ANCHORS * 3);
         for (map, head) in maps.iter().zip(&self.heads) {
-            for (out, conv) in [(&mut boxes, &head.boxes), (&mut classes, &head.classes)] {
-                let y = conv.forward_nhwc(map, Act::Linear);
-                for (image, part) in out.iter_mut().zip(y.data.chunks_exact(y.data.len() / n)) {
-                    image.extend_from_slice(part);
-                }
-            }
+            boxes.extend(head.boxes.forward_nhwc(map, Act::Linear).data);
+            classes.extend(head.classes.forward_nhwc(map, Act::Linear).data);
         }
-        let tensor = |parts: Vec<Vec<f32>>, k: usize| {
-            let anchors = parts[0].len() / k;
-            Tensor::<3>::from_data(TensorData::new(parts.concat(), [n, anchors, k]), &device)
-        };
-        (tensor(boxes, 4), tensor(classes, 3))
+        (boxes, classes)
     }
 
     /// Decodes one image's raw outputs into face boxes in the pixels of a `width × height`
