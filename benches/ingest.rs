@@ -7,7 +7,9 @@
 //! `cargo bench --bench ingest` (needs what scripts/setup installs: the clip, ffmpeg, the
 //! GStreamer RTSP server for Python). `VIGIL_BENCH_BACKEND=cpu|wgpu|auto` (default `cpu`)
 //! picks the models' device, `VIGIL_BENCH_SECS` the measuring window per row (default 30),
-//! `VIGIL_BENCH_PARTS` which parts run (`fleet,quality,latency,rtsp`, the default: all).
+//! `VIGIL_BENCH_PARTS` which parts run (`fleet,quality,latency,rtsp`, the default: all),
+//! `VIGIL_BENCH_WORKERS` the inference workers of the fleet rows (default: the config's, 2),
+//! `VIGIL_BENCH_FLEET` which fleet rows (`2+14,1+0`; the default: 1+0, 4+0, 2+2, 2+14, 2+30).
 #![allow(clippy::print_stdout)] // a benchmark reports on stdout
 
 use std::path::{Path, PathBuf};
@@ -33,6 +35,29 @@ fn runs(part: &str) -> bool {
     std::env::var("VIGIL_BENCH_PARTS")
         .ok()
         .is_none_or(|parts| parts.split(',').any(|p| p.trim() == part))
+}
+
+/// Inference workers of the fleet rows (`VIGIL_BENCH_WORKERS`; default: the config's).
+fn workers() -> usize {
+    std::env::var("VIGIL_BENCH_WORKERS")
+        .ok()
+        .and_then(|w| w.parse().ok())
+        .unwrap_or(Config::default().inference_workers)
+}
+
+/// The fleet rows (busy, quiet) `VIGIL_BENCH_FLEET` names (`2+14,1+0`; absent: every row).
+fn fleet_rows() -> Vec<(usize, usize)> {
+    let all = vec![(1, 0), (4, 0), (2, 2), (2, 14), (2, 30)];
+    match std::env::var("VIGIL_BENCH_FLEET") {
+        Ok(rows) => rows
+            .split(',')
+            .filter_map(|row| {
+                let (busy, quiet) = row.trim().split_once('+')?;
+                Some((busy.parse().ok()?, quiet.parse().ok()?))
+            })
+            .collect(),
+        Err(_) => all,
+    }
 }
 
 fn backend() -> vigil_models::BackendPreference {
@@ -705,8 +730,8 @@ async fn main() {
             "| busy + quiet | workers | sampled/s | analysed/s | in regions | detector passes per analysed frame | held/s | busy analysed | quiet motion frames/s | quiet analysed/s | quiet motion analysed | dropped | faces described/s | mean batch | CPU cores |"
         );
         println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
-        for (busy, quiet) in [(1, 0), (4, 0), (2, 2), (2, 14), (2, 30)] {
-            println!("{}", fleet(busy, quiet, 1, &urls, window).await);
+        for (busy, quiet) in fleet_rows() {
+            println!("{}", fleet(busy, quiet, workers(), &urls, window).await);
         }
     }
     drop(servers);

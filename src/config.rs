@@ -124,7 +124,9 @@ pub struct Config {
     /// The most cameras this node takes (`VIGIL_MAX_CAMERAS`); 0: no limit, an even share.
     pub max_cameras: u32,
     /// Inference worker threads, each with its own copy of the models
-    /// (`VIGIL_INFERENCE_WORKERS`).
+    /// (`VIGIL_INFERENCE_WORKERS`). Two by default: the convolutions use every core, but a
+    /// frame's other steps (pre-processing, pooling, decoding the heads) run on one thread, and
+    /// a second worker fills the gaps.
     pub inference_workers: usize,
     /// Most frames per inference batch (`VIGIL_INFERENCE_MAX_BATCH`). Size it to the device: a
     /// software adapter refuses the 256 MiB buffers a batch of 32 needs.
@@ -326,7 +328,7 @@ impl Default for Config {
             camera_lease_secs: 15,
             camera_heartbeat_secs: 5,
             max_cameras: 0,
-            inference_workers: 1,
+            inference_workers: 2,
             inference_max_batch: 4,
             inference_max_wait_ms: 20,
             inference_queue: 64,

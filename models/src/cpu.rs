@@ -66,6 +66,16 @@ pub struct Nhwc {
     pub dims: [usize; 4],
 }
 
+/// `len` zeros, written rather than asked of the allocator as zeroed memory: jemalloc answers a
+/// large zeroed request by handing the pages back to the kernel first, and every page then
+/// faults in again on first touch (with a TLB shootdown across cores). On the camera pipeline
+/// that cost the inference thread more kernel time than it spent in the convolutions.
+fn zeros(len: usize) -> Vec<f32> {
+    let mut v = Vec::with_capacity(len);
+    v.resize(len, 0.0);
+    v
+}
+
 /// Output pixels a dense convolution's task handles: enough to keep the gemm's right-hand
 /// side (the weights) packed once per many rows, few enough that the patch block stays in L2.
 fn rows_per_block(k: usize, m: usize) -> usize {
@@ -172,7 +182,7 @@ impl NhwcConv {
         assert_eq!(c, self.cin, "input channels");
         assert_eq!(x.len(), n * h * w * c, "input size");
         let [oh, ow] = self.output_size(h, w, pad);
-        let mut out = vec![0.0f32; n * oh * ow * self.cout];
+        let mut out = zeros(n * oh * ow * self.cout);
         let geometry = Geometry {
             dims,
             out: [oh, ow],
@@ -391,7 +401,7 @@ fn epilogue(block: &mut [f32], bias: &[f32], act: Act) {
 pub fn pool(x: &Nhwc, k: usize, s: usize, max: bool) -> Nhwc {
     let [n, h, w, c] = x.dims;
     let (oh, ow) = ((h - k) / s + 1, (w - k) / s + 1);
-    let mut out = vec![0.0f32; n * oh * ow * c];
+    let mut out = zeros(n * oh * ow * c);
     let scale = 1.0 / (k * k) as f32;
     out.par_chunks_mut(ow * c)
         .enumerate()
@@ -430,7 +440,7 @@ pub fn add_relu(x: &Nhwc, shortcut: &Nhwc) -> Nhwc {
         x.dims,
         shortcut.dims
     );
-    let mut out = vec![0.0f32; n * sh * sw * c];
+    let mut out = zeros(n * sh * sw * c);
     out.par_chunks_mut(sw * c)
         .enumerate()
         .for_each(|(row, dst)| {
@@ -454,7 +464,7 @@ pub fn add_relu(x: &Nhwc, shortcut: &Nhwc) -> Nhwc {
 
 /// NCHW values as NHWC.
 pub fn nchw_to_nhwc(x: &[f32], [_, c, h, w]: [usize; 4]) -> Vec<f32> {
-    let mut out = vec![0.0; x.len()];
+    let mut out = zeros(x.len());
     out.par_chunks_mut(h * w * c)
         .zip(x.par_chunks(c * h * w))
         .for_each(|(dst, src)| {

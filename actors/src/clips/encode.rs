@@ -51,7 +51,11 @@ impl PictureEncoder {
         video.set_gop(gop.max(1));
         video.set_max_b_frames(0);
         let mut options = Dictionary::new();
-        options.set("preset", "veryfast");
+        // Every sampled frame of every such camera goes through here, clip or not (the
+        // pre-roll), so the encoder is the cheapest x264 has: on 768×576 frames `ultrafast`
+        // took about a quarter of `veryfast`'s time (1.1 against 4.2 ms a frame on one core) for
+        // files about 1.4 times larger.
+        options.set("preset", "ultrafast");
         options.set("tune", "zerolatency");
         let encoder = video.open_with(options).map_err(av("opening libx264"))?;
         let scaler = scaling::Context::get(
