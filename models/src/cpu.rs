@@ -66,6 +66,18 @@ pub struct Nhwc {
     pub dims: [usize; 4],
 }
 
+/// A kernel whose last axis (`channels` long) is the output channel, each channel scaled by
+/// `scale` when there is one.
+fn scaled(kernel: &[f32], channels: usize, scale: Option<&[f32]>) -> Vec<f32> {
+    match scale {
+        Some(s) => kernel
+            .chunks_exact(channels)
+            .flat_map(|run| run.iter().zip(s).map(|(w, s)| w * s))
+            .collect(),
+        None => kernel.to_vec(),
+    }
+}
+
 /// `len` zeros, written rather than asked of the allocator as zeroed memory: jemalloc answers a
 /// large zeroed request by handing the pages back to the kernel first, and every page then
 /// faults in again on first touch (with a TLB shootdown across cores). On the camera pipeline
@@ -98,23 +110,15 @@ impl NhwcConv {
     ) -> Self {
         let [kh, kw, cin, cout] = shape;
         assert_eq!(hwio.len(), kh * kw * cin * cout, "kernel size");
-        assert_eq!(bias.len(), cout, "one bias per output channel");
-        let weight = match scale {
-            Some(s) => hwio
-                .chunks_exact(cout)
-                .flat_map(|row| row.iter().zip(s).map(|(w, s)| w * s))
-                .collect(),
-            None => hwio.to_vec(),
-        };
-        Self {
-            kernel: [kh, kw],
+        Self::new(
+            [kh, kw],
             cin,
             cout,
-            stride: [stride, stride],
-            depthwise: false,
-            weight,
+            false,
+            scaled(hwio, cout, scale),
             bias,
-        }
+            stride,
+        )
     }
 
     /// A depthwise convolution from a TensorFlow `[kh, kw, c, 1]` kernel, channel `i` scaled
@@ -128,20 +132,25 @@ impl NhwcConv {
     ) -> Self {
         let [kh, kw, c] = shape;
         assert_eq!(kernel.len(), kh * kw * c, "kernel size");
-        assert_eq!(bias.len(), c, "one bias per channel");
-        let weight = match scale {
-            Some(s) => kernel
-                .chunks_exact(c)
-                .flat_map(|tap| tap.iter().zip(s).map(|(w, s)| w * s))
-                .collect(),
-            None => kernel.to_vec(),
-        };
+        Self::new([kh, kw], c, c, true, scaled(kernel, c, scale), bias, stride)
+    }
+
+    fn new(
+        kernel: [usize; 2],
+        cin: usize,
+        cout: usize,
+        depthwise: bool,
+        weight: Vec<f32>,
+        bias: Vec<f32>,
+        stride: usize,
+    ) -> Self {
+        assert_eq!(bias.len(), cout, "one bias per output channel");
         Self {
-            kernel: [kh, kw],
-            cin: c,
-            cout: c,
+            kernel,
+            cin,
+            cout,
             stride: [stride, stride],
-            depthwise: true,
+            depthwise,
             weight,
             bias,
         }
