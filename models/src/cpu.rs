@@ -88,6 +88,31 @@ fn zeros(len: usize) -> Vec<f32> {
     v
 }
 
+/// Work (multiply-adds, or values touched) below which a step runs on the calling thread:
+/// handing a step to rayon's pool and back costs microseconds, and the small layers of the small
+/// networks were mostly that overhead (the landmarks net ran at 358 images/s with every step on
+/// the pool, 595–673 with this threshold; 2 million cost MoveNet a tenth).
+const PARALLEL_MIN_WORK: usize = 500_000;
+
+/// Calls `f(index, chunk, scratch)` on every `size`-long chunk of `data`: on rayon's pool when
+/// `work` is worth it, else in order on this thread. `scratch` is a buffer the calls of one
+/// thread share.
+fn chunks<F>(data: &mut [f32], size: usize, work: usize, f: F)
+where
+    F: Fn(usize, &mut [f32], &mut Vec<f32>) + Sync + Send,
+{
+    if work >= PARALLEL_MIN_WORK {
+        data.par_chunks_mut(size)
+            .enumerate()
+            .for_each_init(Vec::new, |scratch, (i, chunk)| f(i, chunk, scratch));
+    } else {
+        let mut scratch = Vec::new();
+        for (i, chunk) in data.chunks_mut(size).enumerate() {
+            f(i, chunk, &mut scratch);
+        }
+    }
+}
+
 /// Output pixels a dense convolution's task handles: enough to keep the gemm's right-hand
 /// side (the weights) packed once per many rows, few enough that the patch block stays in L2.
 fn rows_per_block(k: usize, m: usize) -> usize {
@@ -219,9 +244,11 @@ impl NhwcConv {
         let pointwise = kh == 1 && kw == 1 && sh == 1 && sw == 1 && g.pad == [0, 0];
         let rows = rows_per_block(k, m);
         let weight = &self.weight;
-        out.par_chunks_mut(rows * cout).enumerate().for_each_init(
-            Vec::new,
-            |patches: &mut Vec<f32>, (block, dst)| {
+        chunks(
+            out,
+            rows * cout,
+            m * k * cout,
+            |block, dst, patches: &mut Vec<f32>| {
                 let first = block * rows;
                 let count = dst.len() / cout;
                 let lhs: &[f32] = if pointwise {
@@ -285,13 +312,12 @@ impl NhwcConv {
     fn depthwise_into(&self, x: &[f32], g: &Geometry, out: &mut [f32], act: Act) {
         let [_, h, w, c] = g.dims;
         let [oh, ow] = g.out;
-        out.par_chunks_mut(ow * c)
-            .enumerate()
-            .for_each(|(row, dst)| {
-                let (b, oy) = (row / oh, row % oh);
-                depthwise_row(self, x, g, b, oy, [h, w, c], dst);
-                epilogue(dst, &self.bias, act);
-            });
+        let work = out.len() * self.kernel[0] * self.kernel[1];
+        chunks(out, ow * c, work, |row, dst, _| {
+            let (b, oy) = (row / oh, row % oh);
+            depthwise_row(self, x, g, b, oy, [h, w, c], dst);
+            epilogue(dst, &self.bias, act);
+        });
     }
 }
 
@@ -412,25 +438,24 @@ pub fn pool(x: &Nhwc, k: usize, s: usize, max: bool) -> Nhwc {
     let (oh, ow) = ((h - k) / s + 1, (w - k) / s + 1);
     let mut out = zeros(n * oh * ow * c);
     let scale = 1.0 / (k * k) as f32;
-    out.par_chunks_mut(ow * c)
-        .enumerate()
-        .for_each(|(row, dst)| {
-            let (b, oy) = (row / oh, row % oh);
-            for (ox, px) in dst.chunks_exact_mut(c).enumerate() {
-                px.fill(if max { f32::NEG_INFINITY } else { 0.0 });
-                for ky in 0..k {
-                    for kx in 0..k {
-                        let at = ((b * h + oy * s + ky) * w + ox * s + kx) * c;
-                        for (o, v) in px.iter_mut().zip(&x.data[at..at + c]) {
-                            *o = if max { o.max(*v) } else { *o + v };
-                        }
+    let work = out.len() * k * k;
+    chunks(&mut out, ow * c, work, |row, dst, _| {
+        let (b, oy) = (row / oh, row % oh);
+        for (ox, px) in dst.chunks_exact_mut(c).enumerate() {
+            px.fill(if max { f32::NEG_INFINITY } else { 0.0 });
+            for ky in 0..k {
+                for kx in 0..k {
+                    let at = ((b * h + oy * s + ky) * w + ox * s + kx) * c;
+                    for (o, v) in px.iter_mut().zip(&x.data[at..at + c]) {
+                        *o = if max { o.max(*v) } else { *o + v };
                     }
                 }
-                if !max {
-                    px.iter_mut().for_each(|o| *o *= scale);
-                }
             }
-        });
+            if !max {
+                px.iter_mut().for_each(|o| *o *= scale);
+            }
+        }
+    });
     Nhwc {
         data: out,
         dims: [n, oh, ow, c],
@@ -450,39 +475,56 @@ pub fn add_relu(x: &Nhwc, shortcut: &Nhwc) -> Nhwc {
         shortcut.dims
     );
     let mut out = zeros(n * sh * sw * c);
-    out.par_chunks_mut(sw * c)
-        .enumerate()
-        .for_each(|(row, dst)| {
-            let (b, y) = (row / sh, row % sh);
-            for (ox, px) in dst.chunks_exact_mut(c).enumerate() {
-                if y < h && ox < w {
-                    px.copy_from_slice(&x.data[((b * h + y) * w + ox) * c..][..c]);
-                }
-                let s = &shortcut.data[((b * sh + y) * sw + ox) * sc..][..sc];
-                for (o, v) in px.iter_mut().zip(s) {
-                    *o += v;
-                }
-                px.iter_mut().for_each(|o| *o = o.max(0.0));
+    let work = out.len();
+    chunks(&mut out, sw * c, work, |row, dst, _| {
+        let (b, y) = (row / sh, row % sh);
+        for (ox, px) in dst.chunks_exact_mut(c).enumerate() {
+            if y < h && ox < w {
+                px.copy_from_slice(&x.data[((b * h + y) * w + ox) * c..][..c]);
             }
-        });
+            let s = &shortcut.data[((b * sh + y) * sw + ox) * sc..][..sc];
+            for (o, v) in px.iter_mut().zip(s) {
+                *o += v;
+            }
+            px.iter_mut().for_each(|o| *o = o.max(0.0));
+        }
+    });
     Nhwc {
         data: out,
         dims: [n, sh, sw, c],
     }
 }
 
+/// `relu` of the element-wise sum of tensors of one shape.
+pub fn sum_relu(parts: &[&Nhwc]) -> Nhwc {
+    let (first, rest) = parts.split_first().expect("at least one tensor");
+    let mut out = Nhwc::clone(first);
+    for part in rest {
+        assert_eq!(part.dims, out.dims, "shapes");
+    }
+    let work = out.data.len() * parts.len();
+    chunks(&mut out.data, 4096, work, |i, o, _| {
+        for part in rest {
+            let p = &part.data[i * 4096..][..o.len()];
+            o.iter_mut().zip(p).for_each(|(o, p)| *o += p);
+        }
+        o.iter_mut().for_each(|v| *v = v.max(0.0));
+    });
+    out
+}
+
 /// NCHW values as NHWC.
 pub fn nchw_to_nhwc(x: &[f32], [_, c, h, w]: [usize; 4]) -> Vec<f32> {
     let mut out = zeros(x.len());
-    out.par_chunks_mut(h * w * c)
-        .zip(x.par_chunks(c * h * w))
-        .for_each(|(dst, src)| {
-            for ch in 0..c {
-                for (p, v) in src[ch * h * w..(ch + 1) * h * w].iter().enumerate() {
-                    dst[p * c + ch] = *v;
-                }
+    let work = out.len();
+    chunks(&mut out, h * w * c, work, |image, dst, _| {
+        let src = &x[image * c * h * w..][..c * h * w];
+        for ch in 0..c {
+            for (p, v) in src[ch * h * w..(ch + 1) * h * w].iter().enumerate() {
+                dst[p * c + ch] = *v;
             }
-        });
+        }
+    });
     out
 }
 
@@ -660,6 +702,20 @@ mod tests {
         let y = add_relu(&x, &shortcut);
         assert_eq!(y.dims, [1, 2, 1, 3]);
         assert_eq!(y.data, [2.0, 0.0, 2.0, 0.0, 3.0, 0.0]);
+    }
+
+    #[test]
+    fn sums_are_rectified() {
+        let a = Nhwc {
+            data: vec![1.0, -2.0],
+            dims: [1, 1, 1, 2],
+        };
+        let b = Nhwc {
+            data: vec![0.5, 1.0],
+            dims: [1, 1, 1, 2],
+        };
+        assert_eq!(sum_relu(&[&a, &b]).data, [1.5, 0.0]);
+        assert_eq!(sum_relu(&[&a]).data, [1.0, 0.0]);
     }
 
     #[test]

@@ -8,8 +8,9 @@ use burn::tensor::ops::AvgPoolOptions;
 use burn::tensor::{Device, Tensor, TensorData};
 
 use crate::ModelError;
+use crate::cpu::{self, Act, Nhwc};
 use crate::image::Image;
-use crate::nn::{Conv, Padding, mean_scaled_batch, relu, rows};
+use crate::nn::{Conv, Padding, mean_scaled_batch, relu, rows, to_nhwc};
 use crate::tfjs::Weights;
 
 /// Side of the square network input.
@@ -25,6 +26,12 @@ struct SeparableConv {
 }
 
 impl SeparableConv {
+    /// [`SeparableConv::forward`] on the CPU backend, NHWC, then `act`.
+    fn forward_cpu(&self, x: &Nhwc, act: Act) -> Nhwc {
+        let y = self.depthwise.forward_nhwc(x, Act::Linear);
+        self.pointwise.forward_nhwc(&y, act)
+    }
+
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         self.pointwise.forward(self.depthwise.forward(x))
     }
@@ -40,6 +47,19 @@ struct DenseBlock {
 }
 
 impl DenseBlock {
+    /// [`DenseBlock::forward`] on the CPU backend, NHWC.
+    fn forward_cpu(&self, x: &Nhwc) -> Nhwc {
+        let out1 = match (&self.dense0, &self.separable0) {
+            (Some(c), _) => c.forward_nhwc(x, Act::Relu),
+            (None, Some(c)) => c.forward_cpu(x, Act::Relu),
+            (None, None) => unreachable!("a block has a first convolution"),
+        };
+        let out2 = self.convs[0].forward_cpu(&out1, Act::Linear);
+        let out3 = self.convs[1].forward_cpu(&cpu::sum_relu(&[&out1, &out2]), Act::Linear);
+        let out4 = self.convs[2].forward_cpu(&cpu::sum_relu(&[&out1, &out2, &out3]), Act::Linear);
+        cpu::sum_relu(&[&out1, &out2, &out3, &out4])
+    }
+
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let out1 = relu(match (&self.dense0, &self.separable0) {
             (Some(c), _) => c.forward(x),
@@ -127,6 +147,21 @@ impl LandmarkNet {
 
     /// The network on a normalised NCHW batch: `[N, 136]` interleaved x, y fractions.
     pub fn forward(&self, mut x: Tensor<4>) -> Tensor<2> {
+        if let Some(block) = self.blocks.first()
+            && block.convs[0].pointwise.on_cpu()
+        {
+            let device = x.device();
+            let mut y = to_nhwc(x);
+            for block in &self.blocks {
+                y = block.forward_cpu(&y);
+            }
+            let pooled = cpu::pool(&y, 7, 2, false);
+            let [n, ph, pw, c] = pooled.dims;
+            assert_eq!((ph, pw), (1, 1), "the pool leaves one pixel");
+            return Tensor::<2>::from_data(TensorData::new(pooled.data, [n, c]), &device)
+                .matmul(self.fc_weight.val())
+                + self.fc_bias.val().unsqueeze();
+        }
         for block in &self.blocks {
             x = block.forward(x);
         }

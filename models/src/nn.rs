@@ -109,11 +109,11 @@ impl Conv {
                 stride,
             )
         });
-        let (data, shape) = hwio_to_oihw(kernel, scale);
-        Self {
-            cpu,
-            ..Self::build(data, shape, bias, stride, 1, padding, device)
+        if let Some(cpu) = cpu {
+            return Self::for_cpu(cpu, stride, 1, padding, device);
         }
+        let (data, shape) = hwio_to_oihw(kernel, scale);
+        Self::build(data, shape, bias, stride, 1, padding, device)
     }
 
     /// A depthwise convolution from a TF.js `[kh, kw, C, 1]` kernel.
@@ -137,10 +137,10 @@ impl Conv {
         });
         let (data, shape) = depthwise_to_oihw(kernel, scale);
         let groups = shape[0];
-        Self {
-            cpu,
-            ..Self::build(data, shape, bias, stride, groups, padding, device)
+        if let Some(cpu) = cpu {
+            return Self::for_cpu(cpu, stride, groups, padding, device);
         }
+        Self::build(data, shape, bias, stride, groups, padding, device)
     }
 
     fn build(
@@ -166,6 +166,42 @@ impl Conv {
         }
     }
 
+    /// A convolution for the CPU backend: its NHWC twin holds the weights, and Burn's
+    /// parameters are one-element placeholders (the weights are not kept twice).
+    fn for_cpu(
+        cpu: NhwcConv,
+        stride: usize,
+        groups: usize,
+        padding: Padding,
+        device: &Device,
+    ) -> Self {
+        Self {
+            cpu: Some(cpu),
+            ..Self::build(
+                vec![0.0],
+                [1, 1, 1, 1],
+                vec![0.0],
+                stride,
+                groups,
+                padding,
+                device,
+            )
+        }
+    }
+
+    /// The (before, after) padding along height and width for an `h × w` input.
+    fn padding(&self, h: usize, w: usize, [kh, kw]: [usize; 2]) -> [(usize, usize); 2] {
+        let padding = if self.same {
+            Padding::Same
+        } else {
+            Padding::Valid
+        };
+        [
+            tf_padding(h, kh, self.stride, padding),
+            tf_padding(w, kw, self.stride, padding),
+        ]
+    }
+
     /// Whether [`Conv::forward_nhwc`] can run (the convolution was built for the CPU).
     pub fn on_cpu(&self) -> bool {
         self.cpu.is_some()
@@ -175,21 +211,16 @@ impl Conv {
     pub fn forward_nhwc(&self, x: &Nhwc, act: Act) -> Nhwc {
         let conv = self.cpu.as_ref().expect("a convolution built for the CPU");
         let [_, h, w, _] = x.dims;
-        let [kh, kw] = conv.kernel;
-        let padding = if self.same {
-            Padding::Same
-        } else {
-            Padding::Valid
-        };
-        let pad = [
-            tf_padding(h, kh, self.stride, padding),
-            tf_padding(w, kw, self.stride, padding),
-        ];
-        conv.forward(&x.data, x.dims, pad, act)
+        conv.forward(&x.data, x.dims, self.padding(h, w, conv.kernel), act)
     }
 
     /// Multiply-accumulates for an `h × w` input, and the output size.
     pub fn macs(&self, h: usize, w: usize) -> (u64, usize, usize) {
+        if let Some(conv) = &self.cpu {
+            let pad = self.padding(h, w, conv.kernel);
+            let [oh, ow] = conv.output_size(h, w, pad);
+            return (conv.macs(h, w, pad), oh, ow);
+        }
         let [cout, cin_per_group, kh, kw] = self.weight.dims();
         let out = |n: usize, k: usize| {
             if self.same {
@@ -204,19 +235,17 @@ impl Conv {
 
     /// Applies the convolution to NCHW `x`.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        if self.cpu.is_some() {
+            let device = x.device();
+            let y = self.forward_nhwc(&to_nhwc(x), Act::Linear);
+            return Tensor::<4>::from_data(TensorData::new(y.data, y.dims), &device)
+                .permute([0, 3, 1, 2]);
+        }
         let [_, _, h, w] = x.dims();
         let [_, _, kh, kw] = self.weight.dims();
-        let padding = if self.same {
-            Padding::Same
-        } else {
-            Padding::Valid
-        };
         let options = ConvOptions::new_with_padding(
             [self.stride, self.stride],
-            [
-                tf_padding(h, kh, self.stride, padding),
-                tf_padding(w, kw, self.stride, padding),
-            ],
+            self.padding(h, w, [kh, kw]),
             [1, 1],
             self.groups,
         );
