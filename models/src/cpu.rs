@@ -91,8 +91,8 @@ fn zeros(len: usize) -> Vec<f32> {
 /// Work (multiply-adds, or values touched) below which a step runs on the calling thread:
 /// handing a step to rayon's pool and back costs microseconds, and the small layers of the small
 /// networks were mostly that overhead (the landmarks net ran at 358 images/s with every step on
-/// the pool, 595–673 with this threshold; 2 million cost MoveNet a tenth).
-const PARALLEL_MIN_WORK: usize = 500_000;
+/// the pool, 610–800 with this threshold; at 2 million MoveNet lost a tenth).
+const PARALLEL_MIN_WORK: usize = 150_000;
 
 /// Calls `f(index, chunk, scratch)` on every `size`-long chunk of `data`: on rayon's pool when
 /// `work` is worth it, else in order on this thread. `scratch` is a buffer the calls of one
