@@ -599,6 +599,15 @@ mod tests {
         }
     }
 
+    /// `conv` on an input of `dims` made from `seed` gives what [`naive`] gives.
+    fn matches_definition(conv: &NhwcConv, dims: [usize; 4], pad: [(usize, usize); 2], seed: u32) {
+        let x = values(dims.iter().product(), seed);
+        let got = conv.forward(&x, dims, pad, Act::Linear);
+        let want = naive(&x, dims, conv, pad);
+        assert_eq!(got.dims, want.dims, "input {dims:?}, padding {pad:?}");
+        close(&got.data, &want.data);
+    }
+
     #[test]
     fn dense_convolutions_match_the_definition() {
         // (kernel, stride, padding, size, channels in, out): a stem, a pointwise layer, a
@@ -615,11 +624,7 @@ mod tests {
             let kernel = values(k * k * cin * cout, i as u32 + 1);
             let bias = values(cout, i as u32 + 50);
             let conv = NhwcConv::dense(&kernel, [k, k, cin, cout], None, bias, s);
-            let x = values(dims.iter().product(), i as u32 + 100);
-            let got = conv.forward(&x, dims, pad, Act::Linear);
-            let want = naive(&x, dims, &conv, pad);
-            assert_eq!(got.dims, want.dims, "case {i}");
-            close(&got.data, &want.data);
+            matches_definition(&conv, dims, pad, i as u32 + 100);
         }
     }
 
@@ -635,11 +640,7 @@ mod tests {
             let c = dims[3];
             let kernel = values(k * k * c, i as u32 + 7);
             let conv = NhwcConv::depthwise(&kernel, [k, k, c], None, values(c, 3), s);
-            let x = values(dims.iter().product(), i as u32 + 200);
-            let got = conv.forward(&x, dims, pad, Act::Linear);
-            let want = naive(&x, dims, &conv, pad);
-            assert_eq!(got.dims, want.dims, "case {i}");
-            close(&got.data, &want.data);
+            matches_definition(&conv, dims, pad, i as u32 + 200);
         }
     }
 
