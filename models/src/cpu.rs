@@ -310,12 +310,11 @@ impl NhwcConv {
     }
 
     fn depthwise_into(&self, x: &[f32], g: &Geometry, out: &mut [f32], act: Act) {
-        let [_, h, w, c] = g.dims;
         let [oh, ow] = g.out;
         let work = out.len() * self.kernel[0] * self.kernel[1];
-        chunks(out, ow * c, work, |row, dst, _| {
+        chunks(out, ow * self.cout, work, |row, dst, _| {
             let (b, oy) = (row / oh, row % oh);
-            depthwise_row(self, x, g, b, oy, [h, w, c], dst);
+            depthwise_row(self, x, g, b, oy, dst);
             epilogue(dst, &self.bias, act);
         });
     }
@@ -344,22 +343,14 @@ fn valid_range(size: usize, out: usize, stride: usize, tap: usize, pad: usize) -
     (first.min(end), end)
 }
 
-fn depthwise_row(
-    conv: &NhwcConv,
-    x: &[f32],
-    g: &Geometry,
-    b: usize,
-    oy: usize,
-    [h, w, c]: [usize; 3],
-    dst: &mut [f32],
-) {
+fn depthwise_row(conv: &NhwcConv, x: &[f32], g: &Geometry, b: usize, oy: usize, dst: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
         // SAFETY: the processor has the features the function is compiled for.
-        unsafe { depthwise_row_avx2(conv, x, g, b, oy, [h, w, c], dst) };
+        unsafe { depthwise_row_avx2(conv, x, g, b, oy, dst) };
         return;
     }
-    depthwise_row_generic(conv, x, g, b, oy, [h, w, c], dst);
+    depthwise_row_generic(conv, x, g, b, oy, dst);
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -370,10 +361,9 @@ fn depthwise_row_avx2(
     g: &Geometry,
     b: usize,
     oy: usize,
-    dims: [usize; 3],
     dst: &mut [f32],
 ) {
-    depthwise_row_generic(conv, x, g, b, oy, dims, dst);
+    depthwise_row_generic(conv, x, g, b, oy, dst);
 }
 
 /// One output row of a depthwise convolution: for each kernel tap, every output pixel of the
@@ -385,9 +375,9 @@ fn depthwise_row_generic(
     g: &Geometry,
     b: usize,
     oy: usize,
-    [h, w, c]: [usize; 3],
     dst: &mut [f32],
 ) {
+    let [_, h, w, c] = g.dims;
     let [kh, kw] = conv.kernel;
     let [sh, sw] = conv.stride;
     let ow = g.out[1];

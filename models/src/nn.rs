@@ -99,17 +99,9 @@ impl Conv {
         padding: Padding,
         device: &Device,
     ) -> Self {
-        let cpu = (*device == Device::flex()).then(|| {
+        if *device == Device::flex() {
             let s = &kernel.shape;
-            NhwcConv::dense(
-                &kernel.data,
-                [s[0], s[1], s[2], s[3]],
-                scale,
-                bias.clone(),
-                stride,
-            )
-        });
-        if let Some(cpu) = cpu {
+            let cpu = NhwcConv::dense(&kernel.data, [s[0], s[1], s[2], s[3]], scale, bias, stride);
             return Self::for_cpu(cpu, stride, 1, padding, device);
         }
         let (data, shape) = hwio_to_oihw(kernel, scale);
@@ -125,21 +117,13 @@ impl Conv {
         padding: Padding,
         device: &Device,
     ) -> Self {
-        let cpu = (*device == Device::flex()).then(|| {
+        if *device == Device::flex() {
             let s = &kernel.shape;
-            NhwcConv::depthwise(
-                &kernel.data,
-                [s[0], s[1], s[2]],
-                scale,
-                bias.clone(),
-                stride,
-            )
-        });
+            let cpu = NhwcConv::depthwise(&kernel.data, [s[0], s[1], s[2]], scale, bias, stride);
+            return Self::for_cpu(cpu, stride, s[2], padding, device);
+        }
         let (data, shape) = depthwise_to_oihw(kernel, scale);
         let groups = shape[0];
-        if let Some(cpu) = cpu {
-            return Self::for_cpu(cpu, stride, groups, padding, device);
-        }
         Self::build(data, shape, bias, stride, groups, padding, device)
     }
 

@@ -267,27 +267,29 @@ impl FaceDetector {
     }
 
     /// One NHWC image through the network: its box encodings and class logits, anchor-major.
+    /// Each head runs as soon as its feature map is computed, in head order.
     fn image_cpu(&self, x: Nhwc) -> (Vec<f32>, Vec<f32>) {
+        let mut boxes = Vec::with_capacity(ANCHORS * 4);
+        let mut classes = Vec::with_capacity(ANCHORS * 3);
+        let mut heads = self.heads.iter();
+        let mut predict = |map: &Nhwc| {
+            let head = heads.next().expect("one head per feature map");
+            boxes.extend(head.boxes.forward_nhwc(map, Act::Linear).data);
+            classes.extend(head.classes.forward_nhwc(map, Act::Linear).data);
+        };
         let mut x = self.conv0.forward_nhwc(&x, Act::Relu6);
-        let mut maps: Vec<Nhwc> = Vec::new();
         for (i, layer) in self.backbone.iter().enumerate() {
             x = layer.depthwise.forward_nhwc(&x, Act::Relu6);
             x = layer.pointwise.forward_nhwc(&x, Act::Relu6);
             if i + 1 == 11 || i + 1 == 13 {
-                maps.push(x.clone());
+                predict(&x);
             }
         }
         for (i, conv) in self.extra.iter().enumerate() {
             x = conv.forward_nhwc(&x, Act::Relu6);
             if i % 2 == 1 {
-                maps.push(x.clone());
+                predict(&x);
             }
-        }
-        let mut boxes = Vec::with_capacity(ANCHORS * 4);
-        let mut classes = Vec::with_capacity(ANCHORS * 3);
-        for (map, head) in maps.iter().zip(&self.heads) {
-            boxes.extend(head.boxes.forward_nhwc(map, Act::Linear).data);
-            classes.extend(head.classes.forward_nhwc(map, Act::Linear).data);
         }
         (boxes, classes)
     }
